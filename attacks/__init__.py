@@ -1,0 +1,1 @@
+"""attacks package of privaudit."""
