@@ -1,0 +1,330 @@
+"""The report's tables as plain text cells, shared by the HTML, Markdown and notebook renderers.
+
+Cells are *unescaped* text (a `Cell` adds a style hint); each renderer escapes for its format, so
+the HTML page, ``report.md`` and a notebook's ``_repr_html_`` always carry the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reports.schema import AuditResult, MethodResult
+from reports.selection import headline_utility_metric, metric_sort_key
+
+__all__ = [
+    "Cell",
+    "Table",
+    "fmt_number",
+    "fmt_epsilon",
+    "fmt_bytes",
+    "verdict",
+    "summary_table",
+    "utility_table",
+    "privacy_table",
+    "audits_table",
+    "per_party_table",
+    "attacks_table",
+    "communication_table",
+    "key_value_table",
+    "flatten",
+    "method_tables",
+    "result_tables",
+]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A cell with a style hint: ``level`` in {"", "good", "warn", "bad", "muted", "name"};
+    ``detail``: a second, quieter line (a method's description)."""
+
+    text: str
+    level: str = ""
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.text}\n{self.detail}" if self.detail else self.text
+
+
+@dataclass
+class Table:
+    """A titled table; ``anchor`` is its id in the HTML page; ``note`` a line below it."""
+
+    title: str
+    anchor: str
+    headers: list[str]
+    rows: list[list[str | Cell]] = field(default_factory=list)
+    note: str = ""
+    align_numbers: bool = True
+
+
+def fmt_number(x: Any, digits: int = 3) -> str:
+    """Numbers for people: None -> "—", NaN -> "n/a", inf -> "∞", values in [-1, 1] with
+    ``digits`` decimals (2 significant digits below 10^-digits, so 3e-4 stays visible), others
+    with 4 significant digits (thousands separated from 10^4 on)."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, str):
+        return x
+    v = float(x)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    if v == int(v) and abs(v) < 1e15 and isinstance(x, int):
+        return f"{int(v):,}" if abs(v) >= 1e4 else str(int(v))
+    if 0 < abs(v) < 10 ** -digits:
+        return f"{v:.2g}"
+    if abs(v) <= 1:
+        return f"{v:.{digits}f}"
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def fmt_epsilon(x: Any) -> str:
+    """Epsilons: 3 significant digits, inf as ∞."""
+    if x is None:
+        return "—"
+    v = float(x)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "∞"
+    return f"{v:.3g}"
+
+
+def fmt_bytes(x: Any) -> str:
+    v = float(x)
+    if not math.isfinite(v):
+        return fmt_number(v)
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
+def verdict(m: MethodResult) -> Cell:
+    """One-phrase verdict: refuted claim > no guarantee > nothing shared > DP with its epsilon."""
+    refuted = [a for a in m.privacy.empirical if a.refutes_claim]
+    if refuted:
+        return Cell("claim refuted by audit", "bad")
+    tight = m.privacy.tightest()
+    if not m.shares and (tight is None or tight[1] == 0):
+        return Cell("nothing leaves a client", "good")
+    if tight is None:
+        return Cell("not accounted", "warn")
+    if math.isinf(tight[1]):
+        return Cell("no formal guarantee", "bad")
+    return Cell(f"DP, ε ≤ {fmt_epsilon(tight[1])}", "good")
+
+
+def _observed(m: MethodResult) -> str:
+    if not m.observers:
+        return "—"
+    return "\n".join(f"{party}: {', '.join(kinds) if kinds else '—'}" for party, kinds in m.observers.items())
+
+
+def _metric_columns(maps: Sequence[dict[str, float]]) -> list[str]:
+    return sorted({k for d in maps for k in d}, key=metric_sort_key)
+
+
+def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
+    """The first table: per method, what leaks to whom, formal epsilon, empirical bound, utility."""
+    rows: list[list[str | Cell]] = []
+    for m in methods:
+        tight = m.privacy.tightest()
+        formal = "—" if tight is None else f"{fmt_epsilon(tight[1])} ({tight[0]})"
+        if tight is not None and m.privacy.delta is not None and math.isfinite(tight[1]) and tight[1] > 0:
+            formal += f"\nδ = {m.privacy.delta:.2g}"
+        audit = m.privacy.max_lower_bound()
+        if audit is None:
+            empirical: str | Cell = "—"
+        else:
+            empirical = Cell(f"≥ {fmt_epsilon(audit.epsilon_lower_bound)}"
+                             + ("\nrefutes the claim" if audit.refutes_claim else ""),
+                             "bad" if audit.refutes_claim else "", detail=audit.name)
+        best = m.best_attack()
+        attack: str | Cell = "—" if best is None else Cell(
+            f"{fmt_number(best.success)} {best.success_metric}\n{best.attack} by {best.observer} on {best.target_kind}")
+        utility = "—" if metric is None else fmt_number(m.utility.get(metric))
+        rows.append([Cell(m.name, "name", m.description),
+                     ", ".join(m.shares) or "nothing", _observed(m), m.privacy.guarantee or "—", formal, empirical,
+                     attack, utility, verdict(m)])
+    headers = ["method", "leaves a client", "observed by (party: kinds)", "guarantee", "formal ε (tightest)",
+               "empirical ε lower bound", "best attack (success)", metric or "utility", "verdict"]
+    return Table("Summary", "summary", headers, rows,
+                 "Formal ε: the smallest over the accountants (∞ = no guarantee). Empirical bound: the largest "
+                 "lower bound any distinguishing game proved. Best attack: the highest success rate of any "
+                 "observer's attack.")
+
+
+def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -> Table | None:
+    maps = [m.personalised_utility if personalised else m.utility for m in methods]
+    columns = _metric_columns(maps)
+    if not columns:
+        return None
+    rows: list[list[str | Cell]] = [[m.name] + [fmt_number(d.get(c)) if c in d else "—" for c in columns]
+                                    for m, d in zip(methods, maps)]
+    if personalised:
+        return Table("Utility (personalised protocols)", "utility-personalised", ["method"] + columns, rows,
+                     "Per-client protocols (FedFR, FedFS), averaged over clients. n/a = not supported.")
+    return Table("Utility (generic protocol)", "utility", ["method"] + columns, rows,
+                 "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
+                 "n/a = not supported at this number of pairs.")
+
+
+def privacy_table(methods: Sequence[MethodResult]) -> Table | None:
+    accountants = sorted({k for m in methods for k in m.privacy.formal_epsilon})
+    if not methods:
+        return None
+    rows: list[list[str | Cell]] = []
+    for m in methods:
+        eps = [fmt_epsilon(m.privacy.formal_epsilon[a]) if a in m.privacy.formal_epsilon else "—" for a in accountants]
+        rows.append([m.name, m.privacy.guarantee or "—",
+                     "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}"] + eps
+                    + [str(len(m.privacy.flags)) if m.privacy.flags else "0"])
+    return Table("Formal privacy (accountants)", "privacy",
+                 ["method", "guarantee", "δ"] + [f"ε ({a})" for a in accountants] + ["flags"], rows,
+                 "ε over the whole run at δ, one column per accountant (∞ = no guarantee).")
+
+
+def audits_table(methods: Sequence[MethodResult]) -> Table | None:
+    rows: list[list[str | Cell]] = []
+    for m in methods:
+        for a in m.privacy.empirical:
+            rows.append([m.name, a.name, fmt_epsilon(a.claimed_epsilon),
+                         Cell(fmt_epsilon(a.epsilon_lower_bound), "bad" if a.refutes_claim else ""),
+                         f"{a.confidence:g}", fmt_number(a.trials), a.statistic or "—",
+                         Cell("yes", "bad") if a.refutes_claim else Cell("no", "good"), a.notes])
+    if not rows:
+        return None
+    return Table("Empirical privacy audits", "audits",
+                 ["method", "audit", "claimed ε", "ε lower bound", "confidence", "trials", "statistic",
+                  "refutes claim", "notes"], rows,
+                 "Lower bounds proved by distinguishing games on neighbouring datasets: an experiment, "
+                 "not a promise.")
+
+
+def per_party_table(methods: Sequence[MethodResult], max_rows: int = 40) -> Table | None:
+    """Each party's epsilon at its last recorded round (per method and accountant)."""
+    rows: list[list[str | Cell]] = []
+    total = 0
+    for m in methods:
+        last: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in m.privacy.per_party:
+            key = (str(row.get("party")), str(row.get("accountant", "")))
+            if key not in last or int(row.get("round", 0)) >= int(last[key].get("round", 0)):
+                last[key] = row
+        for (party, acc), row in last.items():
+            total += 1
+            if len(rows) < max_rows:
+                rows.append([m.name, party, acc or "—", str(row.get("round", "—")), fmt_epsilon(row.get("epsilon"))])
+    if not rows:
+        return None
+    note = "Each party's cumulative ε at the last round it was recorded (from the ledger)."
+    if total > len(rows):
+        note += f" Showing {len(rows)} of {total} rows; all rows are in results.json."
+    return Table("Privacy per party", "per-party", ["method", "party", "accountant", "round", "ε"], rows, note)
+
+
+def _metrics_text(a: Any) -> str:
+    parts = []
+    for k, v in a.metrics.items():
+        text = f"{k} = {fmt_number(v)}"
+        if k in a.intervals:
+            lo, hi = a.intervals[k]
+            text += f" [{fmt_number(lo)}, {fmt_number(hi)}]"
+        parts.append(text)
+    for k, (lo, hi) in a.intervals.items():
+        if k not in a.metrics:
+            parts.append(f"{k} ∈ [{fmt_number(lo)}, {fmt_number(hi)}]")
+    return "\n".join(parts) or "—"
+
+
+def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
+    rows: list[list[str | Cell]] = []
+    for m in methods:
+        for a in m.attacks:
+            rows.append([m.name, a.attack, a.observer, a.target_kind or "—",
+                         "—" if a.success_metric is None else f"{fmt_number(a.success)} ({a.success_metric})",
+                         _metrics_text(a), a.notes])
+    if not rows:
+        return None
+    return Table("Attacks", "attacks", ["method", "attack", "observer", "target kind", "success", "metrics [95% CI]",
+                                        "notes"], rows,
+                 "What each observer recovered from what it saw on the wire.")
+
+
+def communication_table(methods: Sequence[MethodResult]) -> Table | None:
+    columns = sorted({k for m in methods for k in m.bytes_per_round})
+    if not columns:
+        return None
+    rows: list[list[str | Cell]] = [[m.name] + [fmt_bytes(m.bytes_per_round[c]) if c in m.bytes_per_round else "—"
+                                                for c in columns] for m in methods]
+    return Table("Communication per round", "communication", ["method"] + columns, rows)
+
+
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts/lists -> (dotted key path, value text) rows; lists of scalars stay on one row."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(obj, dict):
+        if not obj and prefix:
+            rows.append((prefix, "{}"))
+        for k, v in obj.items():
+            rows += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        for i, v in enumerate(obj):
+            rows += flatten(v, f"{prefix}[{i}]")
+    else:
+        rows.append((prefix or "(value)", _value_text(obj)))
+    return rows
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float):
+        return fmt_number(v, 6) if not math.isfinite(v) else repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value_text(x) if not isinstance(x, str) else json.dumps(x, ensure_ascii=False)
+                               for x in v) + "]"
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def key_value_table(title: str, anchor: str, data: dict[str, Any], headers: tuple[str, str] = ("key", "value"),
+                    max_rows: int = 400, note: str = "") -> Table | None:
+    rows_kv = flatten(data)
+    if not data:
+        return None
+    rows: list[list[str | Cell]] = [[k, v] for k, v in rows_kv[:max_rows]]
+    if len(rows_kv) > max_rows:
+        note = (note + " " if note else "") + f"Showing {max_rows} of {len(rows_kv)} entries; all are in results.json."
+    return Table(title, anchor, list(headers), rows, note, align_numbers=False)
+
+
+def method_tables(methods: Sequence[MethodResult], metric: str | None) -> list[Table]:
+    """The per-method tables, in report order (absent ones skipped)."""
+    tables = [summary_table(methods, metric), utility_table(methods), utility_table(methods, personalised=True),
+              privacy_table(methods), audits_table(methods), per_party_table(methods), attacks_table(methods),
+              communication_table(methods)]
+    return [t for t in tables if t is not None]
+
+
+def result_tables(result: AuditResult) -> list[Table]:
+    """Every table of the report: method tables, then timings (scenario and software come separately)."""
+    tables = method_tables(result.methods, headline_utility_metric(result))
+    if result.timings:
+        rows: list[list[str | Cell]] = [[k, f"{float(v):.1f}"] for k, v in result.timings.items()]
+        rows.append([Cell("total", "muted"), Cell(f"{sum(float(v) for v in result.timings.values()):.1f}", "muted")])
+        tables.append(Table("Timings", "timings", ["stage", "seconds"], rows))
+    return tables

@@ -1,0 +1,174 @@
+"""Figures: data selection computed independently, files written, pixels where it matters."""
+
+from __future__ import annotations
+
+import io
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from matplotlib.figure import Figure
+from PIL import Image
+from reports_helpers import small_result
+
+from reports import figures as F
+from reports.sample import occupancy_ratio
+from reports.schema import AttackFinding, AuditResult, MethodResult, PrivacySummary
+from reports.selection import headline_utility_metric, metric_sort_key
+
+
+def _png_pixels(fig: Figure) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=60)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def test_save_figure_writes_png_and_svg(tmp_path):
+    fig = F.epsilon_rounds_figure({"rdp": {"rounds": [1, 2, 3], "epsilon": [0.5, 0.8, 1.0]}})
+    png = F.save_figure(fig, tmp_path / "figs", "eps")
+    assert png == tmp_path / "figs" / "eps.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    root = ET.parse(tmp_path / "figs" / "eps.svg").getroot()
+    assert root.tag.endswith("svg")
+    # Deterministic files: saving again gives the same bytes.
+    first_svg = (tmp_path / "figs" / "eps.svg").read_bytes()
+    F.save_figure(fig, tmp_path / "figs", "eps")
+    assert (tmp_path / "figs" / "eps.svg").read_bytes() == first_svg
+    with pytest.raises(ValueError, match="figure name must use only"):
+        F.save_figure(fig, tmp_path, "../evil")
+    with pytest.raises(ValueError, match="formats must be a non-empty subset"):
+        F.save_figure(fig, tmp_path, "x", formats=("gif",))
+
+
+def test_headline_metric_prefers_the_lowest_supported_far():
+    r = small_result()
+    # tar@far=1e-3 is NaN for both methods, so 1e-2 is the lowest FAR finite everywhere.
+    assert headline_utility_metric(r) == "tar@far=1e-2"
+    r.methods[1].utility["tar@far=1e-2"] = math.nan
+    assert headline_utility_metric(r) == "accuracy"
+    assert headline_utility_metric(AuditResult(software={})) is None
+    assert sorted(["auroc", "tar@far=1e-3", "x", "accuracy", "tar@far=1e-1"], key=metric_sort_key) == \
+        ["accuracy", "tar@far=1e-1", "tar@far=1e-3", "auroc", "x"]
+
+
+def test_frontier_points_match_a_hand_computation():
+    r = small_result()
+    r.methods.append(MethodResult("local", utility={"tar@far=1e-2": 0.3}, privacy=PrivacySummary(
+        formal_epsilon={"basic": 0.0})))
+    attack = {p.label: (p.x, p.y) for p in F.frontier_points(r, "attack")}
+    # privacyface: one attack (0.2); fedgc: max(0.9, 0.6); local: no attack -> left out.
+    assert attack == {"privacyface": (0.2, 0.5), "fedgc": (0.9, 0.55)}
+    eps = {p.label: (p.x, p.y) for p in F.frontier_points(r, "epsilon")}
+    assert eps == {"privacyface": (2.5, 0.5), "fedgc": (math.inf, 0.55), "local": (0.0, 0.3)}
+    with pytest.raises(ValueError, match="x must be 'attack' or 'epsilon'"):
+        F.frontier_points(r, "utility")
+
+
+def test_frontier_figure_places_zero_and_infinity_at_the_edges():
+    points = [F.FrontierPoint("a", 0.0, 0.3), F.FrontierPoint("b", 2.5, 0.5), F.FrontierPoint("c", math.inf, 0.55)]
+    fig = F.frontier_figure(points, "eps", "tar", log_x=True)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    xs = sorted(float(c.get_offsets()[0][0]) for c in ax.collections)
+    assert xs == [0.1, 2.5, 100.0]  # a decade below 10^0 and above 10^1
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "0" and labels[-1] == "∞"
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["a", "b", "c"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=25))
+def test_spread_labels_terminates_and_separates(points):
+    fx = np.array([p[0] for p in points])
+    fy = np.array([p[1] for p in points])
+    gap, width = 0.045, 0.2
+    out = F._spread_labels(fx, fy, gap, width)
+    assert np.all(out >= fy - 1e-12)
+    for i in range(len(points)):
+        for j in range(i + 1, len(points)):
+            if abs(fx[i] - fx[j]) < width:
+                assert abs(out[i] - out[j]) >= gap * (1 - 1e-6)
+
+
+def test_occupancy_ratio_matches_closed_forms():
+    rho = np.linspace(0.0, math.pi, 13)
+    # d = 2: an arc of half-angle rho covers rho / pi of the circle.
+    np.testing.assert_allclose(occupancy_ratio(rho, 2), rho / math.pi, atol=1e-12)
+    # d = 3: Archimedes, a cap of angle rho covers (1 - cos rho) / 2 of the sphere.
+    np.testing.assert_allclose(occupancy_ratio(rho, 3), (1 - np.cos(rho)) / 2, atol=1e-12)
+    with pytest.raises(ValueError, match="rho must lie in"):
+        occupancy_ratio(np.array([4.0]), 3)
+    fig = F.occupancy_figure({"3": {"rho": rho.tolist(), "ratio": ((1 - np.cos(rho)) / 2).tolist()}})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    assert len(ax.lines) == 1 and len(ax.lines[0].get_xdata()) == 12  # the ratio 0 at rho = 0 is not drawn
+    assert any("not drawn" in t.get_text() for t in ax.texts)
+
+
+def test_roc_figure_uses_log_fpr_and_keeps_points():
+    fig = F.roc_figure({"server": {"fpr": [0.0, 0.001, 0.1, 1.0], "tpr": [0.0, 0.2, 0.6, 1.0]}})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    line = ax.lines[0]
+    np.testing.assert_allclose(line.get_xdata(), [0.0005, 0.001, 0.1, 1.0])
+    np.testing.assert_allclose(line.get_ydata(), [0.0, 0.2, 0.6, 1.0])
+    with pytest.raises(ValueError, match="same length"):
+        F.roc_figure({"bad": {"fpr": [0.0, 1.0], "tpr": [1.0]}})
+
+
+def test_image_grid_shows_the_real_and_reconstructed_pixels(tmp_path):
+    real = np.zeros((3, 3, 8, 8), dtype=np.uint8)
+    real[:, 0] = 255  # pure red
+    recon = np.zeros_like(real)
+    recon[:, 2] = 255  # pure blue
+    fig = F.image_grid_figure(real, recon)
+    assert len(fig.axes) == 6
+    px = _png_pixels(fig).reshape(-1, 3).astype(int)
+    red = np.sum((px[:, 0] > 240) & (px[:, 1] < 15) & (px[:, 2] < 15))
+    blue = np.sum((px[:, 2] > 240) & (px[:, 0] < 15) & (px[:, 1] < 15))
+    assert red > 100 and blue > 100 and abs(red - blue) < 0.2 * red
+    path = F.write_image_grid(tmp_path / "g" / "grid.png", real, {"a": recon, "b": real}, max_images=2)
+    assert Image.open(path).size[0] > 0
+    with pytest.raises(ValueError, match="dtype float32"):
+        F.image_grid_figure(real.astype(np.float32), recon)
+    with pytest.raises(ValueError, match="must have the shape of real"):
+        F.image_grid_figure(real, recon[:2])
+    with pytest.raises(ValueError, match=r"with C in \(1, 3\)"):
+        F.image_grid_figure(real[:, :2], recon[:, :2])
+    with pytest.raises(ValueError, match="must end in .png"):
+        F.write_image_grid(tmp_path / "g.jpg", real, recon)
+
+
+def test_utility_and_cos_figures():
+    fig = F.utility_figure({"a": {"accuracy": 0.8, "auroc": math.nan}, "b": {"accuracy": 0.7, "auroc": 0.9}})
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.7, 0.8, 0.9]  # the NaN bar is not drawn ...
+    assert [t.get_text() for t in ax.texts] == ["n/a"]  # ... but marked
+    records = [{"epsilon": e, "rho": 1.3, "queries": 1, "values": [0.1 * e, 0.2 * e, 0.3 * e]} for e in (1.0, 3.0)]
+    fig = F.cos_distribution_figure(records)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["ε=1", "ε=3"]  # only the varying parameter is named
+
+
+def test_figures_escape_mathtext_dollars():
+    fig = F.utility_figure({"$x^2$ method": {"accuracy": 0.5}})
+    _png_pixels(fig)  # a mathtext parse error would raise here
+    assert fig.axes[0].get_xticklabels()[0].get_text() == r"\$x^2\$ method"
+
+
+def test_render_all_figures_skips_what_is_absent(tmp_path, sample_report):
+    folder = sample_report[0]
+    names = {p.stem for p in (folder / "figures").glob("*.png")}
+    assert names == set(F.FIGURE_CAPTIONS)  # the sample has data for every figure
+    assert names == {p.stem for p in (folder / "figures").glob("*.svg")}
+    assert F.render_all_figures(AuditResult(software={}), tmp_path / "none") == {}
+    only_utility = AuditResult(software={}, methods=[MethodResult("a", utility={"accuracy": 0.5})])
+    assert set(F.render_all_figures(only_utility, tmp_path / "u", formats=("png",))) == {"utility"}
+    roc_only = AuditResult(software={}, methods=[MethodResult("a", attacks=[
+        AttackFinding("knn", "server", "w", roc={"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})])])
+    assert set(F.render_all_figures(roc_only, tmp_path / "r", formats=("png",))) == {"membership_roc"}
