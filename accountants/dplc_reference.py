@@ -1,0 +1,394 @@
+"""Reference DPLC (Algorithm 1 of PrivacyFace) in pure numpy, and an end-to-end private variant.
+
+`dplc_algorithm1` is Algorithm 1 as published, the reference for the federated core's PrivacyFace
+method (which may reuse it or be checked against it) and the target of the audits. Its
+events are the paper's *claim*: one Gaussian mechanism per released query, noise multiplier
+sigma / Delta_Thm2. That claim covers Theorem 2's setting (a fixed S); the algorithm chooses S from
+the data (densest neighbourhood), releases only if |S| >= T and scales the noise by the
+data-dependent |S|, none of which is privatised, so the end-to-end claim does not hold: see
+`accountants.dplc_audit` for distinguishing games that show it.
+
+`private_dplc` is a variant whose selection and threshold are themselves differentially private,
+so its events do cover the whole release.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from accountants._validation import (
+    as_generator,
+    check_choice,
+    check_delta,
+    check_epsilon,
+    check_in_range,
+    check_int,
+    check_open_unit,
+    check_unit_rows,
+)
+from accountants.composition import ACCOUNTANTS, calibrate_noise_multiplier
+from accountants.dplc import BOUNDS, dplc_sensitivity, dplc_sigma
+from accountants.events import ComposedEvent, DpEvent, GaussianEvent, SelfComposedEvent
+from accountants.mechanisms import METHODS, gdp_mu
+
+NEIGHBOURING = ("replace", "add_remove")
+
+
+@dataclass(frozen=True)
+class DplcRelease:
+    """What one DPLC call produces.
+
+    Only `centers` (and, for the private variant, `noisy_counts` and `candidate_indices`, which
+    the accounting covers) may be published. `clean_centers` and `cluster_sizes` are the
+    un-noised internals, kept for diagnostics and tests; they are not private.
+    """
+
+    centers: np.ndarray
+    """[q, d] released unit vectors p_hat (q <= max_queries)."""
+    clean_centers: np.ndarray
+    """[q, d] the un-noised p (diagnostics only: NOT private)."""
+    cluster_sizes: tuple[int, ...]
+    """|S| of each released query (diagnostics only: NOT private)."""
+    sigmas: tuple[float, ...]
+    """noise standard deviation used for each released query."""
+    events: tuple[DpEvent, ...]
+    """DP events the method claims for this call (what the ledger should record)."""
+    stopped_early: bool
+    """whether the loop ended before max_queries because the (noisy) threshold was not met."""
+    end_to_end_private: bool
+    """whether `events` cover the whole release (False for the paper's Algorithm 1)."""
+    noisy_counts: tuple[float, ...] = field(default_factory=tuple)
+    candidate_indices: tuple[int, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    public_records: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """One plain dict per release: noise scale, noise multiplier, budget, and for the private
+        variant the released noisy count. For Algorithm 1 it also holds |S|, which its noise scale
+        sigma ~ 1/|S| reveals anyway (one of the leaks the audit shows); the un-noised centers are
+        never included."""
+        return [dict(record) for record in self.public_records]
+
+    @property
+    def num_released(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def event(self) -> DpEvent:
+        """All claimed events of the call as one event (the single event itself when there is one;
+        the empty composition when nothing was released by Algorithm 1)."""
+        return self.events[0] if len(self.events) == 1 else ComposedEvent(self.events)
+
+
+def _normalise(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:  # probability zero for continuous noise; keep a defined direction
+        out = np.zeros_like(vector)
+        out[0] = 1.0
+        return out
+    return vector / norm
+
+
+def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, max_queries: int, epsilon: float,
+                    delta: float, rng: np.random.Generator | int, bound: str = "tight", method: str = "classic",
+                    strict: bool = False) -> DplcRelease:
+    """Algorithm 1 of PrivacyFace (Differentially Private Local Clustering), as published.
+
+    For q = 1..Q: for every remaining class center w_i find its neighbours S_i = {j in I :
+    angle(w_i, w_j) <= rho}; take the largest S (ties: lowest index); p = mean of S; if |S| >= T
+    release p_hat = (p + v)/||p + v|| with v ~ N(0, sigma^2 I), sigma from Theorem 2 (line 7; the
+    classic calibration by default, as in the paper), and remove from I every center within rho of
+    p_hat (line 8); else stop.
+
+    Args:
+        class_centers: [n, d] class centers (rows are normalised: the paper assumes unit vectors).
+        rho: margin in (0, pi]. min_cluster_size: T >= 1. max_queries: Q >= 1.
+        epsilon, delta: per-query budget the paper claims (Property 2: (Q eps, Q delta) in total).
+        rng: Generator or seed for the noise.
+        bound: sensitivity bound for sigma ("tight" = Thm 2, "weak" = Thm 3).
+        method: "classic" (paper) or "analytic" Gaussian calibration.
+
+    Returns:
+        A `DplcRelease` whose events are the paper's claim, GaussianEvent(sigma / Delta_Thm2) per
+        released query, with ``end_to_end_private=False``.
+    """
+    centers = check_unit_rows("class_centers", class_centers)
+    rho = check_in_range("rho", rho, 0.0, math.pi, low_open=True)
+    min_cluster_size = check_int("min_cluster_size", min_cluster_size, 1)
+    max_queries = check_int("max_queries", max_queries, 1)
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
+    check_choice("bound", bound, BOUNDS)
+    check_choice("method", method, METHODS)
+    generator = as_generator(rng)
+
+    n, dim = centers.shape
+    cos_rho = math.cos(rho)
+    neighbours = (centers @ centers.T) >= cos_rho
+    active = np.ones(n, dtype=bool)
+    released, clean, sizes, sigmas, events = [], [], [], [], []
+    stopped = False
+    for _ in range(max_queries):
+        if not active.any():
+            stopped = True
+            break
+        counts = (neighbours & active[None, :]).sum(axis=1)
+        counts[~active] = -1
+        best = int(np.argmax(counts))
+        members = neighbours[best] & active
+        size = int(members.sum())
+        p = centers[members].mean(axis=0)
+        if size < min_cluster_size:
+            stopped = True
+            break
+        sigma = dplc_sigma(rho, size, epsilon, delta, bound=bound, method=method, strict=strict)
+        p_hat = _normalise(p + generator.normal(0.0, sigma, size=dim))
+        active &= ~((centers @ p_hat) >= cos_rho)
+        released.append(p_hat)
+        clean.append(p)
+        sizes.append(size)
+        sigmas.append(sigma)
+        events.append(GaussianEvent(sigma / dplc_sensitivity(rho, size, "tight")))
+    return DplcRelease(
+        centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
+        clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
+        cluster_sizes=tuple(sizes), sigmas=tuple(sigmas), events=tuple(events), stopped_early=stopped,
+        end_to_end_private=False,
+        public_records=tuple({"sigma": sigma, "cluster_size": size, "noise_multiplier": event.noise_multiplier,
+                              "sensitivity": dplc_sensitivity(rho, size, "tight"), "epsilon": epsilon,
+                              "delta": delta, "method": method, "bound": bound}
+                             for sigma, size, event in zip(sigmas, sizes, events)),
+        notes=("events are the paper's per-query claim (Theorem 2, fixed S); the data-dependent choice of S, the "
+               "threshold |S| >= T and the 1/|S| noise scale are not privatised, so they do not cover the release",),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the end-to-end private variant
+# --------------------------------------------------------------------------------------------
+
+def candidate_multiplicity(candidates: np.ndarray, rho: float) -> int:
+    """m = max_j #{k : angle(u_j, u_k) <= 2 rho}: no point of the sphere lies in more than m of the
+    candidate caps of angle rho (if x is in the caps of u_j and u_k, angle(u_j, u_k) <= 2 rho)."""
+    if 2.0 * rho >= math.pi:
+        return int(candidates.shape[0])
+    close = (candidates @ candidates.T) >= math.cos(2.0 * rho)
+    return int(close.sum(axis=1).max())
+
+
+def cap_sum_sensitivity(rho: float, neighbouring: str = "replace") -> float:
+    """l2 sensitivity of sum_{i in I, angle(w_i, u) <= rho} w_i for a fixed cap center u.
+
+    Replace one center: w - w' with both in the cap (<= 2 sin(min(rho, pi/2))) or one unit vector
+    entering or leaving (1): max(1, 2 sin(min(rho, pi/2))). Add/remove one center: 1.
+    """
+    rho = check_in_range("rho", rho, 0.0, math.pi, low_open=True)
+    check_choice("neighbouring", neighbouring, NEIGHBOURING)
+    if neighbouring == "add_remove":
+        return 1.0
+    return max(1.0, 2.0 * math.sin(min(rho, math.pi / 2.0)))
+
+
+def count_vector_sensitivity(candidates: Any, rho: float, neighbouring: str = "replace") -> float:
+    """l2 sensitivity of the vector of cap counts over public candidates: sqrt(2m) (replace) or
+    sqrt(m) (add/remove), m = `candidate_multiplicity`."""
+    units = check_unit_rows("candidates", candidates)
+    rho = check_in_range("rho", rho, 0.0, math.pi, low_open=True)
+    check_choice("neighbouring", neighbouring, NEIGHBOURING)
+    m = candidate_multiplicity(units, rho)
+    return math.sqrt(2.0 * m) if neighbouring == "replace" else math.sqrt(float(m))
+
+
+@dataclass(frozen=True)
+class PrivateDplcPlan:
+    """Noise multipliers of one `private_dplc` call and the event they compose to.
+
+    ``parts`` maps each Gaussian release of a query to (noise multiplier, releases per query):
+    "count" (noisy counts), "sum" (noisy cap sums), and in mean-shift mode "direction" (noisy sum
+    of all remaining centers).
+    """
+
+    parts: dict[str, tuple[float, int]]
+    max_queries: int
+
+    @property
+    def event(self) -> DpEvent:
+        per_query = ComposedEvent(tuple(SelfComposedEvent(GaussianEvent(multiplier), count)
+                                        for multiplier, count in self.parts.values()))
+        return SelfComposedEvent(per_query, self.max_queries)
+
+    def multiplier(self, name: str) -> float:
+        return self.parts[name][0]
+
+
+def plan_private_dplc(epsilon: float, delta: float, max_queries: int, shares: dict[str, tuple[float, int]],
+                      accountant: str = "gdp") -> PrivateDplcPlan:
+    """Split (epsilon, delta) for `max_queries` queries over the parts of a query.
+
+    `shares` maps a part to (share of the query's GDP budget mu_q^2, releases per query); part i
+    gets noise multiplier s_i = sqrt(count_i / share_i) / mu_q, so that sum_i count_i / s_i^2 =
+    mu_q^2 and Q queries compose to mu-GDP with mu^2 = Q mu_q^2 (Dong, Roth & Su 2022, Cor. 3.3).
+    With ``accountant="gdp"`` this is exact and closed form (mu from `gdp_mu`); with any other
+    accountant the common scale 1/mu_q is calibrated numerically, never exceeding the target.
+    """
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
+    max_queries = check_int("max_queries", max_queries, 1)
+    check_choice("accountant", accountant, ACCOUNTANTS)
+    total = sum(share for share, _ in shares.values())
+    if not shares or any(share <= 0 for share, _ in shares.values()) or abs(total - 1.0) > 1e-9:
+        raise ValueError(f"shares must be positive and sum to 1; got {shares!r}")
+    factors = {name: math.sqrt(count / share) for name, (share, count) in shares.items()}
+
+    def plan(scale: float) -> PrivateDplcPlan:
+        return PrivateDplcPlan({name: (factors[name] * scale, shares[name][1]) for name in shares}, max_queries)
+
+    if accountant == "gdp":
+        mu = gdp_mu(epsilon, delta)
+        return plan(math.sqrt(max_queries) / mu)
+    scale = calibrate_noise_multiplier(epsilon, delta, accountant=accountant, event_factory=lambda s: plan(s).event)
+    return plan(scale)
+
+
+def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_cluster_size: int, max_queries: int,
+                 epsilon: float, delta: float, rng: np.random.Generator | int, count_fraction: float = 0.25,
+                 direction_fraction: float = 0.25, refine_steps: int = 2, accountant: str = "gdp",
+                 neighbouring: str = "replace") -> DplcRelease:
+    """DPLC whose selection, threshold and normalisation are private: (epsilon, delta)-DP end to end.
+
+    Per query q = 1..Q over the remaining class centers I (rows normalised):
+
+    *With public candidates* u_1..u_K (``candidates`` given):
+      1. counts c_j = #{i in I : angle(w_i, u_j) <= rho}; c_tilde = c + N(0, sigma_c^2 I_K).
+      2. j* = argmax c_tilde; stop if c_tilde[j*] < T (a noisy threshold: post-processing of 1).
+      3. s_tilde = sum_{i in I in the cap of u_j*} w_i + N(0, sigma_s^2 I_d); p_hat = s_tilde/||s_tilde||.
+    *Without candidates* (mean-shift mode, the default):
+      1. u_0 = normalise(sum_{i in I} w_i + N(0, sigma_d^2 I_d)) (a private global direction).
+      2. for t = 1..R (`refine_steps`): u_t = normalise(sum_{i in I in the cap of u_{t-1}} w_i
+         + N(0, sigma_s^2 I_d)); at t = R first release the noisy count of that cap,
+         c + N(0, sigma_c^2), and stop if it is < T.
+      3. p_hat = u_R.
+    Then, in both modes, I <- I minus the centers within rho of p_hat (line 8 of Algorithm 1).
+    The normaliser is data-independent: the scale of a noisy sum is irrelevant after projecting to
+    the sphere, so no |S| enters the noise (Algorithm 1 divides by the private |S|).
+
+    Proof sketch. Neighbours replace one class center (Definition 1; ``neighbouring="add_remove"``
+    for adding or removing one). Candidates must not depend on the private centers (public
+    identities' centers under the broadcast model, earlier public releases, a seeded codebook).
+    Given the earlier outputs of the call (public), I_q is a deterministic function of the data,
+    and for neighbouring data I_q and I'_q differ in at most one element (replaced, or present in
+    one only). Every released quantity is a Gaussian mechanism given the past:
+    (i) the count vector changes in at most 2m coordinates by 1 (m for add/remove), since a point
+    lies in at most m = `candidate_multiplicity` caps: sensitivity sqrt(2m) (sqrt(m)); a single cap
+    count changes by at most 1; (ii) a cap sum for a cap fixed by public values changes by w - w'
+    with both in the cap or by one unit vector: sensitivity `cap_sum_sensitivity`; (iii) the sum of
+    all of I changes by at most 2 (1 for add/remove). argmax, thresholds, normalisation and the
+    removal of covered centers are post-processing. Stopping early is post-processing too, and all
+    Q queries are accounted regardless. The call is therefore an adaptive composition of Gaussian
+    mechanisms, mu-GDP with mu^2 = Q sum_parts count/s^2 (Dong, Roth & Su 2022, Cor. 3.3), and
+    `plan_private_dplc` calibrates the noise multipliers so that this reaches (epsilon, delta)
+    under `accountant` ("gdp" is exact for this composition).
+
+    Args:
+        class_centers: [n, d] private class centers.
+        candidates: [K, d] public cap centers, or None for the mean-shift mode.
+        rho: margin in (0, pi]. min_cluster_size: T >= 1. max_queries: Q >= 1.
+        epsilon, delta: the end-to-end budget of the whole call.
+        rng: Generator or seed.
+        count_fraction: share of a query's GDP budget mu_q^2 spent on counts.
+        direction_fraction: share spent on the global direction (mean-shift mode only).
+        refine_steps: R >= 1 noisy cap sums per query (mean-shift mode only; 1 with candidates).
+        accountant: accountant that calibrates the noise ("gdp" exact; others numerical).
+        neighbouring: "replace" or "add_remove".
+
+    Returns:
+        `DplcRelease` with ``end_to_end_private=True`` and one event covering all Q queries.
+    """
+    centers = check_unit_rows("class_centers", class_centers)
+    n, dim = centers.shape
+    rho = check_in_range("rho", rho, 0.0, math.pi, low_open=True)
+    min_cluster_size = check_int("min_cluster_size", min_cluster_size, 1)
+    max_queries = check_int("max_queries", max_queries, 1)
+    count_fraction = check_open_unit("count_fraction", count_fraction)
+    check_choice("neighbouring", neighbouring, NEIGHBOURING)
+    cos_rho = math.cos(rho)
+    sum_sensitivity = cap_sum_sensitivity(rho, neighbouring)
+
+    if candidates is not None:
+        units = check_unit_rows("candidates", candidates)
+        if units.shape[1] != dim:
+            raise ValueError(f"candidates must have the same dimension as class_centers ({dim}); got {units.shape[1]}")
+        count_sensitivity = count_vector_sensitivity(units, rho, neighbouring)
+        plan = plan_private_dplc(epsilon, delta, max_queries,
+                                 {"count": (count_fraction, 1), "sum": (1.0 - count_fraction, 1)}, accountant)
+        mode = "candidates"
+    else:
+        direction_fraction = check_open_unit("direction_fraction", direction_fraction)
+        refine_steps = check_int("refine_steps", refine_steps, 1)
+        if count_fraction + direction_fraction >= 1.0:
+            raise ValueError(f"count_fraction + direction_fraction must be in (0, 1); got "
+                             f"{count_fraction!r} + {direction_fraction!r}")
+        count_sensitivity = 1.0
+        plan = plan_private_dplc(epsilon, delta, max_queries,
+                                 {"direction": (direction_fraction, 1), "count": (count_fraction, 1),
+                                  "sum": (1.0 - count_fraction - direction_fraction, refine_steps)}, accountant)
+        mode = "mean-shift"
+    sigma_count = plan.multiplier("count") * count_sensitivity
+    sigma_sum = plan.multiplier("sum") * sum_sensitivity
+    sigma_direction = plan.multiplier("direction") * (2.0 if neighbouring == "replace" else 1.0) \
+        if mode == "mean-shift" else 0.0
+    generator = as_generator(rng)
+
+    active = np.ones(n, dtype=bool)
+    released, clean, sizes, noisy_counts, chosen = [], [], [], [], []
+    stopped = False
+    in_cap = (centers @ units.T) >= cos_rho if mode == "candidates" else None
+    for _ in range(max_queries):
+        if mode == "candidates":
+            counts = (in_cap & active[:, None]).sum(axis=0).astype(np.float64)
+            noisy = counts + generator.normal(0.0, sigma_count, size=counts.shape)
+            best = int(np.argmax(noisy))
+            if noisy[best] < min_cluster_size:
+                stopped = True
+                break
+            members = in_cap[:, best] & active
+            p_hat = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, sigma_sum, size=dim))
+            noisy_count = float(noisy[best])
+            chosen.append(best)
+        else:
+            direction = _normalise(centers[active].sum(axis=0) + generator.normal(0.0, sigma_direction, size=dim))
+            noisy_count = math.nan
+            for step in range(refine_steps):
+                members = active & ((centers @ direction) >= cos_rho)
+                if step == refine_steps - 1:
+                    noisy_count = float(members.sum() + generator.normal(0.0, sigma_count))
+                    if noisy_count < min_cluster_size:
+                        break
+                direction = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, sigma_sum, size=dim))
+            if noisy_count < min_cluster_size:
+                stopped = True
+                break
+            p_hat = direction
+        active &= ~((centers @ p_hat) >= cos_rho)
+        released.append(p_hat)
+        clean.append(centers[members].mean(axis=0) if members.any() else np.zeros(dim))
+        sizes.append(int(members.sum()))
+        noisy_counts.append(noisy_count)
+    return DplcRelease(
+        centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
+        clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
+        cluster_sizes=tuple(sizes), sigmas=tuple(sigma_sum for _ in released), events=(plan.event,),
+        stopped_early=stopped, end_to_end_private=True, noisy_counts=tuple(noisy_counts),
+        candidate_indices=tuple(chosen),
+        notes=(f"mode={mode}; count noise sigma={sigma_count:.6g}, cap-sum noise sigma={sigma_sum:.6g}"
+               + (f", direction noise sigma={sigma_direction:.6g}" if mode == "mean-shift" else "")
+               + f"; all {max_queries} queries accounted",),
+        public_records=tuple({"mode": mode, "noisy_count": count, "sigma": sigma_sum,
+                              "noise_multiplier": plan.multiplier("sum"), "sigma_count": sigma_count,
+                              "epsilon": float(epsilon), "delta": float(delta)} for count in noisy_counts),
+    )
