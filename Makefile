@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/privaudit audit
 
-test: setup
+test:
+	bash scripts/setup.sh --with-browser
 	.venv/bin/python -m pytest -q tests
 
 bench: setup

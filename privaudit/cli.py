@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "privaudit.commands.audit",
     "privaudit.commands.account",
     "privaudit.commands.pretrain",
+    "privaudit.commands.train",
+    "privaudit.commands.attack",
 )
 
 

@@ -67,7 +67,10 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+        message = str(exc)
+        if message.startswith(f"{label}.") or message.startswith(f"{label}:"):
+            raise ConfigError(message) from None  # already says where
+        raise ConfigError(f"{label}: {message}") from None
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

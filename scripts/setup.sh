@@ -8,6 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --with-browser: also install Debian's chromium (the report test loads report.html in it).
+if [ "${1:-}" = "--with-browser" ]; then
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "setup: installing chromium (headless browser for the report test)" >&2
+        if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    fi
+fi
+
 PY=${PYTHON:-python3}
 TORCH_SPEC=${PRIVAUDIT_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
 CACHE=${PRIVAUDIT_CACHE:-$HOME/.cache/privaudit}

@@ -1,0 +1,173 @@
+"""`privaudit train`: train one federated method on synthetic faces and write its run folder.
+
+    privaudit train --method fedgc --scale demo --rounds 8 --seed 0 --out out/fedgc
+
+Builds the data of the scale (`federated_core.scales`): public identities for φ0, client and test
+identities, all disjoint; pre-trains φ0 on the public identities (cached by config hash under
+``--cache-dir``, default ``<out>/../cache``) unless ``--from-scratch``; runs the method with the
+in-process engine; writes the checkpoint, ``metrics.json``, the wire log and the ground truth to
+``--out`` (layout: `federated_core.engine`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from privaudit.commands._common import add_run_arguments, resolve_device
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one federated method (checkpoint, metrics, wire log)")
+    p.add_argument("--method", required=True, help="method name (fedpe, fedpe-fixed, shared-centers, fedface, fedgc, fedgc-cos, ...)")
+    p.add_argument("--scale", choices=("tiny", "demo", "paper"), default="demo", help="preset (default: demo)")
+    p.add_argument("--rounds", type=int, default=None, help="communication rounds (default: the scale's)")
+    p.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="method hyper-parameter, value parsed as JSON when it is JSON, e.g. --param lam=20 --param loss=softmax")
+    p.add_argument("--from-scratch", action="store_true", help="start from a random backbone instead of φ0 (FedGC's setting)")
+    p.add_argument("--clients", type=int, default=None, help="number of clients (default: the scale's)")
+    p.add_argument("--identities-per-client", type=int, default=None)
+    p.add_argument("--images-per-identity", type=int, default=None)
+    p.add_argument("--partition", choices=("balanced", "lognormal", "one-identity"), default=None)
+    p.add_argument("--participation", type=float, default=None, help="fraction C of clients per round (FedGC Table 1)")
+    p.add_argument("--offline-probability", type=float, default=None, help="PrivacyFace App. A.2.7")
+    p.add_argument("--offline-policy", choices=("one-client", "independent"), default=None)
+    p.add_argument("--local-epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--dp-noise-multiplier", type=float, default=None, help="DP-SGD on every client")
+    p.add_argument("--dp-max-grad-norm", type=float, default=1.0, help="DP-SGD clipping norm (default: 1.0)")
+    p.add_argument("--dp-target-epsilon", type=float, default=None, help="calibrate DP-SGD noise to this epsilon")
+    p.add_argument("--dp-delta", type=float, default=None, help="delta of --dp-target-epsilon")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N rounds (0: only at the end)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="φ0 cache (default: <out>/../cache)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_run_arguments(p, default_out="out/train")
+    p.set_defaults(func=run)
+
+
+def _dp_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.dp_noise_multiplier is None and args.dp_target_epsilon is None:
+        if args.dp_delta is not None:
+            raise ValueError("--dp-delta is only used with --dp-target-epsilon")
+        return None
+    return {
+        "noise_multiplier": args.dp_noise_multiplier,
+        "max_grad_norm": args.dp_max_grad_norm,
+        "target_epsilon": args.dp_target_epsilon,
+        "delta": args.dp_delta,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from federated_core.engine import run_federated
+    from federated_core.scales import build_federated_data, federated_config, federated_scale
+    from privaudit.presets import pretrain_config
+
+    device = resolve_device(args.device)
+    scale = federated_scale(
+        args.scale,
+        rounds=args.rounds,
+        num_clients=args.clients,
+        identities_per_client=1 if args.partition == "one-identity" else args.identities_per_client,
+        images_per_identity=args.images_per_identity,
+        partition=args.partition,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+    )
+    pcfg = pretrain_config(args.scale, seed=args.seed)
+    out: Path = args.out
+    started = time.perf_counter()
+    data = build_federated_data(scale, pcfg.data, seed=args.seed)
+    data.data_spec["public"] = {"identities": list(pcfg.train_identities), "note": "half-open id range of φ0's pre-training"}
+
+    phi0: dict[str, Any] = {"from_scratch": bool(args.from_scratch)}
+    initial_backbone = None
+    if not args.from_scratch:
+        from federated_core.pretrain import pretrain
+
+        cache = args.cache_dir if args.cache_dir is not None else out.resolve().parent / "cache"
+        result = pretrain(pcfg, cache_dir=cache, device=device, progress=not args.quiet)
+        initial_backbone = str(result.path)
+        phi0.update({"checkpoint": initial_backbone, "cached": result.cached, "metrics": result.metrics})
+    config = federated_config(
+        scale, args.method, seed=args.seed,
+        method_params=dict(args.param),
+        participation=args.participation,
+        offline_probability=args.offline_probability,
+        offline_policy=args.offline_policy,
+        eval_every=args.eval_every,
+        dp_sgd=_dp_config(args),
+        device=device,
+        progress=not args.quiet,
+        initial_backbone=initial_backbone,
+        backbone=pcfg.backbone,
+        embedding_dim=pcfg.embedding_dim,
+        resolution=pcfg.resolution,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({
+        "command": "privaudit train",
+        "scale": scale.name,
+        "federated": config.to_dict(),
+        "data": {k: v for k, v in data.data_spec.items() if k not in ("clients", "test")},
+        "phi0": {k: v for k, v in phi0.items() if k != "metrics"},
+        "pretrain": pcfg.to_dict(),
+    }, indent=2, default=str))
+    result = run_federated(
+        config, data.clients, out_dir=out, eval_faces=data.test, data_spec=data.data_spec, resume=args.resume,
+    )
+    seconds = time.perf_counter() - started
+    _print_summary(result.metrics, phi0, out, seconds, as_json=args.json)
+    return 0
+
+
+def _print_summary(metrics: dict[str, Any], phi0: dict[str, Any], out: Path, seconds: float, as_json: bool) -> None:
+    last = metrics["rounds"][-1] if metrics["rounds"] else None
+    final_eval = metrics["evaluation"].get(str(metrics.get("completed_rounds")))
+    if as_json:
+        print(json.dumps({"out": str(out), "seconds": seconds, "final_evaluation": final_eval,
+                          "bytes_per_round": metrics.get("bytes_per_round"), "phi0": phi0.get("metrics")}, default=float))
+        return
+    method = metrics["method"]
+    print(f"{method['name']} ({metrics['num_clients']} clients, {metrics['num_train_images']} images, "
+          f"{metrics.get('completed_rounds')} rounds, {'from scratch' if phi0['from_scratch'] else 'from φ0'}): "
+          f"{seconds:.1f} s -> {out}")
+    print(f"  {'round':>5} {'client loss':>11} {'ver. acc':>8} {'AUROC':>6} {'rank-1':>6} {'up B/client':>11} {'down B/client':>13}")
+    evaluations = metrics["evaluation"]
+    if "0" in evaluations:
+        e = evaluations["0"]
+        print(f"  {0:>5} {'':>11} {e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} "
+              f"{_fmt(e['identification'].get('rank1'))}")
+    for record in metrics["rounds"]:
+        e = record.get("evaluation")
+        acc = f"{e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} {_fmt(e['identification'].get('rank1'))}" if e else f"{'':>8} {'':>6} {'':>6}"
+        loss = f"{record['client_loss']:11.4f}" if record["client_loss"] is not None else f"{'':>11}"
+        b = record["bytes"]
+        print(f"  {record['round']:>5} {loss} {acc} {b['uploaded_per_participant']:11.0f} {b['broadcast_per_participant']:13.0f}")
+    if final_eval:
+        tars = ", ".join(f"TAR@FAR={float(k):g}: {v:.4f}" for k, v in final_eval["verification"]["tar_at_far"].items())
+        tpirs = ", ".join(f"TPIR@FPIR={float(k):g}: {v:.4f}" for k, v in final_eval["identification"]["tpir_at_fpir"].items())
+        print(f"  final: {tars}; {tpirs}")
+    if last and last["failed"]:
+        print(f"  clients that failed in the last round: {last['failed']}")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:6.3f}" if isinstance(value, (int, float)) else f"{'':>6}"

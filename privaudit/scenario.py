@@ -1,0 +1,263 @@
+"""`Scenario`: everything one audit needs, as a validated dataclass loadable from TOML or YAML.
+
+A scenario names the data (synthetic generator parameters), the federation (clients, identities,
+images, rounds, partition), the methods to train with their hyper-parameters, the privacy
+parameters (PrivacyFace's epsilon, delta, rho, Q, T and the calibration), the attacks, the scale
+preset, the device, the seed and the output directory. Unknown keys are named and bad values
+are refused with the allowed range (`privaudit.config_io`).
+
+``Scenario.demo()`` is the embedded default (the README's first command runs it);
+``Scenario.tiny()`` is the same pipeline at test size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from privaudit.config_io import from_dict, load_document, to_dict
+
+METHOD_NAMES = (
+    "fedpe", "fedpe-fixed", "shared-centers", "fedface", "fedgc", "fedgc-cos", "fedfr", "fedfs",
+    "privacyface", "privacyface-nonoise", "noisy-centers", "privacyface-e2e",
+)
+ACCOUNTANT_NAMES = ("basic", "advanced", "rdp", "prv")
+ATTACK_NAMES = ("knn", "inversion", "gradient")
+
+
+def _positive_int(name: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+@dataclass
+class DataSpec:
+    """Synthetic faces (the embedded default data): generator parameters."""
+
+    seed: int = 0
+    resolution: int = 32
+    groups: int = 4
+    difficulty: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolution not in (32, 48, 64, 96, 112):
+            raise ValueError(f"data.resolution must be one of 32, 48, 64, 96, 112, got {self.resolution}")
+        _positive_int("data.groups", self.groups)
+        if self.difficulty is not None and not 0 <= self.difficulty <= 1:
+            raise ValueError(f"data.difficulty must be in [0, 1], got {self.difficulty}")
+
+
+@dataclass
+class PretrainSpec:
+    """Central pre-training of φ0 on public identities (disjoint from clients and test)."""
+
+    identities: int = 300
+    images_per_identity: int = 16
+    epochs: int = 10
+    backbone: str = "tiny"
+    embedding_dim: int = 128
+    head: Literal["cosface", "arcface", "softmax"] = "cosface"
+
+    def __post_init__(self) -> None:
+        _positive_int("pretrain.identities", self.identities, 2)
+        _positive_int("pretrain.images_per_identity", self.images_per_identity, 2)
+        _positive_int("pretrain.epochs", self.epochs)
+        _positive_int("pretrain.embedding_dim", self.embedding_dim, 2)
+
+
+@dataclass
+class FederationSpec:
+    """Clients, their identities and images, the unseen test identities, and local training."""
+
+    num_clients: int = 4
+    identities_per_client: int = 40
+    images_per_identity: int = 8
+    partition: Literal["balanced", "lognormal", "one-identity"] = "balanced"
+    test_identities: int = 100
+    test_images_per_identity: int = 6
+    rounds: int = 3
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    participation: float = 1.0
+    offline_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_clients", "identities_per_client", "images_per_identity", "rounds", "local_epochs",
+                     "batch_size"):
+            _positive_int(f"federation.{name}", getattr(self, name))
+        _positive_int("federation.test_identities", self.test_identities, 2)
+        _positive_int("federation.test_images_per_identity", self.test_images_per_identity, 2)
+        if not (self.lr > 0):
+            raise ValueError(f"federation.lr must be > 0, got {self.lr}")
+        if not 0 < self.participation <= 1:
+            raise ValueError(f"federation.participation must be in (0, 1], got {self.participation}")
+        if not 0 <= self.offline_probability < 1:
+            raise ValueError(f"federation.offline_probability must be in [0, 1), got {self.offline_probability}")
+
+
+@dataclass
+class MethodSpec:
+    """One method (or variant) to train: a registered name and its hyper-parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in METHOD_NAMES:
+            raise ValueError(f"methods: unknown method {self.name!r}; choose from {', '.join(METHOD_NAMES)}")
+
+    @property
+    def key(self) -> str:
+        """The variant's name in results (``label`` if given, else the method name)."""
+        return self.label or self.name
+
+
+@dataclass
+class PrivacySpec:
+    """Privacy parameters of the DP releases (PrivacyFace: ε = 1, δ = 1/|D|, ρ = 1.3, Q = 1)."""
+
+    epsilon: float = 1.0
+    delta: float | None = None  # None: 1 / (number of client images), as PrivacyFace sets δ = 1/|D|
+    rho: float = 1.3
+    queries: int = 1
+    threshold_fraction: float = 0.25  # T as a fraction of a client's classes (T=512 of ~7k at paper scale)
+    calibration: Literal["analytic", "classic"] = "analytic"
+    accountants: list[str] = field(default_factory=lambda: list(ACCOUNTANT_NAMES))
+    audit_trials: int = 2000
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"privacy.epsilon must be a finite number > 0, got {self.epsilon}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
+        if not 0 < self.rho <= math.pi:
+            raise ValueError(f"privacy.rho must be in (0, pi], got {self.rho}")
+        _positive_int("privacy.queries", self.queries)
+        if not 0 < self.threshold_fraction <= 1:
+            raise ValueError(f"privacy.threshold_fraction must be in (0, 1], got {self.threshold_fraction}")
+        bad = [a for a in self.accountants if a not in ACCOUNTANT_NAMES]
+        if bad or not self.accountants:
+            raise ValueError(f"privacy.accountants must be a non-empty subset of {list(ACCOUNTANT_NAMES)}, got {self.accountants}")
+        _positive_int("privacy.audit_trials", self.audit_trials, 10)
+
+
+@dataclass
+class AttackSpec:
+    """Which attacks run, from which observers, and their sizes."""
+
+    run: list[str] = field(default_factory=lambda: list(ATTACK_NAMES))
+    gallery_distractors: int = 400
+    decoder_steps: int = 600
+    decoder_identities: int = 300
+    gradient_iterations: int = 200
+    gradient_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.run if a not in ATTACK_NAMES]
+        if bad:
+            raise ValueError(f"attacks.run: unknown attack(s) {bad}; choose from {list(ATTACK_NAMES)}")
+        for name in ("gallery_distractors", "decoder_steps", "decoder_identities", "gradient_iterations",
+                     "gradient_batch_size"):
+            _positive_int(f"attacks.{name}", getattr(self, name))
+
+
+def default_methods() -> list[MethodSpec]:
+    """Shared class centers vs sanitised clusters vs nothing shared, with the paper baselines."""
+    return [MethodSpec(name) for name in (
+        "fedpe", "shared-centers", "fedface", "fedgc", "fedfr", "fedfs",
+        "privacyface", "privacyface-nonoise", "noisy-centers", "privacyface-e2e",
+    )]
+
+
+@dataclass
+class Scenario:
+    """One audit: data, federation, methods, privacy, attacks, scale, device, seed, output."""
+
+    name: str = "demo"
+    scale: Literal["tiny", "demo", "paper"] = "demo"
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "out"
+    data: DataSpec = field(default_factory=DataSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    federation: FederationSpec = field(default_factory=FederationSpec)
+    methods: list[MethodSpec] = field(default_factory=default_methods)
+    privacy: PrivacySpec = field(default_factory=PrivacySpec)
+    attacks: AttackSpec = field(default_factory=AttackSpec)
+
+    def __post_init__(self) -> None:
+        keys = [m.key for m in self.methods]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"methods: each variant needs a distinct label, repeated: {repeated}")
+        if not self.methods:
+            raise ValueError("methods: at least one method is needed")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def demo(cls, **changes: Any) -> "Scenario":
+        """The embedded default: synthetic faces at 32 px, 4 clients (one population group's
+        worth of identities each is not forced: balanced partition), every method."""
+        return replace(cls(), **changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> "Scenario":
+        """The same pipeline at test size (seconds per method)."""
+        base = cls(
+            name="tiny", scale="tiny",
+            pretrain=PretrainSpec(identities=24, images_per_identity=6, epochs=2, embedding_dim=32),
+            federation=FederationSpec(num_clients=3, identities_per_client=6, images_per_identity=4,
+                                      test_identities=12, test_images_per_identity=3, rounds=2, batch_size=16),
+            privacy=PrivacySpec(audit_trials=200),
+            attacks=AttackSpec(gallery_distractors=30, decoder_steps=30, decoder_identities=24,
+                               gradient_iterations=20),
+        )
+        return replace(base, **changes)
+
+    @classmethod
+    def preset(cls, scale: str, **changes: Any) -> "Scenario":
+        if scale == "tiny":
+            return cls.tiny(**changes)
+        if scale == "demo":
+            return cls.demo(**changes)
+        if scale == "paper":
+            return cls.paper(**changes)
+        raise ValueError(f"scale must be one of tiny, demo, paper, got {scale!r}")
+
+    @classmethod
+    def paper(cls, **changes: Any) -> "Scenario":
+        """GPU scale: 112 px MobileFaceNet, PrivacyFace's 4 clients of one group each are
+        approximated by 4 balanced clients of 1,000 identities."""
+        base = cls(
+            name="paper", scale="paper", device="cuda", data=DataSpec(resolution=112),
+            pretrain=PretrainSpec(identities=10_000, images_per_identity=30, epochs=20, backbone="mobilefacenet",
+                                  embedding_dim=512, head="arcface"),
+            federation=FederationSpec(num_clients=4, identities_per_client=1000, images_per_identity=30,
+                                      test_identities=1000, test_images_per_identity=10, rounds=10,
+                                      batch_size=128, lr=0.001),
+            privacy=PrivacySpec(threshold_fraction=512 / 7000),
+        )
+        return replace(base, **changes)
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Scenario":
+        """Build from a plain dict; a ``scale`` key starts from that preset, other keys override."""
+        data = dict(data)
+        return from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scenario":
+        """Read a TOML or YAML scenario file (safe loaders)."""
+        return cls.from_dict(load_document(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
