@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "privaudit.commands.pretrain",
     "privaudit.commands.train",
     "privaudit.commands.attack",
+    "privaudit.commands.report",
 )
 
 

@@ -127,7 +127,7 @@ class PrivacySpec:
     threshold_fraction: float = 0.25  # T as a fraction of a client's classes (T=512 of ~7k at paper scale)
     calibration: Literal["analytic", "classic"] = "analytic"
     accountants: list[str] = field(default_factory=lambda: list(ACCOUNTANT_NAMES))
-    audit_trials: int = 2000
+    audit_trials: int = 10000
 
     def __post_init__(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):

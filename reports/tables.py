@@ -119,6 +119,8 @@ def verdict(m: MethodResult) -> Cell:
         return Cell("nothing leaves a client", "good")
     if tight is None:
         return Cell("not accounted", "warn")
+    if tight[1] == 0:
+        return Cell(f"no class information shared; {', '.join(m.shares)} not DP-protected", "warn")
     if math.isinf(tight[1]):
         return Cell("no formal guarantee", "bad")
     return Cell(f"DP, ε ≤ {fmt_epsilon(tight[1])}", "good")

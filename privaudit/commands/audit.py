@@ -1,34 +1,77 @@
-"""`privaudit audit` (and `privaudit demo`): the default audit.
+"""`privaudit audit [SCENARIO]` (and `privaudit demo`): the whole audit, then the report.
 
-Until the full audit pipeline lands (train every method, account, attack, report), the audit
-runs its first stage, the central pre-training of φ0 and its evaluation on unseen identities, and
-prints the numbers.
+Trains every method of the scenario on the federated core, accounts for each client's releases,
+audits the DP claims empirically, attacks what each party observed, and writes
+``results.json``, ``report.html``, ``report.md`` and ``figures/`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-from privaudit.commands._common import add_run_arguments, resolve_device
-from privaudit.commands.pretrain import print_pretrain_result, timed_pretrain
+from privaudit.commands._common import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     for name, help_text in (("audit", "run the privacy audit (default scenario: synthetic faces, demo scale)"),
                             ("demo", "alias of `audit` with the default scenario")):
         p = subparsers.add_parser(name, help=help_text)
-        p.add_argument("--scale", choices=("tiny", "demo", "paper"), default="demo", help="preset (default: demo)")
-        add_run_arguments(p, default_out="out")
+        if name == "audit":
+            p.add_argument("scenario", nargs="?", type=Path, default=None,
+                           help="a scenario file (.toml, .yaml); default: the embedded demo scenario")
+        p.add_argument("--scale", choices=("tiny", "demo", "paper"), default=None,
+                       help="preset to start from (default: the file's, else demo)")
+        p.add_argument("--methods", default=None, help="comma-separated methods to run (default: the scenario's)")
+        p.add_argument("--out", type=Path, default=None, help="output directory (default: the scenario's, 'out')")
+        p.add_argument("--seed", type=int, default=None, help="seed (default: the scenario's, 0)")
+        p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the scenario's)")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
         p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from privaudit.presets import pretrain_config
+def build_scenario(args: argparse.Namespace):
+    """The scenario of the command line: the file (or a preset), then the flags on top."""
+    import dataclasses
 
-    device = resolve_device(args.device)
-    config = pretrain_config(args.scale, seed=args.seed)
-    print("privaudit audit: stage 1/1 — pre-training φ0 on public identities (methods, accounting, "
-          "attacks and the report are added by later stages)")
-    result, seconds = timed_pretrain(config, args.out / "cache", device, progress=not args.quiet)
-    print_pretrain_result(result, seconds)
+    from privaudit.config_io import load_document
+    from privaudit.scenario import MethodSpec, Scenario
+
+    path = getattr(args, "scenario", None)
+    if path is not None:
+        document = load_document(path)
+        scale = args.scale or document.get("scale", "demo")
+        base = Scenario.preset(scale).to_dict()
+        base.update(document)
+        base["scale"] = scale
+        scenario = Scenario.from_dict(base)
+    else:
+        scenario = Scenario.preset(args.scale or "demo")
+    changes = {}
+    if args.methods:
+        names = [m.strip() for m in args.methods.split(",") if m.strip()]
+        changes["methods"] = [MethodSpec(n) for n in names]
+    if args.out is not None:
+        changes["out"] = str(args.out)
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.device is not None:
+        changes["device"] = resolve_device(args.device)
+    return dataclasses.replace(scenario, **changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from privaudit.pipeline import run_audit
+    from reports.html import write_report
+    from reports.markdown import summary_markdown
+
+    scenario = build_scenario(args)
+    resolve_device(scenario.device)
+    started = time.perf_counter()
+    result = run_audit(scenario, progress=not args.quiet)
+    report = write_report(result, scenario.out_dir)
+    seconds = time.perf_counter() - started
+    print(summary_markdown(result))
+    print(f"\nreport: {report}  (results: {scenario.out_dir / 'results.json'}; {seconds:.0f} s)")
     return 0

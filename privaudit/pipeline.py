@@ -1,0 +1,237 @@
+"""`run_audit(scenario) -> AuditResult`: the whole audit, stage by stage, cached on disk.
+
+Stages (each cached in the scenario's output directory, so a rerun with one method added only
+runs that method, and an interrupted run resumes where it stopped):
+
+1. φ0: central pre-training on public identities (`federated_core.pretrain`, cached by config hash);
+2. data: clients' and unseen test identities (`federated_core.scales.build_federated_data`);
+3. methods: each variant trained by the engine into ``runs/<variant>/`` (resumed if interrupted,
+   skipped when finished with the same configuration);
+4. utility: the generic protocol from the run's evaluation (verification and 1:N on unseen
+   identities);
+5. ledger: formal ε per client from the DP events in the wire log (`privaudit.privacy_stage`);
+6. audits: empirical ε lower bounds of the DPLC release mechanisms (`accountants.dplc_audit`);
+7. attacks: from the server's position on what it observed (`attacks.run`);
+8. analyses and report: occupancy ratio (Thm 1), ε vs rounds, results.json, report.html/.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from privaudit.scenario import MethodSpec, Scenario
+
+CENTER_LIKE = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
+
+DESCRIPTIONS = {
+    "fedpe": "FedAvg of the backbone; class embeddings stay on the client (FedGC 'FedPE', PrivacyFace 'φ')",
+    "fedpe-fixed": "FedPE with class embeddings frozen at random init (FedGC 'Fixed')",
+    "shared-centers": "clients upload raw class centers; the server broadcasts all of them as negatives",
+    "fedface": "raw class centers to the server, which spreads them out (FedFace)",
+    "fedgc": "raw class embeddings to the server, softmax-regulariser gradient correction (FedGC Alg. 1)",
+    "fedgc-cos": "FedGC with the cosine regulariser (FedCos)",
+    "fedfr": "backbone + public-class embeddings; HN sampling, contrastive term, DFC personalisation (FedFR)",
+    "fedfs": "global backbone only; personal model stays local (FedFS)",
+    "privacyface": "backbone + DPLC noisy cluster centers p̂ (PrivacyFace φ+p̂)",
+    "privacyface-nonoise": "backbone + clean cluster centers p (PrivacyFace φ+p)",
+    "noisy-centers": "backbone + every class center noised with sensitivity 2 (PrivacyFace App. A.2.2, φ+W̃)",
+    "privacyface-e2e": "backbone + cluster centers from the end-to-end private DPLC variant",
+}
+DPLC_METHODS = ("privacyface", "privacyface-e2e", "noisy-centers", "privacyface-nonoise")
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _progress(enabled: bool) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        if enabled:
+            print(f"[privaudit] {message}", flush=True)
+    return say
+
+
+# ---------------------------------------------------------------------------- stage 1-2
+
+def pretrain_config_for(scenario: Scenario) -> Any:
+    from federated_core.pretrain import PretrainConfig, SyntheticSpec
+
+    p, d = scenario.pretrain, scenario.data
+    n_eval = 100 if scenario.scale != "tiny" else 16
+    return PretrainConfig(
+        data=SyntheticSpec(seed=d.seed, resolution=d.resolution, groups=d.groups, difficulty=d.difficulty),
+        train_identities=(0, p.identities), train_images_per_identity=p.images_per_identity,
+        eval_identities=(900_000, 900_000 + n_eval), eval_images_per_identity=6,
+        eval_genuine_pairs=min(1500, n_eval * 15), eval_impostor_pairs=min(3000, n_eval * 30),
+        backbone=p.backbone, embedding_dim=p.embedding_dim, head=p.head, epochs=p.epochs,
+        seed=scenario.seed,
+    )
+
+
+def federated_scale_for(scenario: Scenario) -> Any:
+    from federated_core.scales import FederatedScale
+
+    f = scenario.federation
+    n_test = f.test_identities * f.test_images_per_identity
+    genuine = min(1500, f.test_identities * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2)
+    return FederatedScale(
+        name=scenario.scale, num_clients=f.num_clients, identities_per_client=f.identities_per_client,
+        images_per_identity=f.images_per_identity, test_identities=f.test_identities,
+        test_images_per_identity=f.test_images_per_identity, rounds=f.rounds, local_epochs=f.local_epochs,
+        batch_size=f.batch_size, lr=f.lr, partition=f.partition, genuine_pairs=max(1, genuine),
+        impostor_pairs=min(3000, max(1, n_test * 2)),
+    )
+
+
+def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
+    """The method's hyper-parameters: PrivacyFace variants get the scenario's privacy parameters."""
+    params: dict[str, Any] = {}
+    if spec.name in DPLC_METHODS:
+        pr = scenario.privacy
+        params.update(rho=pr.rho, max_queries=pr.queries, epsilon=pr.epsilon, delta=pr.delta,
+                      calibration=pr.calibration, min_cluster_size=pr.threshold_fraction)
+    params.update(spec.params)
+    return params
+
+
+# ---------------------------------------------------------------------------- stage 3
+
+def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, phi0_path: str,
+                 pcfg: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train one variant into ``run_dir`` (skipped when finished with the same config; resumed
+    when interrupted). Returns the run's metrics."""
+    from federated_core.engine import run_federated
+    from federated_core.scales import federated_config
+
+    config = federated_config(
+        scale, spec.name, seed=scenario.seed, method_params=method_params(spec, scenario),
+        participation=scenario.federation.participation,
+        offline_probability=scenario.federation.offline_probability,
+        eval_every=1, device=scenario.device, progress=progress, initial_backbone=phi0_path,
+        backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
+    )
+    key = _fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name})
+    stamp = run_dir / "audit_stage.json"
+    metrics_path = run_dir / "metrics.json"
+    if stamp.is_file() and metrics_path.is_file():
+        saved = json.loads(stamp.read_text())
+        if saved.get("key") == key and saved.get("finished"):
+            return json.loads(metrics_path.read_text())
+    resume = stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"key": key, "finished": False}))
+    result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test, data_spec=data.data_spec,
+                           resume=resume)
+    stamp.write_text(json.dumps({"key": key, "finished": True}))
+    return result.metrics
+
+
+# ---------------------------------------------------------------------------- stage 4
+
+def utility_from_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Final and per-round generic utility from a run's ``metrics.json``."""
+    def flat(e: dict[str, Any]) -> dict[str, float]:
+        v, i = e.get("verification", {}), e.get("identification", {})
+        out = {"accuracy": float(v.get("accuracy", math.nan)), "auroc": float(v.get("auroc", math.nan))}
+        for far, tar in v.get("tar_at_far", {}).items():
+            out[f"tar@far={float(far):g}"] = float(tar)
+        if "rank1" in i and i["rank1"] is not None:
+            out["rank1"] = float(i["rank1"])
+        for fpir, tpir in i.get("tpir_at_fpir", {}).items():
+            out[f"tpir@fpir={float(fpir):g}"] = float(tpir)
+        return out
+
+    evaluations = metrics.get("evaluation", {})
+    rounds = sorted(int(k) for k in evaluations)
+    per_round = [{"round": float(r), **flat(evaluations[str(r)])} for r in rounds]
+    final = flat(evaluations[str(rounds[-1])]) if rounds else {}
+    return final, per_round
+
+
+def bytes_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    rounds = metrics.get("rounds", [])
+    if not rounds:
+        return {}
+    up = [r["bytes"]["uploaded_per_participant"] for r in rounds]
+    down = [r["bytes"]["broadcast_per_participant"] for r in rounds]
+    return {"client_upload": float(sum(up) / len(up)), "server_broadcast": float(sum(down) / len(down))}
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
+    """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`)."""
+    from federated_core.engine import WireLog
+    from federated_core.pretrain import pretrain
+    from federated_core.scales import build_federated_data
+    from privaudit.privacy_stage import account_run
+    from privaudit.audit_stage import dplc_audits
+    from reports.schema import AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
+
+    scenario = scenario or Scenario.demo()
+    say = _progress(progress)
+    out = scenario.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
+    timings: dict[str, float] = {}
+    flags: list[str] = []
+
+    t = time.perf_counter()
+    pcfg = pretrain_config_for(scenario)
+    say(f"stage 1/7: φ0 on {pcfg.train_identities[1]} public identities")
+    phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
+    timings["phi0"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    scale = federated_scale_for(scenario)
+    say(f"stage 2/7: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
+    data = build_federated_data(scale, pcfg.data, seed=scenario.seed)
+    timings["data"] = time.perf_counter() - t
+    client_images = sum(len(c.faces) for c in data.clients)
+    delta = scenario.privacy.delta or min(0.5, 1.0 / max(2, client_images // max(1, scale.num_clients)))
+
+    methods: list[MethodResult] = []
+    runs: dict[str, Path] = {}
+    for i, spec in enumerate(scenario.methods, 1):
+        t = time.perf_counter()
+        say(f"stage 3/7: method {i}/{len(scenario.methods)} {spec.key}")
+        run_dir = out / "runs" / spec.key
+        metrics = train_method(spec, scenario, data, scale, str(phi0.path), pcfg, run_dir, progress)
+        runs[spec.key] = run_dir
+        timings[f"train:{spec.key}"] = time.perf_counter() - t
+        utility, per_round = utility_from_metrics(metrics)
+        wire = WireLog.load(run_dir)
+        shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
+        observers = {"server": sorted({m.kind for m in wire.observed_by("server") if m.sender != "server"})}
+        some_client = next((m.sender for m in wire if m.sender.startswith("client:")), None)
+        if some_client:
+            observers["other clients"] = sorted({m.kind for m in wire.observed_by(some_client)
+                                                 if m.sender == "server"})
+        privacy = account_run(wire, delta, scenario.privacy.accountants, scale.rounds)
+        pr = scenario.privacy
+        t_audit = time.perf_counter()
+        audits = [AuditFinding(**f) for f in dplc_audits(
+            spec.name, pr.epsilon, pr.rho, pr.calibration, pr.audit_trials, scenario.seed,
+            cache=run_dir / "audits.json")]
+        timings[f"audit:{spec.key}"] = time.perf_counter() - t_audit
+        privacy.flags.extend(f"audit '{a.name}': empirical ε ≥ {a.epsilon_lower_bound:.3g} refutes the claimed "
+                             f"ε = {a.claimed_epsilon:g} per release" for a in audits if a.refutes_claim)
+        methods.append(MethodResult(
+            name=spec.key, description=DESCRIPTIONS.get(spec.name, spec.name), shares=shares, observers=observers,
+            utility=utility, utility_per_round=per_round, bytes_per_round=bytes_from_metrics(metrics),
+            params={"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None}},
+            privacy=PrivacySummary(delta=delta, formal_epsilon=privacy.centers_epsilon,
+                                   epsilon_per_round=privacy.centers_per_round, per_party=privacy.per_party,
+                                   empirical=audits, flags=privacy.flags, guarantee=privacy.guarantee),
+        ))
+
+    result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=flags, timings=timings,
+                         title=f"privaudit audit: {scenario.name}")
+    save_results(result, out)
+    return result
