@@ -1,0 +1,117 @@
+"""The audit pipeline end to end at tiny scale: stages, caching, results, report, CLI, notebook."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import privaudit as pa
+from privaudit.cli import main
+from privaudit.scenario import MethodSpec
+from reports.schema import load_results
+from reports.validator import validate_results
+
+NOTEBOOK_METHODS = ("fedpe", "shared-centers", "privacyface")
+
+
+def notebook_scenario(out: Path) -> "pa.Scenario":
+    # Must match examples/tiny_audit.ipynb so the notebook test reuses these cached stages.
+    return pa.Scenario.tiny(out=str(out), methods=[MethodSpec(m) for m in NOTEBOOK_METHODS])
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    return out, pa.run_audit(notebook_scenario(out), progress=False)
+
+
+def test_what_leaves_each_client_and_its_formal_epsilon(audit):
+    _, result = audit
+    fedpe, shared, pf = (result.method(m) for m in NOTEBOOK_METHODS)
+    assert fedpe.shares == ["backbone"]
+    assert all(eps == 0 for eps in fedpe.privacy.formal_epsilon.values())
+    assert shared.shares == ["backbone", "class_centers"]
+    assert all(math.isinf(eps) for eps in shared.privacy.formal_epsilon.values())
+    assert pf.shares == ["backbone", "noisy_cluster_centers"]
+    eps = pf.privacy.formal_epsilon
+    assert set(eps) == {"basic", "advanced", "rdp", "prv"}
+    assert all(0 < v < math.inf for v in eps.values())
+    assert eps["prv"] <= eps["rdp"] + 1e-9 and eps["rdp"] <= eps["basic"] + 1e-9
+    # Each round adds at most Q = 1 release per client: ε grows over rounds.
+    per_round = pf.privacy.epsilon_per_round["rdp"]
+    assert len(per_round) == 2 and per_round[0] < per_round[1]
+    # The server observes the raw class centers of shared-centers.
+    assert "class_centers" in shared.observers["server"]
+
+
+def test_audits_show_theorem2_holds_and_algorithm1_claim_fails(audit):
+    _, result = audit
+    findings = {a.name: a for a in result.method("privacyface").privacy.empirical}
+    theorem2 = findings["Theorem 2 mechanism (fixed S)"]
+    assert not theorem2.refutes_claim and theorem2.epsilon_lower_bound <= theorem2.claimed_epsilon
+    refuted = [a for a in findings.values() if a.name.startswith("Algorithm 1")]
+    assert refuted and all(a.refutes_claim for a in refuted)
+    assert any("refutes the claimed" in f for f in result.method("privacyface").privacy.flags)
+
+
+def test_utility_is_recorded_per_round(audit):
+    _, result = audit
+    for m in result.methods:
+        assert 0.0 <= m.utility["accuracy"] <= 1.0 and 0.0 <= m.utility["auroc"] <= 1.0
+        assert [r["round"] for r in m.utility_per_round] == [0.0, 1.0, 2.0]
+        assert m.bytes_per_round["client_upload"] > 0
+
+
+def test_results_json_round_trips_and_validates(audit):
+    out, result = audit
+    path = out / "results.json"
+    validate_results(json.loads(path.read_text()))
+    again = load_results(path)
+    assert again.to_dict() == result.to_dict()
+
+
+def test_rerun_with_one_method_added_trains_only_that_method(audit, tmp_path):
+    out, _ = audit
+    stamps = {m: (out / "runs" / m / "audit_stage.json").stat().st_mtime_ns for m in NOTEBOOK_METHODS}
+    scenario = pa.Scenario.tiny(out=str(out), methods=[MethodSpec(m) for m in (*NOTEBOOK_METHODS, "fedface")])
+    result = pa.run_audit(scenario, progress=False)
+    assert [m.name for m in result.methods] == [*NOTEBOOK_METHODS, "fedface"]
+    for m in NOTEBOOK_METHODS:
+        assert (out / "runs" / m / "audit_stage.json").stat().st_mtime_ns == stamps[m]
+    assert json.loads((out / "runs" / "fedface" / "audit_stage.json").read_text())["finished"]
+
+
+def test_report_command_renders_html_from_results(audit, tmp_path, capsys):
+    out, _ = audit
+    assert main(["report", str(out / "results.json"), "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "privacyface" in html and "<script" not in html.lower()
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_audit_command_rejects_bad_scenarios_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('scale = "tiny"\n[privacy]\nepsilon = -1\n')
+    assert main(["audit", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "privacy.epsilon must be a finite number > 0, got -1" in capsys.readouterr().err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("federation:\n  clientz: 3\n")
+    assert main(["audit", str(unknown)]) == 2
+    assert "unknown key(s) 'clientz'" in capsys.readouterr().err
+    assert main(["audit", "--methods", "fedavg2", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown method 'fedavg2'" in capsys.readouterr().err
+
+
+def test_example_notebook_executes(audit, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    out, _ = audit
+    monkeypatch.setenv("PRIVAUDIT_NOTEBOOK_OUT", str(out))
+    path = Path(__file__).resolve().parents[2] / "examples" / "tiny_audit.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("text/html" in o.get("data", {}) for o in outputs)  # the result rendered as HTML
