@@ -62,18 +62,24 @@ def hash_key(seed: int, stream: int, *parts: torch.Tensor | int, device: torch.d
 
 
 def uniform(key: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` uniforms in the open interval (0, 1) per key: float32 ``[*key.shape, count]``.
+    """``count`` uniforms in the open interval (0, 1) per key: float64 ``[*key.shape, count]``.
 
-    The values are multiples of ``2**-24`` offset by half a step, exactly representable in
-    float32, so 0 and 1 never occur.
+    The values are odd multiples of ``2**-25`` (24 random bits), exactly representable in
+    float32 too, so 0 and 1 never occur.
     """
     k = torch.arange(1, count + 1, dtype=torch.int64, device=key.device)
     h = mix32(key.unsqueeze(-1) ^ _mul32(k, _GOLDEN))
     h = mix32(h ^ (h >> 7) ^ 0x5BD1E995)
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+    return ((h >> 8).to(torch.float64) + 0.5) * (1.0 / 16777216.0)
 
 
 def normal(key: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` standard-normal values per key (inverse CDF of `uniform`): ``[*key.shape, count]``."""
+    """``count`` standard-normal values per key (inverse CDF of `uniform`): float64
+    ``[*key.shape, count]``.
+
+    Computed in float64 on purpose: callers round to float32 afterwards, which removes the
+    last-bit differences between torch's vectorised and scalar CPU paths of ``erfinv`` (whose
+    choice depends on the batch size), so the result does not depend on batch composition.
+    """
     u = uniform(key, count)
     return torch.erfinv(u.mul(2.0).sub(1.0)).mul(math.sqrt(2.0))
