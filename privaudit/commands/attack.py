@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--distractors", type=int, default=None, help="distractor identities in the attacker's gallery")
     p.add_argument("--decoder-epochs", type=int, default=None, help="epochs of the inversion decoder")
     p.add_argument("--gradient-iterations", type=int, default=None, help="iterations of each gradient-inversion probe")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where the independent evaluator is cached (default: <out>/cache)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_run_arguments(p, default_out="out/attacks")
     p.set_defaults(func=run)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     config = AttackRunConfig(observer=args.observer, attacks=args.attacks, seed=args.seed, device=device,
                              progress=not args.quiet, **overrides)
     started = time.perf_counter()
-    report = run_attacks(args.run_dir, config, out_dir=args.out)
+    report = run_attacks(args.run_dir, config, out_dir=args.out, cache_dir=args.cache_dir)
     seconds = time.perf_counter() - started
     if args.json:
         print(json.dumps({**report.to_dict(), "total_seconds": seconds}))

@@ -1,0 +1,487 @@
+"""The in-process federated engine: `run_federated`.
+
+Each round ``r = 1..R``: sample ``max(1, round(C·K))`` clients (participation fraction C, FedGC
+Table 1), take some offline (PrivacyFace App. A.2.7), then for every phase of the method: the
+server's ``configure`` messages go to the participants, each participant runs ``client_update``
+on its own state, data and inbox, its uploads go to the server, and ``server_step`` aggregates.
+Every message is validated (sender, explicit receivers, round, phase) and appended to the
+`WireLog`; nothing else passes between parties. A client that raises is reported (log warning +
+``metrics["rounds"][i]["failed"]``) and dropped from the rest of that round, its state left as it
+was; a phase with no surviving client is an error that says so.
+
+Randomness: every draw comes from a generator seeded by ``(config.seed, purpose, round, ...)``
+(`derive_seed`), so the same seed gives the same numbers and ``resume`` (continuing from the
+checkpoint written after every round) gives exactly the result of an uninterrupted run.
+
+Evaluation of the global model on unseen identities after the rounds of
+`FederatedConfig.eval_rounds` (`GenericEvaluator`), recorded per round with losses, timings and
+bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from federated_core.data.faceset import FaceSet
+from federated_core.engine.checkpoint import (
+    EngineState,
+    has_engine_state,
+    load_engine_state,
+    save_engine_state,
+    save_global_checkpoint,
+)
+from federated_core.engine.config import FederatedConfig
+from federated_core.engine.evaluate import GenericEvaluator
+from federated_core.engine.messages import SERVER, Message, client_party
+from federated_core.engine.state import ClientData, ClientState, ServerState
+from federated_core.engine.wire import WireLog
+
+logger = logging.getLogger("federated_core.engine")
+
+METRICS_NAME = "metrics.json"
+GROUND_TRUTH_DIRNAME = "ground_truth"
+_PURPOSES = {"model": 1, "server_init": 2, "client_init": 3, "sample": 4, "offline": 5, "client": 6}
+
+
+def derive_seed(seed: int, purpose: str, *parts: int) -> int:
+    """A 63-bit seed for ``(seed, purpose, *parts)`` (numpy ``SeedSequence``)."""
+    entropy = [int(seed), _PURPOSES[purpose], *(int(p) for p in parts)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def generator(seed: int, purpose: str, *parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, purpose, *parts))
+
+
+def sample_participants(client_ids: Sequence[int], fraction: float, seed: int, round: int) -> list[int]:
+    """``max(1, round(C·K))`` distinct clients, uniformly, sorted."""
+    k = len(client_ids)
+    m = max(1, int(round_half_up(fraction * k)))
+    if m >= k:
+        return sorted(client_ids)
+    rng = np.random.default_rng(derive_seed(seed, "sample", round))
+    return sorted(int(c) for c in rng.choice(np.asarray(client_ids), size=m, replace=False))
+
+
+def round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def offline_clients(sampled: Sequence[int], probability: float, policy: str, seed: int, round: int) -> list[int]:
+    """Clients of ``sampled`` that are offline this round (PrivacyFace App. A.2.7)."""
+    if probability <= 0.0 or not sampled:
+        return []
+    rng = np.random.default_rng(derive_seed(seed, "offline", round))
+    if policy == "one-client":
+        if rng.random() < probability:
+            return [int(sampled[int(rng.integers(len(sampled)))])]
+        return []
+    if policy == "independent":
+        return [int(c) for c, u in zip(sampled, rng.random(len(sampled))) if u < probability]
+    raise ValueError(f"offline_policy must be 'one-client' or 'independent', got {policy!r}")
+
+
+@dataclass
+class FederatedResult:
+    """What `run_federated` returns: the final global backbone (CPU, eval mode), the metrics
+    (also in ``out_dir/metrics.json``), the wire log, and the parties' final states."""
+
+    backbone: nn.Module
+    metrics: dict[str, Any]
+    wire: WireLog
+    out_dir: Path | None
+    server_state: ServerState
+    client_states: dict[int, ClientState]
+    completed_rounds: int
+
+
+def _initial_model(config: FederatedConfig, initial_model: nn.Module | None) -> tuple[nn.Module, dict[str, Any]]:
+    from federated_core.models import build_backbone, load_backbone
+
+    if initial_model is not None:
+        spec = getattr(initial_model, "build_config", None)
+        if spec is None:
+            raise ValueError("initial_model must be made by federated_core.models.build_backbone (it needs .build_config)")
+        import copy
+
+        return copy.deepcopy(initial_model).cpu().eval(), dict(spec)
+    if config.initial_backbone is not None:
+        model, saved = load_backbone(config.initial_backbone, device="cpu")
+        spec = {k: saved[k] for k in ("name", "embedding_dim", "resolution", "kwargs")}
+        return model.eval(), spec
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "model"))
+        model = build_backbone(config.backbone, embedding_dim=config.embedding_dim, resolution=config.resolution)
+    return model.eval(), dict(model.build_config)
+
+
+def _as_client_map(clients: Sequence[ClientData] | Mapping[int, ClientData]) -> dict[int, ClientData]:
+    if isinstance(clients, Mapping):
+        out = {}
+        for cid, data in clients.items():
+            client_party(cid)  # validates the id
+            out[int(cid)] = data
+    else:
+        out = {i: data for i, data in enumerate(clients)}
+    if not out:
+        raise ValueError("clients must hold at least one client, got none")
+    for cid, data in out.items():
+        if not isinstance(data, ClientData):
+            raise ValueError(f"clients[{cid}] must be a ClientData, got {type(data).__name__}")
+    return dict(sorted(out.items()))
+
+
+def _check_broadcasts(messages: list[Message], round: int, phase: str, allowed: set[str], who: str) -> None:
+    for m in messages:
+        if not isinstance(m, Message):
+            raise TypeError(f"{who} must return Message objects, got {type(m).__name__}")
+        if m.sender != SERVER:
+            raise ValueError(f"{who} returned a message from {m.sender!r}; the server's messages have sender 'server'")
+        if m.round != round or m.phase != phase:
+            raise ValueError(f"{who} returned a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}")
+        outside = [r for r in m.receivers if r not in allowed]
+        if outside:
+            raise ValueError(f"{who} addressed {outside[:3]} which are not clients of this run" + (
+                " taking part in this phase" if who.endswith("configure") else ""))
+
+
+def _check_uploads(messages: Any, party: str, round: int, phase: str) -> list[Message]:
+    if not isinstance(messages, list):
+        raise TypeError(f"client_update must return (ClientState, list[Message]), got uploads of type {type(messages).__name__}")
+    for m in messages:
+        if not isinstance(m, Message):
+            raise TypeError(f"client_update must return Message uploads, got {type(m).__name__}")
+        if m.sender != party:
+            raise ValueError(f"{party} uploaded a message with sender {m.sender!r}")
+        if m.receivers != (SERVER,):
+            raise ValueError(f"{party} addressed {m.receivers}; clients send only to the server (star topology)")
+        if m.round != round or m.phase != phase:
+            raise ValueError(f"{party} uploaded a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}")
+    return messages
+
+
+def _copy_client_state(state: ClientState, client_id: int, round: int) -> ClientState:
+    copy = ClientState({k: v.clone() for k, v in state.tensors.items()}, json.loads(json.dumps(state.meta)))
+    copy.meta["client_id"] = int(client_id)
+    copy.meta["round"] = int(round)
+    return copy
+
+
+def _write_ground_truth_start(out_dir: Path, clients: dict[int, ClientData], data_spec: dict[str, Any] | None) -> None:
+    folder = out_dir / GROUND_TRUTH_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.txt").write_text(
+        "GROUND TRUTH - observed by no party of the federated run.\n"
+        "Written by the simulator for evaluating attacks and audits: which identities each client holds,\n"
+        "each client's final private state (e.g. its true class embeddings W_k) and how to regenerate\n"
+        "each client's images. Nothing here crossed the wire; see ../wire/ for what was observed.\n"
+    )
+    partition = {
+        client_party(cid): {"identities": data.identities, "num_images": len(data)}
+        for cid, data in clients.items()
+    }
+    (folder / "partition.json").write_text(json.dumps(partition))
+    (folder / "data_spec.json").write_text(json.dumps(data_spec or {"source": "in-memory FaceSet (no regeneration spec given)"}))
+
+
+def _write_ground_truth_final(out_dir: Path, method: Any, client_states: dict[int, ClientState]) -> None:
+    from safetensors.torch import save_file
+
+    folder = out_dir / GROUND_TRUTH_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    index: dict[str, Any] = {}
+    for cid, state in client_states.items():
+        party = client_party(cid)
+        private = method.private_state(state)
+        index[party] = {
+            "row_identities": state.meta.get("row_identities"),
+            "tensors": {name: list(t.shape) for name, t in private.items()},
+            "meta": {k: v for k, v in state.meta.items() if k not in ("training",)},
+        }
+        for name, t in private.items():
+            tensors[f"{party}/{name}"] = t.detach().cpu().contiguous().clone()
+    save_file(tensors, str(folder / "client_states.safetensors"))
+    (folder / "client_states.json").write_text(json.dumps(index))
+
+
+def _summarise_round(
+    round: int, sampled: list[int], offline: list[int], failed: dict[int, str], participants: list[int],
+    client_states: dict[int, ClientState], wire: WireLog, first_message: int, seconds: dict[str, float],
+    server_state: ServerState,
+) -> dict[str, Any]:
+    losses = {}
+    for cid in participants:
+        last = client_states[cid].meta.get("last_update")
+        if isinstance(last, dict) and last.get("round") == round and last.get("loss") is not None:
+            losses[str(cid)] = float(last["loss"])
+    finite = [v for v in losses.values() if np.isfinite(v)]
+    uploads = broadcast = 0
+    by_kind: dict[str, int] = {}
+    for m in list(wire)[first_message:]:
+        copies = len(m.receivers)
+        if m.sender == SERVER:
+            broadcast += m.nbytes * copies
+        else:
+            uploads += m.nbytes
+        by_kind[m.kind] = by_kind.get(m.kind, 0) + m.nbytes * copies
+    server_info = {k: v for k, v in server_state.meta.items() if k.startswith("last_") or k in ("reg_form", "regularizer")}
+    return {
+        "round": round,
+        "sampled": sampled,
+        "offline": offline,
+        "failed": {str(k): v for k, v in failed.items()},
+        "participants": participants,
+        "client_loss": float(np.mean(finite)) if finite else None,
+        "client_losses": losses,
+        "seconds": seconds,
+        "bytes": {
+            "uploaded": uploads,
+            "broadcast": broadcast,
+            "uploaded_per_participant": uploads / len(participants) if participants else 0,
+            "broadcast_per_participant": broadcast / len(participants) if participants else 0,
+            "by_kind": by_kind,
+        },
+        "server": server_info,
+        "evaluation": None,
+    }
+
+
+def run_federated(
+    config: FederatedConfig,
+    clients: Sequence[ClientData] | Mapping[int, ClientData],
+    out_dir: str | Path | None = None,
+    eval_faces: FaceSet | None = None,
+    initial_model: nn.Module | None = None,
+    data_spec: dict[str, Any] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    method: Any = None,
+) -> FederatedResult:
+    """Train ``config.method`` over ``clients``.
+
+    Args:
+        config: the run's `FederatedConfig`.
+        clients: a list (client ids 0..K-1) or a mapping id -> `ClientData`.
+        out_dir: the run folder (checkpoint, metrics, wire log, ground truth; see
+            `federated_core.engine`); None keeps everything in memory (no resume).
+        eval_faces: images of unseen identities for the generic evaluation (None: no evaluation).
+        initial_model: a backbone made by `build_backbone` to start from (overrides
+            ``config.initial_backbone``).
+        data_spec: how to regenerate the clients' images (written to ``ground_truth/``).
+        resume: continue from ``out_dir``'s checkpoint (same config required) instead of
+            starting over; without a checkpoint there, start from round 1.
+        stop_after: return after this round (the run can then be resumed), e.g. to split a run.
+        method: a method object to use instead of ``get_method(config.method, **config.method_params)``.
+    """
+    from federated_core.methods import GlobalModel, get_method
+
+    client_data = _as_client_map(clients)
+    client_ids = list(client_data)
+    out = None if out_dir is None else Path(out_dir)
+    if resume and out is None:
+        raise ValueError("resume=True needs out_dir (the run folder holding the checkpoint)")
+    if stop_after is not None and not (1 <= stop_after <= config.rounds):
+        raise ValueError(f"stop_after must be in [1, {config.rounds}] (the configured rounds), got {stop_after}")
+    method = method if method is not None else get_method(config.method, **config.method_params)
+    device = torch.device(config.device)
+    model, spec = _initial_model(config, initial_model)
+    global_model = GlobalModel(model, spec)
+    evaluator = GenericEvaluator(eval_faces, config.evaluation) if eval_faces is not None else None
+    eval_rounds = set(config.eval_rounds()) if evaluator is not None else set()
+    parties = {client_party(c) for c in client_ids}
+
+    resumed = resume and out is not None and has_engine_state(out)
+    if resumed:
+        saved = load_engine_state(out)  # type: ignore[arg-type]
+        if saved.fingerprint != config.fingerprint_dict():
+            diff = sorted(k for k in config.fingerprint_dict() if saved.fingerprint.get(k) != config.fingerprint_dict()[k])
+            raise ValueError(f"resume: the checkpoint in {str(out)!r} was written with a different config (fields {diff})")
+        if set(saved.client_states) != set(client_ids):
+            raise ValueError("resume: the checkpoint's clients differ from the clients given")
+        server_state, client_states, pending = saved.server_state, saved.client_states, saved.pending
+        start = saved.completed_rounds + 1
+        wire = WireLog.load(out, upto_round=saved.completed_rounds)  # type: ignore[arg-type]
+        wire.keep_tensors = config.keep_wire_tensors
+        metrics = json.loads((out / METRICS_NAME).read_text())  # type: ignore[operator]
+        metrics["rounds"] = [r for r in metrics["rounds"] if r["round"] <= saved.completed_rounds]
+        metrics["evaluation"] = {k: v for k, v in metrics["evaluation"].items() if int(k) <= saved.completed_rounds}
+    else:
+        start = 1
+        wire = WireLog(keep_tensors=config.keep_wire_tensors)
+        pending: dict[str, list[Message]] = {}
+        t0 = time.perf_counter()
+        server_state = method.init(global_model, config, generator(config.seed, "server_init"))
+        client_states = {
+            cid: method.client_init(cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid))
+            for cid in tqdm(client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False)
+        }
+        metrics = {
+            "config": config.to_dict(),
+            "method": {"name": method.name, "phases": list(method.phases), "hyperparameters": method.hyperparameters()},
+            "backbone": spec,
+            "num_clients": len(client_ids),
+            "num_train_images": int(sum(len(d) for d in client_data.values())),
+            "init_seconds": time.perf_counter() - t0,
+            "rounds": [],
+            "evaluation": {},
+        }
+        if 0 in eval_rounds:
+            metrics["evaluation"]["0"] = evaluator.evaluate(model, device)  # type: ignore[union-attr]
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_ground_truth_start(out, client_data, data_spec)
+
+    last = config.rounds if stop_after is None else stop_after
+    bar = tqdm(range(start, last + 1), desc=f"{method.name} rounds", disable=not config.progress)
+    for r in bar:
+        t_round = time.perf_counter()
+        first_message = len(wire)
+        sampled = sample_participants(client_ids, config.participation, config.seed, r)
+        offline = offline_clients(sampled, config.offline_probability, config.offline_policy, config.seed, r)
+        participants = [c for c in sampled if c not in offline]
+        failed: dict[int, str] = {}
+        client_seconds = server_seconds = 0.0
+        for phase_index, phase in enumerate(method.phases):
+            if not participants:
+                raise RuntimeError(
+                    f"round {r} phase {phase!r}: no client survived (sampled {sampled}, offline {offline}, failed "
+                    f"{ {k: v for k, v in failed.items()} }); lower offline_probability or raise participation"
+                )
+            names = [client_party(c) for c in participants]
+            broadcasts = method.configure(phase, server_state, r, names)
+            _check_broadcasts(broadcasts, r, phase, set(names), f"{method.name}.configure")
+            for m in broadcasts:
+                wire.append(m)
+            uploads: list[Message] = []
+            t_clients = time.perf_counter()
+            for cid in tqdm(participants, desc=f"round {r} {phase}", disable=not config.progress, leave=False):
+                party = client_party(cid)
+                inbox = pending.pop(party, []) + [m for m in broadcasts if party in m.receivers]
+                state = _copy_client_state(client_states[cid], cid, r)
+                try:
+                    new_state, ups = method.client_update(
+                        phase, state, inbox, client_data[cid], generator(config.seed, "client", r, phase_index, cid)
+                    )
+                    ups = _check_uploads(ups, party, r, phase)
+                    if not isinstance(new_state, ClientState):
+                        raise TypeError(f"client_update must return a ClientState, got {type(new_state).__name__}")
+                except Exception as exc:  # noqa: BLE001 - a failing client is dropped, the round goes on
+                    failed[cid] = f"{type(exc).__name__}: {exc}"
+                    logger.warning("round %d phase %s: %s failed and is dropped from this round: %s", r, phase, party, failed[cid])
+                    if config.progress:
+                        tqdm.write(f"round {r} phase {phase}: {party} failed and is dropped from this round: {failed[cid]}")
+                    continue
+                client_states[cid] = new_state
+                uploads.extend(ups)
+            client_seconds += time.perf_counter() - t_clients
+            participants = [c for c in participants if c not in failed]
+            if not participants:
+                raise RuntimeError(
+                    f"round {r} phase {phase!r}: no client survived (sampled {sampled}, offline {offline}, failed "
+                    f"{ {k: v for k, v in failed.items()} })"
+                )
+            for m in uploads:
+                wire.append(m)
+            t_server = time.perf_counter()
+            server_state, outgoing = method.server_step(phase, server_state, uploads)
+            server_seconds += time.perf_counter() - t_server
+            _check_broadcasts(outgoing, r, phase, parties, f"{method.name}.server_step")
+            for m in outgoing:
+                wire.append(m)
+                for receiver in m.receivers:
+                    pending.setdefault(receiver, []).append(m)
+
+        bad = [k for k, v in method.global_backbone_state(server_state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise RuntimeError(
+                f"round {r}: the global backbone has non-finite weights ({bad[:3]}...): training diverged "
+                f"(last client losses {_summarise_losses(client_states, participants, r)}); lower lr or the "
+                f"method's step sizes. The checkpoint of round {r - 1} is kept."
+            )
+        record = _summarise_round(
+            r, sampled, offline, failed, participants, client_states, wire, first_message,
+            {"clients": client_seconds, "server": server_seconds}, server_state,
+        )
+        if r in eval_rounds:
+            t_eval = time.perf_counter()
+            backbone = _backbone_of(method, server_state, spec)
+            evaluation = evaluator.evaluate(backbone, device)  # type: ignore[union-attr]
+            metrics["evaluation"][str(r)] = evaluation
+            record["evaluation"] = evaluation
+            record["seconds"]["evaluation"] = time.perf_counter() - t_eval
+        record["seconds"]["round"] = time.perf_counter() - t_round
+        metrics["rounds"].append(record)
+        if config.progress:
+            acc = record["evaluation"]["verification"]["accuracy"] if record["evaluation"] else None
+            bar.set_postfix(loss=record["client_loss"], acc=acc)
+        if out is not None:
+            # The engine state is written last: it is the commit point a resume starts from (a
+            # wire log or metrics ahead of it are cut back to its round).
+            wire.save(out)
+            save_global_checkpoint(out, _backbone_of(method, server_state, spec), _checkpoint_info(config, method, r))
+            _write_metrics(out, metrics, wire)
+            save_engine_state(out, EngineState(r, server_state, client_states, pending, config.fingerprint_dict(), method.name))
+    bar.close()
+
+    completed = last if last >= start else start - 1
+    backbone = _backbone_of(method, server_state, spec)
+    metrics["completed_rounds"] = completed
+    metrics["bytes_per_round"] = _bytes_table(wire)
+    if out is not None:
+        _write_metrics(out, metrics, wire)
+        if completed == config.rounds:
+            _write_ground_truth_final(out, method, client_states)
+    return FederatedResult(backbone, metrics, wire, out, server_state, client_states, completed)
+
+
+def _summarise_losses(client_states: dict[int, ClientState], participants: list[int], round: int) -> dict[int, Any]:
+    out = {}
+    for cid in participants[:5]:
+        last = client_states[cid].meta.get("last_update")
+        if isinstance(last, dict) and last.get("round") == round:
+            out[cid] = last.get("loss")
+    return out
+
+
+def _backbone_of(method: Any, server_state: ServerState, spec: dict[str, Any]) -> nn.Module:
+    from federated_core.models import build_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"], **spec.get("kwargs", {}))
+    model.load_state_dict(method.global_backbone_state(server_state), strict=True)
+    return model.eval()
+
+
+def _checkpoint_info(config: FederatedConfig, method: Any, round: int) -> dict[str, Any]:
+    return {"round": round, "method": method.name, "hyperparameters": method.hyperparameters(), "config": config.to_dict()}
+
+
+def _bytes_table(wire: WireLog) -> dict[str, Any]:
+    """Per round: bytes the server sent (counted once per receiver) and bytes all clients sent."""
+    server = wire.bytes_per_round(SERVER)
+    everyone = wire.bytes_per_round(None)
+    return {
+        str(r): {"server_sent": server.get(r, 0), "clients_sent": everyone.get(r, 0) - server.get(r, 0)}
+        for r in sorted(everyone)
+    }
+
+
+def _write_metrics(out: Path, metrics: dict[str, Any], wire: WireLog) -> None:
+    metrics = dict(metrics)
+    metrics["wire_summary"] = wire.summary()
+    metrics["bytes_per_round"] = _bytes_table(wire)
+    tmp = out / (METRICS_NAME + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=1, default=float))
+    tmp.replace(out / METRICS_NAME)

@@ -1,0 +1,324 @@
+"""`WireLog`: the append-only record of every message of a run.
+
+What each party could observe is a lookup in this log (`WireLog.observed_by`), which the privacy
+ledger and the attacks read. On disk (``RUN/wire/``):
+
+* ``index.json``: ``{"format": 1, "messages": [record, ...]}``, one record per message in send
+  order: ``index, round, phase, kind, sender, receivers, event`` (the DP event's ``to_dict()`` or
+  null), ``meta``, ``nbytes`` and ``tensors`` (name -> ``{"shape", "dtype", "file", "key"}``;
+  ``file`` is null when the payload was not kept).
+* ``chunk-<first>-<last>.safetensors``: the tensors of messages ``first..last`` under the keys
+  ``"<index>/<tensor name>"``. Chunks are written incrementally (one per `save` call, the engine
+  saves after every round), so a long run never holds every payload in memory.
+
+A log loaded back (`WireLog.load`) gives messages whose ``tensors`` load lazily on access.
+With ``keep_tensors=False`` (benchmarks) only shapes, sizes and events are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from federated_core.engine.messages import (
+    SERVER,
+    Message,
+    check_party,
+    event_from_dict,
+    event_to_dict,
+)
+
+WIRE_FORMAT_VERSION = 1
+WIRE_DIRNAME = "wire"
+INDEX_NAME = "index.json"
+
+_DTYPES = {str(d).removeprefix("torch."): d for d in (
+    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+    torch.int16, torch.int32, torch.int64, torch.bool,
+)}
+
+
+_ITEMSIZE = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in _DTYPES.items()}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class LazyTensors(Mapping):
+    """Read-only name -> tensor mapping backed by a safetensors file; loads each tensor on access.
+
+    ``file=None`` means the payload was not kept (``keep_tensors=False``): shapes and sizes are
+    known, reading a tensor raises.
+    """
+
+    def __init__(self, file: Path | None, specs: dict[str, dict[str, Any]]) -> None:
+        self._file = file
+        self._specs = specs
+        self._cache: dict[str, torch.Tensor] = {}
+        total = 0
+        for spec in specs.values():
+            n = 1
+            for size in spec["shape"]:
+                n *= int(size)
+            total += n * _ITEMSIZE[spec["dtype"]]
+        self._nbytes = total
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._specs:
+            raise KeyError(name)
+        if name not in self._cache:
+            if self._file is None:
+                raise RuntimeError(
+                    f"tensor {name!r} of this message was not kept (the run used keep_tensors=False); "
+                    "only its shape and size are known"
+                )
+            with safe_open(str(self._file), framework="pt") as f:
+                self._cache[name] = f.get_tensor(self._specs[name]["key"])
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v["shape"]) for k, v in self._specs.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    @property
+    def kept(self) -> bool:
+        return self._file is not None
+
+
+def _replace_tensors(message: Message, tensors: Mapping[str, torch.Tensor]) -> Message:
+    # Bypass __post_init__'s dict checks for lazy mappings: build through object.__new__.
+    new = object.__new__(Message)
+    for name in ("kind", "sender", "receivers", "round", "phase", "event", "meta"):
+        object.__setattr__(new, name, getattr(message, name))
+    object.__setattr__(new, "tensors", tensors)
+    return new
+
+
+class WireLog:
+    """Append-only list of `Message` with observer views and byte counts.
+
+    Args:
+        keep_tensors: keep payloads (default). ``False`` records only metadata (benchmarks).
+    """
+
+    def __init__(self, keep_tensors: bool = True) -> None:
+        self.keep_tensors = bool(keep_tensors)
+        self._messages: list[Message] = []
+        self._records: list[dict[str, Any] | None] = []  # saved record per message, None if unsaved
+        self._saved_dir: Path | None = None
+
+    # ------------------------------------------------------------------ building
+    def append(self, message: Message) -> int:
+        """Record ``message``; returns its index."""
+        if not isinstance(message, Message):
+            raise ValueError(f"WireLog.append takes a Message, got {type(message).__name__}")
+        if self._messages and message.round < self._messages[-1].round:
+            raise ValueError(
+                f"messages must be appended in round order: got round {message.round} after round "
+                f"{self._messages[-1].round}"
+            )
+        if not self.keep_tensors and isinstance(message.tensors, dict):
+            specs = {
+                k: {"shape": list(t.shape), "dtype": _dtype_name(t.dtype), "key": None}
+                for k, t in message.tensors.items()
+            }
+            message = _replace_tensors(message, LazyTensors(None, specs))
+        self._messages.append(message)
+        self._records.append(None)
+        return len(self._messages) - 1
+
+    # ------------------------------------------------------------------ reading
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._messages)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, index: int) -> Message:
+        return self._messages[index]
+
+    def observed_by(self, party: str) -> list[Message]:
+        """Messages ``party`` sent or received. The server receives every upload, so
+        ``observed_by("server")`` is every message of a star-topology run."""
+        check_party(party)
+        return [m for m in self._messages if m.observed_by(party)]
+
+    def sent_by(self, party: str) -> list[Message]:
+        check_party(party)
+        return [m for m in self._messages if m.sender == party]
+
+    def kinds_sent_by(self, party: str) -> list[str]:
+        """Sorted distinct kinds ``party`` sent."""
+        return sorted({m.kind for m in self.sent_by(party)})
+
+    def kinds_received_by(self, party: str) -> list[str]:
+        check_party(party)
+        return sorted({m.kind for m in self._messages if party in m.receivers})
+
+    def parties(self) -> list[str]:
+        names = {m.sender for m in self._messages}
+        for m in self._messages:
+            names.update(m.receivers)
+        return sorted(names, key=lambda p: (p != SERVER, len(p), p))
+
+    def rounds(self) -> list[int]:
+        return sorted({m.round for m in self._messages})
+
+    def bytes_per_round(self, party: str | None = None, per_receiver: bool = True) -> dict[int, int]:
+        """Bytes sent per round by ``party`` (every party when ``None``).
+
+        With ``per_receiver`` (default) a message counts once per receiver, i.e. the unicast
+        traffic of a star network (a broadcast to 100 clients costs 100 copies); otherwise once.
+        """
+        if party is not None:
+            check_party(party)
+        out: dict[int, int] = {}
+        for m in self._messages:
+            if party is not None and m.sender != party:
+                continue
+            copies = len(m.receivers) if per_receiver else 1
+            out[m.round] = out.get(m.round, 0) + m.nbytes * copies
+        return dict(sorted(out.items()))
+
+    def summary(self) -> dict[str, Any]:
+        """Per kind: message count, senders' roles, total payload bytes (one copy)."""
+        kinds: dict[str, dict[str, Any]] = {}
+        for m in self._messages:
+            k = kinds.setdefault(m.kind, {"messages": 0, "bytes": 0, "sent_by": set()})
+            k["messages"] += 1
+            k["bytes"] += m.nbytes
+            k["sent_by"].add("server" if m.sender == SERVER else "clients")
+        return {k: {**v, "sent_by": sorted(v["sent_by"])} for k, v in sorted(kinds.items())}
+
+    # ------------------------------------------------------------------ disk
+    @staticmethod
+    def _wire_dir(directory: str | Path) -> Path:
+        directory = Path(directory)
+        return directory if directory.name == WIRE_DIRNAME else directory / WIRE_DIRNAME
+
+    def save(self, directory: str | Path, release_tensors: bool = True) -> Path:
+        """Write the log under ``directory/wire/`` (incrementally: only messages not yet written
+        there go to a new chunk). With ``release_tensors`` the in-memory payloads are replaced by
+        lazy references to the written chunk. Returns the wire folder."""
+        wire_dir = self._wire_dir(directory)
+        wire_dir.mkdir(parents=True, exist_ok=True)
+        if self._saved_dir is not None and self._saved_dir.resolve() != wire_dir.resolve():
+            self._records = [None] * len(self._messages)  # a new place: write everything
+        pending = [i for i, r in enumerate(self._records) if r is None]
+        if pending:
+            first, last = pending[0], pending[-1]
+            chunk_name = f"chunk-{first:08d}-{last:08d}.safetensors"
+            chunk_path = wire_dir / chunk_name
+            payload: dict[str, torch.Tensor] = {}
+            storages: set[int] = set()
+            for i in pending:
+                m = self._messages[i]
+                kept = self.keep_tensors and not (isinstance(m.tensors, LazyTensors) and not m.tensors.kept)
+                specs: dict[str, dict[str, Any]] = {}
+                for name in m.tensors.keys() if kept else m.shapes().keys():
+                    if kept:
+                        t = m.tensors[name].detach().to("cpu").contiguous()
+                        key = f"{i}/{name}"
+                        if t.numel() and t.untyped_storage().data_ptr() in storages:
+                            t = t.clone()  # safetensors refuses tensors that share memory
+                        storages.add(t.untyped_storage().data_ptr())
+                        payload[key] = t
+                        specs[name] = {"shape": list(t.shape), "dtype": _dtype_name(t.dtype),
+                                       "file": chunk_name, "key": key}
+                    else:
+                        spec = m.tensors._specs[name]  # type: ignore[attr-defined]
+                        specs[name] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "file": None, "key": None}
+                self._records[i] = {
+                    "index": i,
+                    "round": m.round,
+                    "phase": m.phase,
+                    "kind": m.kind,
+                    "sender": m.sender,
+                    "receivers": list(m.receivers),
+                    "event": event_to_dict(m.event),
+                    "meta": m.meta,
+                    "nbytes": m.nbytes,
+                    "tensors": specs,
+                }
+            if payload:
+                tmp = chunk_path.with_suffix(".tmp")
+                save_file(payload, str(tmp))
+                os.replace(tmp, chunk_path)
+            if release_tensors:
+                for i in pending:
+                    self._messages[i] = _replace_tensors(
+                        self._messages[i], _lazy_from_record(wire_dir, self._records[i])  # type: ignore[arg-type]
+                    )
+        index = {"format": WIRE_FORMAT_VERSION, "keep_tensors": self.keep_tensors, "messages": self._records}
+        tmp_index = wire_dir / (INDEX_NAME + ".tmp")
+        tmp_index.write_text(json.dumps(index))
+        os.replace(tmp_index, wire_dir / INDEX_NAME)
+        self._saved_dir = wire_dir
+        self._remove_orphan_chunks(wire_dir)
+        return wire_dir
+
+    def _remove_orphan_chunks(self, wire_dir: Path) -> None:
+        used = {spec["file"] for r in self._records if r for spec in r["tensors"].values() if spec["file"]}
+        for path in wire_dir.glob("chunk-*.safetensors"):
+            if path.name not in used:
+                path.unlink()
+
+    @classmethod
+    def load(cls, directory: str | Path, upto_round: int | None = None) -> "WireLog":
+        """Read a saved log (``directory`` is the run folder or its ``wire/`` folder). Tensors load
+        lazily. ``upto_round`` drops messages of later rounds (used by resume)."""
+        wire_dir = cls._wire_dir(directory)
+        index_path = wire_dir / INDEX_NAME
+        if not index_path.is_file():
+            raise FileNotFoundError(f"no wire log at {str(wire_dir)!r} (missing {INDEX_NAME})")
+        index = json.loads(index_path.read_text())
+        if index.get("format") != WIRE_FORMAT_VERSION:
+            raise ValueError(f"wire log format must be {WIRE_FORMAT_VERSION}, got {index.get('format')!r}")
+        log = cls(keep_tensors=bool(index.get("keep_tensors", True)))
+        for record in index["messages"]:
+            if upto_round is not None and record["round"] > upto_round:
+                break
+            message = _replace_tensors(
+                Message(
+                    kind=record["kind"],
+                    sender=record["sender"],
+                    receivers=tuple(record["receivers"]),
+                    round=record["round"],
+                    phase=record["phase"],
+                    tensors={},
+                    event=event_from_dict(record["event"]),
+                    meta=record["meta"],
+                ),
+                _lazy_from_record(wire_dir, record),
+            )
+            log._messages.append(message)
+            log._records.append(record)
+        log._saved_dir = wire_dir
+        return log
+
+
+def _lazy_from_record(wire_dir: Path, record: dict[str, Any]) -> LazyTensors:
+    files = {spec["file"] for spec in record["tensors"].values()}
+    file = None
+    if files and None not in files:
+        if len(files) != 1:
+            raise ValueError(f"message {record['index']} spreads over several chunk files: {sorted(files)}")
+        file = wire_dir / files.pop()
+    return LazyTensors(file, record["tensors"])

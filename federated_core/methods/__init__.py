@@ -1,0 +1,31 @@
+"""Federated methods, one module each, all on the protocol of `federated_core.methods.base`.
+
+Names (CLI/config): ``fedpe``, ``fedpe-fixed``, ``shared-centers``, ``fedface``, ``fedgc``,
+``fedgc-cos`` (this package's own), and whatever sibling modules register (``fedfr``, ``fedfs``,
+``privacyface``, ...). `get_method(name, **hyperparams)` builds one; `available_methods()` lists
+them; `register_method(name, **defaults)` adds one (see `base`).
+"""
+
+from federated_core.methods.base import (
+    BACKBONE_PREFIX,
+    BackboneMethod,
+    BackboneWorkspace,
+    FedAvg,
+    GlobalModel,
+    Method,
+    available_methods,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "BACKBONE_PREFIX",
+    "BackboneMethod",
+    "BackboneWorkspace",
+    "FedAvg",
+    "GlobalModel",
+    "Method",
+    "available_methods",
+    "get_method",
+    "register_method",
+]

@@ -1,0 +1,577 @@
+"""PrivacyFace (Meng et al., ICLR 2022), Algorithm 2, and its baselines / privacy variants.
+
+Each round has two phases (DESIGN §3):
+
+* ``"clusters"`` (Alg. 2 line 4): each participant runs DPLC (Algorithm 1,
+  `federated_core.methods.dplc`) on its current class centers ``W_k`` and uploads at most ``Q``
+  released cluster centers; the server gathers them (line 5).
+* ``"train"`` (lines 3, 5-8): the server sends the global backbone and relays every gathered
+  cluster center (one message, rows tagged with their owner); each client drops its own rows and
+  optimises the consensus-aware loss (Eq. 5, `consensus_loss`) on its data, optionally fine-tunes
+  on a small public set (§4: "a lightweight public dataset ... to finetune local models before
+  gathered by the server"), and uploads its backbone; the server FedAvgs it (line 9). ``W_k``
+  never leaves the client.
+
+What a client releases (``release``; one registered name each):
+
+============================  =====================  ==========================================
+name                           kind on the wire        DP event of each upload
+============================  =====================  ==========================================
+``privacyface`` (φ + p̂)        noisy_cluster_centers   GaussianEvent(σ/Δ) per release (Thm. 2)
+``privacyface-nonoise`` (φ+p)  cluster_centers         NonPrivateEvent (clean means)
+``noisy-centers`` (φ + W̃)      noisy_class_centers     GaussianEvent(σ/2): App. A.2.2's naive DP
+``privacyface-e2e``            noisy_cluster_centers   the accountants' end-to-end private DPLC
+``release="none"`` (φ)         nothing                 (conventional FL with the same recipe)
+``release="random-control"``   noisy_cluster_centers   None: Q random unit vectors drawn
+                                                       independently of the data (an ablation:
+                                                       how much of φ + p̂'s utility needs p̂'s
+                                                       information at all)
+============================  =====================  ==========================================
+
+Noise scales come from `accountants` only (`dplc_noise_scale`, `gaussian_sigma`). ``delta=None``
+means ``1 / |D_k|`` (the client's number of training images, §4). The minimum cluster size ``T``
+(``min_cluster_size``) is an absolute count (the paper's 512 for 7k classes per client) or a
+fraction of the client's classes (default 0.1, close to the paper's 512 / 7000 ≈ 0.073 and
+reachable by clients with a few dozen classes); the resolved ``T`` of every client is recorded
+in its state and in each release's ``meta``.
+
+Release meta: each upload's ``meta["releases"]`` lists ``(client, round, sigma, sensitivity,
+cluster_size)`` per released row, so the ledger can compose ``Q·M`` releases per client. Note that
+``cluster_size`` and ``sigma`` (which is ``∝ 1/|S|``) are then seen by the server: Theorem 2 does
+not cover them (nor the choice of S and the ``|S| >= T`` test; DESIGN §6). Set
+``disclose_release_meta=False`` to keep them in the client's own state only (the data-independent
+noise multiplier stays on the wire in the event).
+
+``aggregation="fedsgd"`` is App. A.2.1: clients keep the model frozen during the local pass,
+upload the average gradient of their loss (kind ``backbone_gradient``) and update ``W_k`` with
+their own gradient; the server averages the gradients and takes one SGD step (lr and weight decay
+of the run's config).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from federated_core.engine.config import FederatedConfig, LocalTrainingConfig
+from federated_core.engine.local_sgd import train_local
+from federated_core.engine.messages import (
+    SERVER,
+    Message,
+    client_id_of,
+    event_to_dict,
+    make_message,
+    non_private_event,
+    register_message_kind,
+)
+from federated_core.engine.state import ClientData, ClientState, ServerState
+from federated_core.methods._centers import CenterMethod, MarginClientModel, init_centers, resolve_center_init
+from federated_core.methods.base import BACKBONE_PREFIX, FedAvg, GlobalModel, register_method
+from federated_core.methods.consensus_loss import CONSENSUS_KINDS, consensus_loss
+from federated_core.methods.dplc import (
+    CALIBRATIONS,
+    REMOVALS,
+    SENSITIVITY_BOUNDS,
+    DPLCConfig,
+    check_privacy_parameters,
+    dplc,
+    local_clustering,
+    resolve_min_cluster_size,
+)
+
+register_message_kind(
+    "backbone_gradient",
+    "a client's average gradient of its local loss w.r.t. the backbone at the global model (FedSGD)",
+)
+
+RELEASES = ("noisy", "clean", "noisy-class-centers", "private-e2e", "random-control", "none")
+AGGREGATIONS = ("fedavg", "fedsgd")
+RELEASE_KIND = {
+    "noisy": "noisy_cluster_centers",
+    "clean": "cluster_centers",
+    "noisy-class-centers": "noisy_class_centers",
+    "private-e2e": "noisy_cluster_centers",
+    "random-control": "noisy_cluster_centers",
+}
+CLUSTERS_PREFIX = "gathered/"
+
+
+class ConsensusClientModel(nn.Module):
+    """``forward(x, y) -> [B]`` per-example consensus-aware loss (Eq. 5) of the backbone's
+    embeddings against the client's ``W_k`` and the other clients' cluster centers (a buffer)."""
+
+    def __init__(
+        self, backbone: nn.Module, centers: torch.Tensor, clusters: torch.Tensor | None, rho: float,
+        kind: str, s: float, m: float,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.centers = nn.Parameter(centers.detach().clone())
+        self.register_buffer("clusters", None if clusters is None else clusters.detach().clone())
+        self.rho, self.kind, self.s, self.m = float(rho), kind, float(s), float(m)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return consensus_loss(
+            self.backbone(x), self.centers, y, self.clusters, rho=self.rho, kind=self.kind, s=self.s, m=self.m,
+            reduction="none",
+        )
+
+
+def _public_faces(spec: dict[str, Any]) -> Any:
+    """Render the public fine-tuning set described by ``spec`` (synthetic identities every party
+    can regenerate: nothing about it crosses the wire)."""
+    from federated_core.data import SyntheticFaces
+
+    gen_kwargs = dict(spec.get("generator", {}))
+    start, stop = spec["identities"]
+    identities = torch.arange(int(start), int(stop), dtype=torch.int64)
+    return SyntheticFaces(**gen_kwargs).make_set(identities, int(spec.get("images_per_identity", 4)))
+
+
+def _check_public_set(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "identities" not in spec:
+        raise ValueError(
+            "public_set must be None or a dict {'identities': [start, stop], 'images_per_identity': k, "
+            f"'generator': {{SyntheticFaces kwargs}}, 'epochs': e}}, got {spec!r}"
+        )
+    start, stop = spec["identities"]
+    if not (0 <= int(start) < int(stop)):
+        raise ValueError(f"public_set['identities'] must be [start, stop) with 0 <= start < stop, got {spec['identities']!r}")
+    if int(spec.get("images_per_identity", 4)) < 1 or int(spec.get("epochs", 1)) < 1:
+        raise ValueError(f"public_set images_per_identity and epochs must be >= 1, got {spec!r}")
+    return dict(spec)
+
+
+@register_method("privacyface", release="noisy")
+@register_method("privacyface-nonoise", release="clean")
+@register_method("noisy-centers", release="noisy-class-centers")
+@register_method("privacyface-e2e", release="private-e2e")
+class PrivacyFace(CenterMethod):
+    """PrivacyFace, Algorithm 2 (see the module docstring).
+
+    Hyper-parameters: ``rho`` (1.3), ``min_cluster_size`` (T; int count or float fraction of the
+    client's classes, default 0.1), ``max_queries`` (Q, 1), ``epsilon`` (1.0 per release),
+    ``delta`` (None: 1/|D_k|), ``calibration`` (``"analytic"`` or ``"classic"``), ``bound``
+    (``"tight"`` Thm. 2 or ``"weak"`` Thm. 3), ``release`` (see `RELEASES`), ``aggregation``
+    (``"fedavg"`` or ``"fedsgd"``), ``public_set`` (None or a synthetic public set spec),
+    ``disclose_release_meta`` (True), ``dplc_dtype`` (``"float64"``), ``dplc_removal`` (``"mean"``
+    as the paper, or ``"release"`` as `accountants.dplc_reference`; see `DPLCConfig`), and those of
+    `CenterMethod` (``loss`` cosface/arcface, ``s``, ``m``, ``center_init``).
+    """
+
+    phases = ("clusters", "train")
+    uploads_centers = False
+
+    def __init__(
+        self,
+        loss: str = "cosface",
+        s: float = 30.0,
+        m: float = 0.35,
+        center_init: str = "auto",
+        rho: float = 1.3,
+        min_cluster_size: int | float = 0.1,
+        max_queries: int = 1,
+        epsilon: float = 1.0,
+        delta: float | None = None,
+        calibration: str = "analytic",
+        bound: str = "tight",
+        release: str = "noisy",
+        aggregation: str = "fedavg",
+        public_set: dict[str, Any] | None = None,
+        disclose_release_meta: bool = True,
+        dplc_dtype: str = "float64",
+        dplc_removal: str = "mean",
+    ) -> None:
+        if loss not in CONSENSUS_KINDS:
+            raise ValueError(f"loss must be one of {CONSENSUS_KINDS} for PrivacyFace (Eq. 5 uses cosines), got {loss!r}")
+        super().__init__(loss=loss, s=s, m=m, center_init=center_init)
+        if release not in RELEASES:
+            raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0.0 < float(rho) <= math.pi):
+            raise ValueError(f"rho must be a margin in radians with 0 < rho <= pi, got {rho!r}")
+        resolve_min_cluster_size(min_cluster_size, 1)
+        if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+            raise ValueError(f"max_queries (Q) must be an integer >= 1, got {max_queries!r}")
+        check_privacy_parameters(epsilon, 0.5)  # epsilon > 0, finite
+        if delta is not None:
+            check_privacy_parameters(epsilon, delta)  # 0 < delta < 1
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+        if bound not in SENSITIVITY_BOUNDS:
+            raise ValueError(f"bound must be one of {SENSITIVITY_BOUNDS}, got {bound!r}")
+        if dplc_dtype not in ("float32", "float64"):
+            raise ValueError(f"dplc_dtype must be 'float32' or 'float64', got {dplc_dtype!r}")
+        if dplc_removal not in REMOVALS:
+            raise ValueError(f"dplc_removal must be one of {REMOVALS}, got {dplc_removal!r}")
+        self.dplc_removal = dplc_removal
+        self.rho, self.min_cluster_size, self.max_queries = float(rho), min_cluster_size, int(max_queries)
+        self.epsilon, self.delta = float(epsilon), None if delta is None else float(delta)
+        self.calibration, self.bound, self.release, self.aggregation = calibration, bound, release, aggregation
+        self.public_set = _check_public_set(public_set)
+        self.disclose_release_meta = bool(disclose_release_meta)
+        self.dplc_dtype = torch.float64 if dplc_dtype == "float64" else torch.float32
+        self._public_cache: tuple[str, Any] | None = None  # public data only (regenerable by anyone)
+
+    # ------------------------------------------------------------------------------- helpers
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every hyper-parameter with its resolved value (recorded in the run's metrics; the
+        per-client ``T`` and ``delta`` are in each client's state and release meta)."""
+        return {
+            **super().hyperparameters(),
+            "loss": self.loss, "s": self.s, "m": self.m, "center_init": self.center_init,
+            "rho": self.rho, "min_cluster_size": self.min_cluster_size, "max_queries": self.max_queries,
+            "epsilon": self.epsilon, "delta": self.delta if self.delta is not None else "1/|D_k|",
+            "calibration": self.calibration, "bound": self.bound, "release": self.release,
+            "aggregation": self.aggregation, "public_set": self.public_set,
+            "disclose_release_meta": self.disclose_release_meta,
+            "dplc_dtype": "float64" if self.dplc_dtype == torch.float64 else "float32",
+            "dplc_removal": self.dplc_removal,
+        }
+
+    @property
+    def release_kind(self) -> str | None:
+        return RELEASE_KIND.get(self.release)
+
+    def _public(self) -> ClientData | None:
+        if self.public_set is None:
+            return None
+        key = repr(sorted(self.public_set.items()))
+        if self._public_cache is None or self._public_cache[0] != key:
+            self._public_cache = (key, ClientData.from_faces(_public_faces(self.public_set)))
+        return self._public_cache[1]
+
+    def client_delta(self, data: ClientData) -> float:
+        """``delta`` of this client's releases: the configured one, or ``1 / |D_k|`` (§4)."""
+        if self.delta is not None:
+            return self.delta
+        if len(data) < 2:
+            raise ValueError(
+                f"delta=None means 1/|D_k|, which needs a client with >= 2 images (got {len(data)}); set delta"
+            )
+        return 1.0 / len(data)
+
+    # ------------------------------------------------------------------------------- server side
+    def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
+        state = super().init(global_model, config, rng)
+        state.meta["weight_decay"] = float(config.weight_decay)
+        state.meta["gathered_round"] = None
+        return state
+
+    def configure(self, phase: str, server_state: ServerState, round: int, participants: list[str]) -> list[Message]:
+        if phase == "clusters":
+            return []  # DPLC runs on each client's own W_k: nothing to send (Alg. 2 line 4)
+        messages = [self.backbone_broadcast(server_state, round, phase, participants)]
+        centers = server_state.tensors.get(CLUSTERS_PREFIX + "centers")
+        if (
+            self.release_kind is not None
+            and server_state.meta.get("gathered_round") == round
+            and centers is not None
+            and centers.shape[0] > 0
+        ):
+            owners = server_state.tensors[CLUSTERS_PREFIX + "owners"]
+            raw = self.release == "clean"
+            messages.append(make_message(
+                self.release_kind, SERVER, tuple(participants), round, phase,
+                {"centers": centers, "owners": owners},
+                event=non_private_event() if raw else None,
+                meta={
+                    "relay": True,
+                    "note": "the server relays this round's client releases (post-processing); each "
+                            "release's DP event is on its upload (see owners_events)",
+                    "owners_events": server_state.meta.get("gathered_events", {}),
+                },
+            ))
+        return messages
+
+    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+        if phase == "clusters":
+            return self._gather(server_state, uploads), []
+        tensors = dict(server_state.tensors)
+        meta = dict(server_state.meta)
+        if self.aggregation == "fedavg":
+            avg = FedAvg()
+            for message in uploads:
+                if message.kind != "backbone":
+                    raise ValueError(f"{self.name!r} expects 'backbone' uploads in phase 'train', got {message.kind!r} from {message.sender}")
+                avg.accumulate(message.tensors, weight=message.meta["num_samples"])
+            return self.with_backbone(ServerState(tensors, meta), avg.finalize()), []
+        avg = FedAvg()
+        for message in uploads:
+            if message.kind != "backbone_gradient":
+                raise ValueError(f"{self.name!r} (fedsgd) expects 'backbone_gradient' uploads, got {message.kind!r} from {message.sender}")
+            avg.accumulate(message.tensors, weight=message.meta["num_samples"])
+        grad = avg.finalize()
+        lr, wd = float(meta["lr"]), float(meta["weight_decay"])
+        for name, g in grad.items():
+            key = BACKBONE_PREFIX + name
+            theta = tensors[key]
+            tensors[key] = (theta - lr * (g.to(theta.dtype) + wd * theta)).clone()
+        return ServerState(tensors, meta), []
+
+    def _gather(self, server_state: ServerState, uploads: list[Message]) -> ServerState:
+        """Alg. 2 line 5: keep this round's released centers (stacked, owner of each row)."""
+        tensors = {k: v for k, v in server_state.tensors.items() if not k.startswith(CLUSTERS_PREFIX)}
+        meta = dict(server_state.meta)
+        blocks, owners, events = [], [], {}
+        for message in sorted(uploads, key=lambda m: client_id_of(m.sender)):
+            if message.kind != self.release_kind:
+                raise ValueError(f"{self.name!r} expects {self.release_kind!r} uploads in phase 'clusters', got {message.kind!r}")
+            block = message.tensors["centers"]
+            blocks.append(block)
+            cid = client_id_of(message.sender)
+            owners.append(torch.full((block.shape[0],), cid, dtype=torch.int64))
+            events[message.sender] = event_to_dict(message.event)
+        if blocks:
+            tensors[CLUSTERS_PREFIX + "centers"] = torch.cat(blocks)
+            tensors[CLUSTERS_PREFIX + "owners"] = torch.cat(owners)
+        meta["gathered_round"] = int(uploads[0].round) if uploads else None
+        meta["gathered_events"] = events
+        return ServerState(tensors, meta)
+
+    # ------------------------------------------------------------------------------- client side
+    def client_init(
+        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        rng: torch.Generator,
+    ) -> ClientState:
+        state = super().client_init(client_id, data, global_model, config, rng)
+        if self.aggregation == "fedsgd" and config.dp_sgd is not None:
+            raise ValueError("aggregation='fedsgd' uploads exact gradients; it cannot be combined with dp_sgd")
+        state.meta["min_cluster_size"] = resolve_min_cluster_size(self.min_cluster_size, data.num_classes)
+        state.meta["delta"] = self.client_delta(data) if self.release in ("noisy", "noisy-class-centers", "private-e2e") else None
+        state.meta["dplc_releases"] = []
+        public = self._public()
+        if public is not None:
+            how = resolve_center_init("auto", config) if self.center_init == "auto" else self.center_init
+            state.tensors["public_centers"] = init_centers(how, public, global_model, rng, config.device)
+        return state
+
+    def private_state(self, client_state: ClientState) -> dict[str, torch.Tensor]:
+        return {"centers": client_state.tensors["centers"]}
+
+    def client_update(
+        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        rng: torch.Generator,
+    ) -> tuple[ClientState, list[Message]]:
+        if phase == "clusters":
+            return self._release(client_state, data, rng)
+        return self._train(client_state, broadcast, data, rng)
+
+    def _release(self, client_state: ClientState, data: ClientData, rng: torch.Generator) -> tuple[ClientState, list[Message]]:
+        """Alg. 2 line 4: DPLC (or the variant's release) on this client's current ``W_k``."""
+        if self.release == "none":
+            return client_state, []
+        training = LocalTrainingConfig.from_dict(client_state.meta["training"])
+        w = client_state.tensors["centers"]
+        cid, rnd = int(client_state.meta["client_id"]), int(client_state.meta["round"])
+        noise_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=rng)))
+        delta = client_state.meta["delta"]
+        base = {"client": cid, "round": rnd, "num_classes": int(w.shape[0])}
+        if self.release == "noisy-class-centers":
+            payload, event, records = self._noisy_class_centers(w, delta, noise_gen, base)
+            meta = {"sensitivity": 2.0, "epsilon": self.epsilon, "delta": delta, "calibration": self.calibration}
+        elif self.release == "random-control":
+            payload = F.normalize(torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1)
+            event, records = None, [{**base, "control": "random direction, independent of the data"}] * self.max_queries
+            meta = {"control": "random unit vectors independent of the client's data (no privacy cost)"}
+        elif self.release == "private-e2e":
+            payload, event, records, meta = self._private_e2e(w, delta, noise_gen, base, client_state, training)
+        elif self.release == "noisy":  # Algorithm 1 (φ + p̂)
+            config = DPLCConfig(
+                rho=self.rho, min_cluster_size=int(client_state.meta["min_cluster_size"]), max_queries=self.max_queries,
+                epsilon=self.epsilon, delta=delta, calibration=self.calibration, bound=self.bound,
+                removal=self.dplc_removal, dtype="float64" if self.dplc_dtype == torch.float64 else "float32",
+            )
+            rel = dplc(w, config, noise_gen, device=training.device)
+            payload, event = rel.noisy_centers, rel.composed_event()
+            records = [{**base, **r} for r in rel.records()]
+            meta = {
+                "rho": self.rho, "min_cluster_size": config.min_cluster_size, "max_queries": self.max_queries,
+                "stopped_below_threshold": rel.clustering.stopped_below_threshold, "epsilon": self.epsilon,
+                "delta": delta, "calibration": self.calibration, "bound": self.bound, "removal": self.dplc_removal,
+            }
+        else:  # clean p (φ + p): Algorithm 1 without noise (then p_hat = p/||p||: every removal rule agrees)
+            clustering = local_clustering(
+                w, self.rho, client_state.meta["min_cluster_size"], self.max_queries,
+                dtype=self.dplc_dtype, device=training.device,
+            )
+            payload, event = clustering.centers, non_private_event()
+            records = [{**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()]
+            meta = {
+                "rho": self.rho, "min_cluster_size": clustering.min_cluster_size, "max_queries": self.max_queries,
+                "stopped_below_threshold": clustering.stopped_below_threshold,
+            }
+        new_meta = dict(client_state.meta)
+        new_meta["dplc_releases"] = list(client_state.meta.get("dplc_releases", [])) + records
+        new_state = ClientState(dict(client_state.tensors), new_meta)
+        if payload.shape[0] == 0 and self.release != "private-e2e":
+            return new_state, []  # nothing reached T: no noise drawn, no release this round
+        # (the end-to-end private variant always uploads: its noisy counts were spent even when
+        # nothing passed the noisy threshold, and its event must reach the ledger)
+        meta["releases"] = records if self.disclose_release_meta else [
+            {"client": r["client"], "round": r["round"], "noise_multiplier": r.get("noise_multiplier")} for r in records
+        ]
+        message = make_message(
+            self.release_kind, self.party(client_state), (SERVER,), rnd, "clusters",
+            {"centers": payload.to(torch.float32)}, event=event, meta=meta,
+        )
+        return new_state, [message]
+
+    def _noisy_class_centers(
+        self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any]
+    ) -> tuple[torch.Tensor, Any, list[dict[str, Any]]]:
+        """App. A.2.2's naive baseline W̃: every unit class center plus N(0, σ² I) with the
+        sensitivity 2 of a unit vector, then normalised. Replacing one class center changes one
+        row by at most 2 in l2, so the whole matrix is one Gaussian mechanism:
+        ``GaussianEvent(σ / 2)`` per round (the paper's cost comparison composes one query per
+        class instead, which over-counts)."""
+        from accountants import GaussianEvent, gaussian_sigma
+
+        sigma = float(gaussian_sigma(2.0, self.epsilon, delta, method=self.calibration))
+        unit = F.normalize(w.to(torch.float64), dim=1)
+        noisy = unit + sigma * torch.randn(unit.shape, generator=gen, dtype=torch.float64)
+        noisy = F.normalize(noisy, dim=1)
+        records = [{**base, "sigma": sigma, "sensitivity": 2.0, "cluster_size": 1, "noise_multiplier": sigma / 2.0,
+                    "rows": int(w.shape[0])}]
+        return noisy, GaussianEvent(sigma / 2.0), records
+
+    def _private_e2e(
+        self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any], client_state: ClientState,
+        training: LocalTrainingConfig,
+    ) -> tuple[torch.Tensor, Any, list[dict[str, Any]], dict[str, Any]]:
+        """`accountants.private_dplc` (mean-shift mode: no public candidates needed): selection,
+        threshold and normalisation are privatised too, and its one event covers all ``Q``
+        queries of the call, so ``epsilon``/``delta`` are the budget of the whole call (not per
+        release as for Algorithm 1)."""
+        import numpy as np
+
+        from accountants import private_dplc
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        out = private_dplc(
+            F.normalize(w.to(torch.float64), dim=1).numpy(), None, rho=self.rho,
+            min_cluster_size=int(client_state.meta["min_cluster_size"]), max_queries=self.max_queries,
+            epsilon=self.epsilon, delta=delta, rng=np.random.default_rng(seed),
+        )
+        payload = torch.as_tensor(np.asarray(out.centers), dtype=torch.float64).reshape(-1, w.shape[1])
+        public = list(getattr(out, "public_records", ()) or ())
+        records = [{**base, "release": i, **dict(public[i] if i < len(public) else {})} for i in range(payload.shape[0])]
+        meta = {"rho": self.rho, "min_cluster_size": int(client_state.meta["min_cluster_size"]), "epsilon": self.epsilon,
+                "delta": delta, "mechanism": "accountants.private_dplc", "end_to_end_private": bool(out.end_to_end_private),
+                "noisy_counts": [float(c) for c in getattr(out, "noisy_counts", ())]}
+        event = out.events[0] if len(out.events) == 1 else out.event
+        return payload, event, records, meta
+
+    def _others(self, client_state: ClientState, broadcast: list[Message]) -> torch.Tensor | None:
+        if self.release_kind is None:
+            return None
+        relay = [m for m in broadcast if m.kind == self.release_kind and m.sender == SERVER]
+        if not relay:
+            return None
+        if len(relay) > 1:
+            raise ValueError(f"expected one relay of {self.release_kind!r}, got {len(relay)}")
+        owners = relay[0].tensors["owners"]
+        keep = owners != int(client_state.meta["client_id"])
+        return relay[0].tensors["centers"][keep].to(torch.float32)
+
+    def _train(
+        self, client_state: ClientState, broadcast: list[Message], data: ClientData, rng: torch.Generator
+    ) -> tuple[ClientState, list[Message]]:
+        """Alg. 2 lines 6-8: optimise Eq. 5 locally, upload the backbone (W_k stays here)."""
+        training = LocalTrainingConfig.from_dict(client_state.meta["training"])
+        backbone = self.workspace.load(self.find(broadcast, "backbone"), training.device)
+        clusters = self._others(client_state, broadcast)
+        # the naive baseline's W̃ are single-class centers: plain negatives (rho = 0)
+        rho = 0.0 if self.release == "noisy-class-centers" else self.rho
+        model = ConsensusClientModel(
+            backbone, client_state.tensors["centers"].to(training.device),
+            None if clusters is None else clusters.to(training.device), rho, self.loss, self.s, self.m,
+        )
+        public = self._public()
+        tensors = dict(client_state.tensors)
+        meta = dict(client_state.meta)
+        rnd = int(client_state.meta["round"])
+        if self.aggregation == "fedavg":
+            result = train_local(model, data, training, rng)
+            loss, event = result.mean_loss, result.event
+            if public is not None:  # §4: fine-tune the local model on the public set before upload
+                pub_model = MarginClientModel(
+                    backbone, client_state.tensors["public_centers"].to(training.device), None, self.loss, self.s, self.m
+                )
+                pub_training = LocalTrainingConfig(**{**training.to_dict(), "local_epochs": int(self.public_set.get("epochs", 1)),  # type: ignore[union-attr]
+                                                      "noise_multiplier": None, "max_grad_norm": None})
+                train_local(pub_model, public, pub_training, rng)
+                tensors["public_centers"] = pub_model.centers.detach().cpu().clone()
+            upload = self.backbone_upload(client_state, backbone, "train", event, len(data))
+            steps = result.steps
+        else:
+            grads, loss, examples = _average_gradients(model, data, training, rng, public_model=(
+                None if public is None else MarginClientModel(
+                    backbone, client_state.tensors["public_centers"].to(training.device), None, self.loss, self.s, self.m)
+            ), public=public)
+            with torch.no_grad():
+                g_w = grads.pop("centers")
+                model.centers -= training.lr * (g_w + training.weight_decay * model.centers)
+                if "public_centers" in grads:
+                    pc = tensors["public_centers"].to(training.device)
+                    tensors["public_centers"] = (pc - training.lr * (grads.pop("public_centers") + training.weight_decay * pc)).cpu()
+            upload = make_message(
+                "backbone_gradient", self.party(client_state), (SERVER,), rnd, "train", grads,
+                event=None, meta={"num_samples": int(len(data))},
+            )
+            steps = 1
+        tensors["centers"] = model.centers.detach().cpu().clone()
+        meta["last_update"] = {
+            "round": rnd, "loss": loss, "steps": steps,
+            "clusters_received": 0 if clusters is None else int(clusters.shape[0]),
+        }
+        return ClientState(tensors, meta), [upload]
+
+
+def _average_gradients(
+    model: ConsensusClientModel, data: ClientData, training: LocalTrainingConfig, rng: torch.Generator,
+    public_model: MarginClientModel | None = None, public: ClientData | None = None,
+) -> tuple[dict[str, torch.Tensor], float, int]:
+    """FedSGD's local pass (App. A.2.1): the model stays frozen; the gradient of the mean loss
+    over all local examples (and the public set, when given) is accumulated batch by batch.
+
+    Returns ``(grads, mean_loss, examples)``; ``grads`` holds the backbone's parameter gradients
+    under their state-dict names plus ``"centers"`` (and ``"public_centers"``)."""
+    device = torch.device(training.device)
+    model.to(device).train()
+    total = len(data) + (0 if public is None else len(public))
+    parts: list[tuple[nn.Module, ClientData]] = [(model, data)]
+    if public_model is not None and public is not None:
+        public_model.to(device).train()
+        parts.append((public_model, public))
+    for module, _ in parts:
+        for p in module.parameters():
+            p.grad = None
+    loss_sum = 0.0
+    for module, part in parts:
+        order = torch.randperm(len(part), generator=rng)
+        for start in range(0, len(part), training.batch_size):
+            idx = order[start : start + training.batch_size]
+            x = part.faces.images[idx].to(device).float().div_(127.5).sub_(1.0)
+            if training.flip:
+                flip = (torch.rand(len(idx), generator=rng) < 0.5).to(device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            losses = module(x, part.local_labels[idx].to(device))
+            (losses.sum() / total).backward()
+            loss_sum += float(losses.detach().sum())
+    grads = {name: (p.grad.detach().cpu().clone() if p.grad is not None else torch.zeros_like(p).cpu())
+             for name, p in model.backbone.named_parameters()}
+    grads["centers"] = model.centers.grad.detach().clone()
+    if public_model is not None:
+        grads["public_centers"] = public_model.centers.grad.detach().clone()
+    for module, _ in parts:
+        for p in module.parameters():
+            p.grad = None
+    return grads, loss_sum / max(1, total), total
