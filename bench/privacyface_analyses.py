@@ -5,6 +5,9 @@
     .venv/bin/python bench/privacyface_analyses.py figure5 --out out/privacyface
     .venv/bin/python bench/privacyface_analyses.py all --device cuda --ids-per-client 500
 
+(If ``import accountants`` resolves to an empty namespace package -- an editable install made
+before ``accountants/__init__.py`` existed -- prefix ``PYTHONPATH=.`` or re-run the set-up.)
+
 * ``figure4`` -- Fig. 4: distributions of ``cos(p, p_hat)`` over 1,000 noise draws versus rho
   (eps = 1, Q = 1), versus eps (rho = 1.3, Q = 1) and versus eps with Q = 3 (one distribution per
   query), on class centers of the pre-trained phi0 (mean embeddings of one population group's

@@ -20,6 +20,11 @@ The implementation is split in two so that each half can be checked on its own:
   noise scale of Theorem 2 computed by `accountants` (tight or weak bound, classic or analytic
   calibration), one `GaussianEvent(noise_multiplier = sigma / sensitivity)` per release.
 
+`dplc` runs both (or, with ``removal="release"``, draws each ``p_hat`` inside the loop);
+`dplc_mechanism` wraps it as a numpy ``(centers, rng) -> p_hat`` function for the accountants'
+distinguishing games. It agrees exactly with `accountants.dplc_algorithm1` (same clusters; same
+outputs from the same standard normal draws), which the tests check.
+
 Blocked computation: the ``n x n`` angle matrix is never held in memory. Neighbour counts are
 computed once in row blocks of ``W @ W_active^T`` (``O(n^2 d)``) and then updated incrementally
 after each removal (``O(n |removed| d)``), so the whole algorithm is ``O(n^2 d)`` -- within

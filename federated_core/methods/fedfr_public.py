@@ -21,7 +21,7 @@ from torch import nn
 
 from federated_core.data.faceset import FaceSet
 
-DEFAULT_PUBLIC_SET: dict[str, Any] = {"identities": [0, 100], "images_per_identity": 8, "generator": {"seed": 0}}
+DEFAULT_PUBLIC_SET: dict[str, Any] = {"identities": [0, 100], "images_per_identity": 8, "start_index": 0, "generator": {"seed": 0}}
 
 
 def check_public_set(spec: Any) -> dict[str, Any] | FaceSet:

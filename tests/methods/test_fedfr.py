@@ -229,3 +229,12 @@ def test_resume_gives_the_uninterrupted_result(clients, public, tmp_path):
     for cid, state in full.client_states.items():
         assert state.meta["hn_history"] == resumed.client_states[cid].meta["hn_history"]
         assert all(torch.equal(t, resumed.client_states[cid].tensors[k]) for k, t in state.tensors.items())
+
+
+def test_default_public_set_is_complete_and_renders():
+    from federated_core.methods.fedfr_public import PublicData, check_public_set
+
+    spec = check_public_set(None)
+    assert set(spec) == {"identities", "images_per_identity", "start_index", "generator"}
+    faces = PublicData({**spec, "identities": [0, 2], "images_per_identity": 2}).faces(32)
+    assert len(faces) == 4 and faces.resolution == 32
