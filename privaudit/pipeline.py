@@ -96,6 +96,15 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
         pr = scenario.privacy
         params.update(rho=pr.rho, max_queries=pr.queries, epsilon=pr.epsilon, delta=pr.delta,
                       calibration=pr.calibration, min_cluster_size=pr.threshold_fraction)
+    if spec.name == "fedfr":
+        # FedFR's public data D_g: public identities rendered by the scenario's generator (the
+        # same domain as φ0's pre-training set; public, so it never crosses the wire).
+        d = scenario.data
+        generator = {"seed": d.seed, "groups": d.groups}
+        if d.difficulty is not None:
+            generator["difficulty"] = d.difficulty
+        params["public_set"] = {"identities": [0, min(30, scenario.pretrain.identities)], "images_per_identity": 4,
+                                "start_index": 0, "generator": generator}
     params.update(spec.params)
     return params
 
@@ -126,6 +135,10 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
     resume = stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"key": key, "finished": False}))
+    (run_dir / "config.json").write_text(json.dumps({
+        "command": "privaudit audit", "scale": scale.name, "federated": config.to_dict(),
+        "phi0": {"checkpoint": phi0_path}, "pretrain": pcfg.to_dict(),
+    }, indent=2, default=str))
     result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test, data_spec=data.data_spec,
                            resume=resume)
     stamp.write_text(json.dumps({"key": key, "finished": True}))
@@ -171,8 +184,9 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.privacy_stage import account_run
+    from privaudit.attack_stage import attack_run
     from privaudit.audit_stage import dplc_audits
-    from reports.schema import AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
+    from reports.schema import AttackFinding, AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
 
     scenario = scenario or Scenario.demo()
     say = _progress(progress)
@@ -198,6 +212,7 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
 
     methods: list[MethodResult] = []
     runs: dict[str, Path] = {}
+    probed = False
     for i, spec in enumerate(scenario.methods, 1):
         t = time.perf_counter()
         say(f"stage 3/7: method {i}/{len(scenario.methods)} {spec.key}")
@@ -222,6 +237,11 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
         timings[f"audit:{spec.key}"] = time.perf_counter() - t_audit
         privacy.flags.extend(f"audit '{a.name}': empirical ε ≥ {a.epsilon_lower_bound:.3g} refutes the claimed "
                              f"ε = {a.claimed_epsilon:g} per release" for a in audits if a.refutes_claim)
+        t_attack = time.perf_counter()
+        probe = not probed and shares == ["backbone"]
+        probed = probed or probe
+        attacks = [AttackFinding(**f) for f in attack_run(scenario, run_dir, shares, probe, out)]
+        timings[f"attacks:{spec.key}"] = time.perf_counter() - t_attack
         methods.append(MethodResult(
             name=spec.key, description=DESCRIPTIONS.get(spec.name, spec.name), shares=shares, observers=observers,
             utility=utility, utility_per_round=per_round, bytes_per_round=bytes_from_metrics(metrics),
@@ -229,6 +249,7 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
             privacy=PrivacySummary(delta=delta, formal_epsilon=privacy.centers_epsilon,
                                    epsilon_per_round=privacy.centers_per_round, per_party=privacy.per_party,
                                    empirical=audits, flags=privacy.flags, guarantee=privacy.guarantee),
+            attacks=attacks,
         ))
 
     result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=flags, timings=timings,

@@ -72,8 +72,8 @@ class FederationSpec:
     """Clients, their identities and images, the unseen test identities, and local training."""
 
     num_clients: int = 4
-    identities_per_client: int = 40
-    images_per_identity: int = 8
+    identities_per_client: int = 20
+    images_per_identity: int = 6
     partition: Literal["balanced", "lognormal", "one-identity"] = "balanced"
     test_identities: int = 100
     test_images_per_identity: int = 6
@@ -151,9 +151,9 @@ class AttackSpec:
 
     run: list[str] = field(default_factory=lambda: list(ATTACK_NAMES))
     gallery_distractors: int = 400
-    decoder_steps: int = 600
-    decoder_identities: int = 300
-    gradient_iterations: int = 200
+    decoder_steps: int = 500
+    decoder_identities: int = 150
+    gradient_iterations: int = 40
     gradient_batch_size: int = 1
 
     def __post_init__(self) -> None:
@@ -213,8 +213,8 @@ class Scenario:
             federation=FederationSpec(num_clients=3, identities_per_client=6, images_per_identity=4,
                                       test_identities=12, test_images_per_identity=3, rounds=2, batch_size=16),
             privacy=PrivacySpec(audit_trials=200),
-            attacks=AttackSpec(gallery_distractors=30, decoder_steps=30, decoder_identities=24,
-                               gradient_iterations=20),
+            attacks=AttackSpec(gallery_distractors=30, decoder_steps=100, decoder_identities=24,
+                               gradient_iterations=10),
         )
         return replace(base, **changes)
 

@@ -115,3 +115,16 @@ def test_example_notebook_executes(audit, monkeypatch):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("text/html" in o.get("data", {}) for o in outputs)  # the result rendered as HTML
+
+
+def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
+    _, result = audit
+    shared = result.method("shared-centers")
+    knn = [a for a in shared.attacks if a.attack == "knn" and a.target_kind == "class_centers"]
+    assert knn and knn[0].observer == "server" and 0.0 <= knn[0].metrics["top1"] <= 1.0
+    assert any(a.attack == "inversion" for a in shared.attacks)
+    pf_kinds = {a.target_kind for a in result.method("privacyface").attacks}
+    assert "noisy_cluster_centers" in pf_kinds and "class_centers" not in pf_kinds  # W never reaches the server
+    gradient = [a for a in result.method("fedpe").attacks if a.attack == "gradient"]
+    assert gradient and all(a.target_kind == "backbone" for a in gradient)
+    assert not [a for a in result.method("fedpe").attacks if a.attack == "knn"]  # nothing center-like observed

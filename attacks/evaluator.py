@@ -1,0 +1,296 @@
+"""The independent evaluation model, and the identity ground truth it scores against.
+
+A reconstruction "reveals an identity" when a face recogniser that played no part in the attack
+matches it to that identity. Scoring with the attacked model itself would be circular (the
+decoder was trained to please it; a gradient inversion matches its features). So the evaluator is
+a separate backbone, trained centrally (`federated_core.pretrain.pretrain`) on *public identities
+disjoint from the attacked ones* — and by default disjoint from φ0's public identities too, with
+its own seed. Every result that uses it says so (`Evaluator.description`).
+
+`IdentityReference` holds, for the attacked identities, what scoring needs and the attacker never
+saw: each identity's mean embedding under the evaluator, its mean face, and an evaluator-space
+gallery for rank-1 matching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks.knn import Gallery
+from attacks.metrics import psnr, ssim
+from attacks.search import topk_cosine
+
+__all__ = [
+    "Evaluator",
+    "evaluator_config",
+    "train_evaluator",
+    "IdentityReference",
+    "ReconstructionScores",
+    "build_reference",
+]
+
+
+@dataclass
+class Evaluator:
+    """An evaluation backbone and the statement of its independence."""
+
+    model: nn.Module
+    train_identities: tuple[int, int]
+    description: str
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def resolution(self) -> int:
+        return int(getattr(self.model, "resolution", 0) or self.model.build_config["resolution"])
+
+
+def evaluator_config(phi0_config: Any, identity_offset: int = 5_000_000, seed_offset: int = 1) -> Any:
+    """A `PretrainConfig` for the evaluator derived from φ0's: same data generator, backbone and
+    recipe, but training identities shifted by ``identity_offset`` (disjoint from φ0's and the
+    clients') and its own seed."""
+    if identity_offset < 1:
+        raise ValueError(f"identity_offset must be >= 1, got {identity_offset}")
+    a, b = phi0_config.train_identities
+    ea, eb = phi0_config.eval_identities
+    return dataclasses.replace(
+        phi0_config,
+        train_identities=(a + identity_offset, b + identity_offset),
+        eval_identities=(ea + identity_offset, eb + identity_offset),
+        seed=phi0_config.seed + seed_offset,
+    )
+
+
+def _check_disjoint(span: tuple[int, int], ids: torch.Tensor, what: str) -> None:
+    ids = torch.as_tensor(ids, dtype=torch.int64)
+    inside = ids[(ids >= span[0]) & (ids < span[1])]
+    if inside.numel():
+        raise ValueError(
+            f"the evaluator's training identities {span} overlap the {what} "
+            f"(e.g. {inside[:5].tolist()}); choose a disjoint identity range"
+        )
+
+
+def train_evaluator(
+    config: Any,
+    attacked_identities: torch.Tensor | Sequence[int],
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    other_excluded: torch.Tensor | Sequence[int] | None = None,
+) -> Evaluator:
+    """Train (or load from ``cache_dir``) the evaluation backbone with ``pretrain(config)``.
+
+    Raises ``ValueError`` when its training identities overlap ``attacked_identities`` (or
+    ``other_excluded``, e.g. φ0's public identities).
+    """
+    from federated_core.pretrain import pretrain
+
+    span = tuple(config.train_identities)
+    _check_disjoint(span, torch.as_tensor(attacked_identities), "attacked identities")
+    if other_excluded is not None:
+        _check_disjoint(span, torch.as_tensor(other_excluded), "excluded identities")
+    result = pretrain(config, cache_dir=cache_dir, device=device, progress=progress)
+    desc = (
+        f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
+        f"trained centrally on public identities [{span[0]}, {span[1]}), disjoint from the attacked identities"
+    )
+    return Evaluator(result.backbone.eval(), span, desc, dict(result.metrics))
+
+
+@dataclass
+class ReconstructionScores:
+    """Per-reconstruction scores (arrays) and their means; plain data for the report."""
+
+    identity_similarity: np.ndarray
+    rank1: np.ndarray
+    ssim: np.ndarray
+    psnr: np.ndarray
+    evaluator: str
+    impostor_identity_similarity: np.ndarray | None = None
+    impostor_ssim: np.ndarray | None = None
+    impostor_psnr: np.ndarray | None = None
+
+    def means(self) -> dict[str, float]:
+        def mean(a: np.ndarray | None) -> float:
+            if a is None:
+                return float("nan")
+            a = a[np.isfinite(a)]
+            return float(np.mean(a)) if len(a) else float("nan")
+
+        return {
+            "identity_similarity": mean(self.identity_similarity),
+            "rank1": mean(self.rank1.astype(np.float64)),
+            "ssim": mean(self.ssim),
+            "psnr": mean(self.psnr),
+            "impostor_identity_similarity": mean(self.impostor_identity_similarity),
+            "impostor_ssim": mean(self.impostor_ssim),
+            "impostor_psnr": mean(self.impostor_psnr),
+        }
+
+
+def _to_unit_images(images: torch.Tensor) -> torch.Tensor:
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0
+    return images.float()
+
+
+@dataclass
+class IdentityReference:
+    """Ground truth of the attacked identities in the evaluator's space.
+
+    Attributes:
+        evaluator: the independent evaluation model.
+        identity_ids: ``[I]`` sorted identity ids.
+        templates: ``[I, d_eval]`` normalised mean evaluator embedding per identity.
+        image_sums / image_counts: per identity, the sum of its images in ``[0, 1]`` and their
+            number (mean faces of any set of identities pool these).
+        gallery: evaluator-space gallery for rank-1 matching (the attacked identities' real images
+            plus distractors).
+    """
+
+    evaluator: Evaluator
+    identity_ids: torch.Tensor
+    templates: torch.Tensor
+    image_sums: torch.Tensor
+    image_counts: torch.Tensor
+    gallery: Gallery
+    device: str = "cpu"
+
+    def _rows(self, ids: frozenset[int] | set[int], where: str) -> torch.Tensor:
+        t = torch.tensor(sorted(ids), dtype=torch.int64)
+        pos = torch.searchsorted(self.identity_ids, t).clamp(max=len(self.identity_ids) - 1)
+        ok = self.identity_ids[pos] == t
+        if not bool(ok.all()):
+            raise ValueError(f"{where}: identities {t[~ok][:5].tolist()} have no reference images")
+        return pos
+
+    def mean_face(self, ids: frozenset[int] | set[int], resolution: int | None = None) -> torch.Tensor:
+        """Mean face ``[3, R, R]`` in ``[0, 1]`` of the images of ``ids`` pooled."""
+        rows = self._rows(ids, "mean_face")
+        face = self.image_sums[rows].sum(0) / self.image_counts[rows].sum()
+        if resolution is not None and resolution != face.shape[-1]:
+            face = F.interpolate(face[None], size=(resolution, resolution), mode="bilinear", align_corners=False,
+                                 antialias=True)[0]
+        return face
+
+    def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Evaluator embeddings of images in ``[0, 1]`` (resized to the evaluator's resolution)."""
+        from federated_core.models import embed
+
+        x = _to_unit_images(images)
+        r = self.evaluator.resolution
+        if x.shape[-1] != r:
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        return embed(self.evaluator.model, (x * 2 - 1).clamp(-1, 1), batch_size=batch_size, device=self.device)
+
+    def score(self, reconstructions: torch.Tensor, observation_ids: Sequence[frozenset[int]]) -> ReconstructionScores:
+        """Score reconstructions ``[N, 3, R, R]`` in ``[0, 1]`` against the identities each stands for.
+
+        (a) identity similarity: cosine of the evaluator embedding to the identity's mean
+        embedding (for a vector covering several identities, the best one); (b) rank-1: the
+        nearest evaluator-gallery image belongs to one of them; (c) SSIM / PSNR against the mean
+        face of the covered identities' images (at the reconstruction's resolution).
+        """
+        if reconstructions.dim() != 4 or reconstructions.shape[1] != 3:
+            raise ValueError(f"reconstructions must be [N, 3, R, R], got shape {tuple(reconstructions.shape)}")
+        if len(observation_ids) != reconstructions.shape[0]:
+            raise ValueError(
+                f"observation_ids has {len(observation_ids)} entries for {reconstructions.shape[0]} reconstructions"
+            )
+        keep = [i for i, ids in enumerate(observation_ids) if ids]
+        if len(keep) < len(observation_ids):
+            raise ValueError("every reconstruction must stand for at least one identity (got an empty identity set)")
+        rec = _to_unit_images(reconstructions).cpu()
+        emb = self.embed(rec)
+        id_sim = np.empty(len(rec))
+        for i, ids in enumerate(observation_ids):
+            rows = self._rows(ids, "score")
+            id_sim[i] = float((self.templates[rows] @ emb[i]).max())
+        _, nearest = topk_cosine(emb, self.gallery.embeddings, k=1)
+        nearest_ids = self.gallery.identity_ids[nearest[:, 0]].tolist()
+        rank1 = np.array([n in ids for n, ids in zip(nearest_ids, observation_ids)], dtype=bool)
+        faces = torch.stack([self.mean_face(ids, rec.shape[-1]) for ids in observation_ids])
+        # Impostor baseline: the same scores against other attacked identities (as many as the
+        # vector stands for), so a number can be read against what any face would get.
+        imp_sim = np.full(len(rec), np.nan)
+        imp_faces = faces.clone()
+        has_imp = np.zeros(len(rec), dtype=bool)
+        for i, ids in enumerate(observation_ids):
+            others = self.impostors(ids)
+            if others:
+                rows = self._rows(others, "score")
+                imp_sim[i] = float((self.templates[rows] @ emb[i]).max())
+                imp_faces[i] = self.mean_face(others, rec.shape[-1])
+                has_imp[i] = True
+        imp_ssim = np.where(has_imp, ssim(rec, imp_faces).numpy(), np.nan)
+        imp_psnr = np.where(has_imp, psnr(rec, imp_faces).numpy(), np.nan)
+        return ReconstructionScores(
+            identity_similarity=id_sim,
+            rank1=rank1,
+            ssim=ssim(rec, faces).numpy(),
+            psnr=psnr(rec, faces).numpy(),
+            evaluator=self.evaluator.description,
+            impostor_identity_similarity=imp_sim,
+            impostor_ssim=imp_ssim,
+            impostor_psnr=imp_psnr,
+        )
+
+    def impostors(self, ids: frozenset[int] | set[int]) -> frozenset[int]:
+        """As many attacked identities as ``ids`` holds, none of them in ``ids``: each shifted by
+        half the identity list (then by one more until disjoint). Empty when impossible."""
+        n = len(self.identity_ids)
+        if len(ids) * 2 > n:
+            return frozenset()
+        pos = self._rows(ids, "impostors").tolist()
+        for extra in range(n):
+            shifted = {int(self.identity_ids[(p + n // 2 + extra) % n]) for p in pos}
+            if not shifted & set(ids) and len(shifted) == len(ids):
+                return frozenset(shifted)
+        return frozenset()
+
+
+def build_reference(
+    evaluator: Evaluator,
+    reference_faces: Any,
+    gallery_faces: Any | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> IdentityReference:
+    """Build the ground truth of the attacked identities from their real images (`FaceSet`).
+
+    ``gallery_faces`` (default: ``reference_faces``) is what rank-1 matches against; it should
+    hold the attacked identities and distractors.
+    """
+    from federated_core.models import embed
+
+    if len(reference_faces) == 0:
+        raise ValueError("reference_faces is empty")
+    r = evaluator.resolution
+
+    def emb(faces: Any) -> torch.Tensor:
+        x = faces.images
+        if x.shape[-1] != r:
+            x = F.interpolate(x.float() / 127.5 - 1, size=(r, r), mode="bilinear", align_corners=False).clamp(-1, 1)
+        return embed(evaluator.model, x, batch_size=batch_size, device=device)
+
+    ref_emb = emb(reference_faces)
+    ids, inverse = torch.unique(reference_faces.labels, return_inverse=True)
+    templates = torch.zeros(len(ids), ref_emb.shape[1])
+    templates.index_add_(0, inverse, ref_emb)
+    templates = F.normalize(templates, dim=1)
+    imgs = reference_faces.images.float() / 255.0
+    sums = torch.zeros(len(ids), *imgs.shape[1:])
+    sums.index_add_(0, inverse, imgs)
+    counts = torch.bincount(inverse, minlength=len(ids)).float()
+    gallery_faces = gallery_faces if gallery_faces is not None else reference_faces
+    gallery = Gallery(emb(gallery_faces), gallery_faces.labels.clone(),
+                      None if gallery_faces.groups is None else gallery_faces.groups.clone())
+    return IdentityReference(evaluator, ids, templates, sums, counts, gallery, str(device))

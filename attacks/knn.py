@@ -1,0 +1,421 @@
+"""k-nearest-neighbour identity attack on center-like vectors (PrivacyFace App. A.2.4, Fig. 6).
+
+The attacker holds a gallery of faces of many identities (some of the clients' identities and many
+distractors), embeds it with the model it observed (or a public one), and matches every observed
+center-like vector (class centers W, clusters p, DPLC clusters p̂, noisy centers W̃, DP k-means
+centers) to its nearest gallery identities. Scored against ground truth the attacker never saw:
+
+* identification: top-1 / top-k rate at which an observed vector's nearest gallery identities
+  include an identity it stands for (the row's identity for W / W̃; any covered identity for a
+  cluster), with Clopper–Pearson intervals;
+* membership inference: for each gallery identity the score "is this identity in some client's
+  training set" = its best similarity to any observed vector; ROC, AUC and TPR at FPR = 1e-3 and
+  1e-2, each with a confidence interval;
+* group level: the majority population group of the identities a vector covers versus the
+  majority group of its k nearest gallery identities (what a blurred cluster still reveals,
+  PrivacyFace Fig. 8).
+
+The search is blocked torch matrix products (`attacks.search`), so 100k × 512 galleries work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attacks.metrics import TprAtFpr, auc_bootstrap_ci, clopper_pearson, roc_auc, tpr_at_fpr
+from attacks.search import identity_scores_blocks
+
+__all__ = [
+    "Gallery",
+    "KnnTruth",
+    "KnnAttackConfig",
+    "KnnAttackResult",
+    "knn_identity_attack",
+    "embed_gallery",
+    "DpKmeansResult",
+    "dp_kmeans_centers",
+    "covered_identities",
+]
+
+
+@dataclass
+class Gallery:
+    """The attacker's face gallery: one embedding per image.
+
+    ``groups`` (population group per image) is optional; without it the group-level view is off.
+    """
+
+    embeddings: torch.Tensor
+    identity_ids: torch.Tensor
+    groups: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.embeddings.dim() != 2 or self.embeddings.shape[0] == 0:
+            raise ValueError(f"gallery embeddings must be a non-empty [G, d] array, got shape {tuple(self.embeddings.shape)}")
+        self.identity_ids = torch.as_tensor(self.identity_ids, dtype=torch.int64)
+        if self.identity_ids.shape != (self.embeddings.shape[0],):
+            raise ValueError(
+                f"gallery identity_ids must have one id per embedding ({self.embeddings.shape[0]}), "
+                f"got shape {tuple(self.identity_ids.shape)}"
+            )
+        if self.groups is not None:
+            self.groups = torch.as_tensor(self.groups, dtype=torch.int64)
+            if self.groups.shape != self.identity_ids.shape:
+                raise ValueError(f"gallery groups must have shape {tuple(self.identity_ids.shape)}, got {tuple(self.groups.shape)}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def identity_groups(self) -> dict[int, int]:
+        """Population group of each gallery identity (its first image's group)."""
+        if self.groups is None:
+            return {}
+        out: dict[int, int] = {}
+        for i, g in zip(self.identity_ids.tolist(), self.groups.tolist()):
+            out.setdefault(int(i), int(g))
+        return out
+
+
+@dataclass
+class KnnTruth:
+    """Ground truth kept aside for scoring (the attacker never sees it).
+
+    Attributes:
+        observation_ids: for each observed vector, the identities it stands for: one id for a class
+            center (W, W̃), the covered identities for a cluster center (p, p̂, DP k-means); an empty
+            set when it stands for none.
+        member_ids: every identity in some client's training set.
+        identity_groups: population group of each identity (members and gallery), for the group view.
+    """
+
+    observation_ids: list[frozenset[int]]
+    member_ids: torch.Tensor
+    identity_groups: dict[int, int] = field(default_factory=dict)
+
+    @staticmethod
+    def from_row_ids(row_ids: torch.Tensor | Sequence[int], member_ids: torch.Tensor | Sequence[int],
+                     identity_groups: dict[int, int] | None = None) -> "KnnTruth":
+        """Truth for class-center-like observations: one identity per row."""
+        return KnnTruth([frozenset([int(i)]) for i in torch.as_tensor(row_ids).tolist()],
+                        torch.as_tensor(member_ids, dtype=torch.int64), dict(identity_groups or {}))
+
+
+@dataclass(frozen=True)
+class KnnAttackConfig:
+    """Settings of the k-NN identity attack.
+
+    ``identity_score``: "max" (an identity scores its best-matching gallery image, as in
+    PrivacyFace's face-level k-NN) or "mean" (cosine to the identity's mean template).
+    """
+
+    k: int = 5
+    identity_score: str = "max"
+    fprs: tuple[float, ...] = (1e-3, 1e-2)
+    confidence: float = 0.95
+    ci_method: str = "bootstrap"
+    n_bootstrap: int = 200
+    query_block: int = 256
+    gallery_block: int = 32768
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.identity_score not in ("max", "mean"):
+            raise ValueError(f"identity_score must be 'max' or 'mean', got {self.identity_score!r}")
+        for f in self.fprs:
+            if not 0 < f < 1:
+                raise ValueError(f"fprs must lie in (0, 1), got {f}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.ci_method not in ("bootstrap", "clopper-pearson"):
+            raise ValueError(f"ci_method must be 'bootstrap' or 'clopper-pearson', got {self.ci_method!r}")
+        if self.query_block < 1 or self.gallery_block < 1:
+            raise ValueError(f"query_block and gallery_block must be >= 1, got {self.query_block}, {self.gallery_block}")
+
+
+@dataclass
+class KnnAttackResult:
+    """Plain numbers and arrays; the report renders them."""
+
+    observer: str
+    kind: str
+    config: dict[str, Any]
+    num_observations: int
+    num_gallery_images: int
+    num_gallery_identities: int
+    num_member_identities_in_gallery: int
+    num_identifiable: int
+    top1_rate: float
+    top1_ci: tuple[float, float]
+    topk_rate: float
+    topk_ci: tuple[float, float]
+    nearest_identities: np.ndarray
+    nearest_scores: np.ndarray
+    membership_identities: np.ndarray
+    membership_scores: np.ndarray
+    membership_labels: np.ndarray
+    membership_auc: float
+    membership_auc_ci: tuple[float, float]
+    roc_fpr: np.ndarray
+    roc_tpr: np.ndarray
+    tpr_at_fpr: list[TprAtFpr]
+    group_accuracy: float | None
+    group_ci: tuple[float, float] | None
+    group_chance: float | None
+    group_num_observations: int
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar part (what a table row shows)."""
+        out: dict[str, Any] = {
+            "observer": self.observer,
+            "kind": self.kind,
+            "num_observations": self.num_observations,
+            "num_identifiable": self.num_identifiable,
+            "top1": self.top1_rate,
+            f"top{self.config['k']}": self.topk_rate,
+            "membership_auc": self.membership_auc,
+            "membership_auc_ci": self.membership_auc_ci,
+        }
+        for t in self.tpr_at_fpr:
+            out[f"tpr@fpr={t.target_fpr:g}"] = t.tpr
+            out[f"tpr@fpr={t.target_fpr:g}_ci"] = (t.ci_low, t.ci_high)
+        out["group_accuracy"] = self.group_accuracy
+        out["group_chance"] = self.group_chance
+        return out
+
+
+def embed_gallery(model: torch.nn.Module, faces: Any, device: str | torch.device = "cpu",
+                  batch_size: int = 256) -> Gallery:
+    """Embed a `FaceSet` with ``model`` (the observed or a public model) into a `Gallery`."""
+    from federated_core.models import embed
+
+    emb = embed(model, faces, batch_size=batch_size, device=device)
+    return Gallery(emb.float().cpu(), faces.labels.clone(), None if faces.groups is None else faces.groups.clone())
+
+
+def _majority(values: list[int]) -> int:
+    counts = Counter(values)
+    best = max(counts.values())
+    return min(v for v, c in counts.items() if c == best)  # ties: smallest group id (deterministic)
+
+
+def knn_identity_attack(
+    observed: torch.Tensor,
+    gallery: Gallery,
+    truth: KnnTruth,
+    config: KnnAttackConfig | None = None,
+    observer: str = "server",
+    kind: str = "class_centers",
+) -> KnnAttackResult:
+    """Match each observed center-like vector ``[Q, d]`` to its nearest gallery identities.
+
+    PrivacyFace App. A.2.4: "an attacker owns a gallery of faces with enormous identities and
+    attacks the exposed class centers by finding their neighbors". ``observer`` and ``kind`` only
+    label the result and error messages.
+    """
+    config = config or KnnAttackConfig()
+    where = f"observer {observer!r}, kind {kind!r}"
+    if observed.dim() != 2 or observed.shape[0] == 0:
+        raise ValueError(f"{where}: observed vectors must be a non-empty [Q, d] array, got shape {tuple(observed.shape)}")
+    if observed.shape[1] != gallery.dim:
+        raise ValueError(
+            f"{where}: observed vectors have d={observed.shape[1]} but the gallery embeddings have d={gallery.dim} "
+            "(embed the gallery with a model of the observed dimension)"
+        )
+    if not torch.isfinite(observed).all():
+        raise ValueError(f"{where}: observed vectors contain NaN or inf")
+    if len(truth.observation_ids) != observed.shape[0]:
+        raise ValueError(
+            f"{where}: truth.observation_ids has {len(truth.observation_ids)} entries for {observed.shape[0]} observed vectors"
+        )
+    gallery_id_list, _ = torch.unique(gallery.identity_ids, return_inverse=True)
+    n_ids = len(gallery_id_list)
+    k = min(config.k, n_ids)
+
+    # One pass over the gallery: top-k identities per query, and the best score per identity.
+    member_best = torch.full((n_ids,), -float("inf"))
+    top_s = torch.empty(observed.shape[0], k)
+    top_c = torch.empty(observed.shape[0], k, dtype=torch.int64)
+    for sl, scores in identity_scores_blocks(
+        observed, gallery.embeddings, gallery.identity_ids, reduce=config.identity_score,
+        query_block=config.query_block, gallery_block=config.gallery_block, device=config.device,
+        progress=config.progress,
+    ):
+        s, c = torch.topk(scores, k, dim=1)
+        top_s[sl], top_c[sl] = s.cpu(), c.cpu()
+        member_best = torch.maximum(member_best, scores.max(dim=0).values.cpu())
+    nearest = gallery_id_list[top_c]
+
+    # Identification of the observations whose identities are in the gallery.
+    in_gallery = set(gallery_id_list.tolist())
+    identifiable = [i for i, ids in enumerate(truth.observation_ids) if ids & in_gallery]
+    notes: list[str] = []
+    if identifiable:
+        hits1 = sum(int(nearest[i, 0]) in truth.observation_ids[i] for i in identifiable)
+        hitsk = sum(bool(set(nearest[i].tolist()) & truth.observation_ids[i]) for i in identifiable)
+        top1, topk = hits1 / len(identifiable), hitsk / len(identifiable)
+        top1_ci = clopper_pearson(hits1, len(identifiable), config.confidence)
+        topk_ci = clopper_pearson(hitsk, len(identifiable), config.confidence)
+    else:
+        top1 = topk = float("nan")
+        top1_ci = topk_ci = (float("nan"), float("nan"))
+        notes.append("no observed vector stands for an identity of the gallery: identification rate undefined")
+
+    # Membership inference over gallery identities.
+    members = set(torch.as_tensor(truth.member_ids).tolist())
+    labels = np.array([int(i) in members for i in gallery_id_list.tolist()], dtype=bool)
+    if labels.all() or not labels.any():
+        raise ValueError(
+            f"{where}: the gallery must hold both member and non-member identities for the membership view, "
+            f"got {int(labels.sum())} members and {int((~labels).sum())} non-members"
+        )
+    mscores = member_best.numpy().astype(np.float64)
+    fpr, tpr, _, auc = roc_auc(mscores, labels)
+    auc_ci = auc_bootstrap_ci(mscores, labels, config.confidence, max(10, config.n_bootstrap), config.seed)
+    rates = [
+        tpr_at_fpr(mscores, labels, f, confidence=config.confidence, method=config.ci_method,
+                   n_bootstrap=config.n_bootstrap, seed=config.seed)
+        for f in config.fprs
+    ]
+    for r in rates:
+        if not r.supported:
+            notes.append(
+                f"TPR@FPR={r.target_fpr:g} not supported: {r.num_negatives} non-member identities "
+                f"(needs >= {math.ceil(1 / r.target_fpr)})"
+            )
+
+    # Group level: majority group of the covered identities vs of the k nearest gallery identities.
+    group_acc = group_chance = None
+    group_ci = None
+    n_group = 0
+    gallery_groups = gallery.identity_groups()
+    all_groups = {**gallery_groups, **truth.identity_groups}
+    if gallery_groups:
+        pairs = []
+        for i, ids in enumerate(truth.observation_ids):
+            covered = [all_groups[j] for j in ids if j in all_groups]
+            if not covered:
+                continue
+            predicted = _majority([gallery_groups[int(j)] for j in nearest[i].tolist()])
+            pairs.append((_majority(covered), predicted))
+        n_group = len(pairs)
+        if pairs:
+            hits = sum(t == p for t, p in pairs)
+            group_acc = hits / n_group
+            group_ci = clopper_pearson(hits, n_group, config.confidence)
+            group_chance = max(Counter(t for t, _ in pairs).values()) / n_group
+    return KnnAttackResult(
+        observer=observer,
+        kind=kind,
+        config=dataclasses.asdict(config),
+        num_observations=int(observed.shape[0]),
+        num_gallery_images=int(gallery.embeddings.shape[0]),
+        num_gallery_identities=n_ids,
+        num_member_identities_in_gallery=int(labels.sum()),
+        num_identifiable=len(identifiable),
+        top1_rate=top1,
+        top1_ci=top1_ci,
+        topk_rate=topk,
+        topk_ci=topk_ci,
+        nearest_identities=nearest.numpy(),
+        nearest_scores=top_s.numpy(),
+        membership_identities=gallery_id_list.numpy(),
+        membership_scores=mscores,
+        membership_labels=labels,
+        membership_auc=auc,
+        membership_auc_ci=auc_ci,
+        roc_fpr=fpr,
+        roc_tpr=tpr,
+        tpr_at_fpr=rates,
+        group_accuracy=group_acc,
+        group_ci=group_ci,
+        group_chance=group_chance,
+        group_num_observations=n_group,
+        notes=notes,
+    )
+
+
+def covered_identities(vectors: torch.Tensor, class_centers: torch.Tensor, center_ids: torch.Tensor,
+                       margin: float | None = None) -> list[frozenset[int]]:
+    """Ground truth of cluster-like vectors: which identities each one covers.
+
+    With ``margin`` (radians; PrivacyFace's ρ) a vector covers the class centers within angle ρ;
+    without it, each class center is assigned to its nearest vector (a k-means partition).
+    """
+    if vectors.dim() != 2 or class_centers.dim() != 2 or vectors.shape[1] != class_centers.shape[1]:
+        raise ValueError(
+            f"vectors {tuple(vectors.shape)} and class_centers {tuple(class_centers.shape)} must be [n, d] with the same d"
+        )
+    if center_ids.shape[0] != class_centers.shape[0]:
+        raise ValueError(f"center_ids has {center_ids.shape[0]} entries for {class_centers.shape[0]} class centers")
+    sims = F.normalize(vectors.float(), dim=1) @ F.normalize(class_centers.float(), dim=1).T
+    ids = center_ids.tolist()
+    if margin is not None:
+        if not 0 < margin <= math.pi:
+            raise ValueError(f"margin must be in (0, pi] radians, got {margin}")
+        inside = sims >= math.cos(margin)
+        return [frozenset(int(ids[j]) for j in torch.nonzero(row).flatten().tolist()) for row in inside]
+    owner = sims.argmax(dim=0)
+    return [frozenset(int(ids[j]) for j in torch.nonzero(owner == q).flatten().tolist()) for q in range(vectors.shape[0])]
+
+
+@dataclass
+class DpKmeansResult:
+    centers: torch.Tensor
+    covered: list[frozenset[int]]
+    epsilon: float
+    n_clusters: int
+
+
+def dp_kmeans_centers(
+    class_centers: torch.Tensor,
+    center_ids: torch.Tensor,
+    n_clusters: int,
+    epsilon: float,
+    bounds: tuple[float, float] = (-1.0, 1.0),
+    seed: int = 0,
+) -> DpKmeansResult:
+    """A sanitised alternative to DPLC: diffprivlib's DP k-means (DPLloyd, Su et al. 2016) on one
+    client's class centers, with per-feature ``bounds`` (unit vectors lie in [-1, 1]).
+
+    Centers outside ``bounds`` are an error (diffprivlib would clip them silently). ``covered``
+    holds, for scoring only, the identities of the class centers nearest to each DP center.
+    """
+    from diffprivlib import BudgetAccountant
+    from diffprivlib.models import KMeans
+
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
+    if class_centers.dim() != 2 or class_centers.shape[0] == 0:
+        raise ValueError(f"class_centers must be a non-empty [n, d] array, got shape {tuple(class_centers.shape)}")
+    if not 1 <= n_clusters <= class_centers.shape[0]:
+        raise ValueError(f"n_clusters must be in [1, number of class centers={class_centers.shape[0]}], got {n_clusters}")
+    lo, hi = bounds
+    if not lo < hi:
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+    x = class_centers.detach().double().cpu().numpy()
+    if x.min() < lo or x.max() > hi:
+        raise ValueError(
+            f"class_centers lie outside bounds {bounds} (min {x.min():.4g}, max {x.max():.4g}); "
+            "normalise them or widen the bounds — they would otherwise be clipped"
+        )
+    d = x.shape[1]
+    model = KMeans(n_clusters=n_clusters, epsilon=epsilon, bounds=(np.full(d, lo), np.full(d, hi)),
+                   random_state=seed, accountant=BudgetAccountant())
+    model.fit(x)
+    centers = torch.from_numpy(np.asarray(model.cluster_centers_, dtype=np.float32))
+    covered = covered_identities(centers, class_centers, center_ids)
+    return DpKmeansResult(centers=centers, covered=covered, epsilon=float(epsilon), n_clusters=n_clusters)

@@ -1,0 +1,343 @@
+"""Scores of what an attack recovered, measured against ground truth the attacker never saw.
+
+Image similarity: PSNR and SSIM (Wang et al. 2004, "Image quality assessment: from error
+visibility to structural similarity", Eq. 13 with an 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
+K2 = 0.03). Identity: cosine between the *independent* evaluation model's embedding of a
+reconstruction and the true identity's mean embedding, and the rank-1 match of a reconstruction
+against a gallery (a face version of breaching's "image identifiability precision").
+Membership: ROC / AUC (scikit-learn) and the true-positive rate at a fixed false-positive rate with
+a confidence interval (bootstrap over both classes, or Clopper–Pearson on the TPR at the chosen
+threshold) — at low FPR the point estimate alone says little.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "psnr",
+    "ssim",
+    "gaussian_window",
+    "cosine_rows",
+    "identity_similarity",
+    "rank1_match",
+    "TprAtFpr",
+    "tpr_at_fpr",
+    "tpr_at_fpr_point",
+    "clopper_pearson",
+    "roc_auc",
+    "auc_bootstrap_ci",
+    "match_reconstructions",
+]
+
+
+def _check_images(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"images must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {tuple(x.shape)}")
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image, ``10 log10(range² / MSE)`` in dB ([N] float64).
+
+    Identical images give ``inf``.
+    """
+    _check_images(x, y)
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 1-d Gaussian window of odd ``size`` (float64)."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"window size must be an odd integer >= 1, got {size}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    w = torch.exp(-(r**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Mean structural similarity per image ([N] float64), Eq. 13 of Wang et al. (2004).
+
+    Local statistics use a separable Gaussian window over the *valid* region (no padding), the
+    population (biased) variances, each channel separately; the map is averaged over channels and
+    positions. Images smaller than the window use a window of the image size (still odd).
+    """
+    _check_images(x, y)
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    size = min(window_size, x.shape[-1], x.shape[-2])
+    if size % 2 == 0:
+        size -= 1
+    win = gaussian_window(size, sigma).to(x.device)
+    c = x.shape[1]
+    wx = win.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    wy = win.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, wx, groups=c), wy, groups=c)
+
+    xd, yd = x.double(), y.double()
+    mu_x, mu_y = blur(xd), blur(yd)
+    sxx = blur(xd * xd) - mu_x**2
+    syy = blur(yd * yd) - mu_y**2
+    sxy = blur(xd * yd) - mu_x * mu_y
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return smap.flatten(1).mean(1)
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity of two ``[N, d]`` arrays."""
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(f"cosine_rows needs two [N, d] arrays of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return F.cosine_similarity(a.float(), b.float(), dim=1, eps=1e-12)
+
+
+def identity_similarity(
+    reconstruction_embeddings: torch.Tensor,
+    identity_ids: torch.Tensor,
+    reference_embeddings: torch.Tensor,
+    reference_ids: torch.Tensor,
+) -> torch.Tensor:
+    """Cosine between each reconstruction's embedding and the mean embedding of its true identity.
+
+    All embeddings must come from the same *independent* evaluation model (not the attacked one).
+    ``reference_embeddings`` / ``reference_ids`` are real images of the identities (ground truth);
+    the identity template is the normalised mean of the identity's normalised embeddings.
+    """
+    rec = F.normalize(reconstruction_embeddings.float(), dim=1)
+    ref = F.normalize(reference_embeddings.float(), dim=1)
+    if rec.shape[1] != ref.shape[1]:
+        raise ValueError(f"embedding dimensions differ: reconstructions d={rec.shape[1]}, references d={ref.shape[1]}")
+    ids = identity_ids.to(torch.int64).cpu()
+    ref_ids = reference_ids.to(torch.int64).cpu()
+    missing = sorted(set(ids.tolist()) - set(ref_ids.tolist()))
+    if missing:
+        raise ValueError(f"identity_ids {missing[:5]} have no reference embedding")
+    uniq, inverse = torch.unique(ref_ids, return_inverse=True)
+    templates = torch.zeros(len(uniq), ref.shape[1], dtype=ref.dtype, device=ref.device)
+    templates.index_add_(0, inverse.to(ref.device), ref)
+    templates = F.normalize(templates, dim=1)
+    rows = torch.searchsorted(uniq, ids).to(ref.device)
+    return (rec * templates[rows]).sum(1)
+
+
+def rank1_match(
+    query_embeddings: torch.Tensor,
+    true_ids: torch.Tensor | list[set[int]],
+    gallery_embeddings: torch.Tensor,
+    gallery_ids: torch.Tensor,
+    block_size: int = 4096,
+) -> torch.Tensor:
+    """Whether each query's nearest gallery image (cosine) belongs to its true identity.
+
+    ``true_ids`` is one id per query, or a set of acceptable ids per query (a cluster center
+    covering several identities). Returns a bool tensor ``[Q]``.
+    """
+    from attacks.search import topk_cosine
+
+    if len(true_ids) != query_embeddings.shape[0]:
+        raise ValueError(f"true_ids has {len(true_ids)} entries for {query_embeddings.shape[0]} queries")
+    _, idx = topk_cosine(query_embeddings, gallery_embeddings, k=1, query_block=block_size)
+    nearest = gallery_ids.to(torch.int64).cpu()[idx[:, 0].cpu()]
+    if isinstance(true_ids, torch.Tensor):
+        return nearest == true_ids.to(torch.int64).cpu()
+    return torch.tensor([int(n) in s for n, s in zip(nearest.tolist(), true_ids)], dtype=torch.bool)
+
+
+def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """Order of ``reconstructions`` that best matches ``originals`` (min total MSE; Hungarian).
+
+    A batch reconstruction comes back in an arbitrary order; scores pair each original with one
+    reconstruction first, as breaching and Geiping et al. do. Returns an index ``[N]`` such that
+    ``reconstructions[index]`` lines up with ``originals``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    _check_images(reconstructions, originals)
+    cost = torch.cdist(originals.flatten(1).double(), reconstructions.flatten(1).double()) ** 2
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    order = np.empty(len(rows), dtype=np.int64)
+    order[rows] = cols
+    return torch.from_numpy(order)
+
+
+@dataclass
+class TprAtFpr:
+    """True-positive rate at a target false-positive rate, with a confidence interval.
+
+    ``supported`` is False when the negatives are too few for the target (fewer than 1/fpr): the
+    rate is then the one at zero false positives and says nothing about that FPR.
+    """
+
+    target_fpr: float
+    tpr: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    method: str
+    threshold: float
+    achieved_fpr: float
+    num_positives: int
+    num_negatives: int
+    supported: bool
+
+    def to_dict(self) -> dict[str, float | int | bool | str]:
+        return dict(self.__dict__)
+
+
+def _validate_binary(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores ({scores.shape[0]}) and labels ({labels.shape[0]}) must have the same length")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    uniq = set(np.unique(labels).tolist())
+    if not uniq <= {0, 1, False, True}:
+        raise ValueError(f"labels must be 0/1 (or bool), got values {sorted(uniq)[:5]}")
+    labels = labels.astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError(
+            f"labels need both classes, got {int(labels.sum())} positives and {int((~labels).sum())} negatives"
+        )
+    return scores, labels
+
+
+def tpr_at_fpr_point(pos: np.ndarray, neg: np.ndarray, fpr: float) -> tuple[float, float, float]:
+    """Largest TPR over thresholds whose FPR ≤ ``fpr`` (scores ≥ threshold are called positive).
+
+    Returns ``(tpr, threshold, achieved_fpr)``. With ``k = floor(fpr · #neg)`` allowed false
+    positives, the best threshold sits just above the (k+1)-th largest negative score; ties are
+    counted against the attacker (a positive tied with that negative is not detected).
+    """
+    neg_sorted = np.sort(neg)[::-1]
+    k = int(math.floor(fpr * len(neg) + 1e-9))
+    if k >= len(neg):
+        return 1.0, float(min(neg.min(), pos.min())), 1.0
+    cut = neg_sorted[k]
+    tpr = float(np.mean(pos > cut))
+    achieved = float(np.mean(neg > cut))
+    return tpr, float(np.nextafter(cut, np.inf)), achieved
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) two-sided binomial confidence interval for a proportion."""
+    from scipy.stats import beta
+
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials={trials}], got {successes}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    alpha = 1 - confidence
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return low, high
+
+
+def tpr_at_fpr(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    fpr: float,
+    confidence: float = 0.95,
+    method: str = "bootstrap",
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> TprAtFpr:
+    """TPR at a fixed FPR with a confidence interval.
+
+    ``method="bootstrap"``: percentile interval over ``n_bootstrap`` stratified resamples of
+    positives and negatives (captures the uncertainty of the threshold too, which dominates at low
+    FPR). ``method="clopper-pearson"``: exact binomial interval of the TPR at the chosen threshold
+    (conditional on that threshold).
+    """
+    scores, labels = _validate_binary(scores, labels)
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if method not in ("bootstrap", "clopper-pearson"):
+        raise ValueError(f"method must be 'bootstrap' or 'clopper-pearson', got {method!r}")
+    pos, neg = scores[labels], scores[~labels]
+    tpr, thr, achieved = tpr_at_fpr_point(pos, neg, fpr)
+    if method == "clopper-pearson":
+        low, high = clopper_pearson(int(round(tpr * len(pos))), len(pos), confidence)
+    else:
+        if n_bootstrap < 10:
+            raise ValueError(f"n_bootstrap must be >= 10, got {n_bootstrap}")
+        rng = np.random.default_rng(seed)
+        stats = np.empty(n_bootstrap)
+        for b in range(n_bootstrap):
+            p = pos[rng.integers(0, len(pos), len(pos))]
+            n = neg[rng.integers(0, len(neg), len(neg))]
+            stats[b] = tpr_at_fpr_point(p, n, fpr)[0]
+        alpha = 1 - confidence
+        low, high = (float(v) for v in np.quantile(stats, [alpha / 2, 1 - alpha / 2]))
+    return TprAtFpr(
+        target_fpr=float(fpr),
+        tpr=tpr,
+        ci_low=low,
+        ci_high=high,
+        confidence=float(confidence),
+        method=method,
+        threshold=thr,
+        achieved_fpr=achieved,
+        num_positives=int(len(pos)),
+        num_negatives=int(len(neg)),
+        supported=bool(len(neg) * fpr >= 1.0),
+    )
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """ROC curve (``fpr, tpr, thresholds``) and AUC, from scikit-learn."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    scores, labels = _validate_binary(scores, labels)
+    fpr, tpr, thr = roc_curve(labels, scores)
+    return fpr, tpr, thr, float(roc_auc_score(labels, scores))
+
+
+def auc_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95, n_bootstrap: int = 200,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC (stratified resamples of positives and negatives;
+    AUC as the Mann–Whitney statistic, ties counting 1/2)."""
+    from scipy.stats import rankdata
+
+    scores, labels = _validate_binary(scores, labels)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_bootstrap < 10:
+        raise ValueError(f"n_bootstrap must be >= 10, got {n_bootstrap}")
+    pos, neg = scores[labels], scores[~labels]
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        p = pos[rng.integers(0, len(pos), len(pos))]
+        n = neg[rng.integers(0, len(neg), len(neg))]
+        ranks = rankdata(np.concatenate([p, n]))
+        stats[b] = (ranks[: len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(n))
+    alpha = 1 - confidence
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)

@@ -1,0 +1,474 @@
+"""Run the attacks of one observer against a federated run folder (what `privaudit attack` does).
+
+For an observer (``server``, ``client:<id>``, ``outsider``) and a run folder written by the
+engine (`federated_core.engine`; synthetic data, so every image can be regenerated):
+
+* **knn** — the observer's latest received backbone embeds a gallery (PrivacyFace A.2.4: a few
+  images of some clients' identities and of many distractors, image indices disjoint from the
+  training images); every center-like kind it observed (W, W̃, p, p̂, the global class
+  embeddings) is matched against it, and so are DP k-means centers (diffprivlib) of the clients'
+  true class centers, the sanitised alternative to DPLC.
+* **inversion** — a decoder (PrivacyFace Table 5) trained on public identities (disjoint from
+  everything else) embedded by the observed model inverts the same kinds; reconstructions are
+  scored by the *independent* evaluator (trained on other public identities, `attacks.evaluator`).
+* **gradient** — probes (`attacks.gradient.run_gradient_probe`) simulate one client's update at
+  the run's local settings from the models the observer saw (the first broadcast = initial state,
+  the last = trained state) on real client images, and invert it. Only the server observes a
+  single client's update; a client observes aggregates, an outsider no update (both noted).
+
+Everything is seeded by ``seed``; results are plain data (`AttackReport.to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from attacks.knn import Gallery, KnnAttackConfig, KnnAttackResult, KnnTruth, dp_kmeans_centers, knn_identity_attack
+from attacks.views import CENTER_KINDS, OUTSIDER, GroundTruth, ObserverView, load_ground_truth, observer_view
+
+__all__ = ["ATTACKS", "AttackRunConfig", "AttackReport", "run_attacks", "FaceSource"]
+
+ATTACKS = ("knn", "inversion", "gradient")
+# Renders a FaceSet: (identities, images_per_identity, start_index) -> FaceSet.
+FaceSource = Callable[[torch.Tensor, int, int], Any]
+
+
+@dataclass(frozen=True)
+class AttackRunConfig:
+    """Sizes of the attacker's resources and of the attacks (defaults: demo scale, CPU)."""
+
+    observer: str = "server"
+    attacks: tuple[str, ...] = ATTACKS
+    gallery_member_fraction: float = 0.5
+    gallery_distractors: int = 1000
+    gallery_images_per_identity: int = 3
+    gallery_start_index: int = 10_000
+    distractor_offset: int = 7_000_000
+    knn_k: int = 5
+    n_bootstrap: int = 200
+    dp_kmeans_epsilon: float = 1.0
+    dp_kmeans_clusters: int = 1
+    public_identities: int = 300
+    public_images_per_identity: int = 8
+    public_offset: int = 8_000_000
+    decoder_epochs: int = 20
+    decoder_base_channels: int = 128
+    decoder_batch_size: int = 128
+    decoder_lr_step_epochs: int = 8
+    max_inverted: int = 200
+    evaluator_identity_offset: int = 5_000_000
+    gradient_clients: int = 2
+    gradient_images: int = 2
+    gradient_iterations: int = 300
+    gradient_local_steps: tuple[int, ...] = (1, 3)
+    gradient_dp_noise_multipliers: tuple[float, ...] = (0.5,)
+    gradient_dp_max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        if unknown or not self.attacks:
+            raise ValueError(f"attacks must be a non-empty subset of {list(ATTACKS)}, got {list(self.attacks)}")
+        if not 0 < self.gallery_member_fraction <= 1:
+            raise ValueError(f"gallery_member_fraction must be in (0, 1], got {self.gallery_member_fraction}")
+        for name in ("gallery_distractors", "gallery_images_per_identity", "public_identities", "public_images_per_identity",
+                     "decoder_epochs", "max_inverted", "gradient_clients", "gradient_images", "gradient_iterations",
+                     "dp_kmeans_clusters"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for sigma in self.gradient_dp_noise_multipliers:
+            if not (sigma > 0 and math.isfinite(sigma)):
+                raise ValueError(f"gradient_dp_noise_multipliers must hold finite numbers > 0, got {sigma}")
+        if not (self.gradient_dp_max_grad_norm > 0 and math.isfinite(self.gradient_dp_max_grad_norm)):
+            raise ValueError(f"gradient_dp_max_grad_norm must be a finite number > 0, got {self.gradient_dp_max_grad_norm}")
+        if not (self.dp_kmeans_epsilon > 0 and math.isfinite(self.dp_kmeans_epsilon)):
+            raise ValueError(f"dp_kmeans_epsilon must be a finite number > 0, got {self.dp_kmeans_epsilon}")
+
+
+@dataclass
+class AttackReport:
+    """Results of one observer's attacks on one run (plain data)."""
+
+    run_dir: str
+    observer: str
+    config: dict[str, Any]
+    knn: list[KnnAttackResult] = field(default_factory=list)
+    inversion: list[Any] = field(default_factory=list)
+    gradient: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    evaluator: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: scalars of every result, small arrays as lists."""
+        return {
+            "run_dir": self.run_dir,
+            "observer": self.observer,
+            "config": self.config,
+            "evaluator": self.evaluator,
+            "knn": [_jsonable({**r.summary(), "tpr_at_fpr": [t.to_dict() for t in r.tpr_at_fpr],
+                               "top1_ci": r.top1_ci, "topk_ci": r.topk_ci, "group_ci": r.group_ci,
+                               "num_gallery_identities": r.num_gallery_identities,
+                               "num_member_identities_in_gallery": r.num_member_identities_in_gallery,
+                               "roc_fpr": r.roc_fpr, "roc_tpr": r.roc_tpr, "notes": r.notes}) for r in self.knn],
+            "inversion": [_jsonable({**r.summary(), "grid": r.grid_path, "notes": r.notes}) for r in self.inversion],
+            "gradient": [_jsonable({**r.summary(), "client": r.config.get("client"), "threat_model": r.threat_model})
+                         for r in self.gradient],
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
+
+    def table(self) -> str:
+        """A plain-text table of the headline numbers."""
+        lines = [f"attacks by {self.observer!r} on {self.run_dir}"]
+        if self.knn:
+            lines.append(f"  k-NN identity attack (gallery: {self.knn[0].num_gallery_identities} identities, "
+                         f"{self.knn[0].num_member_identities_in_gallery} of them clients'):")
+            lines.append(f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} {'TPR@1e-2':>16s} {'group/chance':>12s}")
+            for r in self.knn:
+                t = {x.target_fpr: x for x in r.tpr_at_fpr}
+
+                def fmt(x: Any) -> str:
+                    if x is None:
+                        return "   —"
+                    star = "" if x.supported else "*"
+                    return f"{x.tpr:.3f}[{x.ci_low:.2f},{x.ci_high:.2f}]{star}"
+
+                g = "—" if r.group_accuracy is None else f"{r.group_accuracy:.2f}/{r.group_chance:.2f}"
+                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.topk_rate:6.3f} "
+                             f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}")
+            lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
+        if self.inversion:
+            lines.append("  embedding inversion (scored by the independent evaluator):")
+            lines.append(f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
+                         f"{'PSNR (impostor)':>16s}")
+            for r in self.inversion:
+                m = r.means
+                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
+                             f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})")
+        if self.gradient:
+            lines.append("  gradient inversion probes (Inverting Gradients):")
+            lines.append(f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}")
+            for r in self.gradient:
+                s = r.summary()
+                sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
+                lines.append(f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
+                             f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
+                             f"{s['label_accuracy']:6.2f}")
+        for n in self.notes:
+            lines.append(f"  note: {n}")
+        if self.evaluator:
+            lines.append(f"  {self.evaluator}")
+        return "\n".join(lines)
+
+
+def _f(x: Any) -> str:
+    return f"{x:7.3f}" if isinstance(x, (int, float)) else f"{'—':>7s}"
+
+
+def _jsonable(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {str(k): _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, np.ndarray):
+        return [_jsonable(v) for v in d.tolist()]
+    if isinstance(d, (np.floating, float)):
+        return None if not math.isfinite(float(d)) else float(d)
+    if isinstance(d, np.integer):
+        return int(d)
+    return d
+
+
+def _synthetic_source(gt: GroundTruth) -> FaceSource:
+    gen = gt.generator()
+
+    def render(ids: torch.Tensor, per_identity: int, start_index: int) -> Any:
+        return gen.make_set(torch.as_tensor(ids, dtype=torch.int64), per_identity, start_index=start_index)
+
+    return render
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_attacks(
+    run_dir: str | Path,
+    config: AttackRunConfig,
+    out_dir: str | Path | None = None,
+    faces: FaceSource | None = None,
+    evaluator: Any | None = None,
+    cache_dir: str | Path | None = None,
+) -> AttackReport:
+    """Run ``config.attacks`` from ``config.observer``'s position on the run in ``run_dir``.
+
+    ``faces`` renders images of any identity (default: the run's synthetic generator from its
+    ground truth); ``evaluator`` (an `attacks.evaluator.Evaluator`) skips training one;
+    ``cache_dir`` keeps the trained evaluator (default ``out_dir/cache``) so that attacks on
+    several runs share it.
+    """
+    run_dir = Path(run_dir)
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    gt = load_ground_truth(run_dir)
+    view = observer_view(run_dir, config.observer)
+    render = faces if faces is not None else _synthetic_source(gt)
+    report = AttackReport(str(run_dir), config.observer, dataclasses.asdict(config))
+    members = gt.member_ids()
+    rng = np.random.default_rng(config.seed)
+    n_in = max(1, int(round(config.gallery_member_fraction * len(members))))
+    in_gallery = torch.from_numpy(np.sort(rng.choice(members.numpy(), size=n_in, replace=False)))
+    distractors = torch.arange(config.distractor_offset, config.distractor_offset + config.gallery_distractors)
+    gallery_faces = render(torch.cat([in_gallery, distractors]), config.gallery_images_per_identity,
+                           config.gallery_start_index)
+
+    kinds = [k for k in CENTER_KINDS if k in view.kinds()]
+    observed_model = None
+    if "knn" in config.attacks or "inversion" in config.attacks:
+        try:
+            observed_model = view.build_latest_backbone()
+        except ValueError as exc:
+            report.notes.append(f"no observed model to embed with: {exc}")
+
+    vectors = {}
+    for kind in kinds:
+        try:
+            cv = view.center_vectors(kind)
+        except ValueError as exc:
+            report.notes.append(str(exc))
+            continue
+        vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
+    if "knn" in config.attacks or "inversion" in config.attacks:
+        dp = _dp_kmeans_vectors(gt, config, observed_model)
+        if dp is not None:
+            vectors["dp_kmeans_centers"] = dp
+    if not vectors:
+        report.notes.append(
+            f"observer {config.observer!r} observed no center-like tensor ({', '.join(CENTER_KINDS)}); "
+            "k-NN and inversion have nothing to attack"
+        )
+
+    identity_groups = {**_identity_groups(render(members, 1, config.gallery_start_index)), **_identity_groups(gallery_faces)}
+    t0 = time.perf_counter()
+    if "knn" in config.attacks and observed_model is not None and vectors:
+        gallery = _embed_gallery(observed_model, gallery_faces, config.device)
+        for kind, (vecs, ids, _when) in vectors.items():
+            truth = KnnTruth(ids, members, identity_groups)
+            try:
+                res = knn_identity_attack(vecs, gallery, truth, KnnAttackConfig(
+                    k=config.knn_k, n_bootstrap=config.n_bootstrap, seed=config.seed, device=config.device,
+                    progress=config.progress), observer=config.observer, kind=kind)
+            except ValueError as exc:
+                report.notes.append(str(exc))
+                continue
+            report.knn.append(res)
+    report.seconds["knn"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    reference = None
+    if ("inversion" in config.attacks and vectors and observed_model is not None) or "gradient" in config.attacks:
+        cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
+        ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
+        # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
+        # only a fraction of them): the same distractors, all members, unseen image indices
+        scoring_gallery = render(torch.cat([members, distractors]), config.gallery_images_per_identity,
+                                 config.gallery_start_index)
+        reference = _reference(ev, gt, render, members, scoring_gallery, config)
+        report.evaluator = ev.description
+    report.seconds["evaluator"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if "inversion" in config.attacks and vectors and observed_model is not None:
+        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report)
+    report.seconds["inversion"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if "gradient" in config.attacks:
+        report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
+    report.seconds["gradient"] = time.perf_counter() - t0
+    if out is not None:
+        (out / "attacks.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def _identity_groups(faces: Any) -> dict[int, int]:
+    if faces.groups is None:
+        return {}
+    return {int(i): int(g) for i, g in zip(faces.labels.tolist(), faces.groups.tolist())}
+
+
+def _embed_gallery(model: Any, faces: Any, device: str) -> Gallery:
+    from federated_core.models import embed
+
+    return Gallery(embed(model, faces, device=device), faces.labels.clone(),
+                   None if faces.groups is None else faces.groups.clone())
+
+
+def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any) -> tuple[torch.Tensor, list, str] | None:
+    """DP k-means centers (diffprivlib) of every client's true class centers — a sanitised release
+    the clients *could* make instead of DPLC (the attacked vectors, not something observed)."""
+    blocks, ids = [], []
+    for party in sorted(gt.private):
+        try:
+            w, row_ids = gt.true_centers(party)
+        except ValueError:
+            continue
+        if model is not None and w.shape[1] != getattr(model, "embedding_dim", w.shape[1]):
+            continue
+        w = torch.nn.functional.normalize(w.double(), dim=1).float().clamp(-1, 1)
+        k = min(config.dp_kmeans_clusters, w.shape[0])
+        res = dp_kmeans_centers(w, torch.tensor(row_ids), k, config.dp_kmeans_epsilon,
+                                seed=config.seed + len(blocks))
+        blocks.append(res.centers)
+        ids += res.covered
+    if not blocks:
+        return None
+    return torch.cat(blocks), ids, f"diffprivlib KMeans, epsilon={config.dp_kmeans_epsilon} per client"
+
+
+def _train_evaluator(run_dir: Path, gt: GroundTruth, config: AttackRunConfig, members: torch.Tensor,
+                     distractors: torch.Tensor, cache: Path | None) -> Any:
+    from attacks.evaluator import evaluator_config, train_evaluator
+    from federated_core.pretrain import PretrainConfig
+
+    run_cfg = _run_config(run_dir)
+    if "pretrain" not in run_cfg:
+        raise ValueError(
+            f"{str(run_dir / 'config.json')!r} holds no φ0 pre-training config to derive the evaluator from; "
+            "pass an evaluator"
+        )
+    phi0 = PretrainConfig.from_dict(run_cfg["pretrain"])
+    ev_cfg = evaluator_config(phi0, identity_offset=config.evaluator_identity_offset)
+    excluded = torch.cat([members, distractors,
+                          torch.arange(config.public_offset, config.public_offset + config.public_identities),
+                          torch.arange(*phi0.train_identities)])
+    return train_evaluator(ev_cfg, excluded, cache_dir=cache, device=config.device, progress=config.progress)
+
+
+def _reference(ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tensor, gallery_faces: Any,
+               config: AttackRunConfig) -> Any:
+    """Ground truth of the clients' identities in the evaluator's space: their training images
+    (regenerated), and the evaluator-space gallery of the attacker's gallery identities."""
+    from attacks.evaluator import build_reference
+
+    parts = []
+    for party in sorted(gt.identities):
+        spec = gt.data_spec.get("clients", {}).get(party, {})
+        per = int(spec.get("images_per_identity", max(1, gt.num_images.get(party, 1) // max(1, len(gt.identities[party])))))
+        parts.append(render(torch.tensor(gt.identities[party]), per, int(spec.get("start_index", 0))))
+    from federated_core.data.faceset import FaceSet
+
+    reference_faces = FaceSet.concat(parts)
+    return build_reference(ev, reference_faces, gallery_faces, device=config.device)
+
+
+def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, config: AttackRunConfig,
+               out: Path | None, report: AttackReport) -> list[Any]:
+    from attacks.inversion import DecoderConfig, invert_and_score, train_decoder
+
+    public = render(torch.arange(config.public_offset, config.public_offset + config.public_identities),
+                    config.public_images_per_identity, 0)
+    dcfg = DecoderConfig(embedding_dim=int(model.embedding_dim), resolution=int(public.resolution),
+                         base_channels=config.decoder_base_channels, epochs=config.decoder_epochs,
+                         batch_size=config.decoder_batch_size, lr_step_epochs=config.decoder_lr_step_epochs,
+                         seed=config.seed)
+    ck = None if out is None else out / "decoder.safetensors"
+    if ck is not None and ck.is_file():
+        ck.unlink()  # a decoder belongs to one observed model: never resume another's
+    decoder = train_decoder(model, public, dcfg, checkpoint=ck, device=config.device, progress=config.progress).decoder
+    results = []
+    for kind, (vecs, ids, _when) in vectors.items():
+        keep = [i for i, s in enumerate(ids) if s][: config.max_inverted]
+        if not keep:
+            report.notes.append(f"inversion of {kind!r}: no vector stands for a known identity")
+            continue
+        grid = None if out is None else out / f"inversion_{config.observer.replace(':', '-')}_{kind}.png"
+        try:
+            results.append(invert_and_score(decoder, vecs[keep], [ids[i] for i in keep], reference,
+                                            observer=config.observer, kind=kind, grid_path=grid, device=config.device))
+        except ValueError as exc:
+            report.notes.append(str(exc))
+    return results
+
+
+def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference: Any, config: AttackRunConfig,
+              run_dir: Path, report: AttackReport) -> list[Any]:
+    from attacks.gradient import GradientProbeConfig, run_gradient_probe
+    from federated_core.engine.messages import SERVER
+
+    if config.observer == OUTSIDER:
+        report.notes.append("gradient inversion: an outsider observes no update (only the released model)")
+        return []
+    if config.observer != SERVER:
+        report.notes.append(
+            f"gradient inversion: {config.observer!r} observes only aggregated backbones (FedAvg of all participants); "
+            "a single client's update is seen by the server only — run with --observer server"
+        )
+        return []
+    broadcasts = [m for m in view.messages if m.kind == "backbone" and m.sender == SERVER]
+    if not broadcasts:
+        report.notes.append("gradient inversion: the server sent no backbone (nothing to simulate an update from)")
+        return []
+    models = {"initial": _model_of(broadcasts[0]), "trained": _model_of(broadcasts[-1])}
+    fed = _run_config(run_dir).get("federated", {})
+    local_lr = float(fed.get("lr", 0.05))
+    uploads_centers = "class_centers" in view.kinds()
+    # worst case first: the clients with the fewest identities (one-identity clients if any)
+    parties = sorted(gt.identities, key=lambda p: (len(gt.identities[p]), p))[: config.gradient_clients]
+    results = []
+    for party in parties:
+        ids = gt.identities[party][:1] if len(gt.identities[party]) == 1 else gt.identities[party][:2]
+        spec = gt.data_spec.get("clients", {}).get(party, {})
+        per = max(1, math.ceil(config.gradient_images / len(ids)))
+        faces = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
+        faces = faces.subset(torch.arange(min(len(faces), config.gradient_images)))
+        n_classes = len(set(faces.labels.tolist()))
+        plan = [(state, steps, None) for state in models for steps in config.gradient_local_steps]
+        plan += [("trained", 1, sigma) for sigma in config.gradient_dp_noise_multipliers]
+        for state, steps, sigma in plan:
+            model = models[state]
+            cfg = GradientProbeConfig(
+                backbone=model.build_config["name"], embedding_dim=int(model.embedding_dim),
+                resolution=int(model.resolution), model_state="trained", head="cosface",
+                extra_negatives=8 if n_classes == 1 else 0, num_images=len(faces),
+                batch_size=max(1, len(faces) // steps) if steps > 1 else len(faces), local_steps=steps,
+                local_lr=local_lr, label_source="idlg" if uploads_centers and n_classes > 1 else "known",
+                head_observed=uploads_centers, iterations=config.gradient_iterations, seed=config.seed,
+                dp_noise_multiplier=sigma, dp_max_grad_norm=config.gradient_dp_max_grad_norm,
+                device=config.device, progress=config.progress,
+            )
+            try:
+                r = run_gradient_probe(cfg, faces, trained_backbone=model, reference=reference)
+            except ValueError as exc:
+                report.notes.append(f"gradient probe {party} ({state}, {steps} steps, DP-SGD σ={sigma}): {exc}")
+                continue
+            r.config["client"] = party
+            r.config["model_state"] = state
+            results.append(r)
+    return results
+
+
+def _model_of(message: Any) -> Any:
+    from federated_core.models import build_backbone
+
+    spec = message.meta.get("spec", {})
+    with torch.random.fork_rng(devices=[]):
+        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
+                               **spec.get("kwargs", {}))
+    model.load_state_dict({k: message.tensors[k] for k in message.tensors}, strict=True)
+    return model.eval()

@@ -1,0 +1,105 @@
+"""Attacks from the server's position on each trained run (`attacks.run.run_attacks`), turned
+into `reports.schema.AttackFinding` records.
+
+k-NN identity / membership attack and embedding inversion run on every center-like kind the
+server observed (plus diffprivlib's DP k-means on the true centers as a sanitised alternative);
+one gradient-inversion probe runs on a client's backbone update of the first method that shares
+nothing but the backbone. The independent evaluation model is trained once and cached.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
+
+
+def attack_config(scenario: Any, attacks: tuple[str, ...]) -> Any:
+    from attacks.run import AttackRunConfig
+
+    a = scenario.attacks
+    tiny = scenario.scale == "tiny"
+    return AttackRunConfig(
+        observer="server", attacks=attacks, gallery_distractors=a.gallery_distractors,
+        public_identities=a.decoder_identities, public_images_per_identity=4,
+        decoder_epochs=max(1, a.decoder_steps // 100), decoder_base_channels=32 if tiny else 64,
+        max_inverted=20 if tiny else 100, gradient_clients=1, gradient_images=a.gradient_batch_size,
+        gradient_iterations=a.gradient_iterations, gradient_local_steps=(1,), gradient_dp_noise_multipliers=(),
+        n_bootstrap=50 if tiny else 200, seed=scenario.seed, device=scenario.device, progress=False,
+    )
+
+
+def _numbers(d: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, bool):
+            out[k] = float(v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
+    """Plain dicts of `AttackFinding` fields from an `AttackReport.to_dict()`."""
+    findings = []
+    for r in report.get("knn", []):
+        metrics = _numbers({k: v for k, v in r.items() if k not in ("num_gallery_identities",)})
+        intervals = {}
+        for name in ("top1_ci", "topk_ci", "group_ci"):
+            ci = r.get(name)
+            if ci and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+                intervals[name.removesuffix("_ci")] = (float(ci[0]), float(ci[1]))
+        for t in r.get("tpr_at_fpr", []):
+            if t.get("ci_low") is not None:
+                intervals[f"tpr@fpr={t['target_fpr']:g}"] = (float(t["ci_low"]), float(t["ci_high"]))
+        roc = None
+        if r.get("roc_fpr") is not None and len(r["roc_fpr"]) == len(r.get("roc_tpr") or []):
+            roc = {"fpr": [float(x) for x in r["roc_fpr"]], "tpr": [float(x) for x in r["roc_tpr"]]}
+        findings.append({"attack": "knn", "observer": r.get("observer", "server"), "target_kind": r["kind"],
+                         "metrics": metrics, "intervals": intervals, "roc": roc,
+                         "success_metric": "top1" if "top1" in metrics else None,
+                         "notes": "; ".join(r.get("notes") or [])})
+    for r in report.get("inversion", []):
+        metrics = _numbers(r)
+        grid = r.get("grid")
+        rel = None
+        if grid:
+            try:
+                rel = str(Path(grid).resolve().relative_to(out_dir.resolve()))
+            except ValueError:
+                rel = None
+        findings.append({"attack": "inversion", "observer": r.get("observer", "server"), "target_kind": r["kind"],
+                         "metrics": metrics, "image_grid": rel,
+                         "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
+                         "notes": str(r.get("evaluator", ""))})
+    for r in report.get("gradient", []):
+        metrics = _numbers(r)
+        findings.append({"attack": "gradient", "observer": "server", "target_kind": "backbone",
+                         "metrics": metrics, "success_metric": "rank1" if "rank1" in metrics else None,
+                         "notes": f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model): "
+                                  f"{r.get('threat_model', '')}"})
+    return findings
+
+
+def attack_run(scenario: Any, run_dir: Path, shares: list[str], gradient_probe: bool, out: Path) -> list[dict[str, Any]]:
+    """Attack one run (cached in ``run_dir/attacks.json``)."""
+    from attacks.run import run_attacks
+
+    wanted = [a for a in scenario.attacks.run if a in ("knn", "inversion")] if set(shares) & set(CENTER_KINDS) else []
+    if gradient_probe and "gradient" in scenario.attacks.run:
+        wanted.append("gradient")
+    if not wanted:
+        return []
+    cache = run_dir / "attacks.json"
+    config = attack_config(scenario, tuple(wanted))
+    key = json.dumps(config.__dict__, sort_keys=True, default=str)
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved["findings"]
+    report = run_attacks(run_dir, config, out_dir=run_dir / "attacks", cache_dir=out / "cache" / "attacks")
+    findings = findings_from_report(report.to_dict(), out)
+    cache.write_text(json.dumps({"key": key, "findings": findings}))
+    return findings

@@ -1,0 +1,98 @@
+"""`run_attacks` end to end on a tiny run folder, and the `privaudit attack` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attacks.evaluator import Evaluator
+from attacks.run import AttackRunConfig, run_attacks
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, faces_factory):
+    """A 2-round FedPE run on toy faces, plus each client's class centers uploaded in the last
+    round (what a method sharing W would have sent), written to the run's wire log."""
+    from attacks.views import load_ground_truth
+    from federated_core.engine import ClientData, FederatedConfig, run_federated
+    from federated_core.engine.messages import make_message
+    from federated_core.engine.wire import WireLog
+
+    run = tmp_path_factory.mktemp("attack_run") / "run"
+    toy_faces = faces_factory
+    clients = [ClientData.from_faces(toy_faces([0, 1, 2], 3, 16)), ClientData.from_faces(toy_faces([3], 3, 16)),
+               ClientData.from_faces(toy_faces([4, 5], 3, 16))]
+    cfg = FederatedConfig(method="fedpe", rounds=2, batch_size=4, embedding_dim=16, resolution=16, progress=False,
+                          eval_initial=False, eval_every=0, seed=1)
+    run_federated(cfg, clients, out_dir=run)
+    gt = load_ground_truth(run)
+    log = WireLog.load(run)
+    for party in sorted(gt.private):
+        log.append(make_message("class_centers", party, ("server",), 2, "train", {"centers": gt.private[party]["centers"]}))
+    log.save(run)
+    return run, toy_faces
+
+
+def _source(toy_faces):
+    return lambda ids, per, start: toy_faces(ids, per, 16, seed=start)
+
+
+def _evaluator(backbone_factory):
+    return Evaluator(backbone_factory(12, 16, seed=9), (5_000_000, 5_000_300), "test evaluator (untrained)")
+
+
+def test_server_attacks_every_kind(tiny_run, backbone_factory, tmp_path):
+    run, toy_faces = tiny_run
+    cfg = AttackRunConfig(observer="server", gallery_distractors=30, gallery_member_fraction=1.0, n_bootstrap=20,
+                          public_identities=12, public_images_per_identity=3, decoder_epochs=2, decoder_base_channels=16,
+                          decoder_batch_size=16, gradient_clients=2, gradient_images=2, gradient_iterations=5,
+                          gradient_local_steps=(1, 2), progress=False, seed=3)
+    report = run_attacks(run, cfg, out_dir=tmp_path / "out", faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
+    kinds = [r.kind for r in report.knn]
+    assert kinds == ["class_centers", "dp_kmeans_centers"]
+    w = report.knn[0]
+    assert w.num_observations == 6 and w.num_identifiable == 6  # every client identity is in the gallery
+    assert w.num_gallery_identities == 36 and w.num_member_identities_in_gallery == 6
+    assert [r.kind for r in report.inversion] == kinds
+    assert report.inversion[0].identity_similarity.shape == (6,)
+    # gradient probes: the one-identity client first; 2 clients x (2 model states x 2 step counts + 1 DP-SGD)
+    assert len(report.gradient) == 10 and report.gradient[0].config["client"] == "client:1"
+    assert [r.config["dp_noise_multiplier"] for r in report.gradient[:5]] == [None] * 4 + [0.5]
+    assert {r.config["model_state"] for r in report.gradient} == {"initial", "trained"}
+    assert report.evaluator == "test evaluator (untrained)"
+    saved = json.loads((tmp_path / "out" / "attacks.json").read_text())
+    assert saved["observer"] == "server" and len(saved["knn"]) == 2 and "tpr@fpr=0.001" in saved["knn"][0]
+    assert (tmp_path / "out" / "inversion_server_class_centers.png").is_file()
+    assert "class_centers" in report.table()
+
+
+def test_client_and_outsider_views_are_limited(tiny_run, backbone_factory):
+    run, toy_faces = tiny_run
+    for observer, needle in (("client:0", "observes only aggregated backbones"), ("outsider", "observes no update")):
+        cfg = AttackRunConfig(observer=observer, attacks=("knn", "gradient"), gallery_distractors=10, n_bootstrap=10,
+                              progress=False)
+        report = run_attacks(run, cfg, faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
+        assert report.gradient == []
+        assert any(needle in n for n in report.notes)
+        # neither observed anyone's class centers: only the hypothetical DP k-means release is attacked
+        assert [r.kind for r in report.knn] == ["dp_kmeans_centers"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="attacks must be"):
+        AttackRunConfig(attacks=("knn", "magic"))
+    with pytest.raises(ValueError, match="dp_kmeans_epsilon"):
+        AttackRunConfig(dp_kmeans_epsilon=0.0)
+
+
+def test_attack_command_errors(tmp_path, capsys):
+    from privaudit.cli import main
+
+    assert main(["attack", str(tmp_path), "--quiet"]) == 2
+    assert "holds no wire log" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["attack", str(tmp_path), "--observer", "client:x"])
+    with pytest.raises(SystemExit):
+        main(["attack", str(tmp_path), "--attacks", "knn,nope"])
