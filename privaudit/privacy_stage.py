@@ -3,8 +3,9 @@
 Every message a client sends is a release. Its DP event (set by the method that made it) goes
 into a `accountants.PrivacyLedger` under the sending client and the round. Two ledgers are kept:
 
-* ``centers``: only the center-like releases (class centers, cluster centers, their noisy
-  versions): what FedFace / FedGC / PrivacyFace make claims about;
+* ``centers``: every upload other than the backbone (class centers, cluster centers, their
+  noisy versions, FedFR's public-class embeddings trained against private data): the class
+  information that FedFace / FedGC / FedFR / PrivacyFace make claims about;
 * ``everything``: every upload, including the backbone. A backbone sent without DP-SGD carries no
   event, which means no guarantee: it is recorded as `NonPrivateEvent` so the composition is ∞.
 
@@ -17,8 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers",
-                "global_class_embeddings")
+BACKBONE_KINDS = ("backbone", "backbone_gradient")
 
 
 @dataclass
@@ -52,7 +52,7 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
     for m in uploads:
         event = m.event if m.event is not None else NonPrivateEvent()
         everything.record(m.sender, m.round, event, note=m.kind)
-        if m.kind in CENTER_KINDS:
+        if m.kind not in BACKBONE_KINDS:
             centers.record(m.sender, m.round, event, note=m.kind)
     result = RunPrivacy(delta=delta, released_kinds=released)
     for acc in accountants:
@@ -79,13 +79,13 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
 
 
 def _guarantee(p: RunPrivacy, accountant: str) -> str:
-    center_kinds = [k for k in p.released_kinds if k in CENTER_KINDS]
+    center_kinds = [k for k in p.released_kinds if k not in BACKBONE_KINDS]
     eps_c = p.centers_epsilon.get(accountant, math.nan)
     eps_all = p.everything_epsilon.get(accountant, math.nan)
     if not center_kinds:
         part = "no class information leaves a client"
     elif math.isinf(eps_c):
-        part = f"none for {', '.join(center_kinds)}: raw class information reaches the server"
+        part = f"none for {', '.join(center_kinds)}: it reaches the server without noise"
     else:
         part = f"({eps_c:.3g}, {p.delta:.2g})-DP per client for {', '.join(center_kinds)} ({accountant})"
     if math.isinf(eps_all):
