@@ -230,6 +230,11 @@ def run_attacks(
     render = faces if faces is not None else _synthetic_source(gt)
     report = AttackReport(str(run_dir), config.observer, dataclasses.asdict(config))
     members = gt.member_ids()
+    if config.observer in gt.identities:
+        # a curious client knows its own identities: they are neither targets nor in its gallery
+        own = torch.tensor(gt.identities[config.observer], dtype=torch.int64)
+        members = members[~torch.isin(members, own)]
+        report.notes.append(f"{config.observer}'s own {len(own)} identities are left out of the gallery and the membership truth")
     rng = np.random.default_rng(config.seed)
     n_in = max(1, int(round(config.gallery_member_fraction * len(members))))
     in_gallery = torch.from_numpy(np.sort(rng.choice(members.numpy(), size=n_in, replace=False)))
@@ -253,11 +258,17 @@ def run_attacks(
             report.notes.append(str(exc))
             continue
         vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
+    observed_any = bool(vectors)
     if "knn" in config.attacks or "inversion" in config.attacks:
         dp = _dp_kmeans_vectors(gt, config, observed_model)
         if dp is not None:
             vectors["dp_kmeans_centers"] = dp
-    if not vectors:
+            report.notes.append(
+                "dp_kmeans_centers is a hypothetical sanitised release (diffprivlib KMeans, "
+                f"epsilon={config.dp_kmeans_epsilon}, {config.dp_kmeans_clusters} cluster(s) per client) of the "
+                "clients' true class centers, attacked for comparison; no party observed it"
+            )
+    if not observed_any:
         report.notes.append(
             f"observer {config.observer!r} observed no center-like tensor ({', '.join(CENTER_KINDS)}); "
             "k-NN and inversion have nothing to attack"
@@ -281,7 +292,8 @@ def run_attacks(
 
     t0 = time.perf_counter()
     reference = None
-    if ("inversion" in config.attacks and vectors and observed_model is not None) or "gradient" in config.attacks:
+    gradient_possible = "gradient" in config.attacks and config.observer == "server"
+    if ("inversion" in config.attacks and vectors and observed_model is not None) or gradient_possible:
         cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
         ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
         # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
@@ -324,6 +336,8 @@ def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any) -> 
     the clients *could* make instead of DPLC (the attacked vectors, not something observed)."""
     blocks, ids = [], []
     for party in sorted(gt.private):
+        if party == config.observer:
+            continue
         try:
             w, row_ids = gt.true_centers(party)
         except ValueError:
