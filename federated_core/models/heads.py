@@ -155,7 +155,9 @@ def margin_logits(
         target = cos_target - m
     else:
         target = _arcface_target(cos_target, m)
-    onehot = F.one_hot(rows.squeeze(1), cos.shape[1]).to(cos.dtype) * has_target.unsqueeze(1).to(cos.dtype)
+    # A comparison one-hot (not F.one_hot) so torch.func.vmap / opacus per-sample gradients work.
+    columns = torch.arange(cos.shape[1], device=cos.device)
+    onehot = ((columns.unsqueeze(0) == rows) & has_target.unsqueeze(1)).to(cos.dtype)
     return s * (cos + onehot * (target - cos_target))
 
 

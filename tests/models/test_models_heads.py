@@ -204,3 +204,16 @@ def test_margin_head_holds_centers_and_computes_the_loss() -> None:
         MarginHead(7, 16, kind="cosface", bias=True)
     with pytest.raises(ValueError, match="num_classes"):
         MarginHead(0, 16)
+
+
+def test_margin_logits_work_under_vmap_for_per_sample_gradients():
+    # opacus / torch.func per-sample gradients vmap the loss over single examples.
+    from federated_core.models.heads import margin_logits
+
+    torch.manual_seed(0)
+    emb, centers, labels = torch.randn(5, 4), torch.randn(3, 4), torch.tensor([0, 2, 1, 1, 0])
+    for kind in ("cosface", "arcface"):
+        batched = margin_logits(emb, centers, labels, kind)
+        per_row = torch.func.vmap(
+            lambda e, y: margin_logits(e[None], centers, y[None], kind, check_labels=False)[0])(emb, labels)
+        assert torch.allclose(per_row, batched, atol=1e-6)
