@@ -65,6 +65,9 @@ class DplcRelease:
     candidate_indices: tuple[int, ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
     public_records: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    member_indices: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+    """rows of `class_centers` averaged into each released query's S (ground truth for scoring
+    attacks: NOT private, never publish)."""
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -131,7 +134,7 @@ def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, ma
     cos_rho = math.cos(rho)
     neighbours = (centers @ centers.T) >= cos_rho
     active = np.ones(n, dtype=bool)
-    released, clean, sizes, sigmas, events = [], [], [], [], []
+    released, clean, sizes, sigmas, events, member_rows = [], [], [], [], [], []
     stopped = False
     for _ in range(max_queries):
         if not active.any():
@@ -154,11 +157,12 @@ def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, ma
         sizes.append(size)
         sigmas.append(sigma)
         events.append(GaussianEvent(sigma / dplc_sensitivity(rho, size, "tight")))
+        member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
     return DplcRelease(
         centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
         clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
         cluster_sizes=tuple(sizes), sigmas=tuple(sigmas), events=tuple(events), stopped_early=stopped,
-        end_to_end_private=False,
+        end_to_end_private=False, member_indices=tuple(member_rows),
         public_records=tuple({"sigma": sigma, "cluster_size": size, "noise_multiplier": event.noise_multiplier,
                               "sensitivity": dplc_sensitivity(rho, size, "tight"), "epsilon": epsilon,
                               "delta": delta, "method": method, "bound": bound}
@@ -345,7 +349,7 @@ def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_
     generator = as_generator(rng)
 
     active = np.ones(n, dtype=bool)
-    released, clean, sizes, noisy_counts, chosen = [], [], [], [], []
+    released, clean, sizes, noisy_counts, chosen, member_rows = [], [], [], [], [], []
     stopped = False
     in_cap = (centers @ units.T) >= cos_rho if mode == "candidates" else None
     for _ in range(max_queries):
@@ -379,12 +383,13 @@ def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_
         clean.append(centers[members].mean(axis=0) if members.any() else np.zeros(dim))
         sizes.append(int(members.sum()))
         noisy_counts.append(noisy_count)
+        member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
     return DplcRelease(
         centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
         clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
         cluster_sizes=tuple(sizes), sigmas=tuple(sigma_sum for _ in released), events=(plan.event,),
         stopped_early=stopped, end_to_end_private=True, noisy_counts=tuple(noisy_counts),
-        candidate_indices=tuple(chosen),
+        candidate_indices=tuple(chosen), member_indices=tuple(member_rows),
         notes=(f"mode={mode}; count noise sigma={sigma_count:.6g}, cap-sum noise sigma={sigma_sum:.6g}"
                + (f", direction noise sigma={sigma_direction:.6g}" if mode == "mean-shift" else "")
                + f"; all {max_queries} queries accounted",),

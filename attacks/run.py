@@ -259,6 +259,7 @@ def run_attacks(
             continue
         vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
     observed_any = bool(vectors)
+    report.notes.extend(n for n in gt.notes if n not in report.notes)
     if "knn" in config.attacks or "inversion" in config.attacks:
         dp = _dp_kmeans_vectors(gt, config, observed_model)
         if dp is not None:

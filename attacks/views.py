@@ -111,6 +111,7 @@ class CenterVectors:
     rows: torch.Tensor
     events: list[Any]
     metas: list[dict[str, Any]] = field(default_factory=list)
+    row_rounds: list[int] = field(default_factory=list)
 
 
 class ObserverView:
@@ -283,7 +284,7 @@ class ObserverView:
         stacked = torch.cat(vectors).float()[keep]
         return CenterVectors(self.party, kind, -1 if round == "all" else msgs[0].round, stacked,
                              [sources[i] for i in keep], torch.tensor([rows[i] for i in keep], dtype=torch.int64),
-                             [events[i] for i in keep], [metas[i] for i in keep])
+                             [events[i] for i in keep], [metas[i] for i in keep], [row_rounds[i] for i in keep])
 
 
 def _only_matrix(m: Observed, party: str) -> str:
@@ -367,6 +368,7 @@ class GroundTruth:
     data_spec: dict[str, Any]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     client_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def member_ids(self) -> torch.Tensor:
         """Every identity in some client's training set (sorted)."""
@@ -384,13 +386,11 @@ class GroundTruth:
         """The identities each observed row stands for.
 
         Class-center kinds: the identity of that local class. Cluster kinds: the identities
-        averaged into the sender's cluster of that query index (the neighbourhood ``S`` of DPLC's
-        lines 4–5, ``p = mean_{i∈S} w_i``) — recomputed with the noise-free `federated_core.methods.dplc.local_clustering` on the
-        sender's *final* true ``W_k`` with its ``rho``, ``T``, ``Q`` (`dplc_parameters`). A
-        cluster released in round r came from the ``W_k`` at the start of round r, so this is an
-        approximation (off by the last round's local training for the last round's release);
-        rows beyond the recomputed clusters fall back to the true centers within angle ``rho`` of
-        the observed vector.
+        averaged into that release's neighbourhood ``S`` (DPLC lines 4–5, ``p = mean_{i∈S} w_i``),
+        as the sender recorded it when it released (``release_members`` in its ground-truth
+        state; never sent). A control release independent of the data stands for no identity
+        (empty set). Runs written before releases were recorded fall back to an approximation
+        (`approximate_cluster_ids`), and say so in `notes`.
         """
         if vectors.kind not in CLUSTER_KINDS:
             out = []
@@ -400,9 +400,43 @@ class GroundTruth:
                     raise ValueError(f"the ground truth has no partition entry for {s!r}")
                 out.append(frozenset([int(ids[r])]) if r < len(ids) else frozenset())
             return out
-        return self._cluster_ids(vectors)
+        recorded = self._recorded_cluster_ids(vectors)
+        if recorded is not None:
+            return recorded
+        self.notes.append(
+            f"{vectors.kind}: the run recorded no release members; the identities behind each cluster were "
+            "recomputed from the final class centers (approximate)"
+        )
+        return self.approximate_cluster_ids(vectors)
 
-    def _cluster_ids(self, vectors: CenterVectors) -> list[frozenset[int]]:
+    def _recorded_cluster_ids(self, vectors: CenterVectors) -> list[frozenset[int]] | None:
+        """Exact cluster membership from the senders' ``release_members`` records, or None when a
+        sender recorded none (older runs)."""
+        out = []
+        for i, (s, q) in enumerate(zip(vectors.sources, vectors.rows.tolist())):
+            records = self.client_meta.get(s, {}).get("release_members")
+            if records is None:
+                return None
+            rnd = vectors.row_rounds[i] if i < len(vectors.row_rounds) else vectors.round
+            match = [r for r in records if int(r["round"]) == int(rnd) and r.get("kind", vectors.kind) == vectors.kind]
+            if len(match) != 1:
+                raise ValueError(
+                    f"the ground truth of {s!r} holds {len(match)} {vectors.kind} release records for round {rnd} "
+                    "(expected exactly one)"
+                )
+            rows = match[0]["rows"]
+            if q >= len(rows):
+                raise ValueError(f"{s!r} released {len(rows)} {vectors.kind} rows in round {rnd}; row {q} was observed")
+            ids = self.row_identities.get(s) or self.identities[s]
+            out.append(frozenset(int(ids[j]) for j in rows[q]))
+        return out
+
+    def approximate_cluster_ids(self, vectors: CenterVectors) -> list[frozenset[int]]:
+        """Cluster membership recomputed with the noise-free
+        `federated_core.methods.dplc.local_clustering` on the sender's *final* true ``W_k`` with
+        its ``rho``, ``T``, ``Q`` (`dplc_parameters`) — an approximation (a release of round r came
+        from the ``W_k`` at the start of round r); rows beyond the recomputed clusters fall back to
+        the true centers within angle ``rho`` of the observed vector."""
         from attacks.knn import covered_identities
 
         cache: dict[tuple[str, float, Any, int], list[frozenset[int]]] = {}

@@ -376,13 +376,15 @@ class PrivacyFace(CenterMethod):
         base = {"client": cid, "round": rnd, "num_classes": int(w.shape[0])}
         if self.release == "noisy-class-centers":
             payload, event, records = self._noisy_class_centers(w, delta, noise_gen, base)
+            members = [[i] for i in range(w.shape[0])]
             meta = {"sensitivity": 2.0, "epsilon": self.epsilon, "delta": delta, "calibration": self.calibration}
         elif self.release == "random-control":
             payload = F.normalize(torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1)
             event, records = None, [{**base, "control": "random direction, independent of the data"}] * self.max_queries
             meta = {"control": "random unit vectors independent of the client's data (no privacy cost)"}
+            members = [[] for _ in range(self.max_queries)]
         elif self.release == "private-e2e":
-            payload, event, records, meta = self._private_e2e(w, delta, noise_gen, base, client_state, training)
+            payload, event, records, meta, members = self._private_e2e(w, delta, noise_gen, base, client_state, training)
         elif self.release == "noisy":  # Algorithm 1 (φ + p̂)
             config = DPLCConfig(
                 rho=self.rho, min_cluster_size=int(client_state.meta["min_cluster_size"]), max_queries=self.max_queries,
@@ -391,6 +393,7 @@ class PrivacyFace(CenterMethod):
             )
             rel = dplc(w, config, noise_gen, device=training.device)
             payload, event = rel.noisy_centers, rel.composed_event()
+            members = [m.tolist() for m in rel.clustering.members]
             records = [{**base, **r} for r in rel.records()]
             meta = {
                 "rho": self.rho, "min_cluster_size": config.min_cluster_size, "max_queries": self.max_queries,
@@ -403,6 +406,7 @@ class PrivacyFace(CenterMethod):
                 dtype=self.dplc_dtype, device=training.device,
             )
             payload, event = clustering.centers, non_private_event()
+            members = [m.tolist() for m in clustering.members]
             records = [{**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()]
             meta = {
                 "rho": self.rho, "min_cluster_size": clustering.min_cluster_size, "max_queries": self.max_queries,
@@ -410,6 +414,13 @@ class PrivacyFace(CenterMethod):
             }
         new_meta = dict(client_state.meta)
         new_meta["dplc_releases"] = list(client_state.meta.get("dplc_releases", [])) + records
+        if payload.shape[0] or self.release == "private-e2e":
+            # ground truth for scoring attacks (never sent): the local classes behind each released row
+            if len(members) != payload.shape[0]:
+                raise RuntimeError(f"{len(members)} member lists for {payload.shape[0]} released rows")
+            new_meta["release_members"] = list(client_state.meta.get("release_members", [])) + [
+                {"round": rnd, "kind": self.release_kind, "rows": [[int(i) for i in m] for m in members]}
+            ]
         new_state = ClientState(dict(client_state.tensors), new_meta)
         if payload.shape[0] == 0 and self.release != "private-e2e":
             return new_state, []  # nothing reached T: no noise drawn, no release this round
@@ -445,7 +456,7 @@ class PrivacyFace(CenterMethod):
     def _private_e2e(
         self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any], client_state: ClientState,
         training: LocalTrainingConfig,
-    ) -> tuple[torch.Tensor, Any, list[dict[str, Any]], dict[str, Any]]:
+    ) -> tuple[torch.Tensor, Any, list[dict[str, Any]], dict[str, Any], list[list[int]]]:
         """`accountants.private_dplc` (mean-shift mode: no public candidates needed): selection,
         threshold and normalisation are privatised too, and its one event covers all ``Q``
         queries of the call, so ``epsilon``/``delta`` are the budget of the whole call (not per
@@ -467,7 +478,7 @@ class PrivacyFace(CenterMethod):
                 "delta": delta, "mechanism": "accountants.private_dplc", "end_to_end_private": bool(out.end_to_end_private),
                 "noisy_counts": [float(c) for c in getattr(out, "noisy_counts", ())]}
         event = out.events[0] if len(out.events) == 1 else out.event
-        return payload, event, records, meta
+        return payload, event, records, meta, [list(m) for m in out.member_indices]
 
     def _others(self, client_state: ClientState, broadcast: list[Message]) -> torch.Tensor | None:
         if self.release_kind is None:

@@ -149,3 +149,35 @@ def test_relayed_releases_are_not_counted_twice():
     assert server.metas[0] == {"rho": 1.3}  # the upload's own meta, not the relay's
     client = observer_view(log, "client:0").center_vectors("noisy_cluster_centers")
     torch.testing.assert_close(client.vectors, p1)
+
+
+def test_cluster_ground_truth_uses_the_recorded_release_members():
+    from attacks.views import GroundTruth
+
+    ids = [40, 41, 42, 43, 50, 51]
+    w = torch.nn.functional.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    records = [{"round": 1, "kind": "noisy_cluster_centers", "rows": [[0, 2], [5]]},
+               {"round": 2, "kind": "noisy_cluster_centers", "rows": [[1, 3, 4]]}]
+    gt = GroundTruth({"client:0": ids}, {"client:0": 12}, {"client:0": {"centers": w}}, {"client:0": ids}, {},
+                     hyperparameters={"rho": 0.5, "max_queries": 2}, client_meta={"client:0": {"release_members": records}})
+    vecs = torch.randn(3, 8)
+    cv = CenterVectors("server", "noisy_cluster_centers", -1, vecs, ["client:0"] * 3, torch.tensor([0, 1, 0]),
+                       [None] * 3, [{}] * 3, [1, 1, 2])
+    assert gt.observation_ids(cv) == [frozenset({40, 42}), frozenset({51}), frozenset({41, 43, 50})]
+    assert gt.notes == []  # exact: nothing recomputed
+    bad = CenterVectors("server", "noisy_cluster_centers", 3, vecs[:1], ["client:0"], torch.tensor([0]), [None], [{}], [3])
+    with pytest.raises(ValueError, match="0 noisy_cluster_centers release records for round 3"):
+        gt.observation_ids(bad)
+    # a run without records falls back to the recomputed approximation, and says so
+    old = GroundTruth({"client:0": ids}, {"client:0": 12}, {"client:0": {"centers": w}}, {"client:0": ids}, {},
+                      hyperparameters={"rho": 0.5, "max_queries": 2}, client_meta={"client:0": {"min_cluster_size": 1}})
+    old.observation_ids(cv)
+    assert old.notes and "approximate" in old.notes[0]
+
+
+def test_run_folder_center_vectors_carry_their_rounds():
+    log = WireLog()
+    log.append(make_message("noisy_cluster_centers", "client:0", ("server",), 1, "clusters", {"centers": torch.randn(2, 4)}))
+    log.append(make_message("noisy_cluster_centers", "client:0", ("server",), 2, "clusters", {"centers": torch.randn(1, 4)}))
+    cv = observer_view(log, "server").center_vectors("noisy_cluster_centers", round="all")
+    assert cv.row_rounds == [1, 1, 2] and cv.rows.tolist() == [0, 1, 0]

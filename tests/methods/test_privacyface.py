@@ -248,3 +248,39 @@ def test_public_set_fine_tunes_local_models_before_upload() -> None:
     assert set(get_method("privacyface", public_set=public).private_state(state)) == {"centers"}
     fedsgd = run_federated(_config("privacyface", aggregation="fedsgd", min_cluster_size=1, public_set=public), clients)
     assert {m.kind for m in fedsgd.wire if m.sender != SERVER} == {"backbone_gradient", "noisy_cluster_centers"}
+
+
+@pytest.mark.parametrize("release", ["noisy", "clean", "noisy-class-centers", "random-control", "private-e2e"])
+def test_release_members_are_recorded_in_private_state_only(release: str) -> None:
+    """Each release's local classes are kept in the client's state (ground truth for scoring the
+    attacks), one record per uploaded release, consistent with the release; never on the wire."""
+    import json
+
+    clients = _clients(num_clients=2, ids=6)
+    params = dict(max_queries=2, min_cluster_size=1, rho=1.3)
+    if release != "noisy":
+        params["release"] = release
+    result = run_federated(_config("privacyface", **params), clients)
+    for k, data in enumerate(clients):
+        party = f"client:{k}"
+        uploads = [m for m in result.wire.sent_by(party) if m.kind != "backbone"]
+        records = result.client_states[k].meta["release_members"]
+        assert [r["round"] for r in records] == [m.round for m in uploads]
+        for rec, msg in zip(records, uploads):
+            assert rec["kind"] == msg.kind
+            rows = rec["rows"]
+            assert len(rows) == msg.tensors["centers"].shape[0]
+            assert all(0 <= j < data.num_classes for r in rows for j in r)
+            if release == "noisy-class-centers":
+                assert rows == [[j] for j in range(data.num_classes)]
+            elif release == "random-control":
+                assert rows == [[], []]
+            else:
+                # sets of distinct local classes, sizes as the meta says; the private variant's
+                # noisy count may pass T with an empty cap (a release of noise only)
+                assert all(len(r) == len(set(r)) for r in rows)
+                assert release == "private-e2e" or all(len(r) >= 1 for r in rows)
+                if release in ("noisy", "clean"):
+                    assert [len(r) for r in rows] == [x["cluster_size"] for x in msg.meta["releases"]]
+    for m in result.wire:
+        assert "release_members" not in json.dumps(m.meta, default=str)
