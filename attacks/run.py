@@ -72,6 +72,10 @@ class AttackRunConfig:
     gradient_local_steps: tuple[int, ...] = (1, 3)
     gradient_dp_noise_multipliers: tuple[float, ...] = (0.5,)
     gradient_dp_max_grad_norm: float = 1.0
+    gradient_logged_rounds: tuple[str, ...] = ("first", "last")
+    gradient_logged_dummies: int = 8
+    gradient_logged_iterations: int = 300
+    gradient_simulated: bool = True
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -84,7 +88,7 @@ class AttackRunConfig:
             raise ValueError(f"gallery_member_fraction must be in (0, 1], got {self.gallery_member_fraction}")
         for name in ("gallery_distractors", "gallery_images_per_identity", "public_identities", "public_images_per_identity",
                      "decoder_epochs", "max_inverted", "gradient_clients", "gradient_images", "gradient_iterations",
-                     "dp_kmeans_clusters"):
+                     "dp_kmeans_clusters", "gradient_logged_dummies", "gradient_logged_iterations"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -93,6 +97,9 @@ class AttackRunConfig:
                 raise ValueError(f"gradient_dp_noise_multipliers must hold finite numbers > 0, got {sigma}")
         if not (self.gradient_dp_max_grad_norm > 0 and math.isfinite(self.gradient_dp_max_grad_norm)):
             raise ValueError(f"gradient_dp_max_grad_norm must be a finite number > 0, got {self.gradient_dp_max_grad_norm}")
+        bad = [r for r in self.gradient_logged_rounds if r not in ("first", "last")]
+        if bad:
+            raise ValueError(f"gradient_logged_rounds must hold 'first' and/or 'last', got {list(self.gradient_logged_rounds)}")
         if not (self.dp_kmeans_epsilon > 0 and math.isfinite(self.dp_kmeans_epsilon)):
             raise ValueError(f"dp_kmeans_epsilon must be a finite number > 0, got {self.dp_kmeans_epsilon}")
 
@@ -107,6 +114,7 @@ class AttackReport:
     knn: list[KnnAttackResult] = field(default_factory=list)
     inversion: list[Any] = field(default_factory=list)
     gradient: list[Any] = field(default_factory=list)
+    gradient_logged: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     evaluator: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -126,6 +134,8 @@ class AttackReport:
             "inversion": [_jsonable({**r.summary(), "grid": r.grid_path, "notes": r.notes}) for r in self.inversion],
             "gradient": [_jsonable({**r.summary(), "client": r.config.get("client"), "threat_model": r.threat_model})
                          for r in self.gradient],
+            "gradient_logged": [_jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path,
+                                           "notes": r.notes}) for r in self.gradient_logged],
             "notes": self.notes,
             "seconds": self.seconds,
         }
@@ -167,6 +177,17 @@ class AttackReport:
                 lines.append(f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
                              f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
                              f"{s['label_accuracy']:6.2f}")
+        if self.gradient_logged:
+            lines.append("  gradient inversion of logged client updates (what the server received):")
+            lines.append(f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
+                         f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s}")
+            for r in self.gradient_logged:
+                s = r.summary()
+                steps = "?" if s["local_steps"] is None else str(s["local_steps"])
+                lines.append(f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
+                             f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
+                             f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])}")
+            lines.append("    (PSNR/SSIM against the nearest real training image of the client)")
         for n in self.notes:
             lines.append(f"  note: {n}")
         if self.evaluator:
@@ -312,7 +333,9 @@ def run_attacks(
 
     t0 = time.perf_counter()
     if "gradient" in config.attacks:
-        report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
+        report.gradient_logged = _gradient_logged(view, gt, render, reference, config, run_dir, out, report)
+        if config.gradient_simulated:
+            report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
     report.seconds["gradient"] = time.perf_counter() - t0
     if out is not None:
         (out / "attacks.json").write_text(json.dumps(report.to_dict(), indent=2))
@@ -474,6 +497,54 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
                 continue
             r.config["client"] = party
             r.config["model_state"] = state
+            results.append(r)
+    return results
+
+
+def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, reference: Any, config: AttackRunConfig,
+                     run_dir: Path, out: Path | None, report: AttackReport) -> list[Any]:
+    """Invert the backbone updates clients actually uploaded (`attacks.logged_update`): the
+    worst-case clients first (fewest identities), their first and/or last round."""
+    from attacks.inversion import save_image_grid
+    from attacks.logged_update import LoggedUpdateProbeConfig, invert_logged_update
+    from federated_core.engine.messages import SERVER
+
+    if config.observer != SERVER or not config.gradient_logged_rounds:
+        return []  # the notes of `_gradient` say why a client or an outsider sees no single update
+    fed = _run_config(run_dir).get("federated", {})
+    senders = {u.sender for u in view.backbone_updates(required=False)}
+    parties = sorted((p for p in gt.identities if p in senders), key=lambda p: (len(gt.identities[p]), p))
+    if not parties:
+        report.notes.append("gradient inversion: no client backbone update in the wire log")
+        return []
+    results = []
+    for party in parties[: config.gradient_clients]:
+        spec = gt.data_spec.get("clients", {}).get(party, {})
+        ids = gt.identities[party]
+        per = int(spec.get("images_per_identity", max(1, gt.num_images.get(party, len(ids)) // max(1, len(ids)))))
+        faces = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
+        done_rounds: set[int] = set()
+        for which in config.gradient_logged_rounds:
+            cfg = LoggedUpdateProbeConfig(client=party, round=which, dummies=config.gradient_logged_dummies,
+                                          iterations=config.gradient_logged_iterations, seed=config.seed,
+                                          device=config.device, progress=config.progress)
+            try:
+                r = invert_logged_update(view, cfg, faces, granted_classes=len(ids), local_lr=float(fed.get("lr", 0.05)),
+                                         weight_decay=float(fed.get("weight_decay", 0.0)),
+                                         local_epochs=fed.get("local_epochs"), batch_size=fed.get("batch_size"),
+                                         reference=reference, client_identities=ids)
+            except ValueError as exc:
+                report.notes.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
+                continue
+            if r.round in done_rounds:
+                continue  # first == last when the client uploaded once
+            done_rounds.add(r.round)
+            r.grid_path = None
+            if out is not None:
+                path = out / f"gradient_logged_{party.replace(':', '-')}_round{r.round}.png"
+                save_image_grid(torch.from_numpy(r.nearest_originals).float() / 255,
+                                torch.from_numpy(r.reconstructions).float() / 255, path)
+                r.grid_path = str(path)
             results.append(r)
     return results
 

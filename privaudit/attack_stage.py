@@ -3,8 +3,9 @@ into `reports.schema.AttackFinding` records.
 
 k-NN identity / membership attack and embedding inversion run on every center-like kind the
 server observed (plus diffprivlib's DP k-means on the true centers as a sanitised alternative);
-one gradient-inversion probe runs on a client's backbone update of the first method that shares
-nothing but the backbone. The independent evaluation model is trained once and cached.
+on the first method that shares nothing but the backbone, gradient inversion runs on a client's
+logged backbone updates (first and last round, `attacks.logged_update`) and one simulated probe
+(`attacks.gradient`). The independent evaluation model is trained once and cached.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def attack_config(scenario: Any, attacks: tuple[str, ...]) -> Any:
         decoder_epochs=max(1, a.decoder_steps // 100), decoder_base_channels=32 if tiny else 64,
         max_inverted=20 if tiny else 100, gradient_clients=1, gradient_images=a.gradient_batch_size,
         gradient_iterations=a.gradient_iterations, gradient_local_steps=(1,), gradient_dp_noise_multipliers=(),
+        gradient_logged_iterations=a.gradient_logged_iterations, gradient_logged_dummies=a.gradient_logged_dummies,
         n_bootstrap=50 if tiny else 200, seed=scenario.seed, device=scenario.device, progress=False,
     )
 
@@ -63,13 +65,7 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
                          "notes": "; ".join(r.get("notes") or [])})
     for r in report.get("inversion", []):
         metrics = _numbers(r)
-        grid = r.get("grid")
-        rel = None
-        if grid:
-            try:
-                rel = str(Path(grid).resolve().relative_to(out_dir.resolve()))
-            except ValueError:
-                rel = None
+        rel = _relative(r.get("grid"), out_dir)
         findings.append({"attack": "inversion", "observer": r.get("observer", "server"), "target_kind": r["kind"],
                          "metrics": metrics, "image_grid": rel,
                          "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
@@ -80,7 +76,23 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
                          "metrics": metrics, "success_metric": "rank1" if "rank1" in metrics else None,
                          "notes": f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model): "
                                   f"{r.get('threat_model', '')}"})
+    for r in report.get("gradient_logged", []):
+        metrics = _numbers({k: v for k, v in r.items() if k not in ("round",)})
+        findings.append({"attack": "gradient", "observer": "server", "target_kind": "backbone_update",
+                         "metrics": metrics, "image_grid": _relative(r.get("grid"), out_dir),
+                         "success_metric": "rank1" if "rank1" in metrics else None,
+                         "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')}: "
+                                  f"{r.get('threat_model', '')}"})
     return findings
+
+
+def _relative(path: str | None, out_dir: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(out_dir.resolve()))
+    except ValueError:
+        return None
 
 
 def attack_run(scenario: Any, run_dir: Path, shares: list[str], gradient_probe: bool, out: Path) -> list[dict[str, Any]]:

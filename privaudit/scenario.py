@@ -155,13 +155,15 @@ class AttackSpec:
     decoder_identities: int = 150
     gradient_iterations: int = 40
     gradient_batch_size: int = 1
+    gradient_logged_iterations: int = 200
+    gradient_logged_dummies: int = 8
 
     def __post_init__(self) -> None:
         bad = [a for a in self.run if a not in ATTACK_NAMES]
         if bad:
             raise ValueError(f"attacks.run: unknown attack(s) {bad}; choose from {list(ATTACK_NAMES)}")
         for name in ("gallery_distractors", "decoder_steps", "decoder_identities", "gradient_iterations",
-                     "gradient_batch_size"):
+                     "gradient_batch_size", "gradient_logged_iterations", "gradient_logged_dummies"):
             _positive_int(f"attacks.{name}", getattr(self, name))
 
 
@@ -214,7 +216,7 @@ class Scenario:
                                       test_identities=12, test_images_per_identity=3, rounds=2, batch_size=16),
             privacy=PrivacySpec(audit_trials=200),
             attacks=AttackSpec(gallery_distractors=30, decoder_steps=100, decoder_identities=24,
-                               gradient_iterations=10),
+                               gradient_iterations=10, gradient_logged_iterations=10, gradient_logged_dummies=4),
         )
         return replace(base, **changes)
 

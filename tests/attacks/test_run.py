@@ -47,6 +47,7 @@ def test_server_attacks_every_kind(tiny_run, backbone_factory, tmp_path):
     cfg = AttackRunConfig(observer="server", gallery_distractors=30, gallery_member_fraction=1.0, n_bootstrap=20,
                           public_identities=12, public_images_per_identity=3, decoder_epochs=2, decoder_base_channels=16,
                           decoder_batch_size=16, gradient_clients=2, gradient_images=2, gradient_iterations=5,
+                          gradient_logged_iterations=3,
                           gradient_local_steps=(1, 2), progress=False, seed=3)
     report = run_attacks(run, cfg, out_dir=tmp_path / "out", faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
     kinds = [r.kind for r in report.knn]
@@ -61,7 +62,14 @@ def test_server_attacks_every_kind(tiny_run, backbone_factory, tmp_path):
     assert [r.config["dp_noise_multiplier"] for r in report.gradient[:5]] == [None] * 4 + [0.5]
     assert {r.config["model_state"] for r in report.gradient} == {"initial", "trained"}
     assert report.evaluator == "test evaluator (untrained)"
+    # the logged updates: the worst-case clients' first and last uploads, from the wire log
+    logged = [(r.config["client"], r.round) for r in report.gradient_logged]
+    assert logged == [("client:1", 1), ("client:1", 2), ("client:2", 1), ("client:2", 2)]
+    assert all(r.granted_classes == n for r, n in zip(report.gradient_logged, (1, 1, 2, 2)))
+    assert all(r.rank1 is not None and r.identity_similarity.shape == (3,) for r in report.gradient_logged[:2])
+    assert (tmp_path / "out" / "gradient_logged_client-1_round2.png").is_file()
     saved = json.loads((tmp_path / "out" / "attacks.json").read_text())
+    assert [g["round"] for g in saved["gradient_logged"]] == [1, 2, 1, 2]
     assert saved["observer"] == "server" and len(saved["knn"]) == 2 and "tpr@fpr=0.001" in saved["knn"][0]
     assert (tmp_path / "out" / "inversion_server_class_centers.png").is_file()
     assert "class_centers" in report.table()
@@ -73,7 +81,7 @@ def test_client_and_outsider_views_are_limited(tiny_run, backbone_factory):
         cfg = AttackRunConfig(observer=observer, attacks=("knn", "gradient"), gallery_distractors=10, n_bootstrap=10,
                               progress=False)
         report = run_attacks(run, cfg, faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
-        assert report.gradient == []
+        assert report.gradient == [] and report.gradient_logged == []
         assert any(needle in n for n in report.notes)
         # neither observed anyone's class centers: only the hypothetical DP k-means release is attacked
         assert [r.kind for r in report.knn] == ["dp_kmeans_centers"]
