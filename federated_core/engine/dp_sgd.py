@@ -95,7 +95,8 @@ def check_dp_compatible(model: nn.Module) -> None:
     if errors:
         raise ValueError(
             "dp_sgd needs a model without batch-mixing layers (use the 'tiny' backbone, which uses "
-            f"GroupNorm); opacus's validator reports: {'; '.join(str(e) for e in errors[:3])}"
+            "GroupNorm, or 'mobilefacenet' / 'iresnet18' / 'iresnet34' built with norm='group'); "
+            f"opacus's validator reports: {'; '.join(str(e) for e in errors[:3])}"
         )
 
 

@@ -14,7 +14,17 @@ written from the architecture description.
 At 112 px the last feature map is 7×7 and the FC maps 512·7·7 -> d. The network downsamples by
 16, so any multiple of 16 (>= 16) works; the FC input size is adapted to ``(R/16)²·512``.
 
-BatchNorm is not compatible with opacus DP-SGD; use the "tiny" backbone there.
+Normalisation (``norm``): ``"batch"`` (default) is insightface's BatchNorm, which mixes the
+examples of a batch and so cannot be trained with opacus DP-SGD. ``norm="group"`` replaces every
+BatchNorm2d by GroupNorm (the largest of 32/16/8/4/2/1 groups dividing the channel count; 32 for
+every layer here) and the final BatchNorm1d by ``LayerNorm(d)`` over the d features of each
+example, which opacus accepts (see `federated_core.models._norms`). The LayerNorm keeps the
+insightface treatment of the last layer: its scale is fixed to 1 (``requires_grad=False``) and only
+its shift is learnt, so the embedding is the standardised FC output plus a learnt offset, as with
+the frozen-scale BatchNorm1d. Module names do not depend on ``norm``: the default
+model's state-dict keys are those of the BatchNorm-only code (existing checkpoints load), and a
+``"group"`` model's keys are the same minus BatchNorm's running statistics (``running_mean``,
+``running_var``, ``num_batches_tracked``); the two kinds of checkpoint are not interchangeable.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import torch
 from torch import nn
 
 from federated_core.models._checks import check_positive_int, check_probability, check_resolution
+from federated_core.models._norms import check_norm, norm1d, norm2d
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 IRESNET_LAYERS = {"iresnet18": (2, 2, 2, 2), "iresnet34": (3, 4, 6, 3)}
@@ -30,20 +41,21 @@ BN_EPS = 1e-5
 
 
 class IBasicBlock(nn.Module):
-    """BN → conv3×3 → BN → PReLU → conv3×3 (stride) → BN, plus shortcut."""
+    """BN → conv3×3 → BN → PReLU → conv3×3 (stride) → BN, plus shortcut (GroupNorm in place of
+    every BN for ``norm="group"``)."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, norm: str = "batch") -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin, eps=BN_EPS)
+        self.bn1 = norm2d(norm, cin, eps=BN_EPS)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.bn2 = norm2d(norm, cout, eps=BN_EPS)
         self.prelu = nn.PReLU(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.bn3 = norm2d(norm, cout, eps=BN_EPS)
         self.downsample: nn.Module | None = None
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout, eps=BN_EPS)
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), norm2d(norm, cout, eps=BN_EPS)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +74,13 @@ class IResNet(nn.Module):
         embedding_dim: output dimension (insightface: 512).
         resolution: input side ``R``; a multiple of 16 (insightface: 112).
         dropout: dropout probability before the FC layer (insightface: 0).
+        name: the backbone's name in error messages.
+        norm: ``"batch"`` (insightface's BatchNorm; default) or ``"group"`` (GroupNorm in the
+            convolutional layers and a frozen-scale LayerNorm on the embedding; trainable with
+            opacus DP-SGD).
+
+    Raises:
+        ValueError: bad ``layers``, ``embedding_dim``, ``resolution``, ``dropout`` or ``norm``.
     """
 
     def __init__(
@@ -71,6 +90,7 @@ class IResNet(nn.Module):
         resolution: int = 112,
         dropout: float = 0.0,
         name: str = "iresnet",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if len(layers) != len(STAGE_CHANNELS) or any(int(n) < 1 for n in layers):
@@ -78,30 +98,33 @@ class IResNet(nn.Module):
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         self.resolution = check_resolution("resolution", resolution, multiple=16, minimum=16, backbone=name)
         dropout = check_probability("dropout", dropout)
+        self.norm = check_norm(norm)
         self.stem = nn.Sequential(
             nn.Conv2d(3, STAGE_CHANNELS[0], 3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(STAGE_CHANNELS[0], eps=BN_EPS),
+            norm2d(norm, STAGE_CHANNELS[0], eps=BN_EPS),
             nn.PReLU(STAGE_CHANNELS[0]),
         )
         stages: list[nn.Module] = []
         cin = STAGE_CHANNELS[0]
         for cout, blocks in zip(STAGE_CHANNELS, layers):
-            stage = [IBasicBlock(cin, cout, stride=2)]
-            stage += [IBasicBlock(cout, cout, stride=1) for _ in range(int(blocks) - 1)]
+            stage = [IBasicBlock(cin, cout, stride=2, norm=norm)]
+            stage += [IBasicBlock(cout, cout, stride=1, norm=norm) for _ in range(int(blocks) - 1)]
             stages.append(nn.Sequential(*stage))
             cin = cout
         self.stages = nn.Sequential(*stages)
         side = self.resolution // 16
-        self.bn2 = nn.BatchNorm2d(cin, eps=BN_EPS)
+        self.bn2 = norm2d(norm, cin, eps=BN_EPS)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(cin * side * side, self.embedding_dim)
-        self.features = nn.BatchNorm1d(self.embedding_dim, eps=BN_EPS)
+        # BatchNorm1d (insightface) or, for "group", LayerNorm over each example's d features;
+        # either way the scale is fixed to 1 and only the shift is trained.
+        self.features = norm1d(norm, self.embedding_dim, eps=BN_EPS)
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad = False
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            elif isinstance(module, nn.BatchNorm2d):
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
                 nn.init.constant_(module.weight, 1.0)
                 nn.init.constant_(module.bias, 0.0)
 
@@ -115,8 +138,10 @@ class IResNet(nn.Module):
         return self.features(x)
 
 
-def iresnet(name: str, embedding_dim: int = 512, resolution: int = 112, dropout: float = 0.0) -> IResNet:
-    """IResNet-18 (``name="iresnet18"``) or IResNet-34 (``"iresnet34"``)."""
+def iresnet(
+    name: str, embedding_dim: int = 512, resolution: int = 112, dropout: float = 0.0, norm: str = "batch"
+) -> IResNet:
+    """IResNet-18 (``name="iresnet18"``) or IResNet-34 (``"iresnet34"``); ``norm`` as in `IResNet`."""
     if name not in IRESNET_LAYERS:
         raise ValueError(f"name must be one of {sorted(IRESNET_LAYERS)}, got {name!r}")
-    return IResNet(IRESNET_LAYERS[name], embedding_dim, resolution, dropout, name=name)
+    return IResNet(IRESNET_LAYERS[name], embedding_dim, resolution, dropout, name=name, norm=norm)

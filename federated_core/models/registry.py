@@ -20,9 +20,9 @@ from federated_core.models.tiny import TinyFaceNet
 # name -> (constructor(embedding_dim, resolution, **kwargs), allowed extra keyword arguments)
 _BACKBONES: dict[str, tuple[Callable[..., nn.Module], frozenset[str]]] = {
     "tiny": (lambda d, r: TinyFaceNet(d, r), frozenset()),
-    "mobilefacenet": (lambda d, r: MobileFaceNet(d, r), frozenset()),
-    "iresnet18": (lambda d, r, **kw: iresnet("iresnet18", d, r, **kw), frozenset({"dropout"})),
-    "iresnet34": (lambda d, r, **kw: iresnet("iresnet34", d, r, **kw), frozenset({"dropout"})),
+    "mobilefacenet": (lambda d, r, **kw: MobileFaceNet(d, r, **kw), frozenset({"norm"})),
+    "iresnet18": (lambda d, r, **kw: iresnet("iresnet18", d, r, **kw), frozenset({"dropout", "norm"})),
+    "iresnet34": (lambda d, r, **kw: iresnet("iresnet34", d, r, **kw), frozenset({"dropout", "norm"})),
     "inception_resnet_v1": (
         lambda d, r, **kw: InceptionResnetV1Backbone(d, r, **kw),
         frozenset({"weights_path", "pretrained", "dropout"}),
@@ -38,10 +38,14 @@ def build_backbone(name: str, embedding_dim: int = 512, resolution: int = 64, **
     """Build a backbone by name.
 
     Names: ``"tiny"`` (GroupNorm CNN for CPU scale, opacus-compatible; resolution a multiple of 8,
-    >= 16), ``"mobilefacenet"`` (Chen et al. 2018; multiple of 16, >= 32; paper 112),
-    ``"iresnet18"``, ``"iresnet34"`` (insightface IResNet; multiple of 16; paper 112; kwarg
-    ``dropout``), ``"inception_resnet_v1"`` (facenet-pytorch; embedding_dim 512; resized to 160
-    inside; kwargs ``weights_path`` (local file), ``dropout``).
+    >= 16), ``"mobilefacenet"`` (Chen et al. 2018; multiple of 16, >= 32; paper 112; kwarg
+    ``norm``), ``"iresnet18"``, ``"iresnet34"`` (insightface IResNet; multiple of 16; paper 112;
+    kwargs ``dropout``, ``norm``), ``"inception_resnet_v1"`` (facenet-pytorch; embedding_dim 512;
+    resized to 160 inside; kwargs ``weights_path`` (local file), ``dropout``).
+
+    ``norm``: ``"batch"`` (default; the papers' BatchNorm) or ``"group"`` (GroupNorm + LayerNorm
+    on the embedding), which makes MobileFaceNet / IResNet trainable with opacus DP-SGD; it is
+    recorded in ``build_config`` (and so in checkpoints) when given.
 
     Parameter initialisation draws from torch's default generator; wrap the call in
     ``torch.random.fork_rng()`` + ``torch.manual_seed(seed)`` for a seeded, side-effect-free build.

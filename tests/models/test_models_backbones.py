@@ -237,3 +237,131 @@ def test_inception_loads_local_weights_in_both_formats(tmp_path) -> None:
     torch.save(state, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="missing keys .*last_bn.weight"):
         build_backbone("inception_resnet_v1", resolution=160, weights_path=tmp_path / "broken.pt")
+
+
+# --- norm="group": MobileFaceNet / IResNet for opacus DP-SGD ------------------------------------
+
+_BATCH_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _state_dict_signature(model: nn.Module) -> str:
+    import hashlib
+
+    lines = (f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in model.state_dict().items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# Recorded from the code before the ``norm`` keyword existed: the number of state-dict entries and
+# the sha256 of "key:shape:dtype" lines in order. Existing checkpoints load only if these hold.
+@pytest.mark.parametrize(
+    "name,dim,resolution,count,signature",
+    [
+        ("mobilefacenet", 128, 32, 333, "c3694df9b4424d73f1224c243585764a7db93a1886346dd4090a7e4ad49d4e66"),
+        ("iresnet18", 64, 32, 187, "97855c36d85962134fedf008680cc0642dd01e333dbc46aa5fa2cdc9e7e33cd7"),
+        ("iresnet34", 32, 16, 331, "6e016f0df3307a98b2169a29462d16317d70a1c424128ced2a9693f201f7cf75"),
+    ],
+)
+def test_default_norm_keeps_the_state_dict_layout(
+    name: str, dim: int, resolution: int, count: int, signature: str
+) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        default = build_backbone(name, dim, resolution)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        explicit = build_backbone(name, dim, resolution, norm="batch")
+    assert len(default.state_dict()) == count
+    assert _state_dict_signature(default) == signature
+    assert not any(isinstance(m, nn.GroupNorm | nn.LayerNorm) for m in default.modules())
+    assert default.build_config["kwargs"] == {} and explicit.build_config["kwargs"] == {"norm": "batch"}
+    # norm="batch" is the default: same modules, same draws from the RNG, same values
+    assert list(explicit.state_dict()) == list(default.state_dict())
+    for key, value in default.state_dict().items():
+        assert torch.equal(explicit.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("name", ["mobilefacenet", "iresnet18"])
+def test_group_norm_backbone_has_no_batchnorm_and_treats_examples_independently(name: str) -> None:
+    from federated_core.models._norms import num_groups
+
+    batch = build_backbone(name, embedding_dim=16, resolution=32)
+    model = build_backbone(name, embedding_dim=16, resolution=32, norm="group")
+    assert model.build_config == {"name": name, "embedding_dim": 16, "resolution": 32, "kwargs": {"norm": "group"}}
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    groupnorms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(groupnorms) == sum(isinstance(m, nn.BatchNorm2d) for m in batch.modules())
+    assert all(m.num_groups == num_groups(m.num_channels) == 32 for m in groupnorms)
+    assert [type(m) for m in model.modules() if isinstance(m, nn.LayerNorm)] == [nn.LayerNorm]
+    # same module names and parameter shapes; only BatchNorm's running statistics are gone
+    assert count_parameters(model) == count_parameters(batch)
+    assert count_parameters(model, trainable_only=True) == count_parameters(batch, trainable_only=True)
+    assert list(model.state_dict()) == [k for k in batch.state_dict() if not k.endswith(_BATCH_STATS)]
+
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model.train()(x)
+        assert out.shape == (3, 16) and torch.isfinite(out).all()
+        # no batch statistics: train and eval modes agree, and one example's embedding does not
+        # depend on the rest of the batch
+        torch.testing.assert_close(model.eval()(x), out)
+        torch.testing.assert_close(model(x[1:2]), out[1:2], rtol=1e-4, atol=1e-5)
+
+
+def test_iresnet_group_norm_keeps_the_frozen_embedding_scale() -> None:
+    model = build_backbone("iresnet18", embedding_dim=16, resolution=16, norm="group")
+    assert isinstance(model.features, nn.LayerNorm)
+    assert not model.features.weight.requires_grad and torch.equal(model.features.weight, torch.ones(16))
+    assert model.features.bias.requires_grad
+    assert count_parameters(model, trainable_only=True) == count_parameters(model) - 16
+
+
+def test_bad_norm_is_rejected_with_the_choices() -> None:
+    from federated_core.models.iresnet import iresnet
+    from federated_core.models.mobilefacenet import MobileFaceNet
+
+    for build in (
+        lambda: build_backbone("mobilefacenet", 8, 32, norm="layer"),
+        lambda: build_backbone("iresnet34", 8, 16, norm="layer"),
+        lambda: MobileFaceNet(8, 32, norm="layer"),
+        lambda: iresnet("iresnet18", 8, 16, norm="layer"),
+    ):
+        with pytest.raises(ValueError, match=r"norm must be one of \['batch', 'group'\], got 'layer'"):
+            build()
+    with pytest.raises(ValueError, match="got None"):
+        build_backbone("iresnet18", 8, 16, norm=None)
+    with pytest.raises(ValueError, match="takes no argument"):
+        build_backbone("tiny", 8, 16, norm="group")
+
+
+@pytest.mark.parametrize("name", ["mobilefacenet", "iresnet18"])
+def test_group_norm_backbone_passes_the_dp_check_and_takes_a_dp_sgd_step(name: str) -> None:
+    import copy
+
+    from attacks.gradient import ClientModel
+    from federated_core.engine.dp_sgd import DpSgdStep, check_dp_compatible
+
+    with pytest.raises(ValueError, match="batch-mixing layers .*norm='group'.*BatchNorm"):
+        check_dp_compatible(build_backbone(name, embedding_dim=8, resolution=32))
+    backbone = build_backbone(name, embedding_dim=8, resolution=32, norm="group")
+    check_dp_compatible(backbone)
+    client = ClientModel(backbone, torch.randn(3, 8) * 0.1)
+    check_dp_compatible(client)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    y = torch.tensor([0, 1, 2, 0])
+
+    def one_step(seed: int) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(client).train()
+        step = DpSgdStep(model, lr=0.1, momentum=0.0, weight_decay=0.0, noise_multiplier=1.0,
+                         max_grad_norm=1.0, expected_batch_size=4, generator=torch.Generator().manual_seed(seed))
+        loss = step.step(x, y)
+        assert torch.isfinite(torch.tensor(loss))
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    first, again, other = one_step(0), one_step(0), one_step(1)
+    for n, p in client.named_parameters():
+        if p.requires_grad:
+            assert not torch.equal(first[n], p.detach()), n
+        else:  # the frozen embedding scale of IResNet
+            assert torch.equal(first[n], p.detach()), n
+        assert torch.equal(first[n], again[n]), n
+    assert any(not torch.equal(first[n], other[n]) for n in first)

@@ -133,3 +133,12 @@ def test_checkpoint_refusals(tmp_path) -> None:
     with pytest.raises(ValueError, match="existing checkpoint file"):
         load_backbone(tmp_path / "missing.safetensors")
     assert json.loads(json.dumps(read_checkpoint_config(state_dict_to_safetensors(tmp_path / "ok.safetensors", model))))
+
+
+def test_checkpoint_keeps_the_group_norm(tmp_path) -> None:
+    model = build_backbone("mobilefacenet", embedding_dim=8, resolution=32, norm="group").eval()
+    loaded, config = load_backbone(state_dict_to_safetensors(tmp_path / "g.safetensors", model))
+    assert config["kwargs"] == {"norm": "group"} and loaded.norm == "group"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
