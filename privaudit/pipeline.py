@@ -8,7 +8,9 @@ runs that method, and an interrupted run resumes where it stopped):
 3. methods: each variant trained by the engine into ``runs/<variant>/`` (resumed if interrupted,
    skipped when finished with the same configuration);
 4. utility: the generic protocol from the run's evaluation (verification and 1:N on unseen
-   identities);
+   identities), and the personalised protocols of FedFR and FedFS on held-out images of each
+   client's own identities with each client's own model (`privaudit.personal_stage`, cached in
+   ``runs/<variant>/personalised.json``);
 5. ledger: formal ε per client from the DP events in the wire log (`privaudit.privacy_stage`);
 6. audits: empirical ε lower bounds of the DPLC release mechanisms (`accountants.dplc_audit`);
 7. attacks: from the server's position on what it observed (`attacks.run`);
@@ -181,14 +183,17 @@ def bytes_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`)."""
     from federated_core.engine import WireLog
+    from federated_core.methods import available_methods
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.privacy_stage import account_run
     from privaudit.attack_stage import attack_run
     from privaudit.audit_stage import dplc_audits
+    from privaudit.personal_stage import HeldOut, heldout_images_per_identity, personalised_utility
     from reports.schema import AttackFinding, AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
 
     scenario = scenario or Scenario.demo()
+    available_methods()  # imports every method module, registering its message kinds: a cached run's wire log loads
     say = _progress(progress)
     out = scenario.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +214,7 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     timings["data"] = time.perf_counter() - t
     client_images = sum(len(c.faces) for c in data.clients)
     delta = scenario.privacy.delta or min(0.5, 1.0 / max(2, client_images // max(1, scale.num_clients)))
+    heldout = HeldOut(data, heldout_images_per_identity(scenario))  # rendered on first use, shared by all methods
 
     methods: list[MethodResult] = []
     runs: dict[str, Path] = {}
@@ -221,6 +227,9 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
         runs[spec.key] = run_dir
         timings[f"train:{spec.key}"] = time.perf_counter() - t
         utility, per_round = utility_from_metrics(metrics)
+        t_personal = time.perf_counter()
+        personal = personalised_utility(spec, scenario, data, run_dir, heldout=heldout, progress=progress)
+        timings[f"personal:{spec.key}"] = time.perf_counter() - t_personal
         wire = WireLog.load(run_dir)
         shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
         observers = {"server": sorted({m.kind for m in wire.observed_by("server") if m.sender != "server"})}
@@ -244,8 +253,10 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
         timings[f"attacks:{spec.key}"] = time.perf_counter() - t_attack
         methods.append(MethodResult(
             name=spec.key, description=DESCRIPTIONS.get(spec.name, spec.name), shares=shares, observers=observers,
-            utility=utility, utility_per_round=per_round, bytes_per_round=bytes_from_metrics(metrics),
-            params={"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None}},
+            utility=utility, personalised_utility=personal.values, utility_per_round=per_round,
+            bytes_per_round=bytes_from_metrics(metrics),
+            params={"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
+                    "personalised_model": personal.model},
             privacy=PrivacySummary(delta=delta, formal_epsilon=privacy.centers_epsilon,
                                    epsilon_per_round=privacy.centers_per_round, per_party=privacy.per_party,
                                    empirical=audits, flags=privacy.flags, guarantee=privacy.guarantee),

@@ -4,8 +4,11 @@ Every ``*_figure`` function takes plain data (or an `AuditResult`) and returns a
 `matplotlib.figure.Figure`, which a notebook displays as is; `save_figure` writes it as PNG and
 SVG; `render_all_figures` draws every figure whose data is present in a result.
 
-* privacy-utility frontier: x = best attack success (or formal epsilon), y = a utility metric,
-  one labelled point per method variant;
+* privacy-utility frontiers, one labelled point per method variant, y = the headline utility
+  metric (TAR at the lowest FAR every method supports): x = best attack success, and x = formal
+  epsilon of the class information a method shares (log axis; 0 and "inf / no guarantee" at marked
+  positions beyond the finite values, never at a made-up finite value; empirical epsilon lower
+  bounds of the audits as hollow markers on the same row);
 * epsilon versus rounds, one curve per accountant (and per method);
 * occupancy ratio versus the cluster margin rho for several dimensions d (PrivacyFace Fig. 3);
 * distributions of cos(p, p_hat) versus epsilon, rho and Q (PrivacyFace Fig. 4);
@@ -36,6 +39,7 @@ from reports.selection import headline_utility_metric, method_family, metric_sor
 
 __all__ = [
     "FIGURE_CAPTIONS",
+    "INFINITY_TICK",
     "FrontierPoint",
     "new_figure",
     "save_figure",
@@ -57,8 +61,11 @@ __all__ = [
 FIGURE_CAPTIONS = {
     "frontier_attack": "Privacy-utility frontier: best attack success against each method (x) versus utility (y). "
                        "Up and to the left is better.",
-    "frontier_epsilon": "Privacy-utility frontier: tightest formal epsilon of each method (x, log scale; "
-                        "0 = nothing leaves a client, inf = no guarantee) versus utility (y).",
+    "frontier_epsilon": "Privacy-utility frontier: formal epsilon of the class information each method shares "
+                        "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
+                        "∞ = no guarantee, both at marked positions) versus utility (y). Hollow markers: the "
+                        "largest empirical epsilon lower bound of the method's audits (distinguishing games on "
+                        "one release, at the audit's delta), joined to its formal epsilon.",
     "utility": "Utility per method (generic protocol).",
     "personalised_utility": "Utility per method (personalised protocols).",
     "utility_per_round": "Utility after each round.",
@@ -72,6 +79,7 @@ FIGURE_CAPTIONS = {
                       "from a non-member?",
 }
 
+INFINITY_TICK = "∞\nno guarantee"
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
             "#7f7f7f", "#bcbd22"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
@@ -144,11 +152,14 @@ class FrontierPoint:
     x: float
     y: float
     family: str = ""
+    lower_bound: float = math.nan  # x = epsilon only: the largest empirical epsilon lower bound (NaN: none)
 
 
 def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str | None = None) -> list[FrontierPoint]:
     """Points of the frontier: ``x="attack"`` uses each method's best attack success,
-    ``x="epsilon"`` its tightest formal epsilon. Methods without a value on either axis are left out."""
+    ``x="epsilon"`` its tightest formal epsilon (``inf`` for no guarantee, kept), with the largest
+    positive empirical lower bound of its audits as ``lower_bound``. Methods without a value on
+    either axis are left out."""
     if x not in ("attack", "epsilon"):
         raise ValueError(f"x must be 'attack' or 'epsilon', got {x!r}")
     metric = utility_metric or headline_utility_metric(result)
@@ -157,14 +168,18 @@ def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str 
     points = []
     for m in result.methods:
         y = float(m.utility.get(metric, math.nan))
+        lower = math.nan
         if x == "attack":
             xv = m.attack_success()
         else:
             tight = m.privacy.tightest()
             xv = math.nan if tight is None else tight[1]
+            audit = m.privacy.max_lower_bound()
+            if audit is not None and math.isfinite(audit.epsilon_lower_bound) and audit.epsilon_lower_bound > 0:
+                lower = float(audit.epsilon_lower_bound)
         if math.isnan(y) or math.isnan(xv):
             continue
-        points.append(FrontierPoint(m.name, xv, y, method_family(m.name)))
+        points.append(FrontierPoint(m.name, xv, y, method_family(m.name), lower))
     return points
 
 
@@ -191,20 +206,26 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
                     log_x: bool = False, omitted: Sequence[str] = ()) -> Figure:
     """Scatter of labelled points (labels pushed apart where points crowd).
 
-    With ``log_x`` the axis is logarithmic, and x = 0 and x = inf get their own positions a
-    decade beyond the finite values, marked by dashed lines and the tick labels "0" and "∞".
-    ``omitted`` names methods left out for lack of a value (noted under the axis).
+    With ``log_x`` (the epsilon frontier) the axis is logarithmic, and x = 0 and x = inf get their
+    own positions a decade beyond the finite values, marked by dashed lines and the tick labels
+    "0" and "∞ / no guarantee"; a point's finite positive ``lower_bound`` is drawn as a hollow
+    marker on the point's row, joined to it by a dotted line. ``omitted`` names methods left out
+    for lack of a value (noted under the axis). Each point's artist has the gid
+    ``"point:<label>"``, each lower bound ``"lower-bound:<label>"``.
     """
     fig = new_figure(7.2, 4.8)
     ax = fig.add_subplot()
     styles = _styles([p.label for p in points])
     xs = np.array([p.x for p in points], dtype=float)
     ys = np.array([p.y for p in points], dtype=float)
+    lows = np.array([p.lower_bound for p in points], dtype=float) if log_x else np.full(len(points), np.nan)
+    lows = np.where(np.isfinite(lows) & (lows > 0), lows, np.nan)
     positions = xs.copy()
     if log_x:
         from matplotlib.ticker import FixedLocator, NullLocator
 
-        finite = xs[np.isfinite(xs) & (xs > 0)]
+        both = np.concatenate([xs, lows])
+        finite = both[np.isfinite(both) & (both > 0)]
         k_lo = math.floor(math.log10(finite.min())) if finite.size else 0
         k_hi = math.ceil(math.log10(finite.max())) if finite.size else 0
         if k_hi == k_lo:
@@ -216,7 +237,7 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
         ticks = [lo] + decades + [hi]
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(ticks, ["0"] + [f"{d:g}" for d in decades] + ["∞"])
+        ax.set_xticks(ticks, ["0"] + [f"{d:g}" for d in decades] + [INFINITY_TICK])
         for edge in (lo, hi):
             ax.axvline(edge, color="#999", ls="--", lw=0.8, zorder=1)
         ax.set_xlim(lo / 2.5, hi * 2.5)
@@ -225,9 +246,21 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
     if len(points):
         pad = max(0.02, 0.08 * float(np.ptp(ys)))
         ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + 3 * pad)
-    for p, px in zip(points, positions):
+    for p, px, low in zip(points, positions, lows):
         color, marker = styles[p.label]
-        ax.scatter([px], [p.y], color=color, marker=marker, s=55, zorder=3, edgecolor="black", linewidth=0.5)
+        ax.scatter([px], [p.y], color=color, marker=marker, s=55, zorder=3, edgecolor="black", linewidth=0.5,
+                   gid=f"point:{p.label}")
+        if not np.isnan(low):
+            ax.plot([low, px], [p.y, p.y], color=color, ls=":", lw=0.9, zorder=2)
+            ax.scatter([low], [p.y], facecolor="none", edgecolor=color, marker=marker, s=55, linewidth=1.2,
+                       zorder=3, gid=f"lower-bound:{p.label}")
+    if np.isfinite(lows).any():
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[
+            Line2D([], [], ls="", marker="o", color="#777", markeredgecolor="black", label="formal ε (tightest)"),
+            Line2D([], [], ls="", marker="o", markerfacecolor="none", color="#777",
+                   label="empirical ε lower bound (audit)")], fontsize=7, loc="lower right")
     if len(points):
         to_axes = ax.transAxes.inverted()
         disp = ax.transData.transform(np.column_stack([positions, ys]))
@@ -479,6 +512,15 @@ def write_image_grid(path: str | os.PathLike[str], real: Any, reconstructions: A
     return path
 
 
+def _legend_columns(labels: Sequence[str], fig: Figure, fontsize: float = 8.0, most: int = 5) -> int:
+    """Legend columns that fit the figure's width (a legend wider than the figure collapses the
+    constrained layout): about 0.6 em per character plus the handle and padding per column."""
+    longest = max((len(t) for t in labels), default=1)
+    column = 0.6 * fontsize * longest + 3.5 * fontsize
+    fits = int((fig.get_figwidth() * 72 - 20) // column)
+    return max(1, min(most, len(labels), fits))
+
+
 def utility_figure(utilities: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None,
                    title: str = "") -> Figure:
     """Grouped bars: one cluster per method, one bar per metric; NaN (unsupported) is marked n/a."""
@@ -503,7 +545,8 @@ def utility_figure(utilities: Mapping[str, Mapping[str, float]], metrics: Sequen
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if metrics:
-        ax.legend(handles=handles, fontsize=8, ncols=min(5, len(metrics)), loc="lower left",
+        ax.legend(handles=handles, fontsize=8, ncols=_legend_columns([h.get_label() for h in handles], fig),
+                  loc="lower left",
                   bbox_to_anchor=(0, 1.01), frameon=False)
     if title:
         ax.set_title(_t(title))
@@ -542,7 +585,7 @@ def render_all_figures(result: AuditResult, folder: str | os.PathLike[str],
     metric = headline_utility_metric(result)
     if metric is not None:
         for axis, label in (("attack", "best attack success rate (any observer)"),
-                            ("epsilon", "tightest formal ε (log)")):
+                            ("epsilon", "formal ε of the shared class information (tightest accountant, log)")):
             points = frontier_points(result, axis, metric)
             if points:
                 shown = {p.label for p in points}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -75,9 +76,43 @@ def test_frontier_figure_places_zero_and_infinity_at_the_edges():
     xs = sorted(float(c.get_offsets()[0][0]) for c in ax.collections)
     assert xs == [0.1, 2.5, 100.0]  # a decade below 10^0 and above 10^1
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels[0] == "0" and labels[-1] == "∞"
+    assert labels[0] == "0" and labels[-1] == "∞\nno guarantee"
     texts = sorted(t.get_text() for t in ax.texts)
     assert texts == ["a", "b", "c"]
+
+
+def _gids(ax, prefix):
+    return {c.get_gid().split(":", 1)[1]: tuple(map(float, c.get_offsets()[0]))
+            for c in ax.collections if (c.get_gid() or "").startswith(prefix)}
+
+
+def test_epsilon_frontier_of_a_result_one_point_per_method_and_infinity_marked(tmp_path):
+    r = small_result()
+    r.methods.append(MethodResult("fedpe", utility={"tar@far=1e-2": 0.45}, privacy=PrivacySummary(
+        formal_epsilon={"rdp": 0.0, "basic": 0.0})))
+    r.methods.append(MethodResult("no-accounting", utility={"tar@far=1e-2": 0.4}))  # no ε at all: left out
+    points = F.frontier_points(r, "epsilon")
+    assert {p.label: p.lower_bound for p in points if not math.isnan(p.lower_bound)} == {"privacyface": 3.1}
+    fig = F.frontier_figure(points, "ε", "tar@far=1e-2", log_x=True, omitted=["no-accounting"])
+    ax = fig.axes[0]
+    formal = _gids(ax, "point:")
+    assert set(formal) == {"privacyface", "fedgc", "fedpe"}  # one point per method with an ε
+    ticks = dict(zip([t.get_text() for t in ax.get_xticklabels()], ax.get_xticks()))
+    # finite values 2.5 (formal) and 3.1 (lower bound) span the decade [1, 10]: 0 at 0.1, ∞ at 100
+    assert formal["fedgc"] == (ticks[F.INFINITY_TICK], 0.55) == (100.0, 0.55)
+    assert formal["fedpe"] == (ticks["0"], 0.45) == (0.1, 0.45)
+    assert formal["privacyface"] == (2.5, 0.5)
+    assert _gids(ax, "lower-bound:") == {"privacyface": (3.1, 0.5)}  # the audit's bound, on its row
+    assert "no-accounting" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["formal ε (tightest)",
+                                                                  "empirical ε lower bound (audit)"]
+    drawn = F.render_all_figures(r, tmp_path / "figs")
+    assert drawn["frontier_epsilon"] == tmp_path / "figs" / "frontier_epsilon.png"
+    assert drawn["frontier_epsilon"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    svg = (tmp_path / "figs" / "frontier_epsilon.svg").read_text()
+    assert ET.fromstring(svg).tag.endswith("svg") and "no guarantee" in svg
+    assert {f"point:{m}" for m in ("privacyface", "fedgc", "fedpe")} <= set(re.findall(r'id="([^"]+)"', svg))
+    assert "lower-bound:privacyface" in svg
 
 
 @settings(max_examples=40, deadline=None)
@@ -153,6 +188,21 @@ def test_utility_and_cos_figures():
     fig = F.cos_distribution_figure(records)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["ε=1", "ε=3"]  # only the varying parameter is named
+
+
+def test_utility_figure_legend_fits_many_long_metric_names():
+    import warnings
+
+    names = [f"fedfr:tar@far={f:g}" for f in (0.1, 0.01, 1e-3)] + ["fedfr:auroc", "fedfr:rank1",
+                                                                    "fedfs:auroc [aggregated]"]
+    fig = F.utility_figure({m: {k: 0.5 for k in names} for m in ("fedpe", "fedfr", "fedfs")})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _png_pixels(fig)
+    assert not [w for w in caught if "constrained_layout" in str(w.message)]
+    ax = fig.axes[0]
+    assert ax.get_position().width > 0.5  # the axes keep most of the figure's width
+    assert len(ax.get_legend().get_texts()) == len(names)
 
 
 def test_figures_escape_mathtext_dollars():
