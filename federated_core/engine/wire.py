@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from federated_core.engine.messages import (
+    MESSAGE_KINDS,
     SERVER,
     Message,
     check_party,
@@ -292,6 +293,11 @@ class WireLog:
         if index.get("format") != WIRE_FORMAT_VERSION:
             raise ValueError(f"wire log format must be {WIRE_FORMAT_VERSION}, got {index.get('format')!r}")
         log = cls(keep_tensors=bool(index.get("keep_tensors", True)))
+        if any(r["kind"] not in MESSAGE_KINDS for r in index["messages"]):
+            # a method registers its own kinds when its module is imported: import them all
+            from federated_core.methods import available_methods
+
+            available_methods()
         for record in index["messages"]:
             if upto_round is not None and record["round"] > upto_round:
                 break

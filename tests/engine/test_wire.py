@@ -81,3 +81,24 @@ def test_append_rejects_out_of_order_rounds():
         log.append(make_message("backbone", "client:0", ("server",), 1, "train", {"w": torch.ones(1)}))
     with pytest.raises(FileNotFoundError):
         WireLog.load("/nonexistent/run")
+
+
+def test_load_registers_method_kinds_in_a_fresh_process(tmp_path):
+    """A saved log holding a kind a method registers at import (FedFR's) loads in a process that
+    never imported that method."""
+    import subprocess
+    import sys
+
+    import federated_core.methods.fedfr  # noqa: F401  (registers its kinds here, to write the log)
+    from federated_core.engine.messages import make_message
+    from federated_core.engine.wire import WireLog
+
+    log = WireLog()
+    log.append(make_message("public_class_embeddings", "client:0", ("server",), 1, "train",
+                            {"centers": torch.zeros(2, 4)}))
+    log.save(tmp_path)
+    code = ("from federated_core.engine.wire import WireLog; import sys; "
+            f"log = WireLog.load({str(tmp_path)!r}); print([m.kind for m in log])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "public_class_embeddings" in out.stdout

@@ -126,5 +126,10 @@ def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
     pf_kinds = {a.target_kind for a in result.method("privacyface").attacks}
     assert "noisy_cluster_centers" in pf_kinds and "class_centers" not in pf_kinds  # W never reaches the server
     gradient = [a for a in result.method("fedpe").attacks if a.attack == "gradient"]
-    assert gradient and all(a.target_kind == "backbone" for a in gradient)
+    # the simulated probe (target: the backbone) and the inversions of a client's logged updates
+    # of the first and last round (target: the backbone update it uploaded)
+    assert sorted({a.target_kind for a in gradient}) == ["backbone", "backbone_update"]
+    logged = [a for a in gradient if a.target_kind == "backbone_update"]
+    assert len(logged) == 2 and all("logged update of round" in a.notes for a in logged)
+    assert all(0.0 <= a.metrics["rank1"] <= 1.0 and a.image_grid for a in logged)
     assert not [a for a in result.method("fedpe").attacks if a.attack == "knn"]  # nothing center-like observed
