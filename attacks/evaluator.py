@@ -245,7 +245,9 @@ class IdentityReference:
 
     def impostors(self, ids: frozenset[int] | set[int]) -> frozenset[int]:
         """As many attacked identities as ``ids`` holds, none of them in ``ids``: each shifted by
-        half the identity list (then by one more until disjoint). Empty when impossible."""
+        half the identity list (then by one more until disjoint); when no shift is disjoint (a
+        large scattered set, e.g. all of a client's identities), a contiguous run of the other
+        identities starting half-way through them. Empty when impossible (``ids`` more than half)."""
         n = len(self.identity_ids)
         if len(ids) * 2 > n:
             return frozenset()
@@ -254,7 +256,9 @@ class IdentityReference:
             shifted = {int(self.identity_ids[(p + n // 2 + extra) % n]) for p in pos}
             if not shifted & set(ids) and len(shifted) == len(ids):
                 return frozenset(shifted)
-        return frozenset()
+        others = [int(i) for i in self.identity_ids.tolist() if int(i) not in ids]
+        start = len(others) // 2
+        return frozenset(others[(start + j) % len(others)] for j in range(len(ids)))
 
 
 def build_reference(

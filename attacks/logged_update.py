@@ -33,7 +33,9 @@ The attack reconstructs ``dummies`` images (fewer than the client holds: each du
 blend of the client's faces). Scores: PSNR / SSIM of each reconstruction against its *nearest*
 real training image of the client (pixel leak), and, under the independent evaluator, identity
 similarity to the client's best-matching identity and rank-1 match against the evaluator's
-gallery (identity leak), each with the impostor baseline the evaluator provides.
+gallery (identity leak), each with the impostor baseline the evaluator provides, and
+``rank1_chance``: the share of gallery images that belong to the client's identities (what a
+random face would score).
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ class LoggedUpdateResult:
     identity_similarity: np.ndarray | None
     impostor_identity_similarity: np.ndarray | None
     rank1: np.ndarray | None
+    rank1_chance: float | None
     update_cosine: float
     decay_share: float
     loss_history: list[float]
@@ -189,6 +192,7 @@ class LoggedUpdateResult:
             "identity_similarity": None if self.identity_similarity is None else float(self.identity_similarity.mean()),
             "impostor_identity_similarity": None if imp is None or not np.isfinite(imp).any() else float(np.nanmean(imp)),
             "rank1": None if self.rank1 is None else float(self.rank1.mean()),
+            "rank1_chance": self.rank1_chance,
             "identity_recovered": None if self.rank1 is None else bool(self.rank1.any()),
             "update_cosine": self.update_cosine,
             "decay_share": self.decay_share,
@@ -338,7 +342,7 @@ def invert_logged_update(
     nearest = pair_psnr.argmax(1)
     best_psnr = pair_psnr.max(1).values
     best_ssim = ssim(rec, real[nearest])
-    id_sim = imp_sim = rank1 = None
+    id_sim = imp_sim = rank1 = rank1_chance = None
     evaluator = None
     if reference is not None:
         if not client_identities:
@@ -346,6 +350,8 @@ def invert_logged_update(
         truth = [frozenset(int(i) for i in client_identities)] * len(rec)
         sc = reference.score(rec, truth)
         id_sim, imp_sim, rank1, evaluator = sc.identity_similarity, sc.impostor_identity_similarity, sc.rank1, sc.evaluator
+        gallery_ids = torch.as_tensor(reference.gallery.identity_ids)
+        rank1_chance = float(torch.isin(gallery_ids, torch.tensor(list(client_identities))).double().mean())
     steps = None
     if n_samples and local_epochs and batch_size:
         steps = int(local_epochs) * math.ceil(n_samples / int(batch_size))
@@ -362,7 +368,7 @@ def invert_logged_update(
         granted_classes=granted_classes, local_steps_estimate=steps,
         negatives=0 if negatives is None else int(negatives.shape[0]),
         psnr=best_psnr.numpy(), ssim=best_ssim.numpy(), identity_similarity=id_sim,
-        impostor_identity_similarity=imp_sim, rank1=rank1, update_cosine=float(update_cos), decay_share=decay_share,
+        impostor_identity_similarity=imp_sim, rank1=rank1, rank1_chance=rank1_chance, update_cosine=float(update_cos), decay_share=decay_share,
         loss_history=out.losses, reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
         nearest_originals=(real[nearest] * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
         seconds=out.seconds, iterations=out.iterations, evaluator=evaluator, threat_model=threat, notes=notes,

@@ -180,13 +180,13 @@ class AttackReport:
         if self.gradient_logged:
             lines.append("  gradient inversion of logged client updates (what the server received):")
             lines.append(f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
-                         f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s}")
+                         f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'(chance)':>8s}")
             for r in self.gradient_logged:
                 s = r.summary()
                 steps = "?" if s["local_steps"] is None else str(s["local_steps"])
                 lines.append(f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
                              f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
-                             f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])}")
+                             f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {_f(s['rank1_chance'])}")
             lines.append("    (PSNR/SSIM against the nearest real training image of the client)")
         for n in self.notes:
             lines.append(f"  note: {n}")

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+# bump when the attacks' code changes what they report, so cached findings are recomputed
+STAGE_VERSION = 2
 CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
 
 
@@ -106,7 +108,7 @@ def attack_run(scenario: Any, run_dir: Path, shares: list[str], gradient_probe: 
         return []
     cache = run_dir / "attacks.json"
     config = attack_config(scenario, tuple(wanted))
-    key = json.dumps(config.__dict__, sort_keys=True, default=str)
+    key = json.dumps({"stage_version": STAGE_VERSION, **config.__dict__}, sort_keys=True, default=str)
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:

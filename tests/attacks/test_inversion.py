@@ -120,6 +120,9 @@ def test_reference_scores_against_independent_computation(faces_factory, backbon
     # impostor baseline: other identities, as many as the vector stands for
     assert ref.impostors(frozenset({0, 1})) == frozenset({5, 6})
     assert not ref.impostors(frozenset(range(6)))  # more than half of the identities: none left
+    scattered = frozenset({0, 1, 2, 7})  # every shift of these positions (mod 10) hits one of them
+    assert all({(p + k) % 10 for p in scattered} & scattered for k in range(1, 10))
+    assert ref.impostors(scattered) == frozenset({6, 8, 9, 3})  # others [3,4,5,6,8,9] from the middle, wrapping
     assert (sc.impostor_ssim < 1).all() and np.isfinite(sc.impostor_identity_similarity).all()
     for i in range(10):
         (j,) = ref.impostors(frozenset({i}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from attacks.evaluator import Evaluator
@@ -67,6 +69,9 @@ def test_server_attacks_every_kind(tiny_run, backbone_factory, tmp_path):
     assert logged == [("client:1", 1), ("client:1", 2), ("client:2", 1), ("client:2", 2)]
     assert all(r.granted_classes == n for r, n in zip(report.gradient_logged, (1, 1, 2, 2)))
     assert all(r.rank1 is not None and r.identity_similarity.shape == (3,) for r in report.gradient_logged[:2])
+    # chance of rank-1: client:1's one identity among the 6 members + 30 distractors of the scoring gallery
+    assert report.gradient_logged[0].rank1_chance == pytest.approx(1 / 36)
+    assert np.isfinite(report.gradient_logged[2].impostor_identity_similarity).all()
     assert (tmp_path / "out" / "gradient_logged_client-1_round2.png").is_file()
     saved = json.loads((tmp_path / "out" / "attacks.json").read_text())
     assert [g["round"] for g in saved["gradient_logged"]] == [1, 2, 1, 2]
