@@ -3,9 +3,10 @@ into `reports.schema.AttackFinding` records.
 
 k-NN identity / membership attack and embedding inversion run on every center-like kind the
 server observed (plus diffprivlib's DP k-means on the true centers as a sanitised alternative);
-on the first method that shares nothing but the backbone, gradient inversion runs on a client's
-logged backbone updates (first and last round, `attacks.logged_update`) and one simulated probe
-(`attacks.gradient`). The independent evaluation model is trained once and cached.
+gradient inversion runs on a client's logged backbone updates (first and last round,
+`attacks.logged_update`) of every method that uploads a backbone, and one simulated probe
+(`attacks.gradient`, Geiping et al.'s assumptions) on the first method that shares nothing but
+the backbone. The independent evaluation model is trained once and cached.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ STAGE_VERSION = 2
 CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
 
 
-def attack_config(scenario: Any, attacks: tuple[str, ...]) -> Any:
+def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool = True) -> Any:
     from attacks.run import AttackRunConfig
 
     a = scenario.attacks
@@ -31,6 +32,7 @@ def attack_config(scenario: Any, attacks: tuple[str, ...]) -> Any:
         max_inverted=20 if tiny else 100, gradient_clients=1, gradient_images=a.gradient_batch_size,
         gradient_iterations=a.gradient_iterations, gradient_local_steps=(1,), gradient_dp_noise_multipliers=(),
         gradient_logged_iterations=a.gradient_logged_iterations, gradient_logged_dummies=a.gradient_logged_dummies,
+        gradient_simulated=simulated_probe,
         n_bootstrap=50 if tiny else 200, seed=scenario.seed, device=scenario.device, progress=False,
     )
 
@@ -97,17 +99,18 @@ def _relative(path: str | None, out_dir: Path) -> str | None:
         return None
 
 
-def attack_run(scenario: Any, run_dir: Path, shares: list[str], gradient_probe: bool, out: Path) -> list[dict[str, Any]]:
-    """Attack one run (cached in ``run_dir/attacks.json``)."""
+def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe: bool, out: Path) -> list[dict[str, Any]]:
+    """Attack one run (cached in ``run_dir/attacks.json``); ``simulated_probe`` adds the simulated
+    gradient-inversion probe to the logged-update inversions."""
     from attacks.run import run_attacks
 
     wanted = [a for a in scenario.attacks.run if a in ("knn", "inversion")] if set(shares) & set(CENTER_KINDS) else []
-    if gradient_probe and "gradient" in scenario.attacks.run:
+    if "backbone" in shares and "gradient" in scenario.attacks.run:
         wanted.append("gradient")
     if not wanted:
         return []
     cache = run_dir / "attacks.json"
-    config = attack_config(scenario, tuple(wanted))
+    config = attack_config(scenario, tuple(wanted), simulated_probe)
     key = json.dumps({"stage_version": STAGE_VERSION, **config.__dict__}, sort_keys=True, default=str)
     if cache.is_file():
         saved = json.loads(cache.read_text())

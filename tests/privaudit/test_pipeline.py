@@ -132,4 +132,7 @@ def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
     logged = [a for a in gradient if a.target_kind == "backbone_update"]
     assert len(logged) == 2 and all("logged update of round" in a.notes for a in logged)
     assert all(0.0 <= a.metrics["rank1"] <= 1.0 and a.image_grid for a in logged)
+    # every method uploads a backbone: its logged updates are inverted too (no simulated probe there)
+    pf_gradient = [a for a in result.method("privacyface").attacks if a.attack == "gradient"]
+    assert pf_gradient and {a.target_kind for a in pf_gradient} == {"backbone_update"}
     assert not [a for a in result.method("fedpe").attacks if a.attack == "knn"]  # nothing center-like observed
