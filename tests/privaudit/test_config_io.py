@@ -70,3 +70,18 @@ def test_bad_suffix_and_missing_file(tmp_path):
     (tmp_path / "s.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"must end in .toml, .yaml or .yml"):
         load_document(tmp_path / "s.json")
+
+
+def test_example_scenarios_load():
+    """The scenario files shipped in examples/ stay valid as the Scenario grows."""
+    from pathlib import Path
+
+    from privaudit.scenario import Scenario
+
+    files = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
+    assert files
+    for path in files:
+        scenario = Scenario.load(path)
+        assert scenario.methods and scenario.name
+    clusters = Scenario.load(Path(__file__).resolve().parents[2] / "examples" / "clusters.toml")
+    assert clusters.privacy.queries == 4 and clusters.federation.num_clients == 8
