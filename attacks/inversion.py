@@ -394,7 +394,9 @@ def invert_and_score(
 
 
 def save_image_grid(real: torch.Tensor, reconstructed: torch.Tensor, path: str | Path, pairs_per_row: int = 4) -> Path:
-    """PNG grid of (real | reconstructed) pairs, images in ``[0, 1]`` (or uint8)."""
+    """PNG grid, images in ``[0, 1]`` (or uint8): ``pairs_per_row`` real images in a row with
+    their reconstructions in the row below (then the next real row, ...); a last short row is
+    padded with white."""
     from torchvision.utils import save_image
 
     if real.shape != reconstructed.shape or real.dim() != 4:
@@ -403,8 +405,13 @@ def save_image_grid(real: torch.Tensor, reconstructed: torch.Tensor, path: str |
         raise ValueError(f"pairs_per_row must be >= 1, got {pairs_per_row}")
     a = real.float() / 255 if real.dtype == torch.uint8 else real.float()
     b = reconstructed.float() / 255 if reconstructed.dtype == torch.uint8 else reconstructed.float()
-    inter = torch.stack([a, b], dim=1).flatten(0, 1).clamp(0, 1)
+    cols = min(pairs_per_row, a.shape[0])
+    pad = (-a.shape[0]) % cols
+    if pad:
+        blank = torch.ones((pad, *a.shape[1:]), dtype=a.dtype)
+        a, b = torch.cat([a, blank]), torch.cat([b, blank])
+    rows = [t for i in range(0, a.shape[0], cols) for t in (a[i : i + cols], b[i : i + cols])]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(inter, str(path), nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
+    save_image(torch.cat(rows).clamp(0, 1), str(path), nrow=cols, padding=2, pad_value=1.0)
     return path

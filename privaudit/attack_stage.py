@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # bump when the attacks' code changes what they report, so cached findings are recomputed
-STAGE_VERSION = 2
+STAGE_VERSION = 3
 CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
 
 
@@ -85,7 +85,8 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
         findings.append({"attack": "gradient", "observer": "server", "target_kind": "backbone_update",
                          "metrics": metrics, "image_grid": _relative(r.get("grid"), out_dir),
                          "success_metric": "rank1" if "rank1" in metrics else None,
-                         "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')}: "
+                         "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')} "
+                                  "(grid: each reconstruction below the client's real training image nearest to it): "
                                   f"{r.get('threat_model', '')}"})
     return findings
 

@@ -146,7 +146,7 @@ def _image_grids_html(result: AuditResult, base_dir: Path | None) -> str:
                 continue
             path = base_dir / a.image_grid
             uri = _png_data_uri(path) if _inside(path, base_dir) and path.suffix.lower() == ".png" else None
-            parts.append(_figure_html(uri, title, f"{title} — top: real images; below: reconstructions."
+            parts.append(_figure_html(uri, title, f"{title} — each row of real images above the row of their reconstructions."
                                       + (f" {a.notes}" if a.notes else ""),
                                       f"{title}: image grid {a.image_grid} is missing, outside the results folder "
                                       "or not a PNG"))

@@ -163,6 +163,10 @@ def test_invert_and_score_end_to_end(tmp_path, faces_factory, backbone_factory):
 def test_save_image_grid(tmp_path):
     from PIL import Image
 
-    p = save_image_grid(torch.rand(5, 3, 8, 8), torch.rand(5, 3, 8, 8), tmp_path / "g.png", pairs_per_row=2)
-    w, h = Image.open(p).size
-    assert (w, h) == (2 + 4 * 10, 2 + 3 * 10)  # 4 columns × 3 rows of 8 px + 2 px padding
+    real, rec = torch.zeros(5, 3, 8, 8), torch.ones(5, 3, 8, 8) * 0.5
+    p = save_image_grid(real, rec, tmp_path / "g.png", pairs_per_row=2)
+    img = Image.open(p)
+    assert img.size == (2 + 2 * 10, 2 + 6 * 10)  # 2 columns × (3 real rows + 3 reconstruction rows) of 8 px + 2 px padding
+    px = np.asarray(img.convert("L"))
+    assert px[2 + 4, 2 + 4] == 0 and px[12 + 4, 2 + 4] in (127, 128)  # real row above its reconstruction row
+    assert px[42 + 4, 12 + 4] == 255  # the short last row is padded white
