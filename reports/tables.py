@@ -174,8 +174,14 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
     rows: list[list[str | Cell]] = [[m.name] + [fmt_number(d.get(c)) if c in d else "—" for c in columns]
                                     for m, d in zip(methods, maps)]
     if personalised:
-        return Table("Utility (personalised protocols)", "utility-personalised", ["method"] + columns, rows,
-                     "Per-client protocols (FedFR, FedFS), averaged over clients. n/a = not supported.")
+        models = [str(m.params.get("personalised_model")) for m in methods if m.params.get("personalised_model")]
+        header = ["method"] + (["model"] if models else []) + columns
+        if models:
+            rows = [[r[0], str(m.params.get("personalised_model", "—"))] + r[1:] for r, m in zip(rows, methods)]
+        return Table("Utility (personalised protocols)", "utility-personalised", header, rows,
+                     "Per-client protocols (FedFR, FedFS) on held-out images of each client's own identities, "
+                     "averaged over clients; model: what each client evaluates with (its personalised model where "
+                     "the method has one, else the global model). n/a = not supported.")
     return Table("Utility (generic protocol)", "utility", ["method"] + columns, rows,
                  "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
                  "n/a = not supported at this number of pairs.")

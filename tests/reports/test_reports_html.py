@@ -264,3 +264,23 @@ def test_number_formatting_by_hand():
     assert [fmt_bytes(x) for x in (512, 1500, 3_370_000, 2.5e9)] == ["512 B", "1.5 kB", "3.37 MB", "2.5 GB"]
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": [{"e": "x"}], "f": math.inf, "g": None, "h": {}}) == [
         ("a.b", "1"), ("a.c", "[1, 2]"), ("d[0].e", "x"), ("f", "∞"), ("g", "null"), ("h", "{}")]
+
+
+def test_personalised_table_names_the_model_each_method_evaluates_with():
+    from reports.tables import utility_table
+
+    result = small_result()
+    result.methods[0].personalised_utility = {"fedfr:auroc": 0.9, "fedfs:auroc": 0.95}
+    result.methods[0].params = {"personalised_model": "global"}
+    result.methods[1].personalised_utility = {"fedfr:auroc": 0.8}
+    result.methods[1].params = {"personalised_model": "local+dfc"}
+    table = utility_table(result.methods, personalised=True)
+    assert table.headers[:2] == ["method", "model"]
+    assert [r[1] for r in table.rows] == ["global", "local+dfc"]
+    assert "held-out images" in table.note
+    html = render_html(result)
+    assert "local+dfc" in html
+    # a result without the model recorded keeps the plain layout
+    for m in result.methods:
+        m.params = {}
+    assert utility_table(result.methods, personalised=True).headers[0:2] == ["method", "fedfr:auroc"]
