@@ -32,9 +32,8 @@ def _log_with_update(backbone, faces, labels, classes, lr=0.1, weight_decay=0.0)
     return log
 
 
-def test_proxy_head_losses():
-    from conftest import tiny_backbone, toy_faces
-
+def test_proxy_head_losses(faces_factory, backbone_factory):
+    tiny_backbone, toy_faces = backbone_factory, faces_factory
     bb = tiny_backbone(DIM, RES)
     x = toy_faces([1, 2], 2, RES).as_float()
     y = torch.tensor([0, 0, 1, 1])
@@ -51,12 +50,11 @@ def test_proxy_head_losses():
         ProxyHeadModel(bb, 0)
 
 
-def test_exact_model_update_direction_is_matched():
+def test_exact_model_update_direction_is_matched(faces_factory, backbone_factory):
     """When the update is one step of the attacker's own model of the client (one identity,
     positive-only loss, weight decay), Inverting Gradients matches its direction: the cosine
     between simulated and observed (decay-projected) updates rises far above its random start."""
-    from conftest import tiny_backbone, toy_faces
-
+    tiny_backbone, toy_faces = backbone_factory, faces_factory
     bb = tiny_backbone(DIM, RES, seed=2)
     faces = toy_faces([7], 2, RES, noise=0.02)
     log = _log_with_update(bb, faces, torch.zeros(2, dtype=torch.int64), 1, weight_decay=5e-4)
@@ -75,11 +73,10 @@ def test_exact_model_update_direction_is_matched():
     assert "granted" in res.threat_model and "FedSGD approximation" in res.threat_model
 
 
-def test_engine_run_updates_and_errors(tmp_path):
-    from conftest import toy_faces
-
+def test_engine_run_updates_and_errors(tmp_path, faces_factory):
     from federated_core.engine import ClientData, FederatedConfig, run_federated
 
+    toy_faces = faces_factory
     clients = [ClientData.from_faces(toy_faces([0, 1], 3, RES)), ClientData.from_faces(toy_faces([2], 3, RES))]
     cfg = FederatedConfig(method="fedpe", rounds=2, batch_size=4, embedding_dim=DIM, resolution=RES, progress=False,
                           eval_initial=False, eval_every=0, seed=1)
