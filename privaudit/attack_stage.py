@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-# bump when the attacks' code changes what they report, so cached findings are recomputed
-STAGE_VERSION = 3
 CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
 
 
@@ -104,6 +102,7 @@ def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe:
     """Attack one run (cached in ``run_dir/attacks.json``); ``simulated_probe`` adds the simulated
     gradient-inversion probe to the logged-update inversions."""
     from attacks.run import run_attacks
+    from privaudit.code_version import code_fingerprint
 
     wanted = [a for a in scenario.attacks.run if a in ("knn", "inversion")] if set(shares) & set(CENTER_KINDS) else []
     if "backbone" in shares and "gradient" in scenario.attacks.run:
@@ -112,7 +111,7 @@ def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe:
         return []
     cache = run_dir / "attacks.json"
     config = attack_config(scenario, tuple(wanted), simulated_probe)
-    key = json.dumps({"stage_version": STAGE_VERSION, **config.__dict__}, sort_keys=True, default=str)
+    key = json.dumps({"code": code_fingerprint(), **config.__dict__}, sort_keys=True, default=str)
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:

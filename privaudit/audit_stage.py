@@ -47,10 +47,13 @@ def dplc_audits(method: str, epsilon: float, rho: float, calibration: str, trial
         threshold_pair,
     )
 
+    from privaudit.code_version import code_fingerprint
+
     if method not in ("privacyface", "privacyface-e2e"):
         return []
     key = {"method": method, "epsilon": epsilon, "rho": rho, "calibration": calibration, "trials": trials,
-           "seed": seed, "dim": AUDIT_DIM, "cluster": AUDIT_CLUSTER, "threshold": AUDIT_THRESHOLD}
+           "seed": seed, "dim": AUDIT_DIM, "cluster": AUDIT_CLUSTER, "threshold": AUDIT_THRESHOLD,
+           "code": code_fingerprint()}
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:

@@ -1,7 +1,9 @@
 """`run_audit(scenario) -> AuditResult`: the whole audit, stage by stage, cached on disk.
 
 Stages (each cached in the scenario's output directory, so a rerun with one method added only
-runs that method, and an interrupted run resumes where it stopped):
+runs that method, and an interrupted run resumes where it stopped; the caches' keys include a
+fingerprint of the code that computes the numbers, `privaudit.code_version`, so an upgrade
+recomputes them):
 
 1. φ0: central pre-training on public identities (`federated_core.pretrain`, cached by config hash);
 2. data: clients' and unseen test identities (`federated_core.scales.build_federated_data`);
@@ -119,6 +121,7 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
     when interrupted). Returns the run's metrics."""
     from federated_core.engine import run_federated
     from federated_core.scales import federated_config
+    from privaudit.code_version import code_fingerprint
 
     config = federated_config(
         scale, spec.name, seed=scenario.seed, method_params=method_params(spec, scenario),
@@ -127,7 +130,8 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         eval_every=1, device=scenario.device, progress=progress, initial_backbone=phi0_path,
         backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
     )
-    key = _fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name})
+    key = _fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name,
+                        "code": code_fingerprint()})
     stamp = run_dir / "audit_stage.json"
     metrics_path = run_dir / "metrics.json"
     if stamp.is_file() and metrics_path.is_file():

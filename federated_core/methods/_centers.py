@@ -53,22 +53,36 @@ class MarginClientModel(nn.Module):
         centers: ``W_k [n_k, d]`` (trained unless ``train_centers`` is False: FedGC's "Fixed").
         negatives: optional ``[E, d]`` fixed negatives (a buffer, no gradient).
         kind, s, m: the head (`federated_core.models.heads.margin_logits`).
+        positive_margin: ν of the positive-only loss ``max(0, ν − cos(f, w_y))²`` (FedAwS, Yu et al.
+            2020, Eq. 3; the client loss of FedFace's one-identity clients), used when the client
+            holds a single class and has no negatives: a margin softmax over one class is
+            identically zero and trains nothing. None keeps the margin softmax.
     """
 
     def __init__(
         self, backbone: nn.Module, centers: torch.Tensor, negatives: torch.Tensor | None,
-        kind: str, s: float, m: float, train_centers: bool = True,
+        kind: str, s: float, m: float, train_centers: bool = True, positive_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.centers = nn.Parameter(centers.detach().clone(), requires_grad=train_centers)
         self.register_buffer("negatives", None if negatives is None else negatives.detach().clone())
         self.kind, self.s, self.m = kind, s, m
+        alone = centers.shape[0] == 1 and (negatives is None or negatives.shape[0] == 0)
+        self.positive_margin = positive_margin if alone else None
+
+    @property
+    def positive_only(self) -> bool:
+        """Whether this client trains with the positive-only loss (see ``positive_margin``)."""
+        return self.positive_margin is not None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from federated_core.models.heads import margin_logits
 
         emb = self.backbone(x)
+        if self.positive_margin is not None:
+            cos = F.cosine_similarity(emb, self.centers[y], dim=1)
+            return torch.clamp(self.positive_margin - cos, min=0.0).pow(2)
         logits = margin_logits(emb, self.centers, y, self.kind, self.s, self.m, check_labels=False)
         if self.negatives is not None and self.negatives.shape[0] > 0:
             extra = margin_logits(emb, self.negatives, None, self.kind, self.s, self.m, check_labels=False)
@@ -115,6 +129,7 @@ class CenterMethod(BackboneMethod):
     0.5), ``center_init`` (see the module docstring).
     """
 
+    positive_margin: float | None = None  # FedFace sets ν: positive-only loss for one-class clients
     uploads_centers: ClassVar[bool] = False  # W_k leaves the client
     returns_centers: ClassVar[bool] = False  # the server sends each participant its own W_k back
     train_centers: ClassVar[bool] = True
@@ -237,14 +252,14 @@ class CenterMethod(BackboneMethod):
         model = MarginClientModel(
             backbone, centers.to(training.device),
             None if negatives is None else negatives.to(training.device),
-            self.loss, self.s, self.m, train_centers=self.train_centers,
+            self.loss, self.s, self.m, train_centers=self.train_centers, positive_margin=self.positive_margin,
         )
         result = train_local(model, data, training, rng)
         new_centers = model.centers.detach().cpu().clone()
         meta = dict(client_state.meta)
         meta["last_update"] = {
             "round": int(client_state.meta["round"]), "loss": result.mean_loss, "steps": result.steps,
-            "examples": result.examples,
+            "examples": result.examples, "positive_only": model.positive_only,
         }
         uploads = [self.backbone_upload(client_state, backbone, phase, result.event, len(data))]
         if self.uploads_centers:

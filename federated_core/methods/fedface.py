@@ -39,7 +39,10 @@ class FedFace(CenterMethod):
 
     Hyper-parameters: ``lam`` (λ, default 10), ``margin`` (ν, default 0.9, distance form),
     ``form`` (``"distance"`` or ``"cosine"``), ``cos_threshold`` (τ, default 0.3, cosine form),
-    ``server_steps`` (1), ``server_lr_multiplier`` (1), and those of `CenterMethod`.
+    ``server_steps`` (1), ``server_lr_multiplier`` (1), ``positive_margin`` (0.9: a client holding
+    one identity — FedFace's own setting — trains on the positive-only loss
+    ``max(0, 0.9 − cos(f, w))²`` of FedAwS, which FedFace builds on; a margin softmax over one class
+    would train nothing), and those of `CenterMethod`.
     """
 
     uploads_centers = True
@@ -57,8 +60,12 @@ class FedFace(CenterMethod):
         s: float = 30.0,
         m: float = 0.35,
         center_init: str = "auto",
+        positive_margin: float = 0.9,
     ) -> None:
         super().__init__(loss=loss, s=s, m=m, center_init=center_init)
+        if not (-1.0 < positive_margin <= 1.0):
+            raise ValueError(f"positive_margin (ν of the positive-only loss) must be in (-1, 1], got {positive_margin!r}")
+        self.positive_margin = float(positive_margin)
         if form not in FEDFACE_FORMS:
             raise ValueError(f"form must be one of {FEDFACE_FORMS}, got {form!r}")
         if not (lam >= 0 and math.isfinite(lam)):

@@ -49,6 +49,7 @@ def test_registry():
         ("fedface", {"form": "angle"}, "form"),
         ("fedface", {"server_steps": 0}, "server_steps"),
         ("fedface", {"cos_threshold": 1.0}, "cos_threshold"),
+        ("fedface", {"positive_margin": 1.5}, "positive_margin"),
     ],
 )
 def test_hyperparameter_validation(name, params, match):
@@ -198,3 +199,33 @@ def test_message_uploads_are_addressed_to_the_server_only():
     with pytest.raises(ValueError, match="receiver"):
         make_message("backbone", "client:0", ("client:*",), 1, "train", {})
     assert method.find([], "backbone", required=False) is None
+
+
+def test_one_identity_clients_fedface_trains_positive_only_fedpe_learns_nothing():
+    """FedFace's own setting (one identity per client): its clients train on FedAwS's positive-only
+    loss; FedPE's one-class margin softmax is identically zero, so its update is weight decay only."""
+    clients = [ClientData.from_faces(random_faces([10 + k], 4, seed=k)) for k in range(3)]
+    cfg = dict(rounds=1, weight_decay=0.0, momentum=0.0, seed=2)
+    face = run_federated(tiny_config(method="fedface", **cfg), clients)
+    pe = run_federated(tiny_config(method="fedpe", **cfg), clients)
+    for k in range(3):
+        fu = face.client_states[k].meta["last_update"]
+        pu = pe.client_states[k].meta["last_update"]
+        assert fu["positive_only"] and fu["loss"] > 0
+        assert not pu["positive_only"] and pu["loss"] == 0.0
+    # without weight decay FedPE's clients upload the broadcast backbone unchanged; FedFace's move
+    start = [m for m in pe.wire if m.kind == "backbone" and m.sender == "server"][0]
+    pe_up = [m for m in pe.wire if m.kind == "backbone" and m.sender == "client:0"][0]
+    face_up = [m for m in face.wire if m.kind == "backbone" and m.sender == "client:0"][0]
+    same = all(torch.equal(pe_up.tensors[n], start.tensors[n]) for n in start.tensors)
+    moved = any(not torch.equal(face_up.tensors[n], start.tensors[n]) for n in start.tensors)
+    assert same and moved
+    # the positive-only loss by hand: max(0, ν − cos(f, w))²
+    bb = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    w = torch.randn(1, 4)
+    model = MarginClientModel(bb, w, None, "cosface", 30.0, 0.35, positive_margin=0.9)
+    x, y = torch.randn(5, 3, 2, 2), torch.zeros(5, dtype=torch.int64)
+    expected = torch.clamp(0.9 - F.cosine_similarity(bb(x), w.expand(5, -1), dim=1), min=0).pow(2)
+    torch.testing.assert_close(model(x, y), expected)
+    # two classes: the margin softmax, whatever positive_margin says
+    assert not MarginClientModel(bb, torch.randn(2, 4), None, "cosface", 30.0, 0.35, positive_margin=0.9).positive_only
