@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/privaudit audit
+	.venv/bin/python -m privaudit audit
 
 test:
 	bash scripts/setup.sh --with-browser

@@ -85,3 +85,17 @@ def test_example_scenarios_load():
         assert scenario.methods and scenario.name
     clusters = Scenario.load(Path(__file__).resolve().parents[2] / "examples" / "clusters.toml")
     assert clusters.privacy.queries == 4 and clusters.federation.num_clients == 8
+
+
+def test_python_dash_m_privaudit_runs_this_checkout():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import runpy, sys; sys.argv = ['privaudit', '--version']; runpy.run_module('privaudit', run_name='__main__')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("privaudit ")
+    where = subprocess.run([sys.executable, "-c", "import privaudit; print(privaudit.__file__)"], capture_output=True,
+                           text=True, cwd=root, timeout=120, check=True)
+    assert Path(where.stdout.strip()).resolve().parent == root / "privaudit"
