@@ -39,7 +39,8 @@ nav.pa-toc ol{margin:4px 0;padding-left:20px;columns:2}
 nav.pa-toc a{color:#1f4e8c;text-decoration:none}
 table.pa{border-collapse:collapse;margin:6px 0 4px;font-size:12.5px;width:auto;max-width:100%}
 table.pa.wide{width:100%}
-table.pa th,table.pa td{border:1px solid #b9c0cc;padding:4px 7px;vertical-align:top;text-align:left}
+.pa-scroll{max-width:100%;overflow-x:auto}
+table.pa th,table.pa td{border:1px solid #b9c0cc;padding:4px 7px;vertical-align:top;text-align:left;overflow-wrap:break-word}
 table.pa th{background:#e4e9f1;font-weight:600}
 table.pa tr:nth-child(even) td{background:#f8f9fb}
 table.pa td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -64,10 +65,16 @@ def escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _breakable(text: str) -> str:
+    """Escaped text with line breaks kept and a break opportunity after each underscore, so that
+    snake_case message kinds wrap inside narrow cells instead of widening the table."""
+    return escape(text).replace("\n", "<br>").replace("_", "_<wbr>")
+
+
 def _cell_html(cell: str | Cell) -> str:
     if not isinstance(cell, Cell):
-        return escape(cell).replace("\n", "<br>")
-    text = escape(cell.text).replace("\n", "<br>")
+        return _breakable(cell)
+    text = _breakable(cell.text)
     if cell.level in ("good", "warn", "bad", "muted", "name"):
         text = f'<span class="{cell.level}">{text}</span>'
     if cell.detail:
@@ -96,7 +103,8 @@ def html_table(table: Table, heading_level: int = 2, with_heading: bool = True, 
                         else f"<td>{_cell_html(c)}</td>" for c in row)
         body.append(f"<tr>{cells}</tr>")
     classes = "pa" + (f" {escape(css_class)}" if css_class else "")
-    parts.append(f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    parts.append(f'<div class="pa-scroll"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+                 f'<tbody>{"".join(body)}</tbody></table></div>')
     if table.note:
         parts.append(f'<p class="pa-note">{escape(table.note)}</p>')
     return "\n".join(parts)

@@ -23,7 +23,7 @@ IMG = "<img src=x onerror=alert(3)>"
 class _Collector(HTMLParser):
     """Tags, attributes, ids and text of a page, and a check that every element is closed."""
 
-    VOID = {"meta", "img", "br", "hr", "input", "link"}
+    VOID = {"meta", "img", "br", "hr", "input", "link", "wbr"}  # HTML void elements
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
