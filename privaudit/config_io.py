@@ -70,6 +70,10 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         message = str(exc)
         if message.startswith(f"{label}.") or message.startswith(f"{label}:"):
             raise ConfigError(message) from None  # already says where
+        leaf = label.rsplit(".", 1)[-1]
+        if where and leaf != label and message.startswith((f"{leaf}.", f"{leaf} ")):
+            # the class names its own key ("dp_sgd.noise_multiplier must be ..."): put the path in front
+            raise ConfigError(label[: len(label) - len(leaf)] + message) from None
         raise ConfigError(f"{label}: {message}") from None
 
 

@@ -8,12 +8,16 @@ recomputes them):
 1. φ0: central pre-training on public identities (`federated_core.pretrain`, cached by config hash);
 2. data: clients' and unseen test identities (`federated_core.scales.build_federated_data`);
 3. methods: each variant trained by the engine into ``runs/<variant>/`` (resumed if interrupted,
-   skipped when finished with the same configuration);
+   skipped when finished with the same configuration, DP-SGD settings included: a variant with
+   ``dp_sgd`` trains with DP-SGD on every client, Abadi et al. 2016, and is keyed ``<method>+dpsgd``
+   unless labelled);
 4. utility: the generic protocol from the run's evaluation (verification and 1:N on unseen
    identities), and the personalised protocols of FedFR and FedFS on held-out images of each
    client's own identities with each client's own model (`privaudit.personal_stage`, cached in
    ``runs/<variant>/personalised.json``);
-5. ledger: formal ε per client from the DP events in the wire log (`privaudit.privacy_stage`);
+5. ledger: formal ε per client from the DP events in the wire log (`privaudit.privacy_stage`): of
+   the class information (``formal_epsilon``) and of all uploads, backbone included
+   (``formal_epsilon_all``);
 6. audits: empirical ε lower bounds of the DPLC release mechanisms (`accountants.dplc_audit`);
 7. attacks: from the server's position on what it observed (`attacks.run`);
 8. analyses and report: occupancy ratio (Thm 1), ε vs rounds, results.json, report.html/.md.
@@ -129,6 +133,7 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         offline_probability=scenario.federation.offline_probability,
         eval_every=1, device=scenario.device, progress=progress, initial_backbone=phi0_path,
         backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
+        dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
     key = _fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name,
                         "code": code_fingerprint()})
@@ -145,8 +150,12 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         "command": "privaudit audit", "scale": scale.name, "federated": config.to_dict(),
         "phi0": {"checkpoint": phi0_path}, "pretrain": pcfg.to_dict(),
     }, indent=2, default=str))
-    result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test, data_spec=data.data_spec,
-                           resume=resume)
+    try:
+        result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test,
+                               data_spec=data.data_spec, resume=resume)
+    except ValueError as exc:  # e.g. a method that refuses DP-SGD: say which variant of the scenario
+        what = f"{spec.name} with dp_sgd" if spec.dp_sgd is not None else spec.name
+        raise ValueError(f"methods: variant {spec.key!r} ({what}) cannot be trained: {exc}") from exc
     stamp.write_text(json.dumps({"key": key, "finished": True}))
     return result.metrics
 
@@ -251,17 +260,27 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
         privacy.flags.extend(f"audit '{a.name}': empirical ε ≥ {a.epsilon_lower_bound:.3g} refutes the claimed "
                              f"ε = {a.claimed_epsilon:g} per release" for a in audits if a.refutes_claim)
         t_attack = time.perf_counter()
-        probe = not probed and shares == ["backbone"]
+        # the simulated probe assumes exact gradients: never on a DP-SGD variant
+        probe = not probed and shares == ["backbone"] and spec.dp_sgd is None
         probed = probed or probe
         attacks = [AttackFinding(**f) for f in attack_run(scenario, run_dir, shares, probe, out)]
         timings[f"attacks:{spec.key}"] = time.perf_counter() - t_attack
+        description = DESCRIPTIONS.get(spec.name, spec.name)
+        params = {"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
+                  "personalised_model": personal.model}
+        if spec.dp_sgd is not None:
+            description += f"; {spec.dp_sgd.describe()} on every client"
+            params["dp_sgd"] = {k: v for k, v in dataclasses.asdict(spec.dp_sgd).items() if v is not None}
+            calibrated = spec.dp_sgd.target_epsilon is not None and spec.dp_sgd.delta is not None
+            if calibrated and not math.isclose(spec.dp_sgd.delta, delta):
+                privacy.flags.append(f"dp_sgd calibrated its noise for δ = {spec.dp_sgd.delta:g}; the accountants "
+                                     f"report ε at the audit's δ = {delta:.3g}")
         methods.append(MethodResult(
-            name=spec.key, description=DESCRIPTIONS.get(spec.name, spec.name), shares=shares, observers=observers,
+            name=spec.key, description=description, shares=shares, observers=observers,
             utility=utility, personalised_utility=personal.values, utility_per_round=per_round,
-            bytes_per_round=bytes_from_metrics(metrics),
-            params={"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
-                    "personalised_model": personal.model},
+            bytes_per_round=bytes_from_metrics(metrics), params=params,
             privacy=PrivacySummary(delta=delta, formal_epsilon=privacy.centers_epsilon,
+                                   formal_epsilon_all=privacy.everything_epsilon,
                                    epsilon_per_round=privacy.centers_per_round, per_party=privacy.per_party,
                                    empirical=audits, flags=privacy.flags, guarantee=privacy.guarantee),
             attacks=attacks,

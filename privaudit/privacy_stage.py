@@ -8,6 +8,10 @@ into a `accountants.PrivacyLedger` under the sending client and the round. Two l
   information that FedFace / FedGC / FedFR / PrivacyFace make claims about;
 * ``everything``: every upload, including the backbone. A backbone sent without DP-SGD carries no
   event, which means no guarantee: it is recorded as `NonPrivateEvent` so the composition is ∞.
+  With DP-SGD (Abadi et al. 2016) each backbone upload carries the event of the DP-SGD steps
+  behind it, so ε over everything is finite when the class information is private too. (A
+  method that uploads class embeddings trained by the same DP-SGD steps sends two messages with
+  the same event; they are composed as two releases, a valid but loose bound.)
 
 δ is the scenario's, or 1/|D| (PrivacyFace §4: δ = 1/|D| with |D| the client's images).
 """
@@ -32,6 +36,7 @@ class RunPrivacy:
     per_party: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     released_kinds: list[str] = field(default_factory=list)
+    backbone_private: bool | None = None  # None: no backbone left a client; True: every one carried a DP event
     guarantee: str = ""
 
 
@@ -54,7 +59,10 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
         everything.record(m.sender, m.round, event, note=m.kind)
         if m.kind not in BACKBONE_KINDS:
             centers.record(m.sender, m.round, event, note=m.kind)
-    result = RunPrivacy(delta=delta, released_kinds=released)
+    backbones = [m for m in uploads if m.kind in BACKBONE_KINDS]
+    result = RunPrivacy(delta=delta, released_kinds=released,
+                        backbone_private=all(m.event is not None and not isinstance(m.event, NonPrivateEvent)
+                                             for m in backbones) if backbones else None)
     for acc in accountants:
         result.everything_epsilon[acc] = everything.epsilon(delta, accountant=acc) if len(everything) else 0.0
         if len(centers) == 0:
@@ -88,6 +96,12 @@ def _guarantee(p: RunPrivacy, accountant: str) -> str:
         part = f"none for {', '.join(center_kinds)}: it reaches the server without noise"
     else:
         part = f"({eps_c:.3g}, {p.delta:.2g})-DP per client for {', '.join(center_kinds)} ({accountant})"
-    if math.isinf(eps_all):
+    if p.backbone_private is False:
         part += "; backbone updates carry no DP guarantee (no DP-SGD)"
+    elif p.backbone_private:
+        if math.isfinite(eps_all):
+            part += (f"; ({eps_all:.3g}, {p.delta:.2g})-DP per client for all uploads incl. the backbone "
+                     f"(DP-SGD, {accountant})")
+        else:
+            part += "; the backbone is trained with DP-SGD, but all uploads together carry no guarantee"
     return part

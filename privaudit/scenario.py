@@ -1,7 +1,8 @@
 """`Scenario`: everything one audit needs, as a validated dataclass loadable from TOML or YAML.
 
 A scenario names the data (synthetic generator parameters), the federation (clients, identities,
-images, rounds, partition), the methods to train with their hyper-parameters, the privacy
+images, rounds, partition), the methods to train with their hyper-parameters (and optionally
+DP-SGD on every client, `DpSgdSpec`), the privacy
 parameters (PrivacyFace's epsilon, delta, rho, Q, T and the calibration), the attacks, the scale
 preset, the device, the seed and the output directory. Unknown keys are named and bad values
 are refused with the allowed range (`privaudit.config_io`).
@@ -15,9 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from privaudit.config_io import from_dict, load_document, to_dict
+
+if TYPE_CHECKING:  # the engine imports torch: only when a DP-SGD setting is checked or used
+    from federated_core.engine.config import DpSgdConfig
 
 METHOD_NAMES = (
     "fedpe", "fedpe-fixed", "shared-centers", "fedface", "fedgc", "fedgc-cos", "fedfr", "fedfs",
@@ -99,21 +103,70 @@ class FederationSpec:
 
 
 @dataclass
+class DpSgdSpec:
+    """DP-SGD on every client of one method (Abadi et al. 2016, "Deep Learning with Differential
+    Privacy"): each local step clips every per-example gradient to ``max_grad_norm``, adds
+    Gaussian noise of std ``noise_multiplier * max_grad_norm`` to their sum, and samples its batch
+    by Poisson sampling (`federated_core.engine.dp_sgd`). Every upload a client makes then carries
+    the DP event of the DP-SGD steps behind it, and the ledger composes them.
+
+    Give ``noise_multiplier``, or ``target_epsilon`` with ``delta``: the engine then calibrates each
+    client's noise multiplier for that (ε, δ) over all rounds. ``delta`` serves only that
+    calibration: the audit accounts every upload at the scenario's δ (``privacy.delta``, default
+    1/|D|). The values are checked by `federated_core.engine.config.DpSgdConfig`.
+    """
+
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    target_epsilon: float | None = None
+    delta: float | None = None
+
+    def __post_init__(self) -> None:
+        self.to_config()  # DpSgdConfig's checks; messages name the key ("dp_sgd.noise_multiplier ...")
+
+    def to_config(self) -> DpSgdConfig:
+        """The engine's `DpSgdConfig` (imports the engine, hence torch, on first use)."""
+        from federated_core.engine.config import DpSgdConfig
+
+        return DpSgdConfig(max_grad_norm=self.max_grad_norm, noise_multiplier=self.noise_multiplier,
+                           target_epsilon=self.target_epsilon, delta=self.delta)
+
+    def describe(self) -> str:
+        """A short phrase for reports: ``DP-SGD (σ = 1, C = 1)`` or ``DP-SGD (target ε = 2 at δ = 1e-05, C = 1)``."""
+        if self.noise_multiplier is not None:
+            return f"DP-SGD (σ = {self.noise_multiplier:g}, C = {self.max_grad_norm:g})"
+        return f"DP-SGD (target ε = {self.target_epsilon:g} at δ = {self.delta:g}, C = {self.max_grad_norm:g})"
+
+
+DP_SGD_SUFFIX = "+dpsgd"
+
+
+@dataclass
 class MethodSpec:
-    """One method (or variant) to train: a registered name and its hyper-parameters."""
+    """One method (or variant) to train: a registered name, its hyper-parameters, optionally
+    DP-SGD on every client (``dp_sgd``: a `DpSgdSpec`, or a mapping of its keys)."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    dp_sgd: DpSgdSpec | None = None
 
     def __post_init__(self) -> None:
         if self.name not in METHOD_NAMES:
             raise ValueError(f"methods: unknown method {self.name!r}; choose from {', '.join(METHOD_NAMES)}")
+        if isinstance(self.dp_sgd, dict):
+            self.dp_sgd = from_dict(DpSgdSpec, self.dp_sgd, "dp_sgd")
+        elif self.dp_sgd is not None and not isinstance(self.dp_sgd, DpSgdSpec):
+            raise ValueError(f"dp_sgd must be a mapping of DP-SGD settings (a DpSgdSpec) or left out, "
+                             f"got {type(self.dp_sgd).__name__}")
 
     @property
     def key(self) -> str:
-        """The variant's name in results (``label`` if given, else the method name)."""
-        return self.label or self.name
+        """The variant's name in results and its run folder: ``label`` if given, else the method
+        name, with ``+dpsgd`` appended when DP-SGD is on (``fedpe`` vs ``fedpe+dpsgd``)."""
+        if self.label:
+            return self.label
+        return self.name + (DP_SGD_SUFFIX if self.dp_sgd is not None else "")
 
 
 @dataclass

@@ -48,8 +48,10 @@ __all__ = [
     "utc_now_iso",
 ]
 
-SCHEMA_VERSION = "1.0"
-SUPPORTED_SCHEMA_VERSIONS = ("1.0",)
+# 1.1: PrivacySummary.formal_epsilon_all (ε over every upload, backbone included), optional, so
+# 1.0 documents (which never have it) still load and round-trip unchanged.
+SCHEMA_VERSION = "1.1"
+SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1")
 RESULTS_FILENAME = "results.json"
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -265,12 +267,24 @@ class AttackFinding:
                    roc=roc, image_grid=d["image_grid"], success_metric=d["success_metric"], notes=d["notes"])
 
 
+def _tightest(epsilons: dict[str, float]) -> tuple[str, float] | None:
+    if not epsilons:
+        return None
+    name = min(epsilons, key=lambda k: (float(epsilons[k]), k))
+    return name, float(epsilons[name])
+
+
 @dataclass
 class PrivacySummary:
     """What the mathematics promises for one method, and what the audits prove.
 
     ``formal_epsilon``: accountant name ("rdp", "prv", "basic", "advanced", ...) -> epsilon at
-    ``delta`` over the whole run (``math.inf`` = no guarantee; 0 = nothing leaves a client).
+    ``delta`` over the whole run of the class information a client uploads (every upload but the
+    backbone; ``math.inf`` = no guarantee; 0 = no class information leaves a client).
+    ``formal_epsilon_all``: accountant -> epsilon at ``delta`` over *everything* a client uploads,
+    the backbone included (``math.inf`` as soon as a backbone goes out without DP-SGD; finite
+    with DP-SGD, Abadi et al. 2016, when the class information is private too); empty = not
+    computed (results written before schema 1.1).
     ``epsilon_per_round``: accountant -> cumulative epsilon after rounds 1, 2, ...
     ``per_party``: rows {"party", "round", "epsilon"[, "accountant", "delta"]} from the ledger.
     ``empirical``: the distinguishing-game audits. ``guarantee``: one line, e.g.
@@ -279,6 +293,7 @@ class PrivacySummary:
 
     delta: float | None = None
     formal_epsilon: dict[str, float] = field(default_factory=dict)
+    formal_epsilon_all: dict[str, float] = field(default_factory=dict)
     epsilon_per_round: dict[str, list[float]] = field(default_factory=dict)
     per_party: list[dict[str, Any]] = field(default_factory=list)
     empirical: list[AuditFinding] = field(default_factory=list)
@@ -289,13 +304,18 @@ class PrivacySummary:
         _check_delta(self.delta, "PrivacySummary.delta")
         for name, eps in self.formal_epsilon.items():
             _check_epsilon(eps, f"PrivacySummary.formal_epsilon[{name!r}]")
+        for name, eps in self.formal_epsilon_all.items():
+            _check_epsilon(eps, f"PrivacySummary.formal_epsilon_all[{name!r}]")
 
     def tightest(self) -> tuple[str, float] | None:
-        """(accountant, epsilon) of the smallest formal epsilon, or None when none was computed."""
-        if not self.formal_epsilon:
-            return None
-        name = min(self.formal_epsilon, key=lambda k: (float(self.formal_epsilon[k]), k))
-        return name, float(self.formal_epsilon[name])
+        """(accountant, epsilon) of the smallest formal epsilon of the class information, or None
+        when none was computed."""
+        return _tightest(self.formal_epsilon)
+
+    def tightest_all(self) -> tuple[str, float] | None:
+        """(accountant, epsilon) of the smallest formal epsilon over all uploads (backbone
+        included), or None when it was not computed."""
+        return _tightest(self.formal_epsilon_all)
 
     def max_lower_bound(self) -> AuditFinding | None:
         """The audit with the largest empirical lower bound, or None."""
@@ -317,17 +337,21 @@ class PrivacySummary:
                 else:
                     out[k] = v
             rows.append(out)
-        return {"delta": None if self.delta is None else float(self.delta),
-                "formal_epsilon": _num_map(self.formal_epsilon, "formal_epsilon"),
-                "epsilon_per_round": {_key(k, "epsilon_per_round"): _nums(v, f"epsilon_per_round.{k}")
-                                      for k, v in self.epsilon_per_round.items()},
-                "per_party": rows, "empirical": [a.to_dict() for a in self.empirical],
-                "flags": _strings(self.flags, "privacy.flags"), "guarantee": self.guarantee}
+        doc: dict[str, Any] = {"delta": None if self.delta is None else float(self.delta),
+                               "formal_epsilon": _num_map(self.formal_epsilon, "formal_epsilon")}
+        if self.formal_epsilon_all:  # absent = not computed: a 1.0 document round-trips unchanged
+            doc["formal_epsilon_all"] = _num_map(self.formal_epsilon_all, "formal_epsilon_all")
+        doc.update({"epsilon_per_round": {_key(k, "epsilon_per_round"): _nums(v, f"epsilon_per_round.{k}")
+                                          for k, v in self.epsilon_per_round.items()},
+                    "per_party": rows, "empirical": [a.to_dict() for a in self.empirical],
+                    "flags": _strings(self.flags, "privacy.flags"), "guarantee": self.guarantee})
+        return doc
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PrivacySummary:
         rows = [{k: (_unnum(v) if k == "epsilon" else v) for k, v in row.items()} for row in d["per_party"]]
         return cls(delta=d["delta"], formal_epsilon={k: _unnum(v) for k, v in d["formal_epsilon"].items()},
+                   formal_epsilon_all={k: _unnum(v) for k, v in d.get("formal_epsilon_all", {}).items()},
                    epsilon_per_round={k: [_unnum(x) for x in v] for k, v in d["epsilon_per_round"].items()},
                    per_party=rows, empirical=[AuditFinding.from_dict(a) for a in d["empirical"]],
                    flags=list(d["flags"]), guarantee=d["guarantee"])

@@ -59,5 +59,6 @@ def headline_utility_metric(result: AuditResult | Sequence[MethodResult]) -> str
 
 
 def method_family(name: str) -> str:
-    """``privacyface-nonoise`` -> ``privacyface``: variants share a colour in the figures."""
-    return name.split("-")[0].split("(")[0]
+    """``privacyface-nonoise`` -> ``privacyface``, ``fedpe+dpsgd`` -> ``fedpe``: variants share a
+    colour in the figures."""
+    return name.split("-")[0].split("(")[0].split("+")[0]

@@ -110,19 +110,31 @@ def fmt_bytes(x: Any) -> str:
 
 
 def verdict(m: MethodResult) -> Cell:
-    """One-phrase verdict: refuted claim > no guarantee > nothing shared > DP with its epsilon."""
+    """One-phrase verdict: refuted claim > no guarantee > nothing shared > DP with its epsilon.
+
+    The class information's ε (``formal_epsilon``) decides, as before; where the ε over all
+    uploads (``formal_epsilon_all``, backbone included) is known and finite, i.e. the backbone was
+    trained with DP-SGD, the verdict gives that ε, which covers everything a client sent.
+    """
     refuted = [a for a in m.privacy.empirical if a.refutes_claim]
     if refuted:
         return Cell("claim refuted by audit", "bad")
     tight = m.privacy.tightest()
+    everything = m.privacy.tightest_all()
+    all_private = everything is not None and math.isfinite(everything[1])
     if not m.shares and (tight is None or tight[1] == 0):
         return Cell("nothing leaves a client", "good")
     if tight is None:
         return Cell("not accounted", "warn")
     if tight[1] == 0:
+        if all_private:
+            return Cell(f"no class information shared; {', '.join(m.shares)} DP, ε ≤ {fmt_epsilon(everything[1])}",
+                        "good")
         return Cell(f"no class information shared; {', '.join(m.shares)} not DP-protected", "warn")
     if math.isinf(tight[1]):
         return Cell("no formal guarantee", "bad")
+    if all_private:
+        return Cell(f"DP for all uploads, ε ≤ {fmt_epsilon(everything[1])}", "good")
     return Cell(f"DP, ε ≤ {fmt_epsilon(tight[1])}", "good")
 
 
@@ -142,7 +154,11 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
     for m in methods:
         tight = m.privacy.tightest()
         formal = "—" if tight is None else f"{fmt_epsilon(tight[1])} ({tight[0]})"
-        if tight is not None and m.privacy.delta is not None and math.isfinite(tight[1]) and tight[1] > 0:
+        everything = m.privacy.tightest_all()
+        if everything is not None and math.isfinite(everything[1]) and tight is not None and everything != tight:
+            formal += f"\nall uploads: {fmt_epsilon(everything[1])} ({everything[0]})"  # DP-SGD backbone
+        finite = [e for e in (tight, everything) if e is not None and math.isfinite(e[1]) and e[1] > 0]
+        if finite and m.privacy.delta is not None:
             formal += f"\nδ = {m.privacy.delta:.2g}"
         audit = m.privacy.max_lower_bound()
         if audit is None:
@@ -161,9 +177,10 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
     headers = ["method", "leaves a client", "observed by (party: kinds)", "guarantee", "formal ε (tightest)",
                "empirical ε lower bound", "best attack (success)", metric or "utility", "verdict"]
     return Table("Summary", "summary", headers, rows,
-                 "Formal ε: the smallest over the accountants (∞ = no guarantee). Empirical bound: the largest "
-                 "lower bound any distinguishing game proved. Best attack: the highest success rate of any "
-                 "observer's attack.")
+                 "Formal ε: of the class information a client uploads, the smallest over the accountants (∞ = no "
+                 "guarantee); \"all uploads\": the same with the backbone included, shown where it is finite "
+                 "(DP-SGD). Empirical bound: the largest lower bound any distinguishing game proved. Best attack: "
+                 "the highest success rate of any observer's attack.")
 
 
 def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -> Table | None:
@@ -187,19 +204,39 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
                  "n/a = not supported at this number of pairs.")
 
 
+ALL_UPLOADS = "all uploads (incl. backbone)"
+CLASS_INFORMATION = ": class information"
+
+
 def privacy_table(methods: Sequence[MethodResult]) -> Table | None:
+    """ε per accountant of the class information, then, where any method has it (results of schema
+    1.1 on), of all uploads, backbone included: columns ``ε (acc): class information`` and
+    ``ε (acc): all uploads (incl. backbone)`` (plain ``ε (acc)`` for older results)."""
     accountants = sorted({k for m in methods for k in m.privacy.formal_epsilon})
+    accountants_all = sorted({k for m in methods for k in m.privacy.formal_epsilon_all})
     if not methods:
         return None
+
+    def cells(eps: dict[str, float], names: list[str]) -> list[str | Cell]:
+        return [fmt_epsilon(eps[a]) if a in eps else "—" for a in names]
+
     rows: list[list[str | Cell]] = []
     for m in methods:
-        eps = [fmt_epsilon(m.privacy.formal_epsilon[a]) if a in m.privacy.formal_epsilon else "—" for a in accountants]
         rows.append([m.name, m.privacy.guarantee or "—",
-                     "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}"] + eps
+                     "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}"]
+                    + cells(m.privacy.formal_epsilon, accountants)
+                    + cells(m.privacy.formal_epsilon_all, accountants_all)
                     + [str(len(m.privacy.flags)) if m.privacy.flags else "0"])
+    note = "ε over the whole run at δ, one column per accountant (∞ = no guarantee)"
+    if accountants_all:
+        note += (f": first of the class information (every upload but the backbone), then of {ALL_UPLOADS}; "
+                 "a backbone sent without DP-SGD makes the latter ∞ (— = not computed).")
+    else:
+        note += "."
     return Table("Formal privacy (accountants)", "privacy",
-                 ["method", "guarantee", "δ"] + [f"ε ({a})" for a in accountants] + ["flags"], rows,
-                 "ε over the whole run at δ, one column per accountant (∞ = no guarantee).")
+                 ["method", "guarantee", "δ"] + [f"ε ({a}){CLASS_INFORMATION if accountants_all else ''}"
+                                                 for a in accountants]
+                 + [f"ε ({a}): {ALL_UPLOADS}" for a in accountants_all] + ["flags"], rows, note)
 
 
 def audits_table(methods: Sequence[MethodResult]) -> Table | None:

@@ -283,6 +283,10 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
             out.append(f"{format_path(path)}: {a} and {b} must have the same length, got {len(obj[a])} and {len(obj[b])}")
 
     for i, method in enumerate(document.get("methods", [])):
+        privacy = method.get("privacy", {})
+        if "formal_epsilon_all" in privacy and document.get("schema_version") == "1.0":
+            out.append(f"{format_path(('methods', i, 'privacy', 'formal_epsilon_all'))}: new in schema_version "
+                       "1.1, but the document says 1.0")
         for j, attack in enumerate(method.get("attacks", [])):
             base = ("methods", i, "attacks", j)
             if attack.get("roc") is not None:

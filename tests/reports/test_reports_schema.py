@@ -12,6 +12,7 @@ from reports_helpers import small_result
 
 from reports.schema import (
     SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
     Analyses,
     AttackFinding,
     AuditFinding,
@@ -27,7 +28,8 @@ from reports.schema import (
 def test_schema_file_is_package_data():
     path = resources.files("reports").joinpath("results.schema.json")
     assert path.is_file()
-    assert json.loads(path.read_text())["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    versions = json.loads(path.read_text())["properties"]["schema_version"]["enum"]
+    assert versions == list(SUPPORTED_SCHEMA_VERSIONS) and versions[-1] == SCHEMA_VERSION
 
 
 def test_round_trip_of_the_sample_is_exact(sample_folder, tmp_path):
@@ -195,7 +197,7 @@ def test_helpers_of_the_dataclasses():
 
 def test_defaults_are_filled_and_valid():
     result = AuditResult()
-    assert result.schema_version == "1.0"
+    assert result.schema_version == SCHEMA_VERSION == "1.1"
     assert result.created.endswith("+00:00")
     assert result.software["python"] and "numpy" in result.software
     assert result.to_dict()["methods"] == []
