@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 BACKBONE_KINDS = ("backbone", "backbone_gradient")
+NON_PRIVATE_NOTE = "contains a NonPrivateEvent"
 
 
 @dataclass
@@ -81,7 +82,9 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
         for row in centers.table(delta, accountant=primary):
             result.per_party.append({"party": row["party"], "round": int(row["round"]), "epsilon": float(row["epsilon"]),
                                      "accountant": primary, "delta": delta})
-    result.flags = list(dict.fromkeys([*centers.flags, *everything.flags]))
+    # "no DP guarantee" for a release without noise is what the guarantee line already says: a
+    # flag is kept for what the line does not show (e.g. the classic calibration used at ε >= 1)
+    result.flags = [f for f in dict.fromkeys([*centers.flags, *everything.flags]) if NON_PRIVATE_NOTE not in f]
     result.guarantee = _guarantee(result, primary)
     return result
 

@@ -52,7 +52,7 @@ def test_audits_show_theorem2_holds_and_algorithm1_claim_fails(audit):
     assert not theorem2.refutes_claim and theorem2.epsilon_lower_bound <= theorem2.claimed_epsilon
     refuted = [a for a in findings.values() if a.name.startswith("Algorithm 1")]
     assert refuted and all(a.refutes_claim for a in refuted)
-    assert any("refutes the claimed" in f for f in result.method("privacyface").privacy.flags)
+    assert any("refutes the claimed" in f for f in result.all_flags() if f.startswith("privacyface:"))
 
 
 def test_utility_is_recorded_per_round(audit):
@@ -136,3 +136,19 @@ def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
     pf_gradient = [a for a in result.method("privacyface").attacks if a.attack == "gradient"]
     assert pf_gradient and {a.target_kind for a in pf_gradient} == {"backbone_update"}
     assert not [a for a in result.method("fedpe").attacks if a.attack == "knn"]  # nothing center-like observed
+
+
+def test_audit_carries_the_analyses_and_their_figures(audit, tmp_path):
+    from reports.figures import render_all_figures
+
+    _, result = audit
+    a = result.analyses
+    assert "512" in a.occupancy and str(result.scenario["pretrain"]["embedding_dim"]) in a.occupancy
+    assert set(a.epsilon_vs_rounds) == set(result.scenario["privacy"]["accountants"])
+    assert a.cos_p_phat and "privacyface" in a.extra["cos_p_phat"]
+    figures = render_all_figures(result, tmp_path / "figures", formats=("png",))
+    assert {"occupancy", "epsilon_vs_rounds", "cos_p_phat"} <= set(figures)
+    # no flag repeats what the guarantee line says, and each audit refutation is listed once
+    flags = result.all_flags()
+    assert not any("NonPrivateEvent" in f for f in flags)
+    assert len(flags) == len(set(flags))
