@@ -278,10 +278,23 @@ def per_party_table(methods: Sequence[MethodResult], max_rows: int = 40) -> Tabl
     return Table("Privacy per party", "per-party", ["method", "party", "accountant", "round", "ε"], rows, note)
 
 
+# attack settings that are counts, not rates: shown as integers ("batch_size = 1", not "1.000")
+COUNT_METRICS = frozenset({"batch_size", "local_steps", "resolution", "num_images", "num_samples", "granted_classes",
+                           "negatives", "iterations", "num_observations", "num_identifiable", "num_gallery_identities",
+                           "num_member_identities_in_gallery", "restarts", "round"})
+
+
+def _metric_value(key: str, value: Any) -> str:
+    v = float(value)
+    if key in COUNT_METRICS and math.isfinite(v) and v.is_integer():
+        return f"{int(v):,}"
+    return fmt_number(value)
+
+
 def _metrics_text(a: Any) -> str:
     parts = []
     for k, v in a.metrics.items():
-        text = f"{k} = {fmt_number(v)}"
+        text = f"{k} = {_metric_value(k, v)}"
         if k in a.intervals:
             lo, hi = a.intervals[k]
             text += f" [{fmt_number(lo)}, {fmt_number(hi)}]"

@@ -284,3 +284,15 @@ def test_personalised_table_names_the_model_each_method_evaluates_with():
     for m in result.methods:
         m.params = {}
     assert utility_table(result.methods, personalised=True).headers[0:2] == ["method", "fedfr:auroc"]
+
+
+def test_attack_settings_that_are_counts_print_as_integers():
+    from reports.tables import attacks_table
+
+    result = small_result()
+    result.methods[0].attacks.append(AttackFinding("gradient", "server", "backbone_update",
+                                                   metrics={"batch_size": 1.0, "num_samples": 1200.0, "rank1": 1.0,
+                                                            "psnr": 9.25}, success_metric="rank1"))
+    text = [r for r in attacks_table(result.methods).rows if r[3] == "backbone_update"][0][5]
+    assert "batch_size = 1\n" in text and "num_samples = 1,200" in text
+    assert "rank1 = 1.000" in text and "psnr = 9.25" in text
