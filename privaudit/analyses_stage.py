@@ -103,7 +103,7 @@ def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, 
             values.append(float(F.cosine_similarity(rel.noisy_centers[:1].double(), p, dim=1)))
         records.append({"epsilon": float(eps), "rho": float(rho), "queries": int(queries), "values": values,
                         "calibration": calibration,
-                        "label": f"|S|={int(clustering.sizes[0])} of {w.shape[0]} classes, T={t}"})
+                        "label": f"|S|={int(clustering.sizes[0])}"})
     return records, notes
 
 
@@ -137,6 +137,7 @@ def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, 
 
 def _compute(scenario: Any, source: tuple[Any, str, str] | None, runs: Mapping[str, Path], embedding_dim: int,
              delta: float, draws: int, rounds: list[int]) -> Any:
+    from federated_core.methods.dplc import resolve_min_cluster_size
     from reports.schema import Analyses
 
     pr = scenario.privacy
@@ -151,8 +152,9 @@ def _compute(scenario: Any, source: tuple[Any, str, str] | None, runs: Mapping[s
         settings += [(eps, pr.rho) for eps in sorted(set(FIG4_EPSILONS) | {pr.epsilon}) if eps != pr.epsilon]
         records, notes = cos_p_phat(centers, settings, pr.queries, pr.threshold_fraction, delta, pr.calibration,
                                     draws, scenario.seed)
-        extra["cos_p_phat"] = (f"first DPLC query on the final true class centers of {party} in run {run_key!r}, "
-                               f"{draws} noise draws per setting")
+        extra["cos_p_phat"] = (f"first DPLC query on the final true class centers of {party} in run {run_key!r} "
+                               f"({centers.shape[0]} classes, T={resolve_min_cluster_size(pr.threshold_fraction, centers.shape[0])}), "
+                               f"{draws} noise draws per setting; |S| = the query's cluster size")
         if notes:
             extra["cos_p_phat_notes"] = notes
     analyses = Analyses(

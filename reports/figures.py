@@ -52,6 +52,7 @@ __all__ = [
     "roc_figure",
     "membership_roc_figure",
     "image_grid_figure",
+    "figure_caption",
     "write_image_grid",
     "utility_figure",
     "utility_per_round_figure",
@@ -324,6 +325,14 @@ def _dim_key(k: str) -> tuple[int, float, str]:
         return (1, 0.0, k)
 
 
+def figure_caption(name: str, result: AuditResult | None = None) -> str:
+    """The caption of figure ``name``: `FIGURE_CAPTIONS`, plus what the result's analyses say
+    about how that figure's data was made (``analyses.extra[name]`` when it is text)."""
+    caption = FIGURE_CAPTIONS.get(name, name)
+    note = None if result is None else result.analyses.extra.get(name)
+    return f"{caption} Here: {note}." if isinstance(note, str) and note else caption
+
+
 def occupancy_figure(occupancy: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
     """Occupancy ratio (log y) versus rho, one curve per dimension d (PrivacyFace Fig. 3).
     Ratios of 0 cannot be drawn on the log axis and are noted."""
@@ -337,6 +346,8 @@ def occupancy_figure(occupancy: Mapping[str, Mapping[str, Sequence[float]]]) -> 
         dropped += int(np.sum(y <= 0))
         ax.plot(x[y > 0], y[y > 0], color=_PALETTE[i % len(_PALETTE)], label=_t(f"d = {d}"))
     ax.set_yscale("log")
+    if ax.lines:
+        ax.set_ylim(top=2.0)  # a ratio is at most 1: no decades above it
     ax.set_xlabel("cluster margin ρ (radians)")
     ax.set_ylabel("occupancy ratio")
     ax.grid(True, which="both", alpha=0.25)

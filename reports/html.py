@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from reports.figures import FIGURE_CAPTIONS, render_all_figures
+from reports.figures import FIGURE_CAPTIONS, figure_caption, render_all_figures
 from reports.schema import AuditResult
 from reports.tables import Cell, Table, key_value_table, result_tables
 
@@ -212,7 +212,7 @@ def render_html(result: AuditResult, figures: Mapping[str, str | os.PathLike[str
     if figures:
         out.append('<h2 id="figures">Figures</h2>')
         for name, path in figures.items():
-            caption = FIGURE_CAPTIONS.get(name, name)
+            caption = figure_caption(name, result)
             out.append(_figure_html(_png_data_uri(Path(path)), name, caption, f"figure {name}: {path} is missing or "
                                                                                "not a PNG"))
     if grids:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reports.figures import FIGURE_CAPTIONS
+from reports.figures import figure_caption
 from reports.schema import AuditResult
 from reports.selection import headline_utility_metric
 from reports.tables import Cell, Table, key_value_table, result_tables, summary_table
@@ -69,7 +69,7 @@ def render_markdown(result: AuditResult, figures: Mapping[str, str] | None = Non
     if figures:
         out += ["", "## Figures", ""]
         for name, path in figures.items():
-            out += [f"![{_inline(name)}]({_link(path)})", "", f"_{_inline(FIGURE_CAPTIONS.get(name, name))}_", ""]
+            out += [f"![{_inline(name)}]({_link(path)})", "", f"_{_inline(figure_caption(name, result))}_", ""]
     grids = [(m, a) for m in result.methods for a in m.attacks if a.image_grid is not None]
     if grids:
         out += ["", "## Reconstructions", ""]

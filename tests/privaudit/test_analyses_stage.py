@@ -55,7 +55,7 @@ def test_cos_p_phat_grows_with_epsilon_and_reports_unreachable_thresholds():
     low, high = (np.array(r["values"]) for r in records)
     assert low.shape == (40,) and np.all(np.abs(low) <= 1 + 1e-9)
     assert high.mean() > low.mean() + 0.2
-    assert "|S|=8 of 12 classes, T=4" == records[0]["label"]
+    assert records[0]["label"] == "|S|=8"
     assert len(notes) == 1 and "ρ=0.05" in notes[0] and "T=4" in notes[0]
     again, _ = cos_p_phat(w, [(0.5, 0.6)], 1, 4, 1e-3, "analytic", 40, seed=1)
     assert again[0]["values"] == records[0]["values"]  # seeded
@@ -82,6 +82,7 @@ def test_audit_analyses_from_a_run_and_its_cache(tmp_path):
     assert set(a.epsilon_vs_rounds) == set(scenario.privacy.accountants)
     assert a.cos_p_phat and all(len(r["values"]) == 50 for r in a.cos_p_phat)
     assert "client:0" in a.extra["cos_p_phat"] and "privacyface" in a.extra["cos_p_phat"]
+    assert "(6 classes, T=2)" in a.extra["cos_p_phat"]  # the tiny scenario's threshold fraction 0.25 of 6
     cached = list((tmp_path / "cache").glob("analyses-*.json"))
     assert len(cached) == 1
     b = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache")

@@ -222,3 +222,15 @@ def test_render_all_figures_skips_what_is_absent(tmp_path, sample_report):
     roc_only = AuditResult(software={}, methods=[MethodResult("a", attacks=[
         AttackFinding("knn", "server", "w", roc={"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})])])
     assert set(F.render_all_figures(roc_only, tmp_path / "r", formats=("png",))) == {"membership_roc"}
+
+
+def test_figure_captions_carry_the_analyses_notes():
+    from reports_helpers import small_result
+
+    from reports.figures import FIGURE_CAPTIONS, figure_caption
+
+    result = small_result()
+    result.analyses.extra["cos_p_phat"] = "first query on client:0's centers"
+    assert figure_caption("cos_p_phat", result) == FIGURE_CAPTIONS["cos_p_phat"] + " Here: first query on client:0's centers."
+    assert figure_caption("occupancy", result) == FIGURE_CAPTIONS["occupancy"]
+    assert figure_caption("occupancy") == FIGURE_CAPTIONS["occupancy"]
