@@ -16,6 +16,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from privaudit.commands._common import add_run_arguments, resolve_device
 
@@ -44,7 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated: knn,inversion,gradient (default: all)")
     p.add_argument("--distractors", type=int, default=None, help="distractor identities in the attacker's gallery")
     p.add_argument("--decoder-epochs", type=int, default=None, help="epochs of the inversion decoder")
-    p.add_argument("--gradient-iterations", type=int, default=None, help="iterations of each gradient-inversion probe")
+    p.add_argument("--gradient-iterations", type=int, default=None,
+                   help="iterations of each gradient-inversion attack (logged updates and simulated probes)")
+    p.add_argument("--gradient-dummies", type=int, default=None,
+                   help="images reconstructed from each logged client update (default: 8)")
+    p.add_argument("--gradient-rounds", type=_rounds, default=None,
+                   help="which logged updates of a client to invert: first, last or first,last (default)")
+    p.add_argument("--no-simulated-probes", action="store_true",
+                   help="invert only the logged updates, not the simulated probes (Geiping et al.'s assumptions)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where the independent evaluator is cached (default: <out>/cache)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -52,18 +60,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from attacks.run import AttackRunConfig, run_attacks
+def _rounds(text: str) -> tuple[str, ...]:
+    rounds = tuple(r.strip() for r in text.split(",") if r.strip())
+    bad = [r for r in rounds if r not in ("first", "last")]
+    if bad or not rounds:
+        raise argparse.ArgumentTypeError(f"--gradient-rounds takes first, last or first,last; got {text!r}")
+    return rounds
 
-    if not (args.run_dir / "wire").is_dir():
-        raise FileNotFoundError(f"RUN_DIR {str(args.run_dir)!r} holds no wire log (expected {str(args.run_dir / 'wire')!r})")
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The `attacks.run.AttackRunConfig` the command line asks for."""
+    from attacks.run import AttackRunConfig
+
     device = resolve_device(args.device)
     overrides = {k: v for k, v in {
         "gallery_distractors": args.distractors, "decoder_epochs": args.decoder_epochs,
-        "gradient_iterations": args.gradient_iterations,
+        "gradient_iterations": args.gradient_iterations, "gradient_logged_iterations": args.gradient_iterations,
+        "gradient_logged_dummies": args.gradient_dummies, "gradient_logged_rounds": args.gradient_rounds,
     }.items() if v is not None}
-    config = AttackRunConfig(observer=args.observer, attacks=args.attacks, seed=args.seed, device=device,
-                             progress=not args.quiet, **overrides)
+    if args.no_simulated_probes:
+        overrides["gradient_simulated"] = False
+    return AttackRunConfig(observer=args.observer, attacks=args.attacks, seed=args.seed, device=device,
+                           progress=not args.quiet, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attacks.run import run_attacks
+
+    if not (args.run_dir / "wire").is_dir():
+        raise FileNotFoundError(f"RUN_DIR {str(args.run_dir)!r} holds no wire log (expected {str(args.run_dir / 'wire')!r})")
+    config = config_from_args(args)
     started = time.perf_counter()
     report = run_attacks(args.run_dir, config, out_dir=args.out, cache_dir=args.cache_dir)
     seconds = time.perf_counter() - started

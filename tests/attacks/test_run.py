@@ -108,3 +108,20 @@ def test_attack_command_errors(tmp_path, capsys):
         main(["attack", str(tmp_path), "--observer", "client:x"])
     with pytest.raises(SystemExit):
         main(["attack", str(tmp_path), "--attacks", "knn,nope"])
+
+
+def test_attack_command_options_reach_the_config():
+    from privaudit.cli import build_parser
+    from privaudit.commands.attack import config_from_args
+
+    args = build_parser().parse_args(["attack", "run", "--attacks", "gradient", "--gradient-iterations", "7",
+                                      "--gradient-dummies", "3", "--gradient-rounds", "last", "--no-simulated-probes",
+                                      "--quiet"])
+    cfg = config_from_args(args)
+    assert cfg.attacks == ("gradient",) and not cfg.gradient_simulated and not cfg.progress
+    assert (cfg.gradient_iterations, cfg.gradient_logged_iterations, cfg.gradient_logged_dummies) == (7, 7, 3)
+    assert cfg.gradient_logged_rounds == ("last",)
+    default = config_from_args(build_parser().parse_args(["attack", "run"]))
+    assert default.gradient_simulated and default.gradient_logged_rounds == ("first", "last")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attack", "run", "--gradient-rounds", "middle"])
