@@ -203,7 +203,7 @@ class AttackSpec:
     """Which attacks run, from which observers, and their sizes."""
 
     run: list[str] = field(default_factory=lambda: list(ATTACK_NAMES))
-    gallery_distractors: int = 400
+    gallery_distractors: int = 1000  # >= 1000 non-members: TPR at FPR = 1e-3 is supported
     decoder_steps: int = 500
     decoder_identities: int = 150
     gradient_iterations: int = 40
