@@ -169,7 +169,8 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
                              "bad" if audit.refutes_claim else "", detail=audit.name)
         best = m.best_attack()
         attack: str | Cell = "—" if best is None else Cell(
-            f"{fmt_number(best.success)} {best.success_metric}\n{best.attack} by {best.observer} on {best.target_kind}")
+            f"{fmt_number(best.success)} {best.success_metric}{_evidence(best)}\n"
+            f"{best.attack} by {best.observer} on {best.target_kind}")
         utility = "—" if metric is None else fmt_number(m.utility.get(metric))
         rows.append([Cell(m.name, "name", m.description),
                      ", ".join(m.shares) or "nothing", _observed(m), m.privacy.guarantee or "—", formal, empirical,
@@ -303,6 +304,22 @@ def _metrics_text(a: Any) -> str:
         if k not in a.metrics:
             parts.append(f"{k} ∈ [{fmt_number(lo)}, {fmt_number(hi)}]")
     return "\n".join(parts) or "—"
+
+
+def _evidence(a: Any) -> str:
+    """What a success rate rests on: its confidence interval, the number of attacked vectors or
+    images, and the chance level where the attack reports one (e.g. ``rank1_chance``)."""
+    parts = []
+    ci = a.intervals.get(a.success_metric)
+    if ci is not None:
+        parts.append(f"[{fmt_number(ci[0])}, {fmt_number(ci[1])}]")
+    n = a.metrics.get("num_observations", a.metrics.get("num_images"))
+    if n is not None and math.isfinite(float(n)):
+        parts.append(f"n = {int(n)}")
+    chance = a.metrics.get(f"{a.success_metric}_chance")
+    if chance is not None and math.isfinite(float(chance)):
+        parts.append(f"chance {fmt_number(chance)}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def attacks_table(methods: Sequence[MethodResult]) -> Table | None:

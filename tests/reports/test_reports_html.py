@@ -296,3 +296,19 @@ def test_attack_settings_that_are_counts_print_as_integers():
     text = [r for r in attacks_table(result.methods).rows if r[3] == "backbone_update"][0][5]
     assert "batch_size = 1\n" in text and "num_samples = 1,200" in text
     assert "rank1 = 1.000" in text and "psnr = 9.25" in text
+
+
+def test_summary_best_attack_says_what_its_rate_rests_on():
+    from reports.tables import summary_table
+
+    result = small_result()
+    result.methods[0].attacks = [AttackFinding("gradient", "server", "backbone_update",
+                                               metrics={"rank1": 0.25, "rank1_chance": 0.019, "num_images": 8.0},
+                                               success_metric="rank1"),
+                                 AttackFinding("knn", "server", "noisy_cluster_centers",
+                                               metrics={"top1": 0.1, "num_observations": 4.0},
+                                               intervals={"top1": (0.006, 0.806)}, success_metric="top1")]
+    cell = summary_table(result.methods, "accuracy").rows[0][6]
+    assert cell.text.startswith("0.250 rank1 (n = 8, chance 0.019)\ngradient by server")
+    result.methods[0].attacks = result.methods[0].attacks[1:]
+    assert summary_table(result.methods, "accuracy").rows[0][6].text.startswith("0.100 top1 ([0.006, 0.806], n = 4)")
