@@ -176,6 +176,7 @@ class KnnAttackResult:
     group_chance: float | None
     group_num_observations: int
     notes: list[str] = field(default_factory=list)
+    top1_chance: float = float("nan")
 
     def summary(self) -> dict[str, Any]:
         """The scalar part (what a table row shows)."""
@@ -185,6 +186,7 @@ class KnnAttackResult:
             "num_observations": self.num_observations,
             "num_identifiable": self.num_identifiable,
             "top1": self.top1_rate,
+            "top1_chance": self.top1_chance,
             f"top{self.config['k']}": self.topk_rate,
             "membership_auc": self.membership_auc,
             "membership_auc_ci": self.membership_auc_ci,
@@ -267,10 +269,13 @@ def knn_identity_attack(
         hits1 = sum(int(nearest[i, 0]) in truth.observation_ids[i] for i in identifiable)
         hitsk = sum(bool(set(nearest[i].tolist()) & truth.observation_ids[i]) for i in identifiable)
         top1, topk = hits1 / len(identifiable), hitsk / len(identifiable)
+        # a nearest identity drawn uniformly from the gallery hits one of an observation's own
+        # identities with probability |ids ∩ gallery| / |gallery|: the rate a useless vector gets
+        top1_chance = float(np.mean([len(truth.observation_ids[i] & in_gallery) / n_ids for i in identifiable]))
         top1_ci = clopper_pearson(hits1, len(identifiable), config.confidence)
         topk_ci = clopper_pearson(hitsk, len(identifiable), config.confidence)
     else:
-        top1 = topk = float("nan")
+        top1 = topk = top1_chance = float("nan")
         top1_ci = topk_ci = (float("nan"), float("nan"))
         notes.append("no observed vector stands for an identity of the gallery: identification rate undefined")
 
@@ -328,6 +333,7 @@ def knn_identity_attack(
         num_identifiable=len(identifiable),
         top1_rate=top1,
         top1_ci=top1_ci,
+        top1_chance=top1_chance,
         topk_rate=topk,
         topk_ci=topk_ci,
         nearest_identities=nearest.numpy(),

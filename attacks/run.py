@@ -146,7 +146,8 @@ class AttackReport:
         if self.knn:
             lines.append(f"  k-NN identity attack (gallery: {self.knn[0].num_gallery_identities} identities, "
                          f"{self.knn[0].num_member_identities_in_gallery} of them clients'):")
-            lines.append(f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} {'TPR@1e-2':>16s} {'group/chance':>12s}")
+            lines.append(f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'(chance)':>8s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} "
+                         f"{'TPR@1e-2':>16s} {'group/chance':>12s}")
             for r in self.knn:
                 t = {x.target_fpr: x for x in r.tpr_at_fpr}
 
@@ -157,7 +158,7 @@ class AttackReport:
                     return f"{x.tpr:.3f}[{x.ci_low:.2f},{x.ci_high:.2f}]{star}"
 
                 g = "—" if r.group_accuracy is None else f"{r.group_accuracy:.2f}/{r.group_chance:.2f}"
-                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.topk_rate:6.3f} "
+                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
                              f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}")
             lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
         if self.inversion:

@@ -74,6 +74,9 @@ def test_knn_attack_on_class_centers_matches_independent_reference():
     assert res.top1_rate == pytest.approx(ref_top1)
     assert res.top1_rate > 0.9  # clean centers are identified (the attack works)
     assert res.topk_rate >= res.top1_rate
+    # chance: one own identity among the gallery's identities
+    assert res.top1_chance == pytest.approx(1 / len(np.unique(gallery.identity_ids.numpy())))
+    assert res.summary()["top1_chance"] == res.top1_chance
     # Membership scores and AUC from a dense computation.
     sims = F.normalize(observed, dim=1).numpy() @ F.normalize(gallery.embeddings, dim=1).numpy().T
     uid = np.unique(gallery.identity_ids.numpy())
