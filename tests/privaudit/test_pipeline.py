@@ -152,3 +152,11 @@ def test_audit_carries_the_analyses_and_their_figures(audit, tmp_path):
     flags = result.all_flags()
     assert not any("NonPrivateEvent" in f for f in flags)
     assert len(flags) == len(set(flags))
+
+
+def test_logged_gradient_findings_carry_a_rank1_interval(audit):
+    _, result = audit
+    logged = [a for a in result.method("fedpe").attacks if a.target_kind == "backbone_update"]
+    for a in logged:
+        lo, hi = a.intervals["rank1"]
+        assert 0.0 <= lo <= a.metrics["rank1"] <= hi <= 1.0 and hi > lo
