@@ -52,6 +52,7 @@ from torch import nn
 
 from attacks.gradient import InvertingGradientsConfig, LocalSgd, inverting_gradients
 from attacks.metrics import psnr, ssim
+from attacks.views import backbone_from_state
 
 __all__ = ["LoggedUpdateProbeConfig", "LoggedUpdateResult", "ProxyHeadModel", "invert_logged_update"]
 
@@ -256,19 +257,6 @@ def _project_out(update: dict[str, torch.Tensor], theta: dict[str, torch.Tensor]
     return {n: (update[n].double() - c * theta[n].double()).float() for n in update}, dot * dot / (tt * uu)
 
 
-def _build(message: Any) -> nn.Module:
-    from federated_core.models import build_backbone
-
-    spec = message.meta.get("spec") or {}
-    if not spec:
-        raise ValueError("the broadcast backbone carries no build spec (meta['spec'])")
-    with torch.random.fork_rng(devices=[]):
-        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                               **spec.get("kwargs", {}))
-    model.load_state_dict({k: message.tensors[k] for k in message.tensors}, strict=True)
-    return model
-
-
 def invert_logged_update(
     view: Any,
     config: LoggedUpdateProbeConfig,
@@ -300,7 +288,7 @@ def invert_logged_update(
     device = torch.device(config.device)
     update = _pick_update(view, config)
     base = _broadcast(view, update)
-    backbone = _build(base)
+    backbone = backbone_from_state(base.tensors, base.meta.get("spec") or {}).train()
     names = {n for n, _ in backbone.named_parameters()}
     missing = sorted(names - set(update.delta))
     if missing:

@@ -33,7 +33,15 @@ import numpy as np
 import torch
 
 from attacks.knn import Gallery, KnnAttackConfig, KnnAttackResult, KnnTruth, dp_kmeans_centers, knn_identity_attack
-from attacks.views import CENTER_KINDS, OUTSIDER, GroundTruth, ObserverView, load_ground_truth, observer_view
+from attacks.views import (
+    CENTER_KINDS,
+    OUTSIDER,
+    GroundTruth,
+    ObserverView,
+    backbone_from_state,
+    load_ground_truth,
+    observer_view,
+)
 
 __all__ = ["ATTACKS", "AttackRunConfig", "AttackReport", "run_attacks", "FaceSource"]
 
@@ -463,7 +471,8 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
     if not broadcasts:
         report.notes.append("gradient inversion: the server sent no backbone (nothing to simulate an update from)")
         return []
-    models = {"initial": _model_of(broadcasts[0]), "trained": _model_of(broadcasts[-1])}
+    models = {name: backbone_from_state(m.tensors, m.meta.get("spec", {}))
+              for name, m in (("initial", broadcasts[0]), ("trained", broadcasts[-1]))}
     fed = _run_config(run_dir).get("federated", {})
     local_lr = float(fed.get("lr", 0.05))
     uploads_centers = "class_centers" in view.kinds()
@@ -548,14 +557,3 @@ def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, re
                 r.grid_path = str(path)
             results.append(r)
     return results
-
-
-def _model_of(message: Any) -> Any:
-    from federated_core.models import build_backbone
-
-    spec = message.meta.get("spec", {})
-    with torch.random.fork_rng(devices=[]):
-        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                               **spec.get("kwargs", {}))
-    model.load_state_dict({k: message.tensors[k] for k in message.tensors}, strict=True)
-    return model.eval()

@@ -41,6 +41,7 @@ __all__ = [
     "CenterVectors",
     "ObserverView",
     "observer_view",
+    "backbone_from_state",
     "GroundTruth",
     "load_ground_truth",
 ]
@@ -214,17 +215,11 @@ class ObserverView:
 
     def build_latest_backbone(self, spec: Mapping[str, Any] | None = None) -> torch.nn.Module:
         """`latest_backbone` rebuilt as a module (``spec`` overrides a missing ``meta["spec"]``)."""
-        from federated_core.models import build_backbone
-
         state, saved = self.latest_backbone()
         spec = dict(spec or saved)
         if not spec:
             raise ValueError(f"observer {self.party!r}: the backbone message carries no build spec; pass spec=")
-        with torch.random.fork_rng(devices=[]):
-            model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                                   **spec.get("kwargs", {}))
-        model.load_state_dict(state, strict=True)
-        return model.eval()
+        return backbone_from_state(state, spec)
 
     # ------------------------------------------------------------------ center-like vectors
     def center_vectors(self, kind: str, round: int | str = "last", include_own: bool = False) -> CenterVectors:
@@ -285,6 +280,21 @@ class ObserverView:
         return CenterVectors(self.party, kind, -1 if round == "all" else msgs[0].round, stacked,
                              [sources[i] for i in keep], torch.tensor([rows[i] for i in keep], dtype=torch.int64),
                              [events[i] for i in keep], [metas[i] for i in keep], [row_rounds[i] for i in keep])
+
+
+def backbone_from_state(state: Mapping[str, torch.Tensor], spec: Mapping[str, Any]) -> torch.nn.Module:
+    """A backbone message's tensors rebuilt as a module (eval mode) from its build spec
+    (``{"name", "embedding_dim", "resolution", "kwargs"}``, what the engine puts in ``meta["spec"]``),
+    without touching torch's global random state."""
+    from federated_core.models import build_backbone
+
+    if not spec:
+        raise ValueError("the backbone message carries no build spec (meta['spec'])")
+    with torch.random.fork_rng(devices=[]):
+        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
+                               **spec.get("kwargs", {}))
+    model.load_state_dict({k: state[k] for k in state}, strict=True)
+    return model.eval()
 
 
 def _only_matrix(m: Observed, party: str) -> str:

@@ -20,7 +20,6 @@ source run and the code, `privaudit.code_version`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -109,7 +108,7 @@ def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, 
 
 def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, delta: float, cache_dir: Path) -> Any:
     """The `reports.schema.Analyses` of an audit (cached; see the module docstring)."""
-    from privaudit.code_version import code_fingerprint
+    from privaudit.code_version import code_fingerprint, fingerprint
     from reports.schema import Analyses
 
     pr = scenario.privacy
@@ -122,8 +121,7 @@ def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, 
         "draws": draws, "rounds": rounds, "seed": scenario.seed, "code": code_fingerprint(),
         "source": None if source is None else [source[1], source[2], str(runs[source[1]])],
     }
-    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    cache = cache_dir / f"analyses-{fingerprint}.json"
+    cache = cache_dir / f"analyses-{fingerprint(key)}.json"
     if cache.is_file():
         return Analyses.from_dict(json.loads(cache.read_text()))
     with warnings.catch_warnings():

@@ -1,4 +1,5 @@
-"""A fingerprint of the code behind the audit's numbers, for the stage caches' keys.
+"""Fingerprints for the stage caches' keys: of the code behind the audit's numbers, and of a
+stage's settings (`fingerprint`).
 
 The pipeline caches each stage in the output folder and reuses it when its key matches. A key made
 of configuration alone would let an upgraded privaudit serve numbers that the old code computed
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 # the packages whose code computes the audit's numbers (the CLI and report layout do not)
 COMPUTING_PACKAGES = ("federated_core", "attacks", "accountants")
@@ -45,3 +48,8 @@ def code_fingerprint() -> str:
         h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 (16 hex digits) of ``obj`` as canonical JSON (sorted keys; non-JSON values by str)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

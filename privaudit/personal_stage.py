@@ -36,7 +36,6 @@ targets and the seed; a rerun with the same key reads it instead of recomputing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -44,6 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from privaudit.code_version import fingerprint
 
 STAGE_VERSION = 1
 CACHE_NAME = "personalised.json"
@@ -260,10 +261,6 @@ class PersonalisedUtility:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def stage_key(run_dir: Path, per_identity: int, seed: int) -> str:
     """Fingerprint of what the stage's numbers depend on (the run's ``audit_stage.json`` key, the
     held-out count, the protocols' targets, the seed, the generator and stage versions)."""
@@ -274,7 +271,7 @@ def stage_key(run_dir: Path, per_identity: int, seed: int) -> str:
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if not saved.get("finished"):
         raise ValueError(f"run_dir {str(run_dir)!r} has no finished audit run (audit_stage.json with finished=true)")
-    return _fingerprint({
+    return fingerprint({
         "run": saved["key"], "heldout_per_identity": per_identity, "seed": seed, "version": STAGE_VERSION,
         "generator": GENERATOR_VERSION, "fars": FEDFR_FARS, "fedfr_fpirs": FEDFR_FPIRS, "fedfs_fpirs": FEDFS_FPIRS,
         "fpir_rule": FPIR_RULE, "max_impostor": MAX_IMPOSTOR_PAIRS,

@@ -20,19 +20,20 @@ recomputes them):
    (``formal_epsilon_all``);
 6. audits: empirical ε lower bounds of the DPLC release mechanisms (`accountants.dplc_audit`);
 7. attacks: from the server's position on what it observed (`attacks.run`);
-8. analyses and report: occupancy ratio (Thm 1), ε vs rounds, results.json, report.html/.md.
+8. analyses and report: occupancy ratio (Thm 1), ε vs rounds, cos(p, p̂) (Fig. 4) (`privaudit.analyses_stage`),
+   results.json; the CLI renders report.html/.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from privaudit.code_version import fingerprint
 from privaudit.scenario import MethodSpec, Scenario
 
 CENTER_LIKE = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
@@ -52,10 +53,6 @@ DESCRIPTIONS = {
     "privacyface-e2e": "backbone + cluster centers from the end-to-end private DPLC variant",
 }
 DPLC_METHODS = ("privacyface", "privacyface-e2e", "noisy-centers", "privacyface-nonoise")
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _progress(enabled: bool) -> Callable[[str], None]:
@@ -135,7 +132,7 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
-    key = _fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name,
+    key = fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name,
                         "code": code_fingerprint()})
     stamp = run_dir / "audit_stage.json"
     metrics_path = run_dir / "metrics.json"
@@ -196,7 +193,6 @@ def bytes_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`)."""
     from federated_core.engine import WireLog
-    from federated_core.methods import available_methods
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.privacy_stage import account_run
@@ -207,7 +203,6 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     from reports.schema import AttackFinding, AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
 
     scenario = scenario or Scenario.demo()
-    available_methods()  # imports every method module, registering its message kinds: a cached run's wire log loads
     say = _progress(progress)
     out = scenario.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -217,13 +212,13 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
 
     t = time.perf_counter()
     pcfg = pretrain_config_for(scenario)
-    say(f"stage 1/7: φ0 on {pcfg.train_identities[1]} public identities")
+    say(f"stage 1/8: φ0 on {pcfg.train_identities[1]} public identities")
     phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
     timings["phi0"] = time.perf_counter() - t
 
     t = time.perf_counter()
     scale = federated_scale_for(scenario)
-    say(f"stage 2/7: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
+    say(f"stage 2/8: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
     data = build_federated_data(scale, pcfg.data, seed=scenario.seed)
     timings["data"] = time.perf_counter() - t
     client_images = sum(len(c.faces) for c in data.clients)
@@ -235,7 +230,7 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     probed = False
     for i, spec in enumerate(scenario.methods, 1):
         t = time.perf_counter()
-        say(f"stages 3-6/7: method {i}/{len(scenario.methods)} {spec.key} (train, utility, ledger, audits, attacks)")
+        say(f"stages 3-7/8: method {i}/{len(scenario.methods)} {spec.key} (train, utility, ledger, audits, attacks)")
         run_dir = out / "runs" / spec.key
         metrics = train_method(spec, scenario, data, scale, str(phi0.path), pcfg, run_dir, progress)
         runs[spec.key] = run_dir
@@ -286,7 +281,7 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
         ))
 
     t = time.perf_counter()
-    say("stage 7/7: analyses (occupancy ratio, ε vs rounds, cos(p, p̂))")
+    say("stage 8/8: analyses (occupancy ratio, ε vs rounds, cos(p, p̂))")
     analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, delta, out / "cache")
     timings["analyses"] = time.perf_counter() - t
     result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=flags, timings=timings,

@@ -3,7 +3,9 @@
 What each party could observe is a lookup in this log (`WireLog.observed_by`), which the privacy
 ledger and the attacks read. On disk (``RUN/wire/``):
 
-* ``index.json``: ``{"format": 1, "messages": [record, ...]}``, one record per message in send
+* ``index.json``: ``{"format": 1, "kinds": {kind: meaning}, "messages": [record, ...]}`` (the
+  meaning of every message kind the log holds, so a method's own kinds load in any process), one
+  record per message in send
   order: ``index, round, phase, kind, sender, receivers, event`` (the DP event's ``to_dict()`` or
   null), ``meta``, ``nbytes`` and ``tensors`` (name -> ``{"shape", "dtype", "file", "key"}``;
   ``file`` is null when the payload was not kept).
@@ -34,6 +36,7 @@ from federated_core.engine.messages import (
     check_party,
     event_from_dict,
     event_to_dict,
+    register_message_kind,
 )
 
 WIRE_FORMAT_VERSION = 1
@@ -267,7 +270,9 @@ class WireLog:
                     self._messages[i] = _replace_tensors(
                         self._messages[i], _lazy_from_record(wire_dir, self._records[i])  # type: ignore[arg-type]
                     )
-        index = {"format": WIRE_FORMAT_VERSION, "keep_tensors": self.keep_tensors, "messages": self._records}
+        kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in self._records}
+        index = {"format": WIRE_FORMAT_VERSION, "keep_tensors": self.keep_tensors, "kinds": kinds,
+                 "messages": self._records}
         tmp_index = wire_dir / (INDEX_NAME + ".tmp")
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, wire_dir / INDEX_NAME)
@@ -293,11 +298,10 @@ class WireLog:
         if index.get("format") != WIRE_FORMAT_VERSION:
             raise ValueError(f"wire log format must be {WIRE_FORMAT_VERSION}, got {index.get('format')!r}")
         log = cls(keep_tensors=bool(index.get("keep_tensors", True)))
-        if any(r["kind"] not in MESSAGE_KINDS for r in index["messages"]):
-            # a method registers its own kinds when its module is imported: import them all
-            from federated_core.methods import available_methods
-
-            available_methods()
+        # a log describes the kinds it holds: a method's own kind loads without importing the method
+        for kind, meaning in index.get("kinds", {}).items():
+            if kind not in MESSAGE_KINDS:
+                register_message_kind(kind, meaning)
         for record in index["messages"]:
             if upto_round is not None and record["round"] > upto_round:
                 break

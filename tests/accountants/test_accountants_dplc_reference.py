@@ -139,7 +139,13 @@ def test_private_variant_sensitivities_hold_on_random_neighbours():
     candidates = rng.normal(size=(8, dim))
     candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
     m = candidate_multiplicity(candidates, rho)
-    assert 1 <= m <= 8
+    # m by its definition, from angles; and the property it stands for: no point of the sphere
+    # lies in more than m candidate caps (checked on many random points)
+    angles = np.arccos(np.clip(candidates @ candidates.T, -1.0, 1.0))
+    assert m == max(int((row <= 2 * rho + 1e-12).sum()) for row in angles)
+    points = np.random.default_rng(1).normal(size=(20_000, dim))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    assert int(((points @ candidates.T) >= math.cos(rho)).sum(axis=1).max()) <= m
 
     def counts(points):
         return ((points @ candidates.T) >= math.cos(rho)).sum(axis=0)

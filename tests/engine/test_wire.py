@@ -85,7 +85,7 @@ def test_append_rejects_out_of_order_rounds():
 
 def test_load_registers_method_kinds_in_a_fresh_process(tmp_path):
     """A saved log holding a kind a method registers at import (FedFR's) loads in a process that
-    never imported that method."""
+    never imported that method: the log carries the meaning of each kind it holds."""
     import subprocess
     import sys
 
@@ -98,7 +98,9 @@ def test_load_registers_method_kinds_in_a_fresh_process(tmp_path):
                             {"centers": torch.zeros(2, 4)}))
     log.save(tmp_path)
     code = ("from federated_core.engine.wire import WireLog; import sys; "
-            f"log = WireLog.load({str(tmp_path)!r}); print([m.kind for m in log])")
+            f"log = WireLog.load({str(tmp_path)!r}); print([m.kind for m in log]); "
+            "print(any(name.startswith('federated_core.methods') for name in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "public_class_embeddings" in out.stdout
+    kinds, methods_imported = out.stdout.strip().split("\n")
+    assert "public_class_embeddings" in kinds and methods_imported == "False"
