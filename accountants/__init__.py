@@ -7,6 +7,7 @@
   composed, non-private).
 * `accountants.composition`: accountants over events (basic, advanced, RDP and PRV via opacus,
   exact GDP) and noise calibration.
+* `accountants.units`: ε per unit of privacy (image, identity, class-center, client); group privacy.
 * `accountants.ledger`: `PrivacyLedger`, per party and round.
 * `accountants.audit`: epsilon lower bounds from distinguishing games (Clopper-Pearson, GDP).
 * `accountants.dplc_reference`: Algorithm 1 (reference, numpy) and an end-to-end private DPLC.
@@ -52,6 +53,13 @@ _EXPORTS: dict[str, str] = {
     "ComposedEvent": "events",
     "NonPrivateEvent": "events",
     "event_from_dict": "events",
+    "PRIVACY_UNITS": "events",
+    "UnitMismatchError": "events",
+    # units of privacy
+    "epsilon_for_unit": "units",
+    "group_privacy": "units",
+    "UnitConversionError": "units",
+    "UnitEpsilon": "units",
     # composition
     "ACCOUNTANTS": "composition",
     "EpsilonResult": "composition",

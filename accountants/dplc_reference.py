@@ -156,7 +156,7 @@ def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, ma
         clean.append(p)
         sizes.append(size)
         sigmas.append(sigma)
-        events.append(GaussianEvent(sigma / dplc_sensitivity(rho, size, "tight")))
+        events.append(GaussianEvent(sigma / dplc_sensitivity(rho, size, "tight"), unit="class-center"))
         member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
     return DplcRelease(
         centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
@@ -222,7 +222,7 @@ class PrivateDplcPlan:
 
     @property
     def event(self) -> DpEvent:
-        per_query = ComposedEvent(tuple(SelfComposedEvent(GaussianEvent(multiplier), count)
+        per_query = ComposedEvent(tuple(SelfComposedEvent(GaussianEvent(multiplier, unit="class-center"), count)
                                         for multiplier, count in self.parts.values()))
         return SelfComposedEvent(per_query, self.max_queries)
 

@@ -12,6 +12,21 @@ events into an epsilon (`accountants.composition`). Every event is a frozen data
 * `ComposedEvent(events)`: the (adaptive) composition of different events.
 * `NonPrivateEvent()`: a release with no guarantee (e.g. raw class centers). Any composition that
   contains it has epsilon = inf.
+
+Units of privacy. An (ε, δ) guarantee is meaningless without the neighbour relation it is stated
+for. Every elementary event may carry ``unit``, one of `PRIVACY_UNITS`:
+
+* ``"image"``: datasets differing in one face image (DP-SGD's per-example clipping);
+* ``"identity"``: datasets differing in all images of one person;
+* ``"class-center"``: sets of class centers differing in one center (PrivacyFace Thm 2, the naive
+  W̃ of its App. A.2.2);
+* ``"client"``: federations differing in one client's whole data set.
+
+Compositions inherit the unit of their parts and refuse to mix two units (`UnitMismatchError`):
+composing a per-image guarantee with a per-class-center one has no meaning until one of them is
+converted with a proof (`accountants.composition.epsilon_for_unit`). ``unit=None`` means "not
+stated" and composes only with other unstated events; a `NonPrivateEvent` composes with any unit
+(the composition is ε = ∞ whatever the relation).
 """
 
 from __future__ import annotations
@@ -23,10 +38,49 @@ from typing import Any, Iterable, Iterator
 from accountants._validation import check_in_range, check_int, check_positive
 
 
+PRIVACY_UNITS = ("image", "identity", "class-center", "client")
+"""The neighbour relations an event can be stated for (see the module docstring)."""
+
+
+class UnitMismatchError(ValueError):
+    """Events stated for different units of privacy were composed."""
+
+
+def check_unit(unit: Any, name: str = "unit") -> str | None:
+    """``None`` or one of `PRIVACY_UNITS`; anything else is a ValueError naming the value."""
+    if unit is not None and unit not in PRIVACY_UNITS:
+        raise ValueError(f"{name} must be one of {list(PRIVACY_UNITS)} or None; got {unit!r}")
+    return unit
+
+
+def _common_unit(events: Iterable["DpEvent"]) -> str | None:
+    """The one unit shared by ``events`` (NonPrivateEvent is neutral); UnitMismatchError if two differ."""
+    units: dict[str, None] = {}
+    unstated = False
+    for event in events:
+        if isinstance(event, NonPrivateEvent):
+            continue
+        if event.unit is None:
+            unstated = True
+        else:
+            units.setdefault(event.unit, None)
+    if len(units) > 1 or (units and unstated):
+        named = list(units) + (["unstated"] if unstated else [])
+        raise UnitMismatchError(
+            f"cannot compose events stated for different units of privacy {named}: convert them to one "
+            "unit with a proof first (accountants.composition.epsilon_for_unit, e.g. group privacy from "
+            "'image' to 'identity')")
+    return next(iter(units), None)
+
+
 class DpEvent:
     """Base class of all events."""
 
     kind: str = "abstract"
+
+    @property
+    def unit(self) -> str | None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -37,13 +91,15 @@ class GaussianEvent(DpEvent):
     """The Gaussian mechanism with noise standard deviation `noise_multiplier` x l2-sensitivity."""
 
     noise_multiplier: float
+    unit: str | None = None  # type: ignore[assignment]
     kind: str = field(default="gaussian", init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise_multiplier", check_positive("noise_multiplier", self.noise_multiplier))
+        check_unit(self.unit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "noise_multiplier": self.noise_multiplier}
+        return _with_unit({"type": self.kind, "noise_multiplier": self.noise_multiplier}, self.unit)
 
 
 @dataclass(frozen=True)
@@ -52,6 +108,7 @@ class PoissonSampledGaussianEvent(DpEvent):
 
     noise_multiplier: float
     sampling_probability: float
+    unit: str | None = None  # type: ignore[assignment]
     kind: str = field(default="poisson_sampled_gaussian", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,10 +116,11 @@ class PoissonSampledGaussianEvent(DpEvent):
         object.__setattr__(self, "sampling_probability",
                            check_in_range("sampling_probability", self.sampling_probability, 0.0, 1.0,
                                           low_open=True))
+        check_unit(self.unit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.kind, "noise_multiplier": self.noise_multiplier,
-                "sampling_probability": self.sampling_probability}
+        return _with_unit({"type": self.kind, "noise_multiplier": self.noise_multiplier,
+                           "sampling_probability": self.sampling_probability}, self.unit)
 
 
 @dataclass(frozen=True)
@@ -77,6 +135,10 @@ class SelfComposedEvent(DpEvent):
         if not isinstance(self.event, DpEvent):
             raise ValueError(f"event must be a DpEvent; got {self.event!r}")
         object.__setattr__(self, "count", check_int("count", self.count, 0))
+
+    @property
+    def unit(self) -> str | None:  # type: ignore[override]
+        return self.event.unit
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "event": self.event.to_dict(), "count": self.count}
@@ -94,7 +156,12 @@ class ComposedEvent(DpEvent):
         for position, event in enumerate(events):
             if not isinstance(event, DpEvent):
                 raise ValueError(f"events[{position}] must be a DpEvent; got {event!r}")
+        _common_unit(events)  # refuses a mix of units
         object.__setattr__(self, "events", events)
+
+    @property
+    def unit(self) -> str | None:  # type: ignore[override]
+        return _common_unit(self.events)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "events": [event.to_dict() for event in self.events]}
@@ -106,8 +173,18 @@ class NonPrivateEvent(DpEvent):
 
     kind: str = field(default="non_private", init=False, repr=False)
 
+    @property
+    def unit(self) -> str | None:  # type: ignore[override]
+        return None  # no guarantee under any relation
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind}
+
+
+def _with_unit(data: dict[str, Any], unit: str | None) -> dict[str, Any]:
+    if unit is not None:
+        data["unit"] = unit
+    return data
 
 
 def event_from_dict(data: dict[str, Any]) -> DpEvent:
@@ -116,9 +193,10 @@ def event_from_dict(data: dict[str, Any]) -> DpEvent:
         raise ValueError(f"an event dict needs a 'type' key; got {data!r}")
     kind = data["type"]
     if kind == "gaussian":
-        return GaussianEvent(data["noise_multiplier"])
+        return GaussianEvent(data["noise_multiplier"], unit=data.get("unit"))
     if kind == "poisson_sampled_gaussian":
-        return PoissonSampledGaussianEvent(data["noise_multiplier"], data["sampling_probability"])
+        return PoissonSampledGaussianEvent(data["noise_multiplier"], data["sampling_probability"],
+                                           unit=data.get("unit"))
     if kind == "self_composed":
         return SelfComposedEvent(event_from_dict(data["event"]), data["count"])
     if kind == "composed":

@@ -133,11 +133,26 @@ class PrivacyLedger:
         if party not in self.parties():
             raise ValueError(f"party must be one of the recorded parties {self.parties()}; got {party!r}")
 
-    def epsilon(self, delta: float, party: str | None = None, accountant: str = "rdp") -> float:
+    def units(self) -> list[str]:
+        """The units of privacy the recorded events are stated for (NonPrivateEvent and unstated
+        events excluded), in order of first appearance."""
+        seen: dict[str, None] = {}
+        for entry in self.entries:
+            if entry.event.unit is not None:
+                seen.setdefault(entry.event.unit, None)
+        return list(seen)
+
+    def epsilon(self, delta: float, party: str | None = None, accountant: str = "rdp",
+                unit: str | None = None, group_size: int | None = None) -> float:
         """epsilon of `party`'s composed releases at `delta`; party=None gives the worst party.
 
-        With no records epsilon is 0. Accountant fallbacks are added to `flags`.
+        With no records epsilon is 0. Accountant fallbacks are added to `flags`. A party's events
+        stated for different units are refused (`accountants.events.UnitMismatchError`). With
+        ``unit``, ε is given for that unit: the events' own, or converted where a proof exists
+        (`accountants.units.epsilon_for_unit`; image -> identity needs ``group_size``).
         """
+        from accountants.units import epsilon_for_unit
+
         delta = check_delta(delta)
         check_choice("accountant", accountant, ACCOUNTANTS)
         parties = [party] if party is not None else self.parties()
@@ -145,9 +160,15 @@ class PrivacyLedger:
             self._check_party(party)
         worst = 0.0
         for name in parties:
-            result = compute_epsilon(self.event(name), delta, accountant)
-            self._absorb(result.warnings)
-            worst = max(worst, result.epsilon)
+            event = self.event(name)
+            if unit is None:
+                result = compute_epsilon(event, delta, accountant)
+                self._absorb(result.warnings)
+                worst = max(worst, result.epsilon)
+            else:
+                converted = epsilon_for_unit(event, delta, unit, accountant, group_size)
+                self._absorb(tuple(w for w in converted.warnings if "NonPrivateEvent" not in w))
+                worst = max(worst, converted.epsilon)
         return worst
 
     def table(self, delta: float, accountant: str = "rdp") -> list[dict[str, Any]]:

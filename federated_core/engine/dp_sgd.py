@@ -43,7 +43,7 @@ def dp_sgd_event(noise_multiplier: float, sampling_probability: float, steps: in
         raise ValueError(f"sampling_probability must be in (0, 1], got {sampling_probability!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps!r}")
-    return SelfComposedEvent(PoissonSampledGaussianEvent(noise_multiplier, sampling_probability), steps)
+    return SelfComposedEvent(PoissonSampledGaussianEvent(noise_multiplier, sampling_probability, unit="image"), steps)
 
 
 def calibrate_noise_multiplier(

@@ -411,7 +411,7 @@ def _make_release(
         sensitivities=torch.tensor(tight, dtype=torch.float64),
         sizes=clustering.sizes.clone(),
         noise_multipliers=torch.tensor(multipliers, dtype=torch.float64),
-        events=[GaussianEvent(z_) for z_ in multipliers],
+        events=[GaussianEvent(z_, unit="class-center") for z_ in multipliers],
         epsilon=float(epsilon),
         delta=float(delta),
         calibration=calibration,

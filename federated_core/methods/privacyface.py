@@ -451,7 +451,7 @@ class PrivacyFace(CenterMethod):
         noisy = F.normalize(noisy, dim=1)
         records = [{**base, "sigma": sigma, "sensitivity": 2.0, "cluster_size": 1, "noise_multiplier": sigma / 2.0,
                     "rows": int(w.shape[0])}]
-        return noisy, GaussianEvent(sigma / 2.0), records
+        return noisy, GaussianEvent(sigma / 2.0, unit="class-center"), records
 
     def _private_e2e(
         self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any], client_state: ClientState,

@@ -62,7 +62,7 @@ def test_algorithm1_finds_densest_clusters_in_order_and_stops_at_threshold():
     np.testing.assert_allclose(release.clean_centers[0], first.mean(0), atol=1e-12)
     # sigma and the claimed events follow Theorem 2
     assert release.sigmas[0] == pytest.approx(dplc_sigma(rho, 40, 50.0, 1e-5, method="analytic"))
-    assert release.events[0] == GaussianEvent(release.sigmas[0] / dplc_sensitivity(rho, 40))
+    assert release.events[0] == GaussianEvent(release.sigmas[0] / dplc_sensitivity(rho, 40), unit="class-center")
     assert not release.end_to_end_private
     assert release.records[0]["cluster_size"] == 40 and release.records[0]["noise_multiplier"] > 0
 

@@ -126,7 +126,7 @@ def test_release_noise_scale_is_the_accountants_sigma() -> None:
             assert float(r.sensitivities[k]) == pytest.approx(sens, rel=1e-12)
             assert float(r.sigmas[k]) == pytest.approx(gaussian_sigma(sens, eps, delta, method=calibration), rel=1e-12)
             assert float(r.noise_multipliers[k]) == pytest.approx(float(r.sigmas[k]) / sens, rel=1e-12)
-            assert r.events[k] == GaussianEvent(float(r.noise_multipliers[k]))
+            assert r.events[k] == GaussianEvent(float(r.noise_multipliers[k]), unit="class-center")
             if calibration == "classic":  # Theorem 2 written out by hand
                 hand = 2.0 / (size * eps) * math.sqrt((1 - math.cos(2 * rho)) * math.log(1.25 / delta))
                 assert float(r.sigmas[k]) == pytest.approx(hand, rel=1e-12)

@@ -131,7 +131,7 @@ def test_noisy_release_events_and_meta_match_the_accountants() -> None:
             assert r["sigma"] == pytest.approx(gaussian_sigma(sens, eps, delta, method="classic"), rel=1e-12)
             assert r["noise_multiplier"] == pytest.approx(math.sqrt(2 * math.log(1.25 / delta)) / eps, rel=1e-9)
         z = recs[0]["noise_multiplier"]
-        expected = GaussianEvent(z) if len(recs) == 1 else SelfComposedEvent(GaussianEvent(z), len(recs))
+        expected = GaussianEvent(z, unit="class-center") if len(recs) == 1 else SelfComposedEvent(GaussianEvent(z, unit="class-center"), len(recs))
         assert m.event.to_dict() == expected.to_dict()
     # the clients' own state keeps the same records (and the resolved T)
     for k in range(len(clients)):
