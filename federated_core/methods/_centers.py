@@ -126,7 +126,8 @@ class CenterMethod(BackboneMethod):
 
     Hyper-parameters common to all: ``loss`` (``"cosface"``, ``"arcface"`` or ``"softmax"``),
     ``s``/``m`` (scale and margin; defaults 30 and 0.35 as φ0's pre-training, ArcFace FedGC: 64,
-    0.5), ``center_init`` (see the module docstring).
+    0.5), ``center_init`` (see the module docstring), ``fidelity`` (only ``"default"`` unless a
+    subclass has presets, see `federated_core.methods.fidelity`).
     """
 
     positive_margin: float | None = None  # FedFace sets ν: positive-only loss for one-class clients
@@ -134,8 +135,14 @@ class CenterMethod(BackboneMethod):
     returns_centers: ClassVar[bool] = False  # the server sends each participant its own W_k back
     train_centers: ClassVar[bool] = True
 
-    def __init__(self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "auto") -> None:
+    def __init__(
+        self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "auto",
+        fidelity: str = "default",
+    ) -> None:
         super().__init__()
+        from federated_core.methods.fidelity import check_fidelity
+
+        self.fidelity = check_fidelity(self.name or type(self).__name__, fidelity, self.fidelities)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if center_init not in CENTER_INITS:
@@ -224,10 +231,15 @@ class CenterMethod(BackboneMethod):
         rng: torch.Generator,
     ) -> ClientState:
         state = self.base_client_state(client_id, data, config)
-        how = "random" if not self.train_centers else resolve_center_init(self.center_init, config)
+        how = self.resolved_center_init(config)
         state.tensors["centers"] = init_centers(how, data, global_model, rng, config.device)
         state.meta["center_init"] = how
         return state
+
+    def resolved_center_init(self, config: FederatedConfig) -> str:
+        """How ``W_k`` starts: ``"random"`` when it stays fixed on the client (FedPE+Fixed), else
+        ``center_init`` resolved for ``config``."""
+        return "random" if not self.train_centers else resolve_center_init(self.center_init, config)
 
     def negatives_for(self, client_state: ClientState, broadcast: list[Message]) -> torch.Tensor | None:
         """Hook: fixed extra negatives for the local loss (shared centers)."""

@@ -230,6 +230,10 @@ class Method:
 
     name: str = ""
     phases: ClassVar[tuple[str, ...]] = ("train",)
+    #: The message kinds a client may upload, per phase: ``{phase: (kind, ...)}``. The engine
+    #: rejects any other upload before ``server_step`` (`federated_core.engine.validation`).
+    #: None (the default): not declared; `upload_kinds` says what is accepted then.
+    client_upload_kinds: ClassVar[Mapping[str, tuple[str, ...]] | None] = None
 
     # -- the protocol --------------------------------------------------------------------------
     def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
@@ -261,13 +265,50 @@ class Method:
             raise ValueError(f"method {self.name!r} keeps no global backbone under {BACKBONE_PREFIX!r} in its server state")
         return state
 
+    def upload_kinds(self, phase: str) -> frozenset[str] | None:
+        """The kinds the server accepts from a client in ``phase`` (`client_upload_kinds` when
+        declared; a phase it does not list accepts nothing). None: any registered kind."""
+        if self.client_upload_kinds is None:
+            return None
+        return frozenset(self.client_upload_kinds.get(phase, ()))
+
     def private_state(self, client_state: ClientState) -> dict[str, torch.Tensor]:
         """Client tensors that are private ground truth (saved for the attacks, never sent)."""
         return dict(client_state.tensors)
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-able), recorded in the run's metrics."""
-        return dict(getattr(self, "_hyperparameters", {}))
+        """The constructor arguments (JSON-able), recorded in the run's metrics; for a method with
+        fidelity presets also every preset-controlled value as resolved, ``fidelity`` and
+        ``fidelity_deviations`` (see `federated_core.methods.fidelity`)."""
+        params = dict(getattr(self, "_hyperparameters", {}))
+        resolved = getattr(self, "_fidelity_values", None)
+        if resolved is not None:
+            params.update(resolved)
+            params["fidelity"] = self.fidelity
+            params["fidelity_deviations"] = {k: dict(v) for k, v in self.fidelity_deviations.items()}
+        return params
+
+    # -- fidelity presets -----------------------------------------------------------------------
+    fidelities: ClassVar[tuple[str, ...]] = ("default",)
+
+    def apply_fidelity(
+        self, fidelity: str, given: Mapping[str, Any], defaults: Mapping[str, Any], presets: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Resolve the preset-controlled constructor arguments ``given`` (``UNSET`` = not passed)
+        under ``fidelity`` (`federated_core.methods.fidelity.resolve_fidelity`), remember the
+        choice and the deviations for `hyperparameters`, and return the resolved values."""
+        from federated_core.methods.fidelity import resolve_fidelity
+
+        resolved, deviations = resolve_fidelity(
+            self.name or type(self).__name__, fidelity, self.fidelities, given, defaults, presets
+        )
+        self.fidelity, self.fidelity_deviations, self._fidelity_values = fidelity, deviations, dict(resolved)
+        return resolved
+
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        """One line on what ``fidelity`` means for registered name ``name`` (see `fidelity_note`)."""
+        return f"{name}: this package's implementation; no paper or official-code preset exists."
 
     # -- helpers for subclasses --------------------------------------------------------------------
     @staticmethod
@@ -293,6 +334,27 @@ class BackboneMethod(Method):
     def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
         state = {BACKBONE_PREFIX + k: v.detach().cpu().clone() for k, v in global_model.backbone.state_dict().items()}
         return ServerState(state, {"spec": dict(global_model.spec), "method": self.name})
+
+    def upload_kinds(self, phase: str) -> frozenset[str] | None:
+        """`Method.upload_kinds` when `client_upload_kinds` is declared. Otherwise derived from the
+        attributes the methods written before that declaration carry, in every phase alike:
+        ``"backbone"``, plus ``"class_centers"`` when ``uploads_centers`` (shared centers,
+        FedFace, FedGC), the ``release_kind`` when set (PrivacyFace's clusters phase),
+        ``"backbone_gradient"`` when ``aggregation == "fedsgd"`` (PrivacyFace FedSGD) and
+        ``"public_class_embeddings"`` when ``public_data`` (FedFR's Φ)."""
+        if self.client_upload_kinds is not None:
+            return super().upload_kinds(phase)
+        kinds = {"backbone"}
+        if getattr(self, "uploads_centers", False) is True:
+            kinds.add("class_centers")
+        release = getattr(self, "release_kind", None)
+        if isinstance(release, str):
+            kinds.add(release)
+        if getattr(self, "aggregation", None) == "fedsgd":
+            kinds.add("backbone_gradient")
+        if getattr(self, "public_data", False) is True:
+            kinds.add("public_class_embeddings")
+        return frozenset(kinds)
 
     @staticmethod
     def with_backbone(server_state: ServerState, backbone_state: Mapping[str, torch.Tensor]) -> ServerState:
@@ -388,16 +450,29 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str, **hyperparams: Any) -> Method:
-    """Instantiate the method registered as ``name`` with ``hyperparams`` over its defaults."""
+def method_class(name: str) -> type:
+    """The class registered as ``name`` (a `ValueError` listing the names if there is none)."""
     _discover()
     if name not in _REGISTRY:
         extra = ""
         if _IMPORT_ERRORS:
             extra = "; modules that failed to import: " + "; ".join(f"{k} ({v})" for k, v in _IMPORT_ERRORS.items())
         raise ValueError(f"method must be one of {sorted(_REGISTRY)}, got {name!r}{extra}")
-    cls, defaults = _REGISTRY[name]
+    return _REGISTRY[name][0]
+
+
+def get_method(name: str, **hyperparams: Any) -> Method:
+    """Instantiate the method registered as ``name`` with ``hyperparams`` over its defaults.
+
+    ``fidelity`` (see `federated_core.methods.fidelity`) is checked here first, so that an
+    unsupported value's error names the registered method."""
+    cls = method_class(name)
+    defaults = _REGISTRY[name][1]
     params = {**defaults, **hyperparams}
+    if "fidelity" in params:
+        from federated_core.methods.fidelity import check_fidelity
+
+        check_fidelity(name, params["fidelity"], tuple(getattr(cls, "fidelities", ("default",))))
     signature = inspect.signature(cls.__init__)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     allowed = [p for p in signature.parameters if p != "self"]

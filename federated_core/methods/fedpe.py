@@ -23,6 +23,13 @@ class FedPE(CenterMethod):
 
     uploads_centers = False
 
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        return (
+            f"{name} (default, no paper preset): FedGC's FedPE baseline (PrivacyFace's φ) — FedAvg of the backbone, "
+            "W_k private — with this package's local margin loss (CosFace s = 30, m = 0.35 unless set)."
+        )
+
 
 @register_method("fedpe-fixed")
 class FedPEFixed(CenterMethod):
@@ -31,7 +38,17 @@ class FedPEFixed(CenterMethod):
     uploads_centers = False
     train_centers = False
 
-    def __init__(self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "random") -> None:
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        return (
+            f"{name} (default, no paper preset): FedGC Table 5's FedPE+Fixed — W_k frozen at a random "
+            "initialisation, backbone FedAvg — with this package's local margin loss (CosFace s = 30, m = 0.35 unless set)."
+        )
+
+    def __init__(
+        self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "random",
+        fidelity: str = "default",
+    ) -> None:
         if center_init not in ("random", "auto"):
             raise ValueError(f"center_init of fedpe-fixed must be 'random' (W frozen at random init), got {center_init!r}")
-        super().__init__(loss=loss, s=s, m=m, center_init="random")
+        super().__init__(loss=loss, s=s, m=m, center_init="random", fidelity=fidelity)

@@ -25,6 +25,13 @@ class SharedCenters(CenterMethod):
 
     uploads_centers = True
 
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        return (
+            f"{name} (default, no paper preset): PrivacyFace's φ+W reference point without noise — every client "
+            "receives every other client's raw class embeddings (the privacy-leaking upper bound)."
+        )
+
     def extra_broadcast(self, server_state: ServerState, round: int, phase: str, participants: list[str]) -> list[Message]:
         parties, w, owners = self.stored_centers(server_state)
         if not parties:
