@@ -25,6 +25,12 @@ The server holds the latest ``W_k`` of every client that has taken part; the cor
 all of them (with a participation fraction below 1, absent clients' rows are corrected too and
 returned when they next take part).
 
+``fidelity`` (`federated_core.methods.fidelity`): ``"default"`` keeps this package's CosFace head
+(s = 30, m = 0.35) with the dot form — the regulariser's strength then depends on the norms of W,
+which a CosFace head leaves free (as they grow the dot-form softmax saturates and the correction
+fades); ``"paper"`` (`fedgc_paper_preset`) is Softmax with the dot form (Eq. 5), or with
+``loss="cosface"``/``"arcface"`` the Remark's normalised form at the head's scale.
+
 ``shared_identities=True`` implements § "Extend FedGC to More General Case": clients also upload
 the global identity id of each row (so the server learns which identities each client holds —
 that is the price of the extension), the server averages the rows of an identity held by several
@@ -35,12 +41,14 @@ clients and regularises it only against classes of clients outside that group
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import torch
 
 from federated_core.engine.state import ServerState
 from federated_core.methods._centers import CENTERS_PREFIX, CenterMethod
 from federated_core.methods.base import register_method
+from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.regularizers import (
     cosine_regularizer,
     cross_client_mask,
@@ -53,29 +61,56 @@ FEDGC_REGULARIZERS = ("softmax", "cosine")
 FEDGC_REG_FORMS = ("dot", "scaled-cosine")
 
 
+FEDGC_DEFAULTS: dict[str, Any] = {"lam": 20.0, "reg_form": "dot", "loss": "cosface", "s": 30.0, "m": 0.35}
+
+
+def fedgc_paper_preset(explicit: Mapping[str, Any]) -> Preset:
+    """FedGC's paper (Niu & Deng 2022): Softmax local loss with Eq. 5's dot-product regulariser
+    and λ = 20 (Table 2). Table 5 also trains CosFace (m = 0.35) and ArcFace (s = 64, m = 0.5);
+    with those heads the Remark's "minor modification" applies: the regulariser in the head's own
+    normalised form, ``s·cos`` logits with the head's margin on the positive
+    (``reg_form="scaled-cosine"``, `regularizers.softmax_regularizer`), at the head's scale s."""
+    loss = explicit.get("loss", "softmax")
+    values: dict[str, Any] = {"lam": 20.0, "loss": "softmax", "reg_form": "dot"}
+    if loss == "cosface":
+        values.update(reg_form="scaled-cosine", m=0.35)  # FedGC gives no CosFace scale: s is free
+    elif loss == "arcface":
+        values.update(reg_form="scaled-cosine", s=64.0, m=0.5)
+    return Preset(values, also_faithful={"loss": ("cosface", "arcface")})
+
+
 @register_method("fedgc")
 @register_method("fedgc-cos", regularizer="cosine")
 class FedGC(CenterMethod):
     """FedGC, Algorithm 1. Hyper-parameters: ``lam`` (λ, default 20), ``regularizer``
     (``"softmax"`` Eq. 5 / ``"cosine"`` Remark), ``reg_form`` (``"dot"`` default or
-    ``"scaled-cosine"``), ``shared_identities`` (False), and those of `CenterMethod` (``loss``,
-    ``s``, ``m``, ``center_init``)."""
+    ``"scaled-cosine"``), ``shared_identities`` (False), ``fidelity`` (``"default"``: CosFace
+    s = 30, m = 0.35 with the dot form; ``"paper"``: `fedgc_paper_preset`), and those of
+    `CenterMethod` (``loss``, ``s``, ``m``, ``center_init``). ``lam``, ``reg_form``, ``loss``,
+    ``s`` and ``m`` default to the fidelity preset's values."""
 
     uploads_centers = True
     returns_centers = True
+    fidelities = ("default", "paper")
 
     def __init__(
         self,
-        lam: float = 20.0,
+        lam: float = UNSET,
         regularizer: str = "softmax",
-        reg_form: str = "dot",
+        reg_form: str = UNSET,
         shared_identities: bool = False,
-        loss: str = "cosface",
-        s: float = 30.0,
-        m: float = 0.35,
+        loss: str = UNSET,
+        s: float = UNSET,
+        m: float = UNSET,
         center_init: str = "auto",
+        fidelity: str = "default",
     ) -> None:
-        super().__init__(loss=loss, s=s, m=m, center_init=center_init)
+        hp = self.apply_fidelity(
+            fidelity, {"lam": lam, "reg_form": reg_form, "loss": loss, "s": s, "m": m}, FEDGC_DEFAULTS,
+            {"paper": fedgc_paper_preset},
+        )
+        lam, reg_form = hp["lam"], hp["reg_form"]
+        super().__init__(loss=hp["loss"], s=hp["s"], m=hp["m"], center_init=center_init, fidelity=fidelity)
         if regularizer not in FEDGC_REGULARIZERS:
             raise ValueError(f"regularizer must be one of {FEDGC_REGULARIZERS}, got {regularizer!r}")
         if reg_form not in FEDGC_REG_FORMS:
@@ -88,6 +123,24 @@ class FedGC(CenterMethod):
         self.reg_form = reg_form
         self.shared_identities = shared_identities
         self.uploads_identity_keys = shared_identities
+
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        reg = "the Remark's cosine regulariser (FedCos, Table 4)" if name == "fedgc-cos" else "Eq. 5's softmax regulariser"
+        if fidelity == "paper":
+            return (
+                f"{name} (paper: FedGC, Niu & Deng AAAI 2022, Alg. 1): Softmax local loss with {reg} in Eq. 5's "
+                "dot-product form, λ = 20 (Table 2); with loss='cosface' (m = 0.35) or 'arcface' (s = 64, m = 0.5) "
+                "the regulariser takes the Remark's normalised s·cos form at the head's scale s (its gradient is "
+                "about s times the dot form's on unit rows, and λ = 20 was tuned for Softmax). No official code "
+                "exists; the Remark's 'minor modification' for margin heads is our reading."
+            )
+        return (
+            f"{name} (default): CosFace local loss (s = 30, m = 0.35) with {reg} in Eq. 5's raw dot-product "
+            "form, λ = 20 — a mix the paper does not run: the CosFace head leaves the norms of W free, and as "
+            "they grow the dot-form softmax saturates, so the cross-client correction fades; fidelity='paper' "
+            "uses Softmax + dot form, or the normalised form with CosFace/ArcFace."
+        )
 
     def regularizer_value(self, w: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         if self.regularizer == "softmax":
@@ -118,4 +171,4 @@ class FedGC(CenterMethod):
         return state
 
 
-__all__ = ["FedGC", "CENTERS_PREFIX"]
+__all__ = ["FedGC", "CENTERS_PREFIX", "fedgc_paper_preset"]
