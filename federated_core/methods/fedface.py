@@ -19,18 +19,40 @@ Two forms (``form``):
   at ``server_lr_multiplier=10``.
 
 In every form the server runs ``server_steps`` steps of ``W ← W − (server_lr_multiplier·η)·∇(λ·reg)``.
+
+``fidelity`` (`federated_core.methods.fidelity`): ``"default"`` is the re-implementation above
+(PrivacyFace A.2.5: multi-identity clients train and upload ``W_k``, distance form λ = 10, ν = 0.9);
+``"official-code"`` follows FedFace's public code: the cosine form with τ = 0.3, ``W_k`` fixed on
+the client (``train_centers=False``; the client trains the backbone with the positive-only loss
+against it, and only the server's regulariser moves it) and one identity per client
+(``single_identity=True``: a client with more identities is refused at ``client_init``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
-from federated_core.engine.state import ServerState
-from federated_core.methods._centers import CenterMethod
-from federated_core.methods.base import register_method
+import torch
+
+from federated_core.engine.config import FederatedConfig
+from federated_core.engine.state import ClientData, ClientState, ServerState
+from federated_core.methods._centers import CenterMethod, resolve_center_init
+from federated_core.methods.base import GlobalModel, register_method
+from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.regularizers import cross_client_mask, server_gradient_step, spreadout_cosine, spreadout_distance
 
 FEDFACE_FORMS = ("distance", "cosine")
+
+
+FEDFACE_DEFAULTS: dict[str, Any] = {"form": "distance", "cos_threshold": 0.3, "train_centers": True, "single_identity": False}
+
+
+def fedface_official_code_preset(explicit: Mapping[str, Any]) -> Preset:
+    """FedFace's public code: the spreadout regulariser ``mean_{(a,b)} relu(cos(w_a, w_b) − 0.3)²``
+    over pairs of class centers (`spreadout_cosine`), ``W`` fixed on the client (only the server's
+    regulariser moves it), one identity per client."""
+    return Preset({"form": "cosine", "cos_threshold": 0.3, "train_centers": False, "single_identity": True})
 
 
 @register_method("fedface")
@@ -42,18 +64,24 @@ class FedFace(CenterMethod):
     ``server_steps`` (1), ``server_lr_multiplier`` (1), ``positive_margin`` (0.9: a client holding
     one identity — FedFace's own setting — trains on the positive-only loss
     ``max(0, 0.9 − cos(f, w))²`` of FedAwS, which FedFace builds on; a margin softmax over one class
-    would train nothing), and those of `CenterMethod`.
+    would train nothing), ``train_centers`` (True: the client trains its ``W_k``; False: ``W_k`` is
+    fixed on the client and only the server's regulariser moves it), ``single_identity`` (False;
+    True refuses at ``client_init`` a client holding more than one identity), ``fidelity``
+    (``"default"``: PrivacyFace A.2.5's re-implementation; ``"official-code"``:
+    `fedface_official_code_preset`), and those of `CenterMethod`. ``form``, ``cos_threshold``,
+    ``train_centers`` and ``single_identity`` default to the fidelity preset's values.
     """
 
     uploads_centers = True
     returns_centers = True
+    fidelities = ("default", "official-code")
 
     def __init__(
         self,
         lam: float = 10.0,
         margin: float = 0.9,
-        form: str = "distance",
-        cos_threshold: float = 0.3,
+        form: str = UNSET,
+        cos_threshold: float = UNSET,
         server_steps: int = 1,
         server_lr_multiplier: float = 1.0,
         loss: str = "cosface",
@@ -61,8 +89,21 @@ class FedFace(CenterMethod):
         m: float = 0.35,
         center_init: str = "auto",
         positive_margin: float = 0.9,
+        train_centers: bool = UNSET,
+        single_identity: bool = UNSET,
+        fidelity: str = "default",
     ) -> None:
-        super().__init__(loss=loss, s=s, m=m, center_init=center_init)
+        hp = self.apply_fidelity(
+            fidelity,
+            {"form": form, "cos_threshold": cos_threshold, "train_centers": train_centers, "single_identity": single_identity},
+            FEDFACE_DEFAULTS, {"official-code": fedface_official_code_preset},
+        )
+        form, cos_threshold = hp["form"], hp["cos_threshold"]
+        super().__init__(loss=loss, s=s, m=m, center_init=center_init, fidelity=fidelity)
+        for name in ("train_centers", "single_identity"):
+            if not isinstance(hp[name], bool):
+                raise ValueError(f"{name} must be True or False, got {hp[name]!r}")
+        self.train_centers, self.single_identity = hp["train_centers"], hp["single_identity"]
         if not (-1.0 < positive_margin <= 1.0):
             raise ValueError(f"positive_margin (ν of the positive-only loss) must be in (-1, 1], got {positive_margin!r}")
         self.positive_margin = float(positive_margin)
@@ -82,17 +123,57 @@ class FedFace(CenterMethod):
         self.cos_threshold, self.server_steps = float(cos_threshold), server_steps
         self.server_lr_multiplier = float(server_lr_multiplier)
 
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        if fidelity == "official-code":
+            return (
+                f"{name} (official-code: FedFace's public code, Aggarwal, Zhou & Jain 2021; no paper file here): one "
+                "identity per client (others refused), class center W_k fixed on the client (positive-only "
+                "FedAwS loss on the backbone), server spreadout mean relu(cos − 0.3)² over pairs of class centers; "
+                "λ, server steps and server lr keep this package's defaults (not checked against that code)."
+            )
+        return (
+            f"{name} (default): PrivacyFace App. A.2.5's re-implementation of FedFace for multi-identity clients — "
+            "W_k trained locally and uploaded, server spreadout Σ max(0, ν − ‖ŵ_a − ŵ_b‖)² over cross-client pairs "
+            "with the authors' recommended λ = 10, ν = 0.9 (A.2.5 samples 1K of 7K centers per client; we use all), "
+            "not FedFace's own one-identity code."
+        )
+
+    def resolved_center_init(self, config: FederatedConfig) -> str:
+        """``center_init`` resolved for ``config`` (a fixed ``W_k`` starts there too: the server moves it)."""
+        return resolve_center_init(self.center_init, config)
+
+    def client_init(
+        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        rng: torch.Generator,
+    ) -> ClientState:
+        if self.single_identity and data.num_classes != 1:
+            raise ValueError(
+                f"client {client_id} holds {data.num_classes} identities, but fedface with single_identity=True "
+                f"(fidelity={self.fidelity!r}: FedFace's official code) takes exactly one identity per client; "
+                "partition one identity per client, or use fidelity='default' (PrivacyFace A.2.5's multi-identity "
+                "re-implementation)"
+            )
+        return super().client_init(client_id, data, global_model, config, rng)
+
+    def regularizer(self, w: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """The server's spreadout regulariser (without λ) on ``w [R, d]`` over cross-client pairs
+        (``owners [R]``): `spreadout_distance` (Yu et al. 2020) or, with ``form="cosine"``,
+        FedFace's public-code `spreadout_cosine` ``mean relu(cos − τ)²``."""
+        pairs = cross_client_mask(owners)
+        if self.form == "distance":
+            return spreadout_distance(w, pairs.to(w.device), self.margin)
+        return spreadout_cosine(w, pairs.to(w.device), self.cos_threshold)
+
     def process_centers(self, server_state: ServerState) -> ServerState:
         parties, w, owners = self.stored_centers(server_state)
         if len(parties) < 2 or self.lam == 0.0:
             return server_state
-        pairs = cross_client_mask(owners)
-        if self.form == "distance":
-            reg = lambda v: spreadout_distance(v, pairs, self.margin)  # noqa: E731
-        else:
-            reg = lambda v: spreadout_cosine(v, pairs, self.cos_threshold)  # noqa: E731
         lr = self.server_lr_multiplier * float(server_state.meta["lr"])
-        new_w, values = server_gradient_step(w.to(server_state.meta.get("device", "cpu")), reg, lr=lr, weight=self.lam, steps=self.server_steps)
+        new_w, values = server_gradient_step(
+            w.to(server_state.meta.get("device", "cpu")), lambda v: self.regularizer(v, owners), lr=lr,
+            weight=self.lam, steps=self.server_steps,
+        )
         state = self.write_back(server_state, parties, new_w)
         state.meta = {**state.meta, "last_regularizer": values[0]}
         return state
