@@ -48,6 +48,9 @@ of every branch; the BCE is summed over branches and averaged over the batch; th
 is the cross-entropy of cosine logits over τ with the global feature as target; the FedAvg weight
 of a client is its number of local images plus the number of public images it selected
 (``fedavg_weight="local+selected"``; ``"local"`` is Eq. 2/4 read literally, N_l(i) local images).
+``fidelity="paper"`` selects ``"local"``, ``fidelity="official-code"`` (and ``"default"``, today's
+behaviour) ``"local+selected"``; `FedFR.hyperparameters` then records
+``leaks_public_selection_count: true``.
 
 Where the official code differs from the paper and we follow the paper:
 
@@ -79,7 +82,7 @@ apply, but the selection is outside it).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +95,7 @@ from federated_core.engine.messages import SERVER, Message, make_message, regist
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CENTER_INITS, init_centers, resolve_center_init
 from federated_core.methods.base import BackboneMethod, BackboneWorkspace, FedAvg, GlobalModel, register_method
+from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.fedfr_losses import margin_bce, model_contrastive, select_hard_negatives
 from federated_core.methods.fedfr_public import PublicData, check_public_set, describe_public_set, tensors_digest
 
@@ -247,6 +251,32 @@ def _load_state(workspace: BackboneWorkspace, spec: dict[str, Any], state: dict[
     return model
 
 
+FEDFR_DEFAULTS: dict[str, Any] = {
+    "public_data": True, "hard_negative": True, "t_hn": 0.4, "contrastive": True, "dfc": True, "dfc_loss": "bce",
+    "s": 30.0, "m": 0.4, "tau": 0.5, "lam": 0.7, "s_prime": 30.0, "m_prime": 0.4, "t_prime": 3.0,
+    "alpha_cos": 1.0, "alpha_con": 5.0, "alpha_bce": 10.0, "fedavg_weight": "local+selected",
+}
+FEDFR_PAPER_VALUES: dict[str, Any] = {
+    **{k: v for k, v in FEDFR_DEFAULTS.items() if k != "fedavg_weight"},  # § Implementation, Table 1's full row
+    "fedavg_weight": "local",  # Eq. 2 / Eq. 4: N_l(i), the client's own images
+}
+
+
+def fedfr_paper_preset(explicit: Mapping[str, Any]) -> Preset:
+    """FedFR's paper: the full method of Table 1 (public data with hard-negative sampling at
+    t_HN = m = 0.4, contrastive, DFC with the BCE of Eq. 6), m = m′ = 0.4, s = s′ = 30, τ = 0.5,
+    λ = 0.7, t′ = 3, α = (1, 5, 10) (§ Implementation), and FedAvg weights N_l(i), the client's
+    number of local images (Eq. 2, Eq. 4)."""
+    return Preset(dict(FEDFR_PAPER_VALUES))
+
+
+def fedfr_official_code_preset(explicit: Mapping[str, Any]) -> Preset:
+    """FedFR's official code (github.com/jackie840129/FedFR): as the paper, but a client's FedAvg
+    weight is its number of local images plus the number of public images it selected
+    (``fedavg_weight="local+selected"``)."""
+    return Preset({**FEDFR_PAPER_VALUES, "fedavg_weight": "local+selected"})
+
+
 @register_method("fedfr")
 class FedFR(BackboneMethod):
     """FedFR, Algorithm 1 (see the module docstring).
@@ -258,34 +288,47 @@ class FedFR(BackboneMethod):
     (1 / 5 / 10, Eq. 7), ``fedavg_weight`` (``"local+selected"`` or ``"local"``), ``center_init``
     (W_l: ``"auto"``, ``"random"``, ``"mean-feature"``), ``public_init`` (Φ_0: ``"mean-feature"``
     or ``"random"``), ``public_set`` (None = the default synthetic spec, a spec dict, or a
-    `FaceSet`; see `fedfr_public`).
+    `FaceSet`; see `fedfr_public`), ``fidelity`` (``"default"`` = today's values, which are the
+    official code's; ``"paper"``: `fedfr_paper_preset`; ``"official-code"``:
+    `fedfr_official_code_preset`). The keys of `FEDFR_DEFAULTS` default to the preset's values.
     """
 
     phases = ("train",)
+    fidelities = ("default", "paper", "official-code")
 
     def __init__(
         self,
-        public_data: bool = True,
-        hard_negative: bool = True,
-        t_hn: float = 0.4,
-        contrastive: bool = True,
-        dfc: bool = True,
-        dfc_loss: str = "bce",
-        s: float = 30.0,
-        m: float = 0.4,
-        tau: float = 0.5,
-        lam: float = 0.7,
-        s_prime: float = 30.0,
-        m_prime: float = 0.4,
-        t_prime: float = 3.0,
-        alpha_cos: float = 1.0,
-        alpha_con: float = 5.0,
-        alpha_bce: float = 10.0,
-        fedavg_weight: str = "local+selected",
+        public_data: bool = UNSET,
+        hard_negative: bool = UNSET,
+        t_hn: float = UNSET,
+        contrastive: bool = UNSET,
+        dfc: bool = UNSET,
+        dfc_loss: str = UNSET,
+        s: float = UNSET,
+        m: float = UNSET,
+        tau: float = UNSET,
+        lam: float = UNSET,
+        s_prime: float = UNSET,
+        m_prime: float = UNSET,
+        t_prime: float = UNSET,
+        alpha_cos: float = UNSET,
+        alpha_con: float = UNSET,
+        alpha_bce: float = UNSET,
+        fedavg_weight: str = UNSET,
         center_init: str = "auto",
         public_init: str = "mean-feature",
         public_set: dict[str, Any] | FaceSet | None = None,
+        fidelity: str = "default",
     ) -> None:
+        given = {name: value for name, value in locals().items() if name in FEDFR_DEFAULTS}
+        hp = self.apply_fidelity(
+            fidelity, given, FEDFR_DEFAULTS,
+            {"paper": fedfr_paper_preset, "official-code": fedfr_official_code_preset},
+        )
+        public_data, hard_negative, t_hn, contrastive = hp["public_data"], hp["hard_negative"], hp["t_hn"], hp["contrastive"]
+        dfc, dfc_loss, s, m, tau, lam = hp["dfc"], hp["dfc_loss"], hp["s"], hp["m"], hp["tau"], hp["lam"]
+        s_prime, m_prime, t_prime = hp["s_prime"], hp["m_prime"], hp["t_prime"]
+        alpha_cos, alpha_con, alpha_bce, fedavg_weight = hp["alpha_cos"], hp["alpha_con"], hp["alpha_bce"], hp["fedavg_weight"]
         super().__init__()
         for name, value in (("public_data", public_data), ("hard_negative", hard_negative),
                             ("contrastive", contrastive), ("dfc", dfc)):
@@ -319,10 +362,31 @@ class FedFR(BackboneMethod):
         self._previous_ws = BackboneWorkspace()
 
     def hyperparameters(self) -> dict[str, Any]:
+        """The recorded hyper-parameters, with ``leaks_public_selection_count`` (True when the
+        FedAvg weight tells the server, un-noised, how many public images were hard negatives of
+        the client's faces: ``fedavg_weight="local+selected"`` with public data)."""
         params = super().hyperparameters()
         if "public_set" in params:
             params["public_set"] = describe_public_set(self.public_set)
+        params["leaks_public_selection_count"] = self.fedavg_weight == "local+selected" and self.public_data
         return params
+
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        leak = ("the FedAvg weight (local + selected public images) tells the server, un-noised, how many public "
+                "images resembled the client's faces")
+        if fidelity == "paper":
+            return (
+                f"{name} (paper: FedFR, Liu et al. AAAI 2022): the full method of Table 1 with § Implementation's "
+                "values and FedAvg weights N_l(i), the client's own image count (Eq. 2, 4); the public set is "
+                "synthetic and the paper's vague points follow the official code (see the module docstring)."
+            )
+        which = "official-code" if fidelity == "official-code" else "default, = the official code's weights"
+        return (
+            f"{name} ({which}): FedFR as the paper but with the official code's FedAvg weight, local + selected "
+            f"public images; caveat: {leak}. The code's other quirks (Φ reset every round, a random 'previous "
+            "model' in round 1, test-set model selection) are not reproduced."
+        )
 
     # ------------------------------------------------------------------------------- server side
     def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
