@@ -42,6 +42,12 @@ not cover them (nor the choice of S and the ``|S| >= T`` test; DESIGN §6). Set
 ``disclose_release_meta=False`` to keep them in the client's own state only (the data-independent
 noise multiplier stays on the wire in the event).
 
+``fidelity`` (`federated_core.methods.fidelity`): ``"default"`` is the small-scale setting above
+(analytic calibration, ``δ = 1/|D_k|``, ``T = 0.1``, no public set); ``"paper"``
+(`privacyface_paper_preset`) is §4's: classic calibration, ``δ = 5e-5``, ``T = 512/7000`` of a
+client's classes, ``ρ = 1.3``, ``Q = 1``, ``ε = 1`` and the public fine-tuning step on
+`PAPER_PUBLIC_SET`.
+
 ``aggregation="fedsgd"`` is App. A.2.1: clients keep the model frozen during the local pass,
 upload the average gradient of their loss (kind ``backbone_gradient``) and update ``W_k`` with
 their own gradient; the server averages the gradients and takes one SGD step (lr and weight decay
@@ -51,7 +57,7 @@ of the run's config).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +77,7 @@ from federated_core.engine.messages import (
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CenterMethod, MarginClientModel, init_centers, resolve_center_init
 from federated_core.methods.base import BACKBONE_PREFIX, FedAvg, GlobalModel, register_method
+from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.consensus_loss import CONSENSUS_KINDS, consensus_loss
 from federated_core.methods.dplc import (
     CALIBRATIONS,
@@ -121,12 +128,15 @@ class ConsensusClientModel(nn.Module):
         )
 
 
-def _public_faces(spec: dict[str, Any]) -> Any:
+def _public_faces(spec: dict[str, Any], resolution: int | None = None) -> Any:
     """Render the public fine-tuning set described by ``spec`` (synthetic identities every party
-    can regenerate: nothing about it crosses the wire)."""
+    can regenerate: nothing about it crosses the wire), at the generator's ``resolution`` if the
+    spec sets one, else at the backbone's ``resolution``."""
     from federated_core.data import SyntheticFaces
 
     gen_kwargs = dict(spec.get("generator", {}))
+    if resolution is not None:
+        gen_kwargs.setdefault("resolution", int(resolution))
     start, stop = spec["identities"]
     identities = torch.arange(int(start), int(stop), dtype=torch.int64)
     return SyntheticFaces(**gen_kwargs).make_set(identities, int(spec.get("images_per_identity", 4)))
@@ -148,6 +158,29 @@ def _check_public_set(spec: Any) -> dict[str, Any] | None:
     return dict(spec)
 
 
+PRIVACYFACE_DEFAULTS: dict[str, Any] = {
+    "rho": 1.3, "min_cluster_size": 0.1, "max_queries": 1, "epsilon": 1.0, "delta": None, "calibration": "analytic",
+    "bound": "tight", "aggregation": "fedavg", "public_set": None, "dplc_removal": "mean",
+}
+PAPER_T_FRACTION = 512 / 7000  # §4: T = 512 with 7K classes per client
+PAPER_PUBLIC_SET: dict[str, Any] = {"identities": [0, 100], "images_per_identity": 4, "generator": {"seed": 0}, "epochs": 1}
+"""The paper preset's public fine-tuning set: 100 synthetic identities standing in for §4's "first
+100 classes from CASIA-WebFace" (φ0's pre-training set), 4 images each (this method's default
+``images_per_identity``), the default generator (seed 0) at the backbone's resolution, one epoch."""
+
+
+def privacyface_paper_preset(explicit: Mapping[str, Any]) -> Preset:
+    """PrivacyFace §4 (and Alg. 1/2, Thm. 2): ``T = 512`` of 7K classes (as the fraction 512/7000),
+    ``Q = 1``, ``ρ = 1.3``, ``ε = 1``, ``δ = 5e-5``, the classic Gaussian calibration of Definition
+    3 / Theorem 2, the tight bound, FedAvg, the clean-mean removal of line 8, and the lightweight
+    public fine-tuning step (`PAPER_PUBLIC_SET`)."""
+    return Preset({
+        "rho": 1.3, "min_cluster_size": PAPER_T_FRACTION, "max_queries": 1, "epsilon": 1.0, "delta": 5e-5,
+        "calibration": "classic", "bound": "tight", "aggregation": "fedavg",
+        "public_set": {**PAPER_PUBLIC_SET, "generator": dict(PAPER_PUBLIC_SET["generator"])}, "dplc_removal": "mean",
+    })
+
+
 @register_method("privacyface", release="noisy")
 @register_method("privacyface-nonoise", release="clean")
 @register_method("noisy-centers", release="noisy-class-centers")
@@ -161,12 +194,15 @@ class PrivacyFace(CenterMethod):
     (``"tight"`` Thm. 2 or ``"weak"`` Thm. 3), ``release`` (see `RELEASES`), ``aggregation``
     (``"fedavg"`` or ``"fedsgd"``), ``public_set`` (None or a synthetic public set spec),
     ``disclose_release_meta`` (True), ``dplc_dtype`` (``"float64"``), ``dplc_removal`` (``"mean"``
-    as the paper, or ``"release"`` as `accountants.dplc_reference`; see `DPLCConfig`), and those of
-    `CenterMethod` (``loss`` cosface/arcface, ``s``, ``m``, ``center_init``).
+    as the paper, or ``"release"`` as `accountants.dplc_reference`; see `DPLCConfig`), ``fidelity``
+    (``"default"`` as listed here, or ``"paper"``: `privacyface_paper_preset`), and those of
+    `CenterMethod` (``loss`` cosface/arcface, ``s``, ``m``, ``center_init``). The keys of
+    `PRIVACYFACE_DEFAULTS` default to the fidelity preset's values.
     """
 
     phases = ("clusters", "train")
     uploads_centers = False
+    fidelities = ("default", "paper")
 
     def __init__(
         self,
@@ -174,23 +210,32 @@ class PrivacyFace(CenterMethod):
         s: float = 30.0,
         m: float = 0.35,
         center_init: str = "auto",
-        rho: float = 1.3,
-        min_cluster_size: int | float = 0.1,
-        max_queries: int = 1,
-        epsilon: float = 1.0,
-        delta: float | None = None,
-        calibration: str = "analytic",
-        bound: str = "tight",
+        rho: float = UNSET,
+        min_cluster_size: int | float = UNSET,
+        max_queries: int = UNSET,
+        epsilon: float = UNSET,
+        delta: float | None = UNSET,
+        calibration: str = UNSET,
+        bound: str = UNSET,
         release: str = "noisy",
-        aggregation: str = "fedavg",
-        public_set: dict[str, Any] | None = None,
+        aggregation: str = UNSET,
+        public_set: dict[str, Any] | None = UNSET,
         disclose_release_meta: bool = True,
         dplc_dtype: str = "float64",
-        dplc_removal: str = "mean",
+        dplc_removal: str = UNSET,
+        fidelity: str = "default",
     ) -> None:
+        hp = self.apply_fidelity(fidelity, {
+            "rho": rho, "min_cluster_size": min_cluster_size, "max_queries": max_queries, "epsilon": epsilon,
+            "delta": delta, "calibration": calibration, "bound": bound, "aggregation": aggregation,
+            "public_set": public_set, "dplc_removal": dplc_removal,
+        }, PRIVACYFACE_DEFAULTS, {"paper": privacyface_paper_preset})
+        rho, min_cluster_size, max_queries, epsilon = hp["rho"], hp["min_cluster_size"], hp["max_queries"], hp["epsilon"]
+        delta, calibration, bound, aggregation = hp["delta"], hp["calibration"], hp["bound"], hp["aggregation"]
+        public_set, dplc_removal = hp["public_set"], hp["dplc_removal"]
         if loss not in CONSENSUS_KINDS:
             raise ValueError(f"loss must be one of {CONSENSUS_KINDS} for PrivacyFace (Eq. 5 uses cosines), got {loss!r}")
-        super().__init__(loss=loss, s=s, m=m, center_init=center_init)
+        super().__init__(loss=loss, s=s, m=m, center_init=center_init, fidelity=fidelity)
         if release not in RELEASES:
             raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
         if aggregation not in AGGREGATIONS:
@@ -220,6 +265,29 @@ class PrivacyFace(CenterMethod):
         self.dplc_dtype = torch.float64 if dplc_dtype == "float64" else torch.float32
         self._public_cache: tuple[str, Any] | None = None  # public data only (regenerable by anyone)
 
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        if fidelity == "default":
+            return (
+                f"{name} (default): PrivacyFace Alg. 2 with this package's small-scale choices — analytic Gaussian "
+                "calibration (Balle & Wang), δ = 1/|D_k| per client, T = 10% of a client's classes, ρ = 1.3, Q = 1, "
+                "ε = 1 per release, no public fine-tuning step."
+            )
+        variant = {
+            "privacyface-nonoise": " (φ+p: no noise, so δ and the calibration are unused)",
+            "noisy-centers": " (φ+W̃, App. A.2.2's naive baseline: the calibration and δ apply to every class center)",
+            "privacyface-e2e": " (the end-to-end private DPLC is this package's own, not the paper's: only its "
+                               "parameters follow the paper)",
+        }.get(name, "")
+        return (
+            f"{name} (paper: PrivacyFace, Meng et al. ICLR 2022 §4){variant}: classic Gaussian calibration "
+            "(Def. 3/Thm. 2), δ = 5e-5, T = 512/7000 of a client's classes, ρ = 1.3, Q = 1, ε = 1, plus §4's public "
+            "fine-tuning on 100 synthetic public identities (4 images, generator seed 0, 1 epoch). Caveats: the "
+            "classic calibration is proven only for ε < 1 (the paper's ε = 1 is outside it; the accountants warn); "
+            "δ = 5e-5 is not o(1/|D_k|) on clients with fewer than ~20K images; the public identities are not "
+            "checked against the clients'."
+        )
+
     # ------------------------------------------------------------------------------- helpers
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyper-parameter with its resolved value (recorded in the run's metrics; the
@@ -234,18 +302,22 @@ class PrivacyFace(CenterMethod):
             "disclose_release_meta": self.disclose_release_meta,
             "dplc_dtype": "float64" if self.dplc_dtype == torch.float64 else "float32",
             "dplc_removal": self.dplc_removal,
+            "fidelity": self.fidelity,
+            "fidelity_deviations": {k: dict(v) for k, v in self.fidelity_deviations.items()},
         }
 
     @property
     def release_kind(self) -> str | None:
         return RELEASE_KIND.get(self.release)
 
-    def _public(self) -> ClientData | None:
+    def _public(self, resolution: int | None = None) -> ClientData | None:
+        """The public fine-tuning set (rendered at the backbone's ``resolution`` unless its spec's
+        generator sets one), cached per process."""
         if self.public_set is None:
             return None
-        key = repr(sorted(self.public_set.items()))
+        key = repr((sorted(self.public_set.items()), resolution))
         if self._public_cache is None or self._public_cache[0] != key:
-            self._public_cache = (key, ClientData.from_faces(_public_faces(self.public_set)))
+            self._public_cache = (key, ClientData.from_faces(_public_faces(self.public_set, resolution)))
         return self._public_cache[1]
 
     def client_delta(self, data: ClientData) -> float:
@@ -347,7 +419,7 @@ class PrivacyFace(CenterMethod):
         state.meta["min_cluster_size"] = resolve_min_cluster_size(self.min_cluster_size, data.num_classes)
         state.meta["delta"] = self.client_delta(data) if self.release in ("noisy", "noisy-class-centers", "private-e2e") else None
         state.meta["dplc_releases"] = []
-        public = self._public()
+        public = self._public(int(global_model.spec["resolution"]))
         if public is not None:
             how = resolve_center_init("auto", config) if self.center_init == "auto" else self.center_init
             state.tensors["public_centers"] = init_centers(how, public, global_model, rng, config.device)
@@ -497,7 +569,8 @@ class PrivacyFace(CenterMethod):
     ) -> tuple[ClientState, list[Message]]:
         """Alg. 2 lines 6-8: optimise Eq. 5 locally, upload the backbone (W_k stays here)."""
         training = LocalTrainingConfig.from_dict(client_state.meta["training"])
-        backbone = self.workspace.load(self.find(broadcast, "backbone"), training.device)
+        backbone_message = self.find(broadcast, "backbone")
+        backbone = self.workspace.load(backbone_message, training.device)
         clusters = self._others(client_state, broadcast)
         # the naive baseline's W̃ are single-class centers: plain negatives (rho = 0)
         rho = 0.0 if self.release == "noisy-class-centers" else self.rho
@@ -505,7 +578,7 @@ class PrivacyFace(CenterMethod):
             backbone, client_state.tensors["centers"].to(training.device),
             None if clusters is None else clusters.to(training.device), rho, self.loss, self.s, self.m,
         )
-        public = self._public()
+        public = self._public(int(backbone_message.meta["spec"]["resolution"]))
         tensors = dict(client_state.tensors)
         meta = dict(client_state.meta)
         rnd = int(client_state.meta["round"])
