@@ -156,10 +156,12 @@ class FedFS(BackboneMethod):
     Hyper-parameters: ``lam`` (λ = 0.7), ``top_k_fraction`` (K = batch·0.25), ``aggregate``
     (``"mean"`` or ``"normalized-mean"``), ``label_features`` (``"aggregated-pretrained"``,
     ``"pretrained"``, ``"aggregated"``), ``label_weighting`` (``"softmax"`` or ``"linear"``),
-    ``label_temperature`` (1.0), ``temperature`` (0.1, of F_insub's cosine logits).
+    ``label_temperature`` (1.0), ``temperature`` (0.1, of F_insub's cosine logits), ``fidelity``
+    (only ``"default"``: with no full text or code there is no paper preset to be faithful to).
     """
 
     phases = ("train",)
+    fidelities = ("default",)
 
     def __init__(
         self,
@@ -170,8 +172,10 @@ class FedFS(BackboneMethod):
         label_weighting: str = "softmax",
         label_temperature: float = 1.0,
         temperature: float = 0.1,
+        fidelity: str = "default",
     ) -> None:
         super().__init__()
+        self.apply_fidelity(fidelity, {}, {}, {})
         self.lam = _number("lam (λ of F_total)", lam, 0.0, 1.0)
         self.top_k_fraction = _number("top_k_fraction (K / batch size)", top_k_fraction, 0.0, 1.0, low_open=True)
         if aggregate not in AGGREGATIONS:
@@ -185,6 +189,14 @@ class FedFS(BackboneMethod):
         self.aggregate, self.label_features, self.label_weighting = aggregate, label_features, label_weighting
         self._personal_ws = BackboneWorkspace()  # scratch copies, fully overwritten on every load
         self._pretrained_ws = BackboneWorkspace()
+
+    @classmethod
+    def fidelity_note_for(cls, name: str, fidelity: str) -> str:
+        return (
+            f"{name} (default): reconstruction from the paper's summary (fedfs-summary.md): not verified against the "
+            "paper's full text or code; the aggregation, soft-label features and weighting, F_insub temperature and "
+            "the 1 − cos regulariser are our readings (named options)."
+        )
 
     # ------------------------------------------------------------------------------- server side
     def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
