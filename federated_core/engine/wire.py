@@ -3,22 +3,29 @@
 What each party could observe is a lookup in this log (`WireLog.observed_by`), which the privacy
 ledger and the attacks read. On disk (``RUN/wire/``):
 
-* ``index.json``: ``{"format": 1, "kinds": {kind: meaning}, "messages": [record, ...]}`` (the
-  meaning of every message kind the log holds, so a method's own kinds load in any process), one
-  record per message in send
-  order: ``index, round, phase, kind, sender, receivers, event`` (the DP event's ``to_dict()`` or
-  null), ``meta``, ``nbytes`` and ``tensors`` (name -> ``{"shape", "dtype", "file", "key"}``;
-  ``file`` is null when the payload was not kept).
+* ``index.json``: ``{"format": 2, "keep_tensors", "kinds": {kind: meaning}, "chunks": {file:
+  {"sha256", "bytes"}}, "messages": [record, ...]}``: the meaning of every message kind the log
+  holds (so a method's own kinds load in any process), the SHA-256 and size of every chunk file,
+  and one record per message in send order: ``index, round, phase, kind, sender, receivers,
+  event`` (the DP event's ``to_dict()`` or null), ``meta``, ``nbytes``, ``tensors`` (name ->
+  ``{"shape", "dtype", "file", "key"}``; ``file`` is null when the payload was not kept) and
+  ``rejected`` (null, or the reason the server rejected this upload before aggregation, see
+  `federated_core.engine.validation`; a rejected message was still sent and observed).
 * ``chunk-<first>-<last>.safetensors``: the tensors of messages ``first..last`` under the keys
   ``"<index>/<tensor name>"``. Chunks are written incrementally (one per `save` call, the engine
   saves after every round), so a long run never holds every payload in memory.
 
-A log loaded back (`WireLog.load`) gives messages whose ``tensors`` load lazily on access.
+The folder holds no absolute path, timestamp or timing: the same messages give the same bytes.
+
+A log loaded back (`WireLog.load`) gives messages whose ``tensors`` load lazily on access. Every
+chunk it refers to must exist with the recorded size (checked by `load`) and SHA-256 (checked
+before the first tensor is read from it); otherwise `WireLogIntegrityError` names the file.
 With ``keep_tensors=False`` (benchmarks) only shapes, sizes and events are recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -39,7 +46,7 @@ from federated_core.engine.messages import (
     register_message_kind,
 )
 
-WIRE_FORMAT_VERSION = 1
+WIRE_FORMAT_VERSION = 2
 WIRE_DIRNAME = "wire"
 INDEX_NAME = "index.json"
 
@@ -56,6 +63,64 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+class WireLogIntegrityError(ValueError):
+    """A chunk file of a saved wire log is missing, truncated, or its bytes differ from the
+    SHA-256 recorded in ``index.json``."""
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file at ``path`` (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ChunkVerifier:
+    """The recorded ``{"sha256", "bytes"}`` of each chunk of one wire folder; `verify` checks a
+    chunk once (then remembers it) and raises `WireLogIntegrityError` naming the file."""
+
+    def __init__(self, wire_dir: Path, chunks: Mapping[str, Mapping[str, Any]]) -> None:
+        self.wire_dir = wire_dir
+        self.chunks = {name: dict(info) for name, info in chunks.items()}
+        self._verified: set[str] = set()
+        self._present: set[str] = set()
+
+    def check_present(self, name: str) -> Path:
+        """The chunk's path, after checking it is recorded, exists and has the recorded size
+        (checked once; `verify` checks the size again with the bytes)."""
+        path = self.wire_dir / name
+        if name in self._present:
+            return path
+        info = self.chunks.get(name)
+        if info is None or not isinstance(info.get("sha256"), str):
+            raise WireLogIntegrityError(f"wire chunk {str(path)!r} has no SHA-256 in {INDEX_NAME}")
+        if not path.is_file():
+            raise WireLogIntegrityError(f"wire chunk {str(path)!r} is missing")
+        size = path.stat().st_size
+        if size != info.get("bytes"):
+            raise WireLogIntegrityError(
+                f"wire chunk {str(path)!r} has {size} bytes, {INDEX_NAME} records {info.get('bytes')} (truncated or replaced)"
+            )
+        self._present.add(name)
+        return path
+
+    def verify(self, name: str) -> Path:
+        """The chunk's path once its bytes match the recorded SHA-256."""
+        if name not in self._verified:
+            self._present.discard(name)
+        path = self.check_present(name)
+        if name not in self._verified:
+            actual = file_sha256(path)
+            if actual != self.chunks[name]["sha256"]:
+                raise WireLogIntegrityError(
+                    f"wire chunk {str(path)!r} has SHA-256 {actual}, {INDEX_NAME} records {self.chunks[name]['sha256']}"
+                )
+            self._verified.add(name)
+        return path
+
+
 class LazyTensors(Mapping):
     """Read-only name -> tensor mapping backed by a safetensors file; loads each tensor on access.
 
@@ -63,8 +128,11 @@ class LazyTensors(Mapping):
     known, reading a tensor raises.
     """
 
-    def __init__(self, file: Path | None, specs: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, file: Path | None, specs: dict[str, dict[str, Any]], verifier: ChunkVerifier | None = None
+    ) -> None:
         self._file = file
+        self._verifier = verifier
         self._specs = specs
         self._cache: dict[str, torch.Tensor] = {}
         total = 0
@@ -84,6 +152,8 @@ class LazyTensors(Mapping):
                     f"tensor {name!r} of this message was not kept (the run used keep_tensors=False); "
                     "only its shape and size are known"
                 )
+            if self._verifier is not None:
+                self._verifier.verify(self._file.name)
             with safe_open(str(self._file), framework="pt") as f:
                 self._cache[name] = f.get_tensor(self._specs[name]["key"])
         return self._cache[name]
@@ -126,13 +196,18 @@ class WireLog:
         self.keep_tensors = bool(keep_tensors)
         self._messages: list[Message] = []
         self._records: list[dict[str, Any] | None] = []  # saved record per message, None if unsaved
+        self._rejected: list[str | None] = []
+        self._chunks: dict[str, dict[str, Any]] = {}  # chunk file -> {"sha256", "bytes"}
         self._saved_dir: Path | None = None
 
     # ------------------------------------------------------------------ building
-    def append(self, message: Message) -> int:
-        """Record ``message``; returns its index."""
+    def append(self, message: Message, rejected: str | None = None) -> int:
+        """Record ``message``; returns its index. ``rejected``: the reason the server rejected
+        this upload before aggregation (it was still sent and observed), or None."""
         if not isinstance(message, Message):
             raise ValueError(f"WireLog.append takes a Message, got {type(message).__name__}")
+        if rejected is not None and (not isinstance(rejected, str) or not rejected):
+            raise ValueError(f"rejected must be None or a non-empty reason string, got {rejected!r}")
         if self._messages and message.round < self._messages[-1].round:
             raise ValueError(
                 f"messages must be appended in round order: got round {message.round} after round "
@@ -146,6 +221,7 @@ class WireLog:
             message = _replace_tensors(message, LazyTensors(None, specs))
         self._messages.append(message)
         self._records.append(None)
+        self._rejected.append(rejected)
         return len(self._messages) - 1
 
     # ------------------------------------------------------------------ reading
@@ -157,6 +233,14 @@ class WireLog:
 
     def __getitem__(self, index: int) -> Message:
         return self._messages[index]
+
+    def rejection(self, index: int) -> str | None:
+        """Why the server rejected message ``index`` (None: not rejected)."""
+        return self._rejected[index]
+
+    def rejections(self) -> dict[int, str]:
+        """Index -> reason of every rejected upload."""
+        return {i: r for i, r in enumerate(self._rejected) if r is not None}
 
     def observed_by(self, party: str) -> list[Message]:
         """Messages ``party`` sent or received. The server receives every upload, so
@@ -260,19 +344,24 @@ class WireLog:
                     "meta": m.meta,
                     "nbytes": m.nbytes,
                     "tensors": specs,
+                    "rejected": self._rejected[i],
                 }
             if payload:
                 tmp = chunk_path.with_suffix(".tmp")
                 save_file(payload, str(tmp))
+                self._chunks[chunk_name] = {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}
                 os.replace(tmp, chunk_path)
             if release_tensors:
+                verifier = ChunkVerifier(wire_dir, self._chunks)
                 for i in pending:
                     self._messages[i] = _replace_tensors(
-                        self._messages[i], _lazy_from_record(wire_dir, self._records[i])  # type: ignore[arg-type]
+                        self._messages[i], _lazy_from_record(wire_dir, self._records[i], verifier)  # type: ignore[arg-type]
                     )
         kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in self._records}
+        used = sorted(self._used_chunks())
+        self._chunks = {name: self._chunks[name] for name in used}
         index = {"format": WIRE_FORMAT_VERSION, "keep_tensors": self.keep_tensors, "kinds": kinds,
-                 "messages": self._records}
+                 "chunks": self._chunks, "messages": self._records}
         tmp_index = wire_dir / (INDEX_NAME + ".tmp")
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, wire_dir / INDEX_NAME)
@@ -280,8 +369,11 @@ class WireLog:
         self._remove_orphan_chunks(wire_dir)
         return wire_dir
 
+    def _used_chunks(self) -> set[str]:
+        return {spec["file"] for r in self._records if r for spec in r["tensors"].values() if spec["file"]}
+
     def _remove_orphan_chunks(self, wire_dir: Path) -> None:
-        used = {spec["file"] for r in self._records if r for spec in r["tensors"].values() if spec["file"]}
+        used = self._used_chunks()
         for path in wire_dir.glob("chunk-*.safetensors"):
             if path.name not in used:
                 path.unlink()
@@ -296,8 +388,12 @@ class WireLog:
             raise FileNotFoundError(f"no wire log at {str(wire_dir)!r} (missing {INDEX_NAME})")
         index = json.loads(index_path.read_text())
         if index.get("format") != WIRE_FORMAT_VERSION:
-            raise ValueError(f"wire log format must be {WIRE_FORMAT_VERSION}, got {index.get('format')!r}")
+            raise ValueError(
+                f"wire log format must be {WIRE_FORMAT_VERSION}, got {index.get('format')!r} in {str(index_path)!r} "
+                "(format 1 logs carry no chunk checksums; re-run to write a verifiable log)"
+            )
         log = cls(keep_tensors=bool(index.get("keep_tensors", True)))
+        verifier = ChunkVerifier(wire_dir, index.get("chunks", {}))
         # a log describes the kinds it holds: a method's own kind loads without importing the method
         for kind, meaning in index.get("kinds", {}).items():
             if kind not in MESSAGE_KINDS:
@@ -316,19 +412,22 @@ class WireLog:
                     event=event_from_dict(record["event"]),
                     meta=record["meta"],
                 ),
-                _lazy_from_record(wire_dir, record),
+                _lazy_from_record(wire_dir, record, verifier),
             )
             log._messages.append(message)
             log._records.append(record)
+            log._rejected.append(record.get("rejected"))
+        log._chunks = {name: verifier.chunks[name] for name in sorted(log._used_chunks())}
         log._saved_dir = wire_dir
         return log
 
 
-def _lazy_from_record(wire_dir: Path, record: dict[str, Any]) -> LazyTensors:
+def _lazy_from_record(wire_dir: Path, record: dict[str, Any], verifier: ChunkVerifier) -> LazyTensors:
     files = {spec["file"] for spec in record["tensors"].values()}
     file = None
     if files and None not in files:
         if len(files) != 1:
             raise ValueError(f"message {record['index']} spreads over several chunk files: {sorted(files)}")
         file = wire_dir / files.pop()
-    return LazyTensors(file, record["tensors"])
+        verifier.check_present(file.name)
+    return LazyTensors(file, record["tensors"], verifier)
