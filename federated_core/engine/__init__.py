@@ -5,19 +5,25 @@ Run folder layout (written by `run_federated(..., out_dir=RUN)` and `privaudit t
 
     RUN/
       config.json                 the run's FederatedConfig + data/scale description (train command)
-      metrics.json                per-round records: sampled/offline/failed clients, client losses,
-                                  timings, bytes (uploaded / broadcast / by kind), evaluation of the
+      metrics.json                per-round records: sampled/offline clients, "failed" (tolerated
+                                  client failures [{client, phase, error}]), "rejected" (uploads
+                                  the server rejected [{client, phase, kind, reason}]), client
+                                  losses, bytes (uploaded / broadcast / by kind), evaluation of the
                                   global model on unseen identities (verification accuracy, AUROC,
                                   TAR@FAR, rank-1, TPIR@FPIR) after the chosen rounds; "evaluation"
                                   keyed by round ("0" = the initial model); wire summary;
-                                  bytes_per_round
+                                  bytes_per_round; client_failures {count, rounds: {round: [ids]}}
+      timings.json                wall-clock timings: init_seconds, per round {clients, server,
+                                  evaluation, round} seconds (the only file that differs between
+                                  two runs with the same seed and thread count)
       checkpoint/
         backbone.safetensors      the global backbone after the last completed round
                                   (federated_core.models.load_backbone reads it)
         config.json               round, method, hyper-parameters, config
       wire/                       the WireLog: what crossed the wire (WireLog.load(RUN))
         index.json                one record per message: index, round, phase, kind, sender,
-                                  receivers, event (DP event dict or null), meta, nbytes, tensors
+                                  receivers, event (DP event dict or null), meta, nbytes, tensors,
+                                  rejected (null or the server's reason); SHA-256 of every chunk
         chunk-<a>-<b>.safetensors payloads, keys "<message index>/<tensor name>"
       state/                      the engine's resumable checkpoint (server + client states,
                                   undelivered messages, progress.json)
@@ -49,14 +55,17 @@ from federated_core.engine.messages import (
     make_message,
     register_message_kind,
 )
-from federated_core.engine.simulation import FederatedResult, run_federated
+from federated_core.engine.simulation import ClientFailureError, FederatedResult, run_federated
 from federated_core.engine.state import ClientData, ClientState, ServerState
-from federated_core.engine.wire import WireLog
+from federated_core.engine.validation import AllUploadsRejectedError, UploadExpectation, validate_upload
+from federated_core.engine.wire import WireLog, WireLogIntegrityError
 
 __all__ = [
     "MESSAGE_KINDS",
     "SERVER",
+    "AllUploadsRejectedError",
     "ClientData",
+    "ClientFailureError",
     "ClientState",
     "DpSgdConfig",
     "EvaluationConfig",
@@ -65,10 +74,13 @@ __all__ = [
     "LocalTrainingConfig",
     "Message",
     "ServerState",
+    "UploadExpectation",
     "WireLog",
+    "WireLogIntegrityError",
     "client_id_of",
     "client_party",
     "make_message",
     "register_message_kind",
     "run_federated",
+    "validate_upload",
 ]

@@ -118,6 +118,12 @@ class FederatedConfig:
             with ``backbone``/``embedding_dim``/``resolution`` (FedGC's setting).
         keep_wire_tensors: keep message payloads in the wire log (False: shapes only; benchmarks).
         flip_augmentation: random horizontal flips in local training.
+        tolerate_client_failures: False (default): a client whose ``client_update`` raises stops
+            the run with a `ClientFailureError`. True: it is dropped from the rest of that round
+            and recorded in ``metrics["rounds"][i]["failed"]`` and ``metrics["client_failures"]``.
+        max_update_norm: None (default), or an l2 bound on a client's ``backbone`` update (its
+            upload minus the broadcast global backbone, over all floating-point entries); a larger
+            update is rejected by the server before aggregation (see `engine.validation`).
     """
 
     method: str = "fedpe"
@@ -144,6 +150,8 @@ class FederatedConfig:
     resolution: int = 32
     keep_wire_tensors: bool = True
     flip_augmentation: bool = True
+    tolerate_client_failures: bool = False
+    max_update_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:
@@ -164,6 +172,11 @@ class FederatedConfig:
         _check_int("eval_every", self.eval_every, 0)
         _check_int("embedding_dim", self.embedding_dim, 1)
         _check_int("resolution", self.resolution, 1)
+        if not isinstance(self.tolerate_client_failures, bool):
+            raise ValueError(f"tolerate_client_failures must be True or False, got {self.tolerate_client_failures!r}")
+        if self.max_update_norm is not None:
+            object.__setattr__(self, "max_update_norm", _check_float(
+                "max_update_norm", self.max_update_norm, 0.0, math.inf, low_open=True, high_open=True))
         if isinstance(self.dp_sgd, dict):
             object.__setattr__(self, "dp_sgd", DpSgdConfig(**self.dp_sgd))
         if isinstance(self.evaluation, dict):

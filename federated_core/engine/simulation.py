@@ -5,17 +5,35 @@ Table 1), take some offline (PrivacyFace App. A.2.7), then for every phase of th
 server's ``configure`` messages go to the participants, each participant runs ``client_update``
 on its own state, data and inbox, its uploads go to the server, and ``server_step`` aggregates.
 Every message is validated (sender, explicit receivers, round, phase) and appended to the
-`WireLog`; nothing else passes between parties. A client that raises is reported (log warning +
-``metrics["rounds"][i]["failed"]``) and dropped from the rest of that round, its state left as it
-was; a phase with no surviving client is an error that says so.
+`WireLog`; nothing else passes between parties.
+
+Failing clients: a client whose ``client_update`` raises (or returns something that breaks the
+protocol) stops the run with a `ClientFailureError` naming the client, round and phase (the
+original exception is its ``__cause__``). With ``FederatedConfig.tolerate_client_failures`` it is
+instead dropped from the rest of that round, its state left as it was, and recorded (log warning,
+``metrics["rounds"][i]["failed"]`` = ``[{client, phase, error}]``, ``metrics["client_failures"]``
+= ``{"count", "rounds": {round: [clients]}}``); a phase with no surviving client is an error.
+
+Bad uploads: before ``server_step`` the server checks every upload (`engine.validation`): a kind
+the method accepts from clients in that phase (`Method.upload_kinds`), ``backbone`` uploads with
+exactly the global backbone's entries, shapes and dtypes, finite values, and the update norm
+bound ``FederatedConfig.max_update_norm``. A rejected upload (and the same client's other uploads
+of that phase) is not aggregated; it stays in the wire log marked with its reason
+(`WireLog.rejection`) and in ``metrics["rounds"][i]["rejected"]`` = ``[{client, phase, kind,
+reason}]``. A phase whose uploads were all rejected raises `AllUploadsRejectedError`.
 
 Randomness: every draw comes from a generator seeded by ``(config.seed, purpose, round, ...)``
 (`derive_seed`), so the same seed gives the same numbers and ``resume`` (continuing from the
 checkpoint written after every round) gives exactly the result of an uninterrupted run.
 
+Artifacts are byte-reproducible: the same seed and thread count give identical bytes in every
+file of the run folder except ``timings.json`` (`TIMINGS_NAME`), which holds all wall-clock
+timings (``init_seconds`` and per round ``seconds``; in memory they stay in the returned
+metrics). No file holds an absolute path of the run folder.
+
 Evaluation of the global model on unseen identities after the rounds of
-`FederatedConfig.eval_rounds` (`GenericEvaluator`), recorded per round with losses, timings and
-bytes on the wire.
+`FederatedConfig.eval_rounds` (`GenericEvaluator`), recorded per round with losses and bytes on
+the wire.
 """
 
 from __future__ import annotations
@@ -24,7 +42,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +63,13 @@ from federated_core.engine.config import FederatedConfig
 from federated_core.engine.evaluate import GenericEvaluator
 from federated_core.engine.messages import SERVER, Message, client_party
 from federated_core.engine.state import ClientData, ClientState, ServerState
+from federated_core.engine.validation import AllUploadsRejectedError, UploadExpectation, validate_client_uploads
 from federated_core.engine.wire import WireLog
 
 logger = logging.getLogger("federated_core.engine")
 
 METRICS_NAME = "metrics.json"
+TIMINGS_NAME = "timings.json"
 GROUND_TRUTH_DIRNAME = "ground_truth"
 _PURPOSES = {"model": 1, "server_init": 2, "client_init": 3, "sample": 4, "offline": 5, "client": 6}
 
@@ -216,8 +236,158 @@ def _write_ground_truth_final(out_dir: Path, method: Any, client_states: dict[in
     (folder / "client_states.json").write_text(json.dumps(index))
 
 
+class ClientFailureError(RuntimeError):
+    """A client's ``client_update`` raised (or broke the protocol) while
+    ``FederatedConfig.tolerate_client_failures`` is off. The original exception is
+    ``__cause__`` (and ``error``).
+
+    Attributes:
+        client: the client id.
+        round: the round (1-based).
+        phase: the method phase (e.g. ``"train"``).
+        error: the original exception.
+    """
+
+    def __init__(self, client: int, round: int, phase: str, error: BaseException) -> None:
+        self.client, self.round, self.phase, self.error = int(client), int(round), str(phase), error
+        super().__init__(
+            f"{client_party(int(client))} failed in round {round} phase {phase!r}: {type(error).__name__}: {error} "
+            "(set FederatedConfig.tolerate_client_failures=True to drop failing clients from the round instead)"
+        )
+
+
+@dataclass
+class _Run:
+    """What the phases of a run share (the engine's mutable state between rounds)."""
+
+    config: FederatedConfig
+    method: Any
+    client_data: dict[int, ClientData]
+    parties: set[str]
+    wire: WireLog
+    pending: dict[str, list[Message]]
+    client_states: dict[int, ClientState]
+
+
+@dataclass
+class _RoundLog:
+    """What went wrong in one round: tolerated client failures and rejected uploads."""
+
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _update_clients(
+    run: _Run, r: int, phase_index: int, phase: str, participants: list[int], broadcasts: list[Message],
+    log: _RoundLog,
+) -> list[tuple[int, list[Message]]]:
+    """Run ``client_update`` on each participant; returns each surviving client's uploads.
+
+    A client that raises stops the run (`ClientFailureError`) unless failures are tolerated: it
+    is then recorded in ``log.failed`` and left out, its state unchanged."""
+    config, method = run.config, run.method
+    out: list[tuple[int, list[Message]]] = []
+    for cid in tqdm(participants, desc=f"round {r} {phase}", disable=not config.progress, leave=False):
+        party = client_party(cid)
+        inbox = run.pending.pop(party, []) + [m for m in broadcasts if party in m.receivers]
+        state = _copy_client_state(run.client_states[cid], cid, r)
+        try:
+            new_state, ups = method.client_update(
+                phase, state, inbox, run.client_data[cid], generator(config.seed, "client", r, phase_index, cid)
+            )
+            ups = _check_uploads(ups, party, r, phase)
+            if not isinstance(new_state, ClientState):
+                raise TypeError(f"client_update must return a ClientState, got {type(new_state).__name__}")
+        except Exception as exc:
+            if not config.tolerate_client_failures:
+                raise ClientFailureError(cid, r, phase, exc) from exc
+            error = f"{type(exc).__name__}: {exc}"
+            log.failed.append({"client": cid, "phase": phase, "error": error})
+            logger.warning("round %d phase %s: %s failed and is dropped from this round: %s", r, phase, party, error)
+            if config.progress:
+                tqdm.write(f"round {r} phase {phase}: {party} failed and is dropped from this round: {error}")
+            continue
+        run.client_states[cid] = new_state
+        out.append((cid, ups))
+    return out
+
+
+def _expectation(run: _Run, phase: str, server_state: ServerState) -> UploadExpectation:
+    """What the server accepts from clients in ``phase``: the method's kinds, ``backbone``
+    uploads shaped like the global backbone now broadcast, the update norm bound."""
+    kinds = run.method.upload_kinds(phase)
+    return UploadExpectation(
+        phase=phase,
+        kinds=None if kinds is None else frozenset(kinds),
+        references={"backbone": run.method.global_backbone_state(server_state)},
+        max_update_norm=run.config.max_update_norm,
+    )
+
+
+def _screen_uploads(
+    run: _Run, r: int, phase: str, per_client: list[tuple[int, list[Message]]], expected: UploadExpectation,
+    log: _RoundLog,
+) -> list[Message]:
+    """Validate every upload, append all of them to the wire log (rejected ones marked with their
+    reason) and return those the server aggregates."""
+    accepted: list[Message] = []
+    rejected_here = []
+    for cid, ups in per_client:
+        reasons = validate_client_uploads(ups, expected)
+        for i, m in enumerate(ups):
+            reason = reasons.get(i)
+            run.wire.append(m, rejected=reason)
+            if reason is None:
+                accepted.append(m)
+                continue
+            entry = {"client": cid, "phase": phase, "kind": m.kind, "reason": reason}
+            log.rejected.append(entry)
+            rejected_here.append(entry)
+            logger.warning("round %d phase %s: the server rejected %s's %r upload: %s", r, phase, m.sender, m.kind, reason)
+    if rejected_here and not accepted:
+        detail = "; ".join(f"client:{e['client']} {e['kind']}: {e['reason']}" for e in rejected_here[:5])
+        raise AllUploadsRejectedError(
+            f"round {r} phase {phase!r}: every upload was rejected, nothing is left to aggregate ({detail})"
+        )
+    return accepted
+
+
+def _run_phase(
+    run: _Run, r: int, phase_index: int, phase: str, participants: list[int], server_state: ServerState,
+    seconds: dict[str, float], log: _RoundLog, context: str,
+) -> tuple[ServerState, list[int]]:
+    """One exchange: configure, client updates, upload checks, server step. Returns the new server
+    state and the participants that did not fail."""
+    method = run.method
+    if not participants:
+        raise RuntimeError(f"round {r} phase {phase!r}: no client survived ({context}); lower offline_probability or raise participation")
+    names = [client_party(c) for c in participants]
+    expected = _expectation(run, phase, server_state)
+    broadcasts = method.configure(phase, server_state, r, names)
+    _check_broadcasts(broadcasts, r, phase, set(names), f"{method.name}.configure")
+    for m in broadcasts:
+        run.wire.append(m)
+    t_clients = time.perf_counter()
+    per_client = _update_clients(run, r, phase_index, phase, participants, broadcasts, log)
+    seconds["clients"] += time.perf_counter() - t_clients
+    failed = {e["client"] for e in log.failed}
+    participants = [c for c in participants if c not in failed]
+    if not participants:
+        raise RuntimeError(f"round {r} phase {phase!r}: no client survived ({context}, failed {log.failed})")
+    uploads = _screen_uploads(run, r, phase, per_client, expected, log)
+    t_server = time.perf_counter()
+    server_state, outgoing = method.server_step(phase, server_state, uploads)
+    seconds["server"] += time.perf_counter() - t_server
+    _check_broadcasts(outgoing, r, phase, run.parties, f"{method.name}.server_step")
+    for m in outgoing:
+        run.wire.append(m)
+        for receiver in m.receivers:
+            run.pending.setdefault(receiver, []).append(m)
+    return server_state, participants
+
+
 def _summarise_round(
-    round: int, sampled: list[int], offline: list[int], failed: dict[int, str], participants: list[int],
+    round: int, sampled: list[int], offline: list[int], log: _RoundLog, participants: list[int],
     client_states: dict[int, ClientState], wire: WireLog, first_message: int, seconds: dict[str, float],
     server_state: ServerState,
 ) -> dict[str, Any]:
@@ -241,7 +411,8 @@ def _summarise_round(
         "round": round,
         "sampled": sampled,
         "offline": offline,
-        "failed": {str(k): v for k, v in failed.items()},
+        "failed": list(log.failed),
+        "rejected": list(log.rejected),
         "participants": participants,
         "client_loss": float(np.mean(finite)) if finite else None,
         "client_losses": losses,
@@ -256,6 +427,26 @@ def _summarise_round(
         "server": server_info,
         "evaluation": None,
     }
+
+
+def _upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A round record of an older run folder in today's form (``failed`` was ``{client: error}``)."""
+    if isinstance(record.get("failed"), dict):
+        record["failed"] = [{"client": int(c), "phase": None, "error": e} for c, e in record["failed"].items()]
+    record.setdefault("rejected", [])
+    return record
+
+
+def _failure_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"count": failures, "rounds": {round: [clients that failed]}}`` over the round records."""
+    per_round = {}
+    count = 0
+    for record in rounds:
+        failed = record.get("failed") or []
+        count += len(failed)
+        if failed:
+            per_round[str(record["round"])] = sorted({int(e["client"]) for e in failed})
+    return {"count": count, "rounds": per_round}
 
 
 def run_federated(
@@ -274,7 +465,7 @@ def run_federated(
     Args:
         config: the run's `FederatedConfig`.
         clients: a list (client ids 0..K-1) or a mapping id -> `ClientData`.
-        out_dir: the run folder (checkpoint, metrics, wire log, ground truth; see
+        out_dir: the run folder (checkpoint, metrics, timings, wire log, ground truth; see
             `federated_core.engine`); None keeps everything in memory (no resume).
         eval_faces: images of unseen identities for the generic evaluation (None: no evaluation).
         initial_model: a backbone made by `build_backbone` to start from (overrides
@@ -284,6 +475,10 @@ def run_federated(
             starting over; without a checkpoint there, start from round 1.
         stop_after: return after this round (the run can then be resumed), e.g. to split a run.
         method: a method object to use instead of ``get_method(config.method, **config.method_params)``.
+
+    Raises:
+        ClientFailureError: a client's update raised (unless ``config.tolerate_client_failures``).
+        AllUploadsRejectedError: every upload of a phase failed the server's checks.
     """
     from federated_core.methods import GlobalModel, get_method
 
@@ -300,43 +495,20 @@ def run_federated(
     global_model = GlobalModel(model, spec)
     evaluator = GenericEvaluator(eval_faces, config.evaluation) if eval_faces is not None else None
     eval_rounds = set(config.eval_rounds()) if evaluator is not None else set()
-    parties = {client_party(c) for c in client_ids}
 
-    resumed = resume and out is not None and has_engine_state(out)
-    if resumed:
-        saved = load_engine_state(out)  # type: ignore[arg-type]
-        if saved.fingerprint != config.fingerprint_dict():
-            diff = sorted(k for k in config.fingerprint_dict() if saved.fingerprint.get(k) != config.fingerprint_dict()[k])
-            raise ValueError(f"resume: the checkpoint in {str(out)!r} was written with a different config (fields {diff})")
-        if set(saved.client_states) != set(client_ids):
-            raise ValueError("resume: the checkpoint's clients differ from the clients given")
-        server_state, client_states, pending = saved.server_state, saved.client_states, saved.pending
-        start = saved.completed_rounds + 1
-        wire = WireLog.load(out, upto_round=saved.completed_rounds)  # type: ignore[arg-type]
-        wire.keep_tensors = config.keep_wire_tensors
-        metrics = json.loads((out / METRICS_NAME).read_text())  # type: ignore[operator]
-        metrics["rounds"] = [r for r in metrics["rounds"] if r["round"] <= saved.completed_rounds]
-        metrics["evaluation"] = {k: v for k, v in metrics["evaluation"].items() if int(k) <= saved.completed_rounds}
+    if resume and out is not None and has_engine_state(out):
+        server_state, run, metrics, start = _resume(out, config, method, client_data)
     else:
         start = 1
-        wire = WireLog(keep_tensors=config.keep_wire_tensors)
-        pending: dict[str, list[Message]] = {}
         t0 = time.perf_counter()
         server_state = method.init(global_model, config, generator(config.seed, "server_init"))
         client_states = {
             cid: method.client_init(cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid))
             for cid in tqdm(client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False)
         }
-        metrics = {
-            "config": config.to_dict(),
-            "method": {"name": method.name, "phases": list(method.phases), "hyperparameters": method.hyperparameters()},
-            "backbone": spec,
-            "num_clients": len(client_ids),
-            "num_train_images": int(sum(len(d) for d in client_data.values())),
-            "init_seconds": time.perf_counter() - t0,
-            "rounds": [],
-            "evaluation": {},
-        }
+        run = _Run(config, method, client_data, {client_party(c) for c in client_ids},
+                   WireLog(keep_tensors=config.keep_wire_tensors), {}, client_states)
+        metrics = _initial_metrics(config, method, spec, client_data, time.perf_counter() - t0)
         if 0 in eval_rounds:
             metrics["evaluation"]["0"] = evaluator.evaluate(model, device)  # type: ignore[union-attr]
         if out is not None:
@@ -347,103 +519,111 @@ def run_federated(
     bar = tqdm(range(start, last + 1), desc=f"{method.name} rounds", disable=not config.progress)
     for r in bar:
         t_round = time.perf_counter()
-        first_message = len(wire)
-        sampled = sample_participants(client_ids, config.participation, config.seed, r)
-        offline = offline_clients(sampled, config.offline_probability, config.offline_policy, config.seed, r)
-        participants = [c for c in sampled if c not in offline]
-        failed: dict[int, str] = {}
-        client_seconds = server_seconds = 0.0
-        for phase_index, phase in enumerate(method.phases):
-            if not participants:
-                raise RuntimeError(
-                    f"round {r} phase {phase!r}: no client survived (sampled {sampled}, offline {offline}, failed "
-                    f"{ {k: v for k, v in failed.items()} }); lower offline_probability or raise participation"
-                )
-            names = [client_party(c) for c in participants]
-            broadcasts = method.configure(phase, server_state, r, names)
-            _check_broadcasts(broadcasts, r, phase, set(names), f"{method.name}.configure")
-            for m in broadcasts:
-                wire.append(m)
-            uploads: list[Message] = []
-            t_clients = time.perf_counter()
-            for cid in tqdm(participants, desc=f"round {r} {phase}", disable=not config.progress, leave=False):
-                party = client_party(cid)
-                inbox = pending.pop(party, []) + [m for m in broadcasts if party in m.receivers]
-                state = _copy_client_state(client_states[cid], cid, r)
-                try:
-                    new_state, ups = method.client_update(
-                        phase, state, inbox, client_data[cid], generator(config.seed, "client", r, phase_index, cid)
-                    )
-                    ups = _check_uploads(ups, party, r, phase)
-                    if not isinstance(new_state, ClientState):
-                        raise TypeError(f"client_update must return a ClientState, got {type(new_state).__name__}")
-                except Exception as exc:  # noqa: BLE001 - a failing client is dropped, the round goes on
-                    failed[cid] = f"{type(exc).__name__}: {exc}"
-                    logger.warning("round %d phase %s: %s failed and is dropped from this round: %s", r, phase, party, failed[cid])
-                    if config.progress:
-                        tqdm.write(f"round {r} phase {phase}: {party} failed and is dropped from this round: {failed[cid]}")
-                    continue
-                client_states[cid] = new_state
-                uploads.extend(ups)
-            client_seconds += time.perf_counter() - t_clients
-            participants = [c for c in participants if c not in failed]
-            if not participants:
-                raise RuntimeError(
-                    f"round {r} phase {phase!r}: no client survived (sampled {sampled}, offline {offline}, failed "
-                    f"{ {k: v for k, v in failed.items()} })"
-                )
-            for m in uploads:
-                wire.append(m)
-            t_server = time.perf_counter()
-            server_state, outgoing = method.server_step(phase, server_state, uploads)
-            server_seconds += time.perf_counter() - t_server
-            _check_broadcasts(outgoing, r, phase, parties, f"{method.name}.server_step")
-            for m in outgoing:
-                wire.append(m)
-                for receiver in m.receivers:
-                    pending.setdefault(receiver, []).append(m)
-
-        bad = [k for k, v in method.global_backbone_state(server_state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise RuntimeError(
-                f"round {r}: the global backbone has non-finite weights ({bad[:3]}...): training diverged "
-                f"(last client losses {_summarise_losses(client_states, participants, r)}); lower lr or the "
-                f"method's step sizes. The checkpoint of round {r - 1} is kept."
-            )
-        record = _summarise_round(
-            r, sampled, offline, failed, participants, client_states, wire, first_message,
-            {"clients": client_seconds, "server": server_seconds}, server_state,
-        )
+        server_state, record = _run_round(run, r, server_state)
         if r in eval_rounds:
             t_eval = time.perf_counter()
-            backbone = _backbone_of(method, server_state, spec)
-            evaluation = evaluator.evaluate(backbone, device)  # type: ignore[union-attr]
+            evaluation = evaluator.evaluate(_backbone_of(method, server_state, spec), device)  # type: ignore[union-attr]
             metrics["evaluation"][str(r)] = evaluation
             record["evaluation"] = evaluation
             record["seconds"]["evaluation"] = time.perf_counter() - t_eval
         record["seconds"]["round"] = time.perf_counter() - t_round
         metrics["rounds"].append(record)
+        metrics["client_failures"] = _failure_summary(metrics["rounds"])
         if config.progress:
             acc = record["evaluation"]["verification"]["accuracy"] if record["evaluation"] else None
             bar.set_postfix(loss=record["client_loss"], acc=acc)
         if out is not None:
             # The engine state is written last: it is the commit point a resume starts from (a
             # wire log or metrics ahead of it are cut back to its round).
-            wire.save(out)
+            run.wire.save(out)
             save_global_checkpoint(out, _backbone_of(method, server_state, spec), _checkpoint_info(config, method, r))
-            _write_metrics(out, metrics, wire)
-            save_engine_state(out, EngineState(r, server_state, client_states, pending, config.fingerprint_dict(), method.name))
+            _write_metrics(out, metrics, run.wire)
+            save_engine_state(out, EngineState(r, server_state, run.client_states, run.pending, config.fingerprint_dict(), method.name))
     bar.close()
 
     completed = last if last >= start else start - 1
-    backbone = _backbone_of(method, server_state, spec)
     metrics["completed_rounds"] = completed
-    metrics["bytes_per_round"] = _bytes_table(wire)
+    metrics["bytes_per_round"] = _bytes_table(run.wire)
+    metrics["client_failures"] = _failure_summary(metrics["rounds"])
     if out is not None:
-        _write_metrics(out, metrics, wire)
+        _write_metrics(out, metrics, run.wire)
         if completed == config.rounds:
-            _write_ground_truth_final(out, method, client_states)
-    return FederatedResult(backbone, metrics, wire, out, server_state, client_states, completed)
+            _write_ground_truth_final(out, method, run.client_states)
+    backbone = _backbone_of(method, server_state, spec)
+    return FederatedResult(backbone, metrics, run.wire, out, server_state, run.client_states, completed)
+
+
+def _initial_metrics(
+    config: FederatedConfig, method: Any, spec: dict[str, Any], client_data: dict[int, ClientData], init_seconds: float
+) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "method": {"name": method.name, "phases": list(method.phases), "hyperparameters": method.hyperparameters()},
+        "backbone": spec,
+        "num_clients": len(client_data),
+        "num_train_images": int(sum(len(d) for d in client_data.values())),
+        "init_seconds": init_seconds,
+        "rounds": [],
+        "evaluation": {},
+        "client_failures": {"count": 0, "rounds": {}},
+    }
+
+
+def _resume(
+    out: Path, config: FederatedConfig, method: Any, client_data: dict[int, ClientData]
+) -> tuple[ServerState, _Run, dict[str, Any], int]:
+    """The server state, run state, metrics and first round to run of a checkpointed run."""
+    saved = load_engine_state(out)
+    expected = config.fingerprint_dict()
+    defaults = FederatedConfig().fingerprint_dict()
+    # fields added after the checkpoint was written match when the run uses their defaults
+    written = {**{k: v for k, v in defaults.items() if k not in saved.fingerprint}, **saved.fingerprint}
+    if written != expected:
+        diff = sorted(k for k in set(expected) | set(written) if written.get(k) != expected.get(k))
+        raise ValueError(f"resume: the checkpoint in {str(out)!r} was written with a different config (fields {diff})")
+    if set(saved.client_states) != set(client_data):
+        raise ValueError("resume: the checkpoint's clients differ from the clients given")
+    done = saved.completed_rounds
+    wire = WireLog.load(out, upto_round=done)
+    wire.keep_tensors = config.keep_wire_tensors
+    metrics = json.loads((out / METRICS_NAME).read_text())
+    timings_path = out / TIMINGS_NAME
+    if timings_path.is_file():  # (runs written before timings moved out keep them in metrics.json)
+        _merge_timings(metrics, json.loads(timings_path.read_text()))
+    metrics["rounds"] = [_upgrade_record(r) for r in metrics["rounds"] if r["round"] <= done]
+    metrics["evaluation"] = {k: v for k, v in metrics["evaluation"].items() if int(k) <= done}
+    metrics["client_failures"] = _failure_summary(metrics["rounds"])
+    run = _Run(config, method, client_data, {client_party(c) for c in client_data}, wire, saved.pending, saved.client_states)
+    return saved.server_state, run, metrics, done + 1
+
+
+def _run_round(run: _Run, r: int, server_state: ServerState) -> tuple[ServerState, dict[str, Any]]:
+    """Round ``r``: sampling, offline clients, every phase, the divergence check. Returns the new
+    server state and the round's metrics record (without evaluation)."""
+    config, method = run.config, run.method
+    first_message = len(run.wire)
+    client_ids = list(run.client_data)
+    sampled = sample_participants(client_ids, config.participation, config.seed, r)
+    offline = offline_clients(sampled, config.offline_probability, config.offline_policy, config.seed, r)
+    participants = [c for c in sampled if c not in offline]
+    log = _RoundLog()
+    seconds = {"clients": 0.0, "server": 0.0}
+    context = f"sampled {sampled}, offline {offline}"
+    for phase_index, phase in enumerate(method.phases):
+        server_state, participants = _run_phase(
+            run, r, phase_index, phase, participants, server_state, seconds, log, context
+        )
+    bad = [k for k, v in method.global_backbone_state(server_state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise RuntimeError(
+            f"round {r}: the global backbone has non-finite weights ({bad[:3]}...): training diverged "
+            f"(last client losses {_summarise_losses(run.client_states, participants, r)}); lower lr or the "
+            f"method's step sizes. The checkpoint of round {r - 1} is kept."
+        )
+    record = _summarise_round(
+        r, sampled, offline, log, participants, run.client_states, run.wire, first_message, seconds, server_state,
+    )
+    return server_state, record
 
 
 def _summarise_losses(client_states: dict[int, ClientState], participants: list[int], round: int) -> dict[int, Any]:
@@ -478,10 +658,37 @@ def _bytes_table(wire: WireLog) -> dict[str, Any]:
     }
 
 
+def _split_timings(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``metrics`` without its wall-clock timings, and the timings ``{"init_seconds",
+    "rounds": {round: seconds}}`` (the round records are copied, ``metrics`` is unchanged)."""
+    plain = {k: v for k, v in metrics.items() if k != "init_seconds"}
+    plain["rounds"] = [{k: v for k, v in r.items() if k != "seconds"} for r in metrics["rounds"]]
+    timings = {
+        "init_seconds": metrics.get("init_seconds"),
+        "rounds": {str(r["round"]): r["seconds"] for r in metrics["rounds"] if "seconds" in r},
+    }
+    return plain, timings
+
+
+def _merge_timings(metrics: dict[str, Any], timings: dict[str, Any]) -> None:
+    """Put the timings of `_split_timings` back into ``metrics`` (in place; missing ones: None)."""
+    metrics["init_seconds"] = timings.get("init_seconds")
+    per_round = timings.get("rounds", {})
+    for record in metrics["rounds"]:
+        record["seconds"] = per_round.get(str(record["round"]))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=float))
+    tmp.replace(path)
+
+
 def _write_metrics(out: Path, metrics: dict[str, Any], wire: WireLog) -> None:
+    """``metrics.json`` (byte-reproducible: no timings) and ``timings.json``."""
     metrics = dict(metrics)
     metrics["wire_summary"] = wire.summary()
     metrics["bytes_per_round"] = _bytes_table(wire)
-    tmp = out / (METRICS_NAME + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=1, default=float))
-    tmp.replace(out / METRICS_NAME)
+    plain, timings = _split_timings(metrics)
+    _write_json(out / TIMINGS_NAME, timings)
+    _write_json(out / METRICS_NAME, plain)

@@ -62,7 +62,9 @@ def save_states(path: str | Path, states: dict[str, PartyState]) -> None:
     for owner, state in states.items():
         if "/" in owner:
             raise ValueError(f"state owner names must not contain '/', got {owner!r}")
-        meta[owner] = {"type": type(state).__name__, "meta": state.meta, "tensors": sorted(state.tensors)}
+        # tensor names in the state's own order: a resumed run rebuilds exactly the same dicts
+        # (and so writes the same bytes as an uninterrupted one)
+        meta[owner] = {"type": type(state).__name__, "meta": state.meta, "tensors": list(state.tensors)}
         for name, t in state.tensors.items():
             tensors[f"{owner}/{name}"] = t.detach().to("cpu").contiguous().clone()
     save_file(tensors, str(path.with_suffix(".safetensors")))

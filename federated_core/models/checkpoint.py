@@ -4,6 +4,9 @@ The file holds the backbone's ``state_dict`` (parameters and buffers) and two me
 ``privaudit.format`` (the format version) and ``privaudit.config`` (a JSON object with at least
 ``name``, ``embedding_dim``, ``resolution`` and ``kwargs`` — the `build_backbone` arguments — plus
 whatever else the caller stored, e.g. the pre-training config). Nothing is unpickled on load.
+
+Files are byte-reproducible: the same weights and config give the same bytes (`save_safetensors`
+writes the metadata in sorted key order; safetensors' own writer orders it at random).
 """
 
 from __future__ import annotations
@@ -48,6 +51,28 @@ def _checkpoint_config(model: nn.Module, config: dict[str, Any] | None) -> dict[
     return config
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """`safetensors.torch.save_file` with a deterministic header: metadata keys sorted (the
+    tensors' order and the data section are already deterministic), so equal inputs give equal
+    bytes. Written to a temporary file and renamed into place."""
+    import struct
+
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data section starts 8-byte aligned
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(struct.pack("<Q", len(encoded)) + encoded + blob[8 + length :])
+    tmp.replace(path)
+    return path
+
+
 def state_dict_to_safetensors(path: str | Path, model: nn.Module, config: dict[str, Any] | None = None) -> Path:
     """Save ``model``'s state dict to ``path`` (safetensors) with ``config`` as JSON metadata.
 
@@ -55,8 +80,6 @@ def state_dict_to_safetensors(path: str | Path, model: nn.Module, config: dict[s
     ``kwargs``) for a model made by `build_backbone`; they are taken from the model. It must be
     JSON-serialisable.
     """
-    from safetensors.torch import save_file
-
     config = _checkpoint_config(model, config)
     try:
         blob = json.dumps(config, sort_keys=True)
@@ -65,8 +88,7 @@ def state_dict_to_safetensors(path: str | Path, model: nn.Module, config: dict[s
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={_FORMAT_KEY: CHECKPOINT_FORMAT, _CONFIG_KEY: blob})
-    return path
+    return save_safetensors(tensors, path, metadata={_FORMAT_KEY: CHECKPOINT_FORMAT, _CONFIG_KEY: blob})
 
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:

@@ -170,10 +170,10 @@ class FailingFedPE(FedPE):
 
 
 def test_failing_client_is_dropped_and_the_round_goes_on(clients, caplog):
-    config = tiny_config(rounds=2)
+    config = tiny_config(rounds=2, tolerate_client_failures=True)
     result = run_federated(config, clients, method=FailingFedPE({(1, 1)}))
     first, second = result.metrics["rounds"]
-    assert first["failed"] == {"1": "RuntimeError: disk full"}
+    assert first["failed"] == [{"client": 1, "phase": "train", "error": "RuntimeError: disk full"}]
     assert first["participants"] == [0, 2, 3] and second["participants"] == [0, 1, 2, 3]
     assert sorted(m.sender for m in result.wire if m.round == 1 and m.sender != SERVER) == ["client:0", "client:2", "client:3"]
     assert "client:1 failed" in caplog.text
@@ -299,15 +299,16 @@ def test_dp_sgd_run_tags_uploads_with_events(clients):
 
 
 class DivergingFedPE(FedPE):
-    """FedPE whose client 2 uploads a backbone with a NaN weight in round 2 (as a diverged local
-    training would)."""
+    """FedPE whose server step leaves a NaN in the global backbone in round 2 (as a diverged
+    server-side update would; a client's NaN upload is rejected before aggregation instead)."""
 
-    def client_update(self, phase, client_state, broadcast, data, rng):
-        state, uploads = super().client_update(phase, client_state, broadcast, data, rng)
-        if client_state.meta["client_id"] == 2 and client_state.meta["round"] == 2:
-            name = next(iter(uploads[0].tensors))
-            uploads[0].tensors[name].view(-1)[0] = float("nan")
-        return state, uploads
+    def server_step(self, phase, server_state, uploads):
+        state, out = super().server_step(phase, server_state, uploads)
+        if uploads[0].round == 2:
+            name = next(k for k, v in state.tensors.items() if k.startswith("backbone.") and v.is_floating_point())
+            state.tensors[name] = state.tensors[name].clone()
+            state.tensors[name].view(-1)[0] = float("nan")
+        return state, out
 
 
 def test_divergence_is_an_error_that_says_so(clients, tmp_path):
