@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -139,6 +140,21 @@ def _history(atoms: Atoms) -> list[tuple[float, float, int]]:
     return history
 
 
+@lru_cache(maxsize=256)
+def _rdp_curve(history: tuple[tuple[float, float, int], ...]) -> np.ndarray:
+    """The RDP curve over `RDP_ORDERS` of a history (cached: the same event is often converted at
+    many δ, e.g. by group privacy's search, and for every client of a run)."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    orders = list(RDP_ORDERS)
+    curve = np.zeros(len(orders))
+    for multiplier, q, count in history:
+        curve = curve + np.asarray(rdp_analysis.compute_rdp(q=q, noise_multiplier=multiplier, steps=count,
+                                                            orders=orders), dtype=float)
+    curve.setflags(write=False)
+    return curve
+
+
 def _rdp(atoms: Atoms, delta: float, notes: list[str]) -> float:
     from opacus.accountants.analysis import rdp as rdp_analysis
 
@@ -146,10 +162,7 @@ def _rdp(atoms: Atoms, delta: float, notes: list[str]) -> float:
     if not history:
         return 0.0
     orders = list(RDP_ORDERS)
-    curve = np.zeros(len(orders))
-    for multiplier, q, count in history:
-        curve = curve + np.asarray(rdp_analysis.compute_rdp(q=q, noise_multiplier=multiplier, steps=count,
-                                                            orders=orders), dtype=float)
+    curve = _rdp_curve(tuple(sorted(history)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         eps, order = rdp_analysis.get_privacy_spent(orders=orders, rdp=curve, delta=delta)
@@ -178,7 +191,7 @@ def _prv(atoms: Atoms, delta: float, notes: list[str], eps_error: float) -> tupl
         delta_error = delta / 1000.0
         counts = [count for _, _, count in history]
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", RuntimeWarning)  # opacus' numpy overflow inside the domain search
             half_width = compute_safe_domain_size([PoissonSubsampledGaussianPRV(q, m) for m, q, _ in history],
                                                   counts, eps_error=eps_error, delta_error=delta_error)
         mesh = eps_error / math.sqrt(sum(counts) * math.log(12.0 / delta_error) / 2.0)
@@ -189,7 +202,7 @@ def _prv(atoms: Atoms, delta: float, notes: list[str], eps_error: float) -> tupl
         accountant = PRVAccountant()
         accountant.history = list(history)
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow in opacus' PRV convolution
             eps = float(accountant.get_epsilon(delta, eps_error=eps_error))
         if not math.isfinite(eps) or eps < 0:
             raise ArithmeticError(f"opacus PRV returned {eps!r}")

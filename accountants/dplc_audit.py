@@ -27,7 +27,7 @@ from accountants.audit import AuditResult, run_distinguishing_game
 from accountants.composition import compute_epsilon
 from accountants.dplc import dplc_sensitivity, dplc_sigma
 from accountants.dplc_reference import DplcRelease, dplc_algorithm1, private_dplc
-from accountants.mechanisms import gaussian_epsilon
+from accountants.mechanisms import ClassicGaussianRangeWarning, gaussian_epsilon
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,10 @@ def densest_flip_pair(dim: int = 16, rho: float = 1.3, cluster_size: int = 32, s
 
 def threshold_pair(dim: int = 16, rho: float = 1.3, min_cluster_size: int = 32, seed: int = 0) -> NeighbouringCenters:
     """dataset_1: a cluster of exactly T = min_cluster_size members around e1 plus one point near -e1;
-    dataset_0 moves one cluster member next to that point, leaving |S| = T - 1 < T (no release)."""
+    dataset_0 moves one cluster member next to that point, leaving |S| = T - 1 < T (no release).
+    T >= 3, so that the two points near -e1 stay below T too."""
     dim, rho = _check_geometry(dim, rho)
-    min_cluster_size = check_int("min_cluster_size", min_cluster_size, 4)
+    min_cluster_size = check_int("min_cluster_size", min_cluster_size, 3)
     rng = np.random.default_rng(check_int("seed", seed, 0))
     e1, _ = _basis(dim)
     spread = 0.45 * rho
@@ -173,7 +174,8 @@ def audit_theorem2(*, dim: int = 16, rho: float = 1.3, cluster_size: int = 32, e
     delta = check_delta(delta)
     scenario = theorem2_pair(dim, rho, cluster_size, seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the classic calibration at epsilon >= 1 warns; the audit reports it
+        # the classic calibration at epsilon >= 1 warns; the audit reports the claim it tests
+        warnings.simplefilter("ignore", ClassicGaussianRangeWarning)
         sigma = dplc_sigma(rho, cluster_size, epsilon, delta, method=method)
     exact = gaussian_epsilon(sigma, dplc_sensitivity(rho, cluster_size), delta, method="analytic")
 
@@ -196,7 +198,7 @@ def audit_algorithm1(scenario: NeighbouringCenters, *, rho: float = 1.3, min_clu
 
     def mechanism(centers: np.ndarray, rng: np.random.Generator) -> DplcRelease:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ClassicGaussianRangeWarning)
             return dplc_algorithm1(centers, rho=rho, min_cluster_size=min_cluster_size, max_queries=max_queries,
                         epsilon=epsilon, delta=delta, rng=rng, method=method)
 

@@ -53,7 +53,7 @@ def check_unit(unit: Any, name: str = "unit") -> str | None:
     return unit
 
 
-def _common_unit(events: Iterable["DpEvent"]) -> str | None:
+def common_unit(events: Iterable["DpEvent"]) -> str | None:
     """The one unit shared by ``events`` (NonPrivateEvent is neutral); UnitMismatchError if two differ."""
     units: dict[str, None] = {}
     unstated = False
@@ -156,12 +156,12 @@ class ComposedEvent(DpEvent):
         for position, event in enumerate(events):
             if not isinstance(event, DpEvent):
                 raise ValueError(f"events[{position}] must be a DpEvent; got {event!r}")
-        _common_unit(events)  # refuses a mix of units
+        common_unit(events)  # refuses a mix of units
         object.__setattr__(self, "events", events)
 
     @property
     def unit(self) -> str | None:  # type: ignore[override]
-        return _common_unit(self.events)
+        return common_unit(self.events)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "events": [event.to_dict() for event in self.events]}

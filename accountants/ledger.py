@@ -159,16 +159,21 @@ class PrivacyLedger:
         if party is not None:
             self._check_party(party)
         worst = 0.0
+        seen: dict[DpEvent, float] = {}  # clients of a run often release identical events
         for name in parties:
             event = self.event(name)
+            if event in seen:
+                worst = max(worst, seen[event])
+                continue
             if unit is None:
                 result = compute_epsilon(event, delta, accountant)
                 self._absorb(result.warnings)
-                worst = max(worst, result.epsilon)
+                seen[event] = result.epsilon
             else:
                 converted = epsilon_for_unit(event, delta, unit, accountant, group_size)
                 self._absorb(tuple(w for w in converted.warnings if "NonPrivateEvent" not in w))
-                worst = max(worst, converted.epsilon)
+                seen[event] = converted.epsilon
+            worst = max(worst, seen[event])
         return worst
 
     def table(self, delta: float, accountant: str = "rdp") -> list[dict[str, Any]]:

@@ -124,6 +124,7 @@ class AttackReport:
     gradient: list[Any] = field(default_factory=list)
     gradient_logged: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # attacks that raised: not "nothing leaked"
     evaluator: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -145,6 +146,7 @@ class AttackReport:
             "gradient_logged": [_jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path,
                                            "notes": r.notes}) for r in self.gradient_logged],
             "notes": self.notes,
+            "failures": self.failures,
             "seconds": self.seconds,
         }
 
@@ -278,14 +280,14 @@ def run_attacks(
         try:
             observed_model = view.build_latest_backbone()
         except ValueError as exc:
-            report.notes.append(f"no observed model to embed with: {exc}")
+            report.failures.append(f"k-NN and inversion: no observed model to embed with: {exc}")
 
     vectors = {}
     for kind in kinds:
         try:
             cv = view.center_vectors(kind)
         except ValueError as exc:
-            report.notes.append(str(exc))
+            report.failures.append(f"reading the observed {kind}: {exc}")
             continue
         vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
     observed_any = bool(vectors)
@@ -316,7 +318,7 @@ def run_attacks(
                     k=config.knn_k, n_bootstrap=config.n_bootstrap, seed=config.seed, device=config.device,
                     progress=config.progress), observer=config.observer, kind=kind)
             except ValueError as exc:
-                report.notes.append(str(exc))
+                report.failures.append(f"k-NN attack on {kind}: {exc}")
                 continue
             report.knn.append(res)
     report.seconds["knn"] = time.perf_counter() - t0
@@ -373,7 +375,7 @@ def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any) -> 
             continue
         try:
             w, row_ids = gt.true_centers(party)
-        except ValueError:
+        except ValueError:  # a client without true class centers (e.g. FedPE's are local only): nothing to sanitise
             continue
         if model is not None and w.shape[1] != getattr(model, "embedding_dim", w.shape[1]):
             continue
@@ -449,7 +451,7 @@ def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, co
             results.append(invert_and_score(decoder, vecs[keep], [ids[i] for i in keep], reference,
                                             observer=config.observer, kind=kind, grid_path=grid, device=config.device))
         except ValueError as exc:
-            report.notes.append(str(exc))
+            report.failures.append(f"inversion of {kind}: {exc}")
     return results
 
 
@@ -503,7 +505,7 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
             try:
                 r = run_gradient_probe(cfg, faces, trained_backbone=model, reference=reference)
             except ValueError as exc:
-                report.notes.append(f"gradient probe {party} ({state}, {steps} steps, DP-SGD σ={sigma}): {exc}")
+                report.failures.append(f"gradient probe {party} ({state}, {steps} steps, DP-SGD σ={sigma}): {exc}")
                 continue
             r.config["client"] = party
             r.config["model_state"] = state
@@ -544,7 +546,7 @@ def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, re
                                          local_epochs=fed.get("local_epochs"), batch_size=fed.get("batch_size"),
                                          reference=reference, client_identities=ids)
             except ValueError as exc:
-                report.notes.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
+                report.failures.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
                 continue
             if r.round in done_rounds:
                 continue  # first == last when the client uploaded once

@@ -55,7 +55,8 @@ def epsilon_vs_rounds(epsilon: float, delta: float, queries: int, calibration: s
     z = gaussian_sigma(1.0, epsilon, delta, method=calibration)
     out = {}
     for acc in accountants:
-        values = [compose(SelfComposedEvent(GaussianEvent(z), queries * r), delta, accountant=acc) for r in rounds]
+        values = [compose(SelfComposedEvent(GaussianEvent(z, unit="class-center"), queries * r), delta, accountant=acc)
+                  for r in rounds]
         out[acc] = {"rounds": list(rounds), "epsilon": values}
     return out
 

@@ -111,9 +111,11 @@ def _relative(path: str | None, out_dir: Path) -> str | None:
         return None
 
 
-def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe: bool, out: Path) -> list[dict[str, Any]]:
+def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe: bool,
+               out: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Attack one run (cached in ``run_dir/attacks.json``); ``simulated_probe`` adds the simulated
-    gradient-inversion probe to the logged-update inversions."""
+    gradient-inversion probe to the logged-update inversions. Returns the findings and the
+    attacks that failed (each a sentence naming the attack and the error: flags for the report)."""
     from attacks.run import run_attacks
     from privaudit.code_version import code_fingerprint
 
@@ -121,15 +123,16 @@ def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe:
     if "backbone" in shares and "gradient" in scenario.attacks.run:
         wanted.append("gradient")
     if not wanted:
-        return []
+        return [], []
     cache = run_dir / "attacks.json"
     config = attack_config(scenario, tuple(wanted), simulated_probe)
     key = json.dumps({"code": code_fingerprint(), **config.__dict__}, sort_keys=True, default=str)
     if cache.is_file():
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
-            return saved["findings"]
+            return saved["findings"], saved.get("failures", [])
     report = run_attacks(run_dir, config, out_dir=run_dir / "attacks", cache_dir=out / "cache" / "attacks")
     findings = findings_from_report(report.to_dict(), out)
-    cache.write_text(json.dumps({"key": key, "findings": findings}))
-    return findings
+    failures = list(report.failures)
+    cache.write_text(json.dumps({"key": key, "findings": findings, "failures": failures}))
+    return findings, failures

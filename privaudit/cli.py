@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, attack and audit federated face-recognition systems.",
     )
     parser.add_argument("--version", action="version", version=f"privaudit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an internal error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -61,8 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
-        print(f"privaudit {args.command}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: reported, exit 1
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"privaudit {args.command}: internal error: {type(exc).__name__}: {exc}"
+              + ("" if args.debug else " (run with `privaudit --debug ...` for the traceback)"), file=sys.stderr)
         return 1
 
 

@@ -95,9 +95,12 @@ def federated_scale_for(scenario: Scenario) -> Any:
 
 
 def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
-    """The method's hyper-parameters: PrivacyFace variants get the scenario's privacy parameters."""
+    """The method's hyper-parameters: PrivacyFace variants get the scenario's privacy parameters
+    (under a ``paper`` fidelity preset the preset's instead)."""
     params: dict[str, Any] = {}
-    if spec.name in DPLC_METHODS:
+    if spec.fidelity != "default":
+        params["fidelity"] = spec.fidelity
+    if spec.name in DPLC_METHODS and spec.fidelity == "default":
         pr = scenario.privacy
         params.update(rho=pr.rho, max_queries=pr.queries, epsilon=pr.epsilon, delta=pr.delta,
                       calibration=pr.calibration, min_cluster_size=pr.threshold_fraction)
@@ -128,6 +131,8 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         scale, spec.name, seed=scenario.seed, method_params=method_params(spec, scenario),
         participation=scenario.federation.participation,
         offline_probability=scenario.federation.offline_probability,
+        tolerate_client_failures=scenario.federation.tolerate_client_failures,
+        max_update_norm=scenario.federation.max_update_norm,
         eval_every=1, device=scenario.device, progress=progress, initial_backbone=phi0_path,
         backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
@@ -188,103 +193,239 @@ def bytes_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {"client_upload": float(sum(up) / len(up)), "server_broadcast": float(sum(down) / len(down))}
 
 
+# ---------------------------------------------------------------------------- pre-flight
+
+DPLC_UNIT_METHODS = ("privacyface", "privacyface-e2e", "noisy-centers")
+
+
+def unit_counts(data: Any) -> Any:
+    """`privaudit.privacy_stage.UnitCounts` of the clients' data: the fewest images and identities
+    any client holds, and the most images one identity has on a client (group privacy's k)."""
+    import torch
+
+    from privaudit.privacy_stage import UnitCounts
+
+    images, identities, most = [], [], 1
+    for client in data.clients:
+        ids = client.faces.labels
+        images.append(int(len(client.faces)))
+        _, counts = torch.unique(ids, return_counts=True)
+        identities.append(int(counts.numel()))
+        most = max(most, int(counts.max()) if counts.numel() else 1)
+    return UnitCounts(images=min(images), identities=min(identities), max_images_per_identity=most)
+
+
+def units_in_play(scenario: Scenario) -> dict[str, list[str]]:
+    """unit -> the scenario's variants whose guarantees are stated per that unit."""
+    units: dict[str, list[str]] = {}
+    for spec in scenario.methods:
+        if spec.name in DPLC_UNIT_METHODS:
+            units.setdefault("class-center", []).append(spec.key)
+        if spec.dp_sgd is not None:
+            units.setdefault("image", []).append(spec.key)
+            units.setdefault("identity", []).append(spec.key)
+    return units
+
+
+def check_delta_against_units(scenario: Scenario, counts: Any) -> list[str]:
+    """Refuse δ ≥ 1/n (n = the fewest units a client holds under a guarantee's unit) with a
+    ValueError naming δ, n and the unit; with ``privacy.allow_large_delta`` return flags instead."""
+    delta = scenario.privacy.delta
+    problems = []
+    for unit, variants in units_in_play(scenario).items():
+        n = counts.smallest(unit)
+        if delta >= 1.0 / n:
+            problems.append(f"privacy.delta = {delta:g} ≥ 1/n = 1/{n}, n = the fewest {unit} records a client holds "
+                            f"(unit of {', '.join(variants)}): releasing one such record in the clear satisfies it")
+    if problems and not scenario.privacy.allow_large_delta:
+        raise ValueError("; ".join(problems) + ". Set a smaller privacy.delta (default 1e-5), or "
+                         "privacy.allow_large_delta = true to run with every affected guarantee flagged")
+    return problems
+
+
+def check_method_params(scenario: Scenario) -> None:
+    """Build every variant's method object now (unknown or bad hyper-parameters are a ValueError
+    naming the variant) rather than after φ0 has trained."""
+    from federated_core.methods import get_method
+
+    for spec in scenario.methods:
+        try:
+            get_method(spec.name, **method_params(spec, scenario))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"methods: variant {spec.key!r} ({spec.name}): {exc}") from exc
+
+
 # ---------------------------------------------------------------------------- the pipeline
 
-def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
-    """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`)."""
+def _observers(wire: Any) -> dict[str, list[str]]:
+    observers = {"server": sorted({m.kind for m in wire.observed_by("server") if m.sender != "server"})}
+    some_client = next((m.sender for m in wire if m.sender.startswith("client:")), None)
+    if some_client:
+        observers["other clients"] = sorted({m.kind for m in wire.observed_by(some_client) if m.sender == "server"})
+    return observers
+
+
+def _account(spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, rounds: int,
+             run_dir: Path) -> tuple[Any, list[Any], list[str]]:
+    """Ledger, audits of the deployed mechanism, and refutations folded into the guarantees."""
+    from privaudit.audit_stage import dplc_audits
+    from privaudit.privacy_stage import account_run, mark_refuted
+    from reports.schema import AuditFinding
+
+    pr = scenario.privacy
+    privacy = account_run(wire, pr.delta, pr.accountants, rounds, counts)
+    found, skipped = dplc_audits(spec.name, wire, pr.audit_trials, scenario.seed, cache=run_dir / "audits.json")
+    audits = [AuditFinding(**f) for f in found]
+    mark_refuted(privacy, [f"{a.name}: ε ≥ {a.epsilon_lower_bound:.3g} against the claimed {a.claimed_epsilon:.3g} "
+                           f"({a.scope}, δ = {a.delta:.2g})" for a in audits if a.refutes_claim])
+    if spec.dp_sgd is not None and spec.dp_sgd.target_epsilon is not None and spec.dp_sgd.delta is not None \
+            and not math.isclose(spec.dp_sgd.delta, pr.delta):
+        privacy.flags.append(f"dp_sgd calibrated its noise for δ = {spec.dp_sgd.delta:g}; the accountants "
+                             f"report ε at the audit's δ = {pr.delta:.3g}")
+    return privacy, audits, skipped
+
+
+def _summary(privacy: Any, audits: list[Any]) -> Any:
+    from reports.schema import PrivacySummary
+
+    return PrivacySummary(delta=privacy.delta, formal_epsilon=privacy.centers_epsilon,
+                          formal_epsilon_all=privacy.everything_epsilon, epsilon_per_round=privacy.centers_per_round,
+                          per_party=privacy.per_party, empirical=audits, flags=privacy.flags,
+                          guarantee=privacy.guarantee, guarantees=[g.to_dict() for g in privacy.guarantees],
+                          per_person=dict(privacy.per_person))
+
+
+def _run_flags(metrics: dict[str, Any]) -> list[str]:
+    """Clients that failed or uploads that were rejected, as the method row's flags."""
+    flags = []
+    failures = metrics.get("client_failures") or {}
+    if failures.get("count"):
+        rounds = ", ".join(f"round {r}: {', '.join(map(str, c))}" for r, c in sorted(failures.get("rounds", {}).items()))
+        flags.append(f"{failures['count']} client update(s) failed and were dropped "
+                     f"(federation.tolerate_client_failures): {rounds}")
+    rejected = [(i + 1, r) for i, rnd in enumerate(metrics.get("rounds", [])) for r in rnd.get("rejected", [])]
+    for round_no, r in rejected:
+        flags.append(f"round {round_no}: the server rejected {r.get('client')}'s {r.get('kind')} upload: {r.get('reason')}")
+    return flags
+
+
+def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: dict[str, float]) -> Any:
+    """Train, evaluate, account, audit and attack one variant: its `MethodResult`."""
     from federated_core.engine import WireLog
+    from privaudit.attack_stage import attack_run
+    from privaudit.personal_stage import personalised_utility
+    from reports.schema import AttackFinding, MethodResult
+    from reports.verdict import verdict_of
+
+    out, data, scale = scenario.out_dir, ctx["data"], ctx["scale"]
+    run_dir = out / "runs" / spec.key
+    t = time.perf_counter()
+    metrics = train_method(spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"])
+    timings[f"train:{spec.key}"] = time.perf_counter() - t
+    utility, per_round = utility_from_metrics(metrics)
+    t = time.perf_counter()
+    personal = personalised_utility(spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"])
+    timings[f"personal:{spec.key}"] = time.perf_counter() - t
+    wire = WireLog.load(run_dir)
+    shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
+    t = time.perf_counter()
+    privacy, audits, skipped = _account(spec, scenario, wire, ctx["counts"], scale.rounds, run_dir)
+    timings[f"audit:{spec.key}"] = time.perf_counter() - t
+    # one simulated probe, on the first variant that shares nothing but an exact (non-DP-SGD) backbone
+    probe = not ctx["probed"] and shares == ["backbone"] and spec.dp_sgd is None
+    ctx["probed"] = ctx["probed"] or probe
+    t = time.perf_counter()
+    found, failures = attack_run(scenario, run_dir, shares, probe, out)
+    timings[f"attacks:{spec.key}"] = time.perf_counter() - t
+    description = DESCRIPTIONS.get(spec.name, spec.name)
+    params = {"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
+              "personalised_model": personal.model}
+    if spec.dp_sgd is not None:
+        description += f"; {spec.dp_sgd.describe()} on every client"
+        params["dp_sgd"] = {k: v for k, v in dataclasses.asdict(spec.dp_sgd).items() if v is not None}
+    result = MethodResult(
+        name=spec.key, description=description, shares=shares, observers=_observers(wire),
+        utility=utility, personalised_utility=personal.values, utility_per_round=per_round,
+        bytes_per_round=bytes_from_metrics(metrics), params=params, privacy=_summary(privacy, audits),
+        attacks=[AttackFinding(**f) for f in found],
+        flags=_run_flags(metrics) + _method_flags(metrics) + [f"audit not run: {s}" for s in skipped]
+        + [f"attack failed: {f}" for f in failures] + ctx["delta_flags"],
+        fidelity=fidelity_of(spec, metrics),
+    )
+    result.privacy.verdict = verdict_of(result).to_dict()
+    return result
+
+
+def fidelity_of(spec: MethodSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The run's fidelity preset, its note and deviations (from the method's recorded hyper-parameters)."""
+    from federated_core.methods import fidelity_note
+
+    hp = _hyperparameters(metrics)
+    preset = str(hp.get("fidelity", "default"))
+    return {"preset": preset, "note": fidelity_note(spec.name, preset),
+            "deviations": dict(hp.get("fidelity_deviations") or {})}
+
+
+def _hyperparameters(metrics: dict[str, Any]) -> dict[str, Any]:
+    return (metrics.get("method") or {}).get("hyperparameters") or {}
+
+
+def _method_flags(metrics: dict[str, Any]) -> list[str]:
+    """What the method's own settings disclose beyond its messages' DP events."""
+    hp = _hyperparameters(metrics)
+    flags = []
+    if hp.get("leaks_public_selection_count"):
+        flags.append(f"FedAvg weights '{hp.get('fedavg_weight')}' (FedFR official code) tell the server, without "
+                     "noise, how many public images each client selected as resembling its own faces")
+    return flags
+
+
+def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
+    """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`).
+
+    Pre-flight first (data rendered in memory, δ checked against the privacy units a client holds):
+    a refused scenario raises ValueError and leaves no files behind."""
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
-    from privaudit.privacy_stage import account_run
-    from privaudit.attack_stage import attack_run
     from privaudit.analyses_stage import audit_analyses
-    from privaudit.audit_stage import dplc_audits
-    from privaudit.personal_stage import HeldOut, heldout_images_per_identity, personalised_utility
-    from reports.schema import AttackFinding, AuditFinding, AuditResult, MethodResult, PrivacySummary, save_results
+    from privaudit.personal_stage import HeldOut, heldout_images_per_identity
+    from reports.schema import AuditResult, save_results
 
     scenario = scenario or Scenario.demo()
     say = _progress(progress)
     out = scenario.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
     timings: dict[str, float] = {}
-    flags: list[str] = []
-
     t = time.perf_counter()
     pcfg = pretrain_config_for(scenario)
-    say(f"stage 1/8: φ0 on {pcfg.train_identities[1]} public identities")
-    phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
-    timings["phi0"] = time.perf_counter() - t
+    scale = federated_scale_for(scenario)
+    say(f"stage 1/8: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
+    data = build_federated_data(scale, pcfg.data, seed=scenario.seed)
+    counts = unit_counts(data)
+    delta_flags = check_delta_against_units(scenario, counts)
+    check_method_params(scenario)
+    timings["data"] = time.perf_counter() - t
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
 
     t = time.perf_counter()
-    scale = federated_scale_for(scenario)
-    say(f"stage 2/8: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
-    data = build_federated_data(scale, pcfg.data, seed=scenario.seed)
-    timings["data"] = time.perf_counter() - t
-    client_images = sum(len(c.faces) for c in data.clients)
-    delta = scenario.privacy.delta or min(0.5, 1.0 / max(2, client_images // max(1, scale.num_clients)))
-    heldout = HeldOut(data, heldout_images_per_identity(scenario))  # rendered on first use, shared by all methods
+    say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
+    phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
+    timings["phi0"] = time.perf_counter() - t
+    ctx = {"data": data, "scale": scale, "pcfg": pcfg, "phi0": str(phi0.path), "progress": progress, "counts": counts,
+           "heldout": HeldOut(data, heldout_images_per_identity(scenario)), "delta_flags": delta_flags,
+           "probed": False}
 
-    methods: list[MethodResult] = []
-    runs: dict[str, Path] = {}
-    probed = False
+    methods, runs = [], {}
     for i, spec in enumerate(scenario.methods, 1):
-        t = time.perf_counter()
         say(f"stages 3-7/8: method {i}/{len(scenario.methods)} {spec.key} (train, utility, ledger, audits, attacks)")
-        run_dir = out / "runs" / spec.key
-        metrics = train_method(spec, scenario, data, scale, str(phi0.path), pcfg, run_dir, progress)
-        runs[spec.key] = run_dir
-        timings[f"train:{spec.key}"] = time.perf_counter() - t
-        utility, per_round = utility_from_metrics(metrics)
-        t_personal = time.perf_counter()
-        personal = personalised_utility(spec, scenario, data, run_dir, heldout=heldout, progress=progress)
-        timings[f"personal:{spec.key}"] = time.perf_counter() - t_personal
-        wire = WireLog.load(run_dir)
-        shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
-        observers = {"server": sorted({m.kind for m in wire.observed_by("server") if m.sender != "server"})}
-        some_client = next((m.sender for m in wire if m.sender.startswith("client:")), None)
-        if some_client:
-            observers["other clients"] = sorted({m.kind for m in wire.observed_by(some_client)
-                                                 if m.sender == "server"})
-        privacy = account_run(wire, delta, scenario.privacy.accountants, scale.rounds)
-        pr = scenario.privacy
-        t_audit = time.perf_counter()
-        audits = [AuditFinding(**f) for f in dplc_audits(
-            spec.name, pr.epsilon, pr.rho, pr.calibration, pr.audit_trials, scenario.seed,
-            cache=run_dir / "audits.json")]
-        timings[f"audit:{spec.key}"] = time.perf_counter() - t_audit
-        t_attack = time.perf_counter()
-        # the simulated probe assumes exact gradients: never on a DP-SGD variant
-        probe = not probed and shares == ["backbone"] and spec.dp_sgd is None
-        probed = probed or probe
-        attacks = [AttackFinding(**f) for f in attack_run(scenario, run_dir, shares, probe, out)]
-        timings[f"attacks:{spec.key}"] = time.perf_counter() - t_attack
-        description = DESCRIPTIONS.get(spec.name, spec.name)
-        params = {"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
-                  "personalised_model": personal.model}
-        if spec.dp_sgd is not None:
-            description += f"; {spec.dp_sgd.describe()} on every client"
-            params["dp_sgd"] = {k: v for k, v in dataclasses.asdict(spec.dp_sgd).items() if v is not None}
-            calibrated = spec.dp_sgd.target_epsilon is not None and spec.dp_sgd.delta is not None
-            if calibrated and not math.isclose(spec.dp_sgd.delta, delta):
-                privacy.flags.append(f"dp_sgd calibrated its noise for δ = {spec.dp_sgd.delta:g}; the accountants "
-                                     f"report ε at the audit's δ = {delta:.3g}")
-        methods.append(MethodResult(
-            name=spec.key, description=description, shares=shares, observers=observers,
-            utility=utility, personalised_utility=personal.values, utility_per_round=per_round,
-            bytes_per_round=bytes_from_metrics(metrics), params=params,
-            privacy=PrivacySummary(delta=delta, formal_epsilon=privacy.centers_epsilon,
-                                   formal_epsilon_all=privacy.everything_epsilon,
-                                   epsilon_per_round=privacy.centers_per_round, per_party=privacy.per_party,
-                                   empirical=audits, flags=privacy.flags, guarantee=privacy.guarantee),
-            attacks=attacks,
-        ))
+        methods.append(_method(spec, scenario, ctx, timings))
+        runs[spec.key] = out / "runs" / spec.key
 
     t = time.perf_counter()
     say("stage 8/8: analyses (occupancy ratio, ε vs rounds, cos(p, p̂))")
-    analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, delta, out / "cache")
+    analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache")
     timings["analyses"] = time.perf_counter() - t
-    result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=flags, timings=timings,
+    result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=[], timings=timings,
                          analyses=analyses, title=f"privaudit audit: {scenario.name}")
     save_results(result, out)
     return result

@@ -87,8 +87,18 @@ class FederationSpec:
     lr: float = 0.01  # fine-tuning φ0: 0.05 drops every method below φ0 at demo scale
     participation: float = 1.0
     offline_probability: float = 0.0
+    # a client whose update raises stops the audit (exit 1, naming client and round) unless true:
+    # then it is dropped from that round and the method's row says how many failed in which rounds
+    tolerate_client_failures: bool = False
+    # optional l2 bound on a client's backbone update; a larger one is rejected before aggregation
+    max_update_norm: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tolerate_client_failures, bool):
+            raise ValueError(f"federation.tolerate_client_failures must be true or false, got "
+                             f"{self.tolerate_client_failures!r}")
+        if self.max_update_norm is not None and not (self.max_update_norm > 0 and math.isfinite(self.max_update_norm)):
+            raise ValueError(f"federation.max_update_norm must be a finite number > 0, got {self.max_update_norm}")
         for name in ("num_clients", "identities_per_client", "images_per_identity", "rounds", "local_epochs",
                      "batch_size"):
             _positive_int(f"federation.{name}", getattr(self, name))
@@ -113,7 +123,7 @@ class DpSgdSpec:
     Give ``noise_multiplier``, or ``target_epsilon`` with ``delta``: the engine then calibrates each
     client's noise multiplier for that (ε, δ) over all rounds. ``delta`` serves only that
     calibration: the audit accounts every upload at the scenario's δ (``privacy.delta``, default
-    1/|D|). The values are checked by `federated_core.engine.config.DpSgdConfig`.
+    1e-5). The values are checked by `federated_core.engine.config.DpSgdConfig`.
     """
 
     noise_multiplier: float | None = None
@@ -144,16 +154,25 @@ DP_SGD_SUFFIX = "+dpsgd"
 @dataclass
 class MethodSpec:
     """One method (or variant) to train: a registered name, its hyper-parameters, optionally
-    DP-SGD on every client (``dp_sgd``: a `DpSgdSpec`, or a mapping of its keys)."""
+    DP-SGD on every client (``dp_sgd``: a `DpSgdSpec`, or a mapping of its keys), and its
+    ``fidelity`` preset (``"default"``, or ``"paper"`` / ``"official-code"`` where the method has
+    one: `federated_core.methods.fidelity`; the preset then decides the privacy parameters of a
+    PrivacyFace variant, not the scenario's ``[privacy]`` table)."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     dp_sgd: DpSgdSpec | None = None
+    fidelity: Literal["default", "paper", "official-code"] = "default"
 
     def __post_init__(self) -> None:
         if self.name not in METHOD_NAMES:
             raise ValueError(f"methods: unknown method {self.name!r}; choose from {', '.join(METHOD_NAMES)}")
+        if self.fidelity != "default":
+            from federated_core.methods import method_class
+            from federated_core.methods.fidelity import check_fidelity
+
+            check_fidelity(self.name, self.fidelity, tuple(getattr(method_class(self.name), "fidelities", ("default",))))
         if isinstance(self.dp_sgd, dict):
             self.dp_sgd = from_dict(DpSgdSpec, self.dp_sgd, "dp_sgd")
         elif self.dp_sgd is not None and not isinstance(self.dp_sgd, DpSgdSpec):
@@ -171,10 +190,17 @@ class MethodSpec:
 
 @dataclass
 class PrivacySpec:
-    """Privacy parameters of the DP releases (PrivacyFace: ε = 1, δ = 1/|D|, ρ = 1.3, Q = 1)."""
+    """Privacy parameters of the DP releases (PrivacyFace: ε = 1, ρ = 1.3, Q = 1).
+
+    ``delta`` is 1e-5 unless set. A δ ≥ 1/n, n the fewest privacy units (images, identities,
+    class centers) a client holds under a guarantee's unit, is refused before anything runs:
+    releasing one such record in the clear satisfies it (PrivacyFace's own δ = 1/|D| is such a
+    δ). ``allow_large_delta = true`` runs anyway and flags every affected guarantee.
+    """
 
     epsilon: float = 1.0
-    delta: float | None = None  # None: 1 / (number of client images), as PrivacyFace sets δ = 1/|D|
+    delta: float = 1e-5
+    allow_large_delta: bool = False
     rho: float = 1.3
     queries: int = 1
     threshold_fraction: float = 0.25  # T as a fraction of a client's classes (T=512 of ~7k at paper scale)
@@ -185,7 +211,7 @@ class PrivacySpec:
     def __post_init__(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
             raise ValueError(f"privacy.epsilon must be a finite number > 0, got {self.epsilon}")
-        if self.delta is not None and not 0 < self.delta < 1:
+        if self.delta is None or not 0 < self.delta < 1:
             raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta}")
         if not 0 < self.rho <= math.pi:
             raise ValueError(f"privacy.rho must be in (0, pi], got {self.rho}")
@@ -218,6 +244,18 @@ class AttackSpec:
         for name in ("gallery_distractors", "decoder_steps", "decoder_identities", "gradient_iterations",
                      "gradient_batch_size", "gradient_logged_iterations", "gradient_logged_dummies"):
             _positive_int(f"attacks.{name}", getattr(self, name))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` onto ``base``: nested tables merge key by key, anything else (lists included)
+    replaces the base value."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def default_methods() -> list[MethodSpec]:
@@ -267,7 +305,7 @@ class Scenario:
             pretrain=PretrainSpec(identities=24, images_per_identity=6, epochs=2, embedding_dim=32),
             federation=FederationSpec(num_clients=3, identities_per_client=6, images_per_identity=4,
                                       test_identities=12, test_images_per_identity=3, rounds=2, batch_size=16),
-            privacy=PrivacySpec(audit_trials=200),
+            privacy=PrivacySpec(audit_trials=200, threshold_fraction=0.5),  # T = 3 of 6 classes: auditable
             attacks=AttackSpec(gallery_distractors=30, decoder_steps=100, decoder_identities=24,
                                gradient_iterations=10, gradient_logged_iterations=10, gradient_logged_dummies=4),
         )
@@ -301,8 +339,13 @@ class Scenario:
     # ------------------------------------------------------------------ I/O
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Scenario":
-        """Build from a plain dict; a ``scale`` key starts from that preset, other keys override."""
+        """Build from a plain dict; a ``scale`` key starts from that preset, and every other key
+        deep-merges onto it (a partial ``[federation]`` table changes only the keys it names)."""
         data = dict(data)
+        if "scale" in data:
+            if data["scale"] not in ("tiny", "demo", "paper"):
+                raise ValueError(f"scale must be one of tiny, demo, paper, got {data['scale']!r}")
+            data = deep_merge(cls.preset(data["scale"]).to_dict(), data)
         return from_dict(cls, data)
 
     @classmethod

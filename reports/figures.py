@@ -64,9 +64,10 @@ FIGURE_CAPTIONS = {
                        "Up and to the left is better.",
     "frontier_epsilon": "Privacy-utility frontier: formal epsilon of the class information each method shares "
                         "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
-                        "∞ = no guarantee, both at marked positions) versus utility (y). Hollow markers: the "
-                        "largest empirical epsilon lower bound of the method's audits (distinguishing games on "
-                        "one release, at the audit's delta), joined to its formal epsilon.",
+                        "∞ = no guarantee, both at marked positions) versus utility (y); ε over the whole run, "
+                        "at the scenario's δ, in the unit each method's guarantee states. Hollow markers: an "
+                        "empirical lower bound of the same scope (whole run) where one exists; per-release "
+                        "audits are in the audits table, not on this axis.",
     "utility": "Utility per method (generic protocol).",
     "personalised_utility": "Utility per method (personalised protocols).",
     "utility_per_round": "Utility after each round.",
@@ -158,8 +159,9 @@ class FrontierPoint:
 
 def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str | None = None) -> list[FrontierPoint]:
     """Points of the frontier: ``x="attack"`` uses each method's best attack success,
-    ``x="epsilon"`` its tightest formal epsilon (``inf`` for no guarantee, kept), with the largest
-    positive empirical lower bound of its audits as ``lower_bound``. Methods without a value on
+    ``x="epsilon"`` its tightest formal epsilon over the run (``inf`` for no guarantee, kept), with
+    the largest positive empirical lower bound of its whole-run audits as ``lower_bound``
+    (per-release audits are left off this axis: their scope differs). Methods without a value on
     either axis are left out."""
     if x not in ("attack", "epsilon"):
         raise ValueError(f"x must be 'attack' or 'epsilon', got {x!r}")
@@ -175,7 +177,10 @@ def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str 
         else:
             tight = m.privacy.tightest()
             xv = math.nan if tight is None else tight[1]
-            audit = m.privacy.max_lower_bound()
+            # a lower bound shares the axis only with an ε of the same scope (the whole run): a
+            # per-release bound beside a composed ε would compare different quantities
+            whole_run = [a for a in m.privacy.empirical if a.scope == "whole run"]
+            audit = max(whole_run, key=lambda a: float(a.epsilon_lower_bound)) if whole_run else None
             if audit is not None and math.isfinite(audit.epsilon_lower_bound) and audit.epsilon_lower_bound > 0:
                 lower = float(audit.epsilon_lower_bound)
         if math.isnan(y) or math.isnan(xv):

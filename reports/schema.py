@@ -50,8 +50,10 @@ __all__ = [
 
 # 1.1: PrivacySummary.formal_epsilon_all (ε over every upload, backbone included), optional, so
 # 1.0 documents (which never have it) still load and round-trip unchanged.
-SCHEMA_VERSION = "1.1"
-SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1")
+# 1.2: guarantees per scope with unit and status, ε per person, the verdict and its rule, audits'
+# unit / scope / deployed parameters, a method's flags and fidelity preset (all optional to read).
+SCHEMA_VERSION = "1.2"
+SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2")
 RESULTS_FILENAME = "results.json"
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -173,6 +175,9 @@ class AuditFinding:
     refutes_claim: bool = False
     delta: float | None = None
     notes: str = ""
+    unit: str | None = None
+    scope: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_epsilon(self.claimed_epsilon, f"AuditFinding({self.name!r}).claimed_epsilon")
@@ -189,14 +194,17 @@ class AuditFinding:
                 "epsilon_lower_bound": _num(self.epsilon_lower_bound, f"{w}.epsilon_lower_bound"),
                 "confidence": float(self.confidence), "trials": int(self.trials), "statistic": self.statistic,
                 "refutes_claim": bool(self.refutes_claim),
-                "delta": None if self.delta is None else float(self.delta), "notes": self.notes}
+                "delta": None if self.delta is None else float(self.delta), "notes": self.notes,
+                **({"unit": self.unit, "scope": self.scope, "parameters": _free(self.parameters, ("parameters",))}
+                   if self.unit is not None or self.scope else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditFinding:
         return cls(name=d["name"], claimed_epsilon=_unnum(d["claimed_epsilon"]),
                    epsilon_lower_bound=_unnum(d["epsilon_lower_bound"]), confidence=float(d["confidence"]),
                    trials=int(d["trials"]), statistic=d["statistic"], refutes_claim=bool(d["refutes_claim"]),
-                   delta=None if d["delta"] is None else float(d["delta"]), notes=d["notes"])
+                   delta=None if d["delta"] is None else float(d["delta"]), notes=d["notes"],
+                   unit=d.get("unit"), scope=d.get("scope", ""), parameters=_unfree(d.get("parameters", {})))
 
 
 @dataclass
@@ -299,6 +307,9 @@ class PrivacySummary:
     empirical: list[AuditFinding] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     guarantee: str = ""
+    guarantees: list[dict[str, Any]] = field(default_factory=list)
+    per_person: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_delta(self.delta, "PrivacySummary.delta")
@@ -345,7 +356,17 @@ class PrivacySummary:
                                           for k, v in self.epsilon_per_round.items()},
                     "per_party": rows, "empirical": [a.to_dict() for a in self.empirical],
                     "flags": _strings(self.flags, "privacy.flags"), "guarantee": self.guarantee})
+        if self.guarantees:
+            doc["guarantees"] = [_encode_epsilons(g, f"privacy.guarantees[{i}]") for i, g in enumerate(self.guarantees)]
+        if self.per_person:
+            doc["per_person"] = _encode_epsilons(self.per_person, "privacy.per_person")
+        if self.verdict:
+            doc["verdict"] = dict(self.verdict)
         return doc
+
+    def guarantee_of(self, scope: str) -> dict[str, Any] | None:
+        """The guarantee of ``scope`` ("class information" | "all uploads"), or None."""
+        return next((g for g in self.guarantees if g.get("scope") == scope), None)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PrivacySummary:
@@ -354,7 +375,26 @@ class PrivacySummary:
                    formal_epsilon_all={k: _unnum(v) for k, v in d.get("formal_epsilon_all", {}).items()},
                    epsilon_per_round={k: [_unnum(x) for x in v] for k, v in d["epsilon_per_round"].items()},
                    per_party=rows, empirical=[AuditFinding.from_dict(a) for a in d["empirical"]],
-                   flags=list(d["flags"]), guarantee=d["guarantee"])
+                   flags=list(d["flags"]), guarantee=d["guarantee"],
+                   guarantees=[_decode_epsilons(g) for g in d.get("guarantees", [])],
+                   per_person=_decode_epsilons(d["per_person"]) if "per_person" in d else {},
+                   verdict=dict(d.get("verdict", {})))
+
+
+_EPSILON_MAPS = ("epsilon", "epsilon_at_reference_delta")
+
+
+def _encode_epsilons(d: dict[str, Any], where: str) -> dict[str, Any]:
+    """A guarantee dict -> JSON: its ε maps typed (inf as "inf"), the rest as given."""
+    out = {k: (_num_map(v, f"{where}.{k}") if k in _EPSILON_MAPS else v) for k, v in d.items()}
+    for key in ("delta", "reference_delta"):
+        if key in out:
+            out[key] = float(out[key])
+    return out
+
+
+def _decode_epsilons(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({a: _unnum(x) for a, x in v.items()} if k in _EPSILON_MAPS else v) for k, v in d.items()}
 
 
 @dataclass
@@ -380,6 +420,8 @@ class MethodResult:
     privacy: PrivacySummary = field(default_factory=PrivacySummary)
     attacks: list[AttackFinding] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    fidelity: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -406,7 +448,9 @@ class MethodResult:
                 "utility_per_round": [_num_map(r, f"{w}.utility_per_round[{i}]")
                                       for i, r in enumerate(self.utility_per_round)],
                 "bytes_per_round": _num_map(self.bytes_per_round, f"{w}.bytes_per_round"),
-                "privacy": self.privacy.to_dict(), "attacks": [a.to_dict() for a in self.attacks]}
+                "privacy": self.privacy.to_dict(), "attacks": [a.to_dict() for a in self.attacks],
+                **({"flags": _strings(self.flags, f"{w}.flags")} if self.flags else {}),
+                **({"fidelity": _free(self.fidelity, ("fidelity",))} if self.fidelity else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MethodResult:
@@ -418,7 +462,8 @@ class MethodResult:
                    utility=nm(d["utility"]), personalised_utility=nm(d["personalised_utility"]),
                    utility_per_round=[nm(r) for r in d["utility_per_round"]],
                    bytes_per_round=nm(d["bytes_per_round"]), privacy=PrivacySummary.from_dict(d["privacy"]),
-                   attacks=[AttackFinding.from_dict(a) for a in d["attacks"]])
+                   attacks=[AttackFinding.from_dict(a) for a in d["attacks"]],
+                   flags=list(d.get("flags", [])), fidelity=_unfree(d.get("fidelity", {})))
 
     def _repr_html_(self) -> str:
         from reports.notebook import method_html
@@ -553,11 +598,14 @@ class AuditResult:
         raise KeyError(f"no method {name!r} in this result (methods: {[m.name for m in self.methods]})")
 
     def all_flags(self) -> list[str]:
-        """The audit's flags, each method's flags (prefixed by its name), and one flag per audit
-        whose lower bound refutes the claimed epsilon; duplicates removed, order kept."""
+        """The audit's flags, each method's flags (its own, its privacy accounting's and its
+        guarantees', prefixed by its name), and one flag per audit whose lower bound refutes the
+        claimed epsilon; duplicates removed, order kept."""
         out = list(self.flags)
         for m in self.methods:
+            out += [f"{m.name}: {f}" for f in m.flags]
             out += [f"{m.name}: {f}" for f in m.privacy.flags]
+            out += [f"{m.name}: {g['scope']}: {f}" for g in m.privacy.guarantees for f in g.get("flags", [])]
             for a in m.privacy.empirical:
                 if a.refutes_claim:
                     out.append(f"{m.name}: audit {a.name!r} refutes the claimed epsilon {_fmt(a.claimed_epsilon)}: "

@@ -14,6 +14,7 @@ from typing import Any
 
 from reports.schema import AuditResult, MethodResult
 from reports.selection import headline_utility_metric, metric_sort_key
+from reports.verdict import UNIT_WORDS
 
 __all__ = [
     "Cell",
@@ -29,6 +30,7 @@ __all__ = [
     "per_party_table",
     "attacks_table",
     "communication_table",
+    "fidelity_table",
     "key_value_table",
     "flatten",
     "method_tables",
@@ -110,32 +112,33 @@ def fmt_bytes(x: Any) -> str:
 
 
 def verdict(m: MethodResult) -> Cell:
-    """One-phrase verdict: refuted claim > no guarantee > nothing shared > DP with its epsilon.
+    """The method's verdict by the one rule table of `reports.verdict` (recorded in results since
+    schema 1.2; recomputed for older documents), with its rule as the detail line."""
+    from reports.verdict import verdict_of
 
-    The class information's ε (``formal_epsilon``) decides, as before; where the ε over all
-    uploads (``formal_epsilon_all``, backbone included) is known and finite, i.e. the backbone was
-    trained with DP-SGD, the verdict gives that ε, which covers everything a client sent.
-    """
-    refuted = [a for a in m.privacy.empirical if a.refutes_claim]
-    if refuted:
-        return Cell("claim refuted by audit", "bad")
-    tight = m.privacy.tightest()
-    everything = m.privacy.tightest_all()
-    all_private = everything is not None and math.isfinite(everything[1])
-    if not m.shares and (tight is None or tight[1] == 0):
-        return Cell("nothing leaves a client", "good")
-    if tight is None:
-        return Cell("not accounted", "warn")
-    if tight[1] == 0:
-        if all_private:
-            return Cell(f"no class information shared; {', '.join(m.shares)} DP, ε ≤ {fmt_epsilon(everything[1])}",
-                        "good")
-        return Cell(f"no class information shared; {', '.join(m.shares)} not DP-protected", "warn")
-    if math.isinf(tight[1]):
-        return Cell("no formal guarantee", "bad")
-    if all_private:
-        return Cell(f"DP for all uploads, ε ≤ {fmt_epsilon(everything[1])}", "good")
-    return Cell(f"DP, ε ≤ {fmt_epsilon(tight[1])}", "good")
+    v = m.privacy.verdict or verdict_of(m).to_dict()
+    return Cell(v["text"], v["level"], detail=f"rule {v['rule']}")
+
+
+def guarantee_cell(m: MethodResult) -> str | Cell:
+    """Each guarantee with scope, unit, δ and status; ε per person; flags count."""
+    if not m.privacy.guarantees:
+        return m.privacy.guarantee or "—"
+    lines = []
+    for g in m.privacy.guarantees:
+        eps = min((float(v) for v in g["epsilon"].values()), default=math.inf)
+        unit = UNIT_WORDS.get(g.get("unit") or "", "unit not stated")
+        if g["status"] == "none":
+            lines.append(f"{g['scope']}: none")
+        else:
+            lines.append(f"{g['scope']}: {g['status']} ({fmt_epsilon(eps)}, {g['delta']:.2g}) {unit}")
+    pp = m.privacy.per_person
+    if pp:
+        eps = min((float(v) for v in pp["epsilon"].values()), default=math.inf)
+        bound = "no finite bound" if math.isinf(eps) else f"({fmt_epsilon(eps)}, {float(pp['delta']):.2g})"
+        lines.append(f"per person: {bound}")
+    bad = any(g["status"] in ("refuted", "none") for g in m.privacy.guarantees)
+    return Cell("\n".join(lines), "bad" if bad else "")
 
 
 def _observed(m: MethodResult) -> str:
@@ -172,8 +175,12 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
             f"{fmt_number(best.success)} {best.success_metric}{_evidence(best)}\n"
             f"{best.attack} by {best.observer} on {best.target_kind}")
         utility = "—" if metric is None else fmt_number(m.utility.get(metric))
-        rows.append([Cell(m.name, "name", m.description),
-                     ", ".join(m.shares) or "nothing", _observed(m), m.privacy.guarantee or "—", formal, empirical,
+        fidelity = f"\nfidelity: {m.fidelity['preset']}" if m.fidelity else ""
+        if m.fidelity and m.fidelity.get("deviations"):
+            fidelity += f" (deviates in {', '.join(sorted(m.fidelity['deviations']))})"
+        problems = f"\n{len(m.flags)} flag(s): see Flags" if m.flags else ""
+        rows.append([Cell(m.name, "name", m.description + fidelity + problems),
+                     ", ".join(m.shares) or "nothing", _observed(m), guarantee_cell(m), formal, empirical,
                      attack, utility, verdict(m)])
     headers = ["method", "leaves a client", "observed by (party: kinds)", "guarantee", "formal ε (tightest)",
                "empirical ε lower bound", "best attack (success)", metric or "utility", "verdict"]
@@ -223,7 +230,10 @@ def privacy_table(methods: Sequence[MethodResult]) -> Table | None:
 
     rows: list[list[str | Cell]] = []
     for m in methods:
-        rows.append([m.name, m.privacy.guarantee or "—",
+        info = m.privacy.guarantee_of("class information")
+        rows.append([m.name, guarantee_cell(m),
+                     "—" if info is None else UNIT_WORDS.get(info.get("unit") or "", "—"),
+                     "—" if info is None else info["status"],
                      "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}"]
                     + cells(m.privacy.formal_epsilon, accountants)
                     + cells(m.privacy.formal_epsilon_all, accountants_all)
@@ -235,26 +245,32 @@ def privacy_table(methods: Sequence[MethodResult]) -> Table | None:
     else:
         note += "."
     return Table("Formal privacy (accountants)", "privacy",
-                 ["method", "guarantee", "δ"] + [f"ε ({a}){CLASS_INFORMATION if accountants_all else ''}"
+                 ["method", "guarantee", "unit (class information)", "status", "δ"]
+                 + [f"ε ({a}){CLASS_INFORMATION if accountants_all else ''}"
                                                  for a in accountants]
                  + [f"ε ({a}): {ALL_UPLOADS}" for a in accountants_all] + ["flags"], rows, note)
 
 
 def audits_table(methods: Sequence[MethodResult]) -> Table | None:
+    """Each audit with the unit, scope and δ of the claim it tests and the deployed parameters."""
     rows: list[list[str | Cell]] = []
     for m in methods:
         for a in m.privacy.empirical:
-            rows.append([m.name, a.name, fmt_epsilon(a.claimed_epsilon),
+            params = ", ".join(f"{k}={fmt_number(v)}" for k, v in a.parameters.items()) if a.parameters else ""
+            rows.append([m.name, a.name, UNIT_WORDS.get(a.unit or "", "—"), a.scope or "—",
+                         "—" if a.delta is None else f"{a.delta:.2g}", fmt_epsilon(a.claimed_epsilon),
                          Cell(fmt_epsilon(a.epsilon_lower_bound), "bad" if a.refutes_claim else ""),
                          f"{a.confidence:g}", fmt_number(a.trials), a.statistic or "—",
-                         Cell("yes", "bad") if a.refutes_claim else Cell("no", "good"), a.notes])
+                         Cell("yes", "bad") if a.refutes_claim else Cell("no", "good"),
+                         a.notes + (f" Deployed parameters: {params}." if params else "")])
     if not rows:
         return None
     return Table("Empirical privacy audits", "audits",
-                 ["method", "audit", "claimed ε", "ε lower bound", "confidence", "trials", "statistic",
-                  "refutes claim", "notes"], rows,
+                 ["method", "audit", "unit", "scope", "δ", "claimed ε", "ε lower bound", "confidence", "trials",
+                  "statistic", "refutes claim", "notes"], rows,
                  "Lower bounds proved by distinguishing games on neighbouring datasets: an experiment, "
-                 "not a promise.")
+                 "not a promise. Each bound is about the scope it names (one release), at the δ shown, and is "
+                 "compared with the claim of that same scope, never with the ε composed over the run.")
 
 
 def per_party_table(methods: Sequence[MethodResult], max_rows: int = 40) -> Table | None:
@@ -387,11 +403,29 @@ def key_value_table(title: str, anchor: str, data: dict[str, Any], headers: tupl
     return Table(title, anchor, list(headers), rows, note, align_numbers=False)
 
 
+def fidelity_table(methods: Sequence[MethodResult]) -> Table | None:
+    """How faithful each run is to its paper or official code (schema 1.2 on)."""
+    rows: list[list[str | Cell]] = []
+    for m in methods:
+        if not m.fidelity:
+            continue
+        deviations = m.fidelity.get("deviations") or {}
+        shown = "; ".join(f"{k}: preset {v.get('preset')!r}, used {v.get('used')!r}" if isinstance(v, dict) else f"{k}: {v}"
+                          for k, v in sorted(deviations.items()))
+        rows.append([m.name, m.fidelity["preset"], m.fidelity.get("note", ""),
+                     Cell(shown, "warn") if shown else Cell("none", "good")])
+    if not rows:
+        return None
+    return Table("Fidelity to the papers", "fidelity", ["method", "preset", "what it means", "deviations"], rows,
+                 "default: this package's choices (no faithfulness claim); paper / official-code: the source's "
+                 "settings, with every explicit departure listed.", align_numbers=False)
+
+
 def method_tables(methods: Sequence[MethodResult], metric: str | None) -> list[Table]:
     """The per-method tables, in report order (absent ones skipped)."""
     tables = [summary_table(methods, metric), utility_table(methods), utility_table(methods, personalised=True),
               privacy_table(methods), audits_table(methods), per_party_table(methods), attacks_table(methods),
-              communication_table(methods)]
+              communication_table(methods), fidelity_table(methods)]
     return [t for t in tables if t is not None]
 
 

@@ -287,6 +287,12 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
         if "formal_epsilon_all" in privacy and document.get("schema_version") == "1.0":
             out.append(f"{format_path(('methods', i, 'privacy', 'formal_epsilon_all'))}: new in schema_version "
                        "1.1, but the document says 1.0")
+        if document.get("schema_version") in ("1.0", "1.1"):
+            new = [k for k in ("guarantees", "per_person", "verdict") if k in privacy]
+            new += [k for k in ("flags", "fidelity") if k in method]
+            for key in new:
+                out.append(f"{format_path(('methods', i, key))}: new in schema_version 1.2, but the document says "
+                           f"{document.get('schema_version')}")
         for j, attack in enumerate(method.get("attacks", [])):
             base = ("methods", i, "attacks", j)
             if attack.get("roc") is not None:

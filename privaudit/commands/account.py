@@ -48,6 +48,7 @@ def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim
                 rounds: int = 1) -> dict[str, Any]:
     """Everything `privaudit account dplc` prints, as a plain dict."""
     from accountants import (
+        ClassicGaussianRangeWarning,
         SelfComposedEvent,
         GaussianEvent,
         compute_epsilon,
@@ -83,6 +84,7 @@ def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim
     report: dict[str, Any] = {
         "inputs": {"rho": rho, "epsilon": epsilon, "delta": delta, "cluster_size": cluster_size, "dim": dim,
                    "queries": queries, "rounds": rounds},
+        "unit": "class-center",  # neighbours: one class center replaced (PrivacyFace Definition 1)
         "sensitivity": {"tight": tight, "weak": weak},
         "sigma": sigma,
         "sigma_weak_bound": {},
@@ -99,10 +101,10 @@ def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim
         "warnings": [],
     }
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ClassicGaussianRangeWarning)  # reported in report["warnings"]
         report["sigma_weak_bound"] = {m: gaussian_sigma(weak, epsilon, delta, method=m) for m in sigma}
     for method, value in sigma.items():
-        event = SelfComposedEvent(GaussianEvent(value / tight), releases)
+        event = SelfComposedEvent(GaussianEvent(value / tight, unit="class-center"), releases)
         report["epsilon_total"][method] = {}
         report["accountant_used"][method] = {}
         for name in ACCOUNTANT_ORDER:
@@ -125,6 +127,7 @@ def format_dplc_report(report: dict[str, Any]) -> str:
     lines = [
         f"DPLC accounting (PrivacyFace): rho={inputs['rho']}, |S|={inputs['cluster_size']}, d={inputs['dim']}, "
         f"per query epsilon={inputs['epsilon']}, delta={inputs['delta']}",
+        "  unit of privacy   per class-center record (neighbours: one class center replaced); not per person",
         f"  sensitivity       tight (Thm 2) {_fmt(report['sensitivity']['tight'])}   "
         f"weak (Thm 3) {_fmt(report['sensitivity']['weak'])}",
         f"  sigma (Thm 2)     classic {_fmt(report['sigma']['classic'])}   analytic {_fmt(report['sigma']['analytic'])}",

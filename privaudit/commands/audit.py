@@ -41,11 +41,8 @@ def build_scenario(args: argparse.Namespace):
     path = getattr(args, "scenario", None)
     if path is not None:
         document = load_document(path)
-        scale = args.scale or document.get("scale", "demo")
-        base = Scenario.preset(scale).to_dict()
-        base.update(document)
-        base["scale"] = scale
-        scenario = Scenario.from_dict(base)
+        document["scale"] = args.scale or document.get("scale", "demo")
+        scenario = Scenario.from_dict(document)  # the preset, with every table of the file deep-merged
     else:
         scenario = Scenario.preset(args.scale or "demo")
     changes = {}

@@ -78,7 +78,9 @@ def test_train_command_end_to_end(tmp_path, capsys):
     assert {m.kind for m in seen} == {"backbone", "class_centers"}
     assert all(m.sender in ("server", "client:0") and m.round in (1, 2) for m in seen)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["method"]["hyperparameters"] == {"lam": 5}
+    hp = metrics["method"]["hyperparameters"]
+    assert hp["lam"] == 5  # the --param reached the method, recorded beside the resolved preset
+    assert hp["fidelity"] == "default" and hp["fidelity_deviations"] == {}
     assert (out / "checkpoint" / "backbone.safetensors").is_file()
     assert (out / "ground_truth" / "client_states.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())

@@ -82,7 +82,7 @@ def test_audit_analyses_from_a_run_and_its_cache(tmp_path):
     assert set(a.epsilon_vs_rounds) == set(scenario.privacy.accountants)
     assert a.cos_p_phat and all(len(r["values"]) == 50 for r in a.cos_p_phat)
     assert "client:0" in a.extra["cos_p_phat"] and "privacyface" in a.extra["cos_p_phat"]
-    assert "(6 classes, T=2)" in a.extra["cos_p_phat"]  # the tiny scenario's threshold fraction 0.25 of 6
+    assert "(6 classes, T=3)" in a.extra["cos_p_phat"]  # the tiny scenario's threshold fraction 0.25 of 6
     cached = list((tmp_path / "cache").glob("analyses-*.json"))
     assert len(cached) == 1
     b = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache")

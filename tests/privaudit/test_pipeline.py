@@ -50,9 +50,20 @@ def test_audits_show_theorem2_holds_and_algorithm1_claim_fails(audit):
     findings = {a.name: a for a in result.method("privacyface").privacy.empirical}
     theorem2 = findings["Theorem 2 mechanism (fixed S)"]
     assert not theorem2.refutes_claim and theorem2.epsilon_lower_bound <= theorem2.claimed_epsilon
-    refuted = [a for a in findings.values() if a.name.startswith("Algorithm 1")]
-    assert refuted and all(a.refutes_claim for a in refuted)
+    algorithm1 = [a for a in findings.values() if a.name.startswith("Algorithm 1")]
+    # the threshold-crossing pair (|S| = T against T - 1) refutes any per-release claim
+    assert any(a.refutes_claim for a in algorithm1 if "threshold" in a.name)
     assert any("refutes the claimed" in f for f in result.all_flags() if f.startswith("privacyface:"))
+    # audited at what was deployed: the run's d, T and δ, per class-center record, one release
+    scenario = notebook_scenario(Path("unused"))
+    for a in findings.values():
+        assert a.parameters["dim"] == scenario.pretrain.embedding_dim
+        assert a.parameters["min_cluster_size"] == 3  # ceil(0.5 * 6 classes)
+        assert a.delta == scenario.privacy.delta == 1e-5
+        assert (a.unit, a.scope) == ("class-center", "one release")
+    pf = result.method("privacyface").privacy
+    assert pf.guarantee_of("class information")["status"] == "refuted"
+    assert pf.verdict["rule"] == "R1" and "refuted" in pf.verdict["text"]
 
 
 def test_utility_is_recorded_per_round(audit):

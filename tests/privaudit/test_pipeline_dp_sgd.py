@@ -153,7 +153,7 @@ def test_formal_epsilon_all_is_the_composition_of_the_dp_sgd_events_on_the_wire(
     assert dp.delta == DELTA
     events = _client_backbone_events(out / "runs" / "fedpe+dpsgd")
     assert sorted(events) == [f"client:{i}" for i in range(f.num_clients)]
-    step = PoissonSampledGaussianEvent(1.0, q)
+    step = PoissonSampledGaussianEvent(1.0, q, unit="image")  # DP-SGD protects one face image
     for client_events in events.values():
         # one upload per round, each carrying its DP-SGD steps (Abadi et al. 2016: noise σ·C on clipped sums)
         assert client_events == [SelfComposedEvent(step, steps_per_round)] * f.rounds
@@ -188,11 +188,18 @@ def test_guarantee_verdict_and_tables_cover_the_backbone(audit):
     _, _, result = audit
     dp, plain = result.method("fedpe+dpsgd"), result.method("fedpe")
     rdp = dp.privacy.formal_epsilon_all["rdp"]
-    assert dp.privacy.guarantee == (f"no class information leaves a client; ({rdp:.3g}, {DELTA:.2g})-DP per client "
-                                    "for all uploads incl. the backbone (DP-SGD, rdp)")
-    assert plain.privacy.guarantee.endswith("backbone updates carry no DP guarantee (no DP-SGD)")
+    assert dp.privacy.guarantee.startswith(f"no class information leaves a client; ({rdp:.3g}, {DELTA:.2g})-DP "
+                                           "per face image for all uploads (rdp); per person")
+    assert dp.privacy.guarantee_of("all uploads")["status"] == "proven"
+    assert "no guarantee for all uploads (backbone)" in plain.privacy.guarantee
     tightest = min(dp.privacy.formal_epsilon_all.values())
-    assert verdict(dp).level == "good" and verdict(dp).text == f"no class information shared; backbone DP, ε ≤ {tightest:.3g}"
+    person = dp.privacy.per_person["epsilon"]["rdp"]
+    # k = 4 images per identity on a client: group privacy gives the per-person bound, or none
+    assert dp.privacy.per_person["group_size"] == 4
+    if math.isfinite(person):
+        assert verdict(dp).text.startswith(f"DP per person, ε ≤ {person:.3g}") and person > rdp
+    else:
+        assert verdict(dp).text.startswith(f"no class information shared; backbone DP per face image (ε ≤ {tightest:.3g})")
     assert verdict(plain).level == "warn" and "backbone not DP-protected" in verdict(plain).text
     table = privacy_table(result.methods)
     assert table is not None
@@ -217,10 +224,10 @@ def test_the_simulated_probe_skips_the_dp_variant(audit):
     assert kinds["fedpe"] == {"backbone", "backbone_update"}
 
 
-def test_results_json_1_1_round_trips_and_validates(audit):
+def test_results_json_1_2_round_trips_and_validates(audit):
     out, _, result = audit
     doc = json.loads((out / "results.json").read_text())
-    assert doc["schema_version"] == SCHEMA_VERSION == "1.1"
+    assert doc["schema_version"] == SCHEMA_VERSION == "1.2"
     validate_results(doc)
     assert doc["methods"][0]["privacy"]["formal_epsilon_all"]["rdp"] == result.methods[0].privacy.formal_epsilon_all["rdp"]
     assert doc["methods"][1]["privacy"]["formal_epsilon_all"] == {a: "inf" for a in ACCOUNTANTS}
@@ -236,6 +243,13 @@ def test_a_1_0_results_file_without_the_field_still_loads(audit, tmp_path):
     old["schema_version"] = "1.0"
     for m in old["methods"]:
         del m["privacy"]["formal_epsilon_all"]
+        for key in ("guarantees", "per_person", "verdict"):  # 1.2's fields
+            m["privacy"].pop(key, None)
+        for key in ("flags", "fidelity"):
+            m.pop(key, None)
+        for a in m["privacy"]["empirical"]:
+            for key in ("unit", "scope", "parameters"):
+                a.pop(key, None)
     (tmp_path / "results.json").write_text(json.dumps(old))
     loaded = load_results(tmp_path)
     assert loaded.schema_version == "1.0"
@@ -271,15 +285,21 @@ def test_methods_that_refuse_dp_sgd_say_so(audit):
 
 # ---------------------------------------------------------------------------- verdicts, no run
 
+# results written before schema 1.2 state no unit and no proof: a finite ε there is at best "claimed"
+NO_BOUND = "backbone not DP-protected (no DP-SGD): no bound per person"
+
+
 @pytest.mark.parametrize("shares, formal, formal_all, text, level", [
-    (["backbone"], 0.0, 2.5, "no class information shared; backbone DP, ε ≤ 2.5", "good"),
-    (["backbone"], 0.0, math.inf, "no class information shared; backbone not DP-protected", "warn"),
-    (["backbone"], 0.0, None, "no class information shared; backbone not DP-protected", "warn"),  # a 1.0 file
-    (["backbone", "noisy_cluster_centers"], 1.2, 3.4, "DP for all uploads, ε ≤ 3.4", "good"),
-    (["backbone", "noisy_cluster_centers"], 1.2, math.inf, "DP, ε ≤ 1.2", "good"),
-    (["backbone", "cluster_centers"], math.inf, math.inf, "no formal guarantee", "bad"),
+    (["backbone"], 0.0, 2.5, "no class information shared; backbone DP per face image (ε ≤ 2.5); no bound per person",
+     "warn"),
+    (["backbone"], 0.0, math.inf, f"no class information shared; {NO_BOUND}", "warn"),
+    (["backbone"], 0.0, None, f"no class information shared; {NO_BOUND}", "warn"),  # a 1.0 file
+    (["backbone", "noisy_cluster_centers"], 1.2, 3.4, "claimed, not proven: ε ≤ 1.2 unit not stated", "warn"),
+    (["backbone", "noisy_cluster_centers"], 1.2, math.inf,
+     f"class information: claimed ε ≤ 1.2 unit not stated, not proven; {NO_BOUND}", "warn"),
+    (["backbone", "cluster_centers"], math.inf, math.inf, "no guarantee: class information leaves without noise", "bad"),
 ])
-def test_verdicts(shares, formal, formal_all, text, level):
+def test_legacy_verdicts(shares, formal, formal_all, text, level):
     privacy = PrivacySummary(delta=1e-3, formal_epsilon={"rdp": formal},
                              formal_epsilon_all={} if formal_all is None else {"rdp": formal_all})
     cell = verdict(MethodResult("m", shares=shares, privacy=privacy))

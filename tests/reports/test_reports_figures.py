@@ -93,6 +93,10 @@ def test_epsilon_frontier_of_a_result_one_point_per_method_and_infinity_marked(t
     r.methods.append(MethodResult("no-accounting", utility={"tar@far=1e-2": 0.4}))  # no ε at all: left out
     points = F.frontier_points(r, "epsilon")
     assert {p.label: p.lower_bound for p in points if not math.isnan(p.lower_bound)} == {"privacyface": 3.1}
+    # a per-release audit never shares the axis of an ε composed over the run
+    per_release = small_result()
+    per_release.methods[0].privacy.empirical[0].scope = "one release"
+    assert all(math.isnan(p.lower_bound) for p in F.frontier_points(per_release, "epsilon"))
     fig = F.frontier_figure(points, "ε", "tar@far=1e-2", log_x=True, omitted=["no-accounting"])
     ax = fig.axes[0]
     formal = _gids(ax, "point:")
