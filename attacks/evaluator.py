@@ -10,11 +10,20 @@ its own seed. Every result that uses it says so (`Evaluator.description`).
 `IdentityReference` holds, for the attacked identities, what scoring needs and the attacker never
 saw: each identity's mean embedding under the evaluator, its mean face, and an evaluator-space
 gallery for rank-1 matching.
+
+"Identity recovered" (DESIGN §8) means the evaluator's similarity of a reconstruction to the true
+identity's template passes a threshold calibrated at a fixed false-accept rate (1e-3, 1e-2) on
+real genuine / impostor pairs of identities the evaluator never trained on (`calibrate_evaluator`;
+the pairs mirror the scoring: one probe image against an identity template of other images).
+`IdentityReference.score` reports that "success at FAR" beside rank-1, and impostor baselines
+against *all* other attacked identities, split into those of the same population group and of
+other groups (the synthetic generator draws every identity from one of a few groups).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.knn import Gallery
-from attacks.metrics import psnr, ssim
+from attacks.metrics import FarThreshold, psnr, ssim, threshold_at_far
 from attacks.search import topk_cosine
 
 __all__ = [
@@ -35,6 +44,8 @@ __all__ = [
     "IdentityReference",
     "ReconstructionScores",
     "build_reference",
+    "EvaluatorCalibration",
+    "calibrate_evaluator",
 ]
 
 
@@ -46,6 +57,7 @@ class Evaluator:
     train_identities: tuple[int, int]
     description: str
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_identities: tuple[int, int] | None = None  # its own held-out identities (threshold calibration)
 
     @property
     def resolution(self) -> int:
@@ -102,12 +114,21 @@ def train_evaluator(
         f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
         f"trained centrally on public identities [{span[0]}, {span[1]}), disjoint from the attacked identities"
     )
-    return Evaluator(result.backbone.eval(), span, desc, dict(result.metrics))
+    return Evaluator(result.backbone.eval(), span, desc, dict(result.metrics),
+                     tuple(getattr(config, "eval_identities", None) or ()) or None)
 
 
 @dataclass
 class ReconstructionScores:
-    """Per-reconstruction scores (arrays) and their means; plain data for the report."""
+    """Per-reconstruction scores (arrays) and their means; plain data for the report.
+
+    ``impostor_identity_similarity`` / ``impostor_ssim`` / ``impostor_psnr`` compare with one set
+    of shifted identities (`IdentityReference.impostors`); the ``impostor_*_group_*`` arrays use
+    *all* other attacked identities, split by population group (NaN without groups or without
+    such identities). With a calibrated evaluator, ``success_at_far[far]`` says whether the
+    similarity to the true identity passes the threshold at that false-accept rate, and
+    ``impostor_match_*_group[far]`` is each reconstruction's share of other identities it passes for.
+    """
 
     identity_similarity: np.ndarray
     rank1: np.ndarray
@@ -117,15 +138,23 @@ class ReconstructionScores:
     impostor_identity_similarity: np.ndarray | None = None
     impostor_ssim: np.ndarray | None = None
     impostor_psnr: np.ndarray | None = None
+    impostor_all_similarity: np.ndarray | None = None
+    impostor_same_group_similarity: np.ndarray | None = None
+    impostor_other_group_similarity: np.ndarray | None = None
+    success_at_far: dict[float, np.ndarray] = dataclasses.field(default_factory=dict)
+    impostor_match_same_group: dict[float, np.ndarray] = dataclasses.field(default_factory=dict)
+    impostor_match_other_group: dict[float, np.ndarray] = dataclasses.field(default_factory=dict)
+    far_supported: dict[float, bool] = dataclasses.field(default_factory=dict)
 
     def means(self) -> dict[str, float]:
         def mean(a: np.ndarray | None) -> float:
             if a is None:
                 return float("nan")
+            a = np.asarray(a, dtype=np.float64)
             a = a[np.isfinite(a)]
             return float(np.mean(a)) if len(a) else float("nan")
 
-        return {
+        out = {
             "identity_similarity": mean(self.identity_similarity),
             "rank1": mean(self.rank1.astype(np.float64)),
             "ssim": mean(self.ssim),
@@ -133,7 +162,15 @@ class ReconstructionScores:
             "impostor_identity_similarity": mean(self.impostor_identity_similarity),
             "impostor_ssim": mean(self.impostor_ssim),
             "impostor_psnr": mean(self.impostor_psnr),
+            "impostor_all_identity_similarity": mean(self.impostor_all_similarity),
+            "impostor_same_group_identity_similarity": mean(self.impostor_same_group_similarity),
+            "impostor_other_group_identity_similarity": mean(self.impostor_other_group_similarity),
         }
+        for far, hits in self.success_at_far.items():
+            out[f"success@far={far:g}"] = mean(hits)
+            out[f"impostor_same_group_match@far={far:g}"] = mean(self.impostor_match_same_group.get(far))
+            out[f"impostor_other_group_match@far={far:g}"] = mean(self.impostor_match_other_group.get(far))
+        return out
 
 
 def _to_unit_images(images: torch.Tensor) -> torch.Tensor:
@@ -154,6 +191,9 @@ class IdentityReference:
             number (mean faces of any set of identities pool these).
         gallery: evaluator-space gallery for rank-1 matching (the attacked identities' real images
             plus distractors).
+        identity_groups: ``[I]`` population group of each identity (None: unknown).
+        calibration: the evaluator's thresholds at fixed FARs (`calibrate_evaluator`); None: no
+            "success at FAR" scores.
     """
 
     evaluator: Evaluator
@@ -163,6 +203,8 @@ class IdentityReference:
     image_counts: torch.Tensor
     gallery: Gallery
     device: str = "cpu"
+    identity_groups: torch.Tensor | None = None
+    calibration: "EvaluatorCalibration | None" = None
 
     def _rows(self, ids: frozenset[int] | set[int], where: str) -> torch.Tensor:
         t = torch.tensor(sorted(ids), dtype=torch.int64)
@@ -241,7 +283,42 @@ class IdentityReference:
             impostor_identity_similarity=imp_sim,
             impostor_ssim=imp_ssim,
             impostor_psnr=imp_psnr,
+            **self._threshold_scores(emb, id_sim, observation_ids),
         )
+
+    def _threshold_scores(self, emb: torch.Tensor, id_sim: np.ndarray,
+                          observation_ids: Sequence[frozenset[int]]) -> dict[str, Any]:
+        """Impostor similarities against *all* other attacked identities, by population group
+        (same group as one of the covered identities vs other groups), and with a calibration, the
+        success at each FAR (similarity to the true identity >= threshold) and each
+        reconstruction's share of impostor identities that pass the same threshold."""
+        sims = (emb @ self.templates.T).double().numpy()  # [N, I]
+        groups = None if self.identity_groups is None else self.identity_groups.numpy()
+        n = len(id_sim)
+        mean_all, mean_same, mean_other = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        masks = []
+        for i, ids in enumerate(observation_ids):
+            rows = self._rows(ids, "score").numpy()
+            other = np.ones(sims.shape[1], dtype=bool)
+            other[rows] = False
+            same = np.zeros_like(other) if groups is None else other & np.isin(groups, groups[rows])
+            diff = np.zeros_like(other) if groups is None else other & ~same
+            masks.append((same, diff))
+            for arr, m in ((mean_all, other), (mean_same, same), (mean_other, diff)):
+                if m.any():
+                    arr[i] = float(sims[i, m].mean())
+        out: dict[str, Any] = {"impostor_all_similarity": mean_all, "impostor_same_group_similarity": mean_same,
+                               "impostor_other_group_similarity": mean_other}
+        if self.calibration is None:
+            return out
+        out.update(success_at_far={}, impostor_match_same_group={}, impostor_match_other_group={}, far_supported={})
+        for t in self.calibration.thresholds:
+            out["success_at_far"][t.target_far] = id_sim >= t.threshold
+            out["far_supported"][t.target_far] = t.supported
+            for key, j in (("impostor_match_same_group", 0), ("impostor_match_other_group", 1)):
+                out[key][t.target_far] = np.array([float((sims[i, m[j]] >= t.threshold).mean()) if m[j].any() else np.nan
+                                                   for i, m in enumerate(masks)])
+        return out
 
     def impostors(self, ids: frozenset[int] | set[int]) -> frozenset[int]:
         """As many attacked identities as ``ids`` holds, none of them in ``ids``: each shifted by
@@ -273,17 +350,11 @@ def build_reference(
     ``gallery_faces`` (default: ``reference_faces``) is what rank-1 matches against; it should
     hold the attacked identities and distractors.
     """
-    from federated_core.models import embed
-
     if len(reference_faces) == 0:
         raise ValueError("reference_faces is empty")
-    r = evaluator.resolution
 
     def emb(faces: Any) -> torch.Tensor:
-        x = faces.images
-        if x.shape[-1] != r:
-            x = F.interpolate(x.float() / 127.5 - 1, size=(r, r), mode="bilinear", align_corners=False).clamp(-1, 1)
-        return embed(evaluator.model, x, batch_size=batch_size, device=device)
+        return _embed_faces(evaluator, faces, device, batch_size)
 
     ref_emb = emb(reference_faces)
     ids, inverse = torch.unique(reference_faces.labels, return_inverse=True)
@@ -297,4 +368,91 @@ def build_reference(
     gallery_faces = gallery_faces if gallery_faces is not None else reference_faces
     gallery = Gallery(emb(gallery_faces), gallery_faces.labels.clone(),
                       None if gallery_faces.groups is None else gallery_faces.groups.clone())
-    return IdentityReference(evaluator, ids, templates, sums, counts, gallery, str(device))
+    groups = None
+    if reference_faces.groups is not None:
+        groups = torch.zeros(len(ids), dtype=torch.int64)
+        groups[inverse] = reference_faces.groups.to(torch.int64)  # an identity's images share its group
+    return IdentityReference(evaluator, ids, templates, sums, counts, gallery, str(device), groups)
+
+
+def _embed_faces(evaluator: Evaluator, faces: Any, device: str | torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Evaluator embeddings of a `FaceSet` (uint8 images resized to the evaluator's resolution)."""
+    from federated_core.models import embed
+
+    r = evaluator.resolution
+    x = faces.images
+    if x.shape[-1] != r:
+        x = F.interpolate(x.float() / 127.5 - 1, size=(r, r), mode="bilinear", align_corners=False).clamp(-1, 1)
+    return embed(evaluator.model, x, batch_size=batch_size, device=device)
+
+
+@dataclass
+class EvaluatorCalibration:
+    """The evaluator's thresholds at fixed false-accept rates, from real pairs (DESIGN §8).
+
+    ``pairs``: how the pairs were formed (one probe image per identity against each identity's
+    template of its other images: ``num_identities`` genuine, ``num_identities · (num_identities
+    - 1)`` impostor pairs; they share probes and templates, so they are not independent).
+    """
+
+    identities: tuple[int, int] | None
+    num_identities: int
+    images_per_identity: int
+    pairs: str
+    thresholds: list[FarThreshold]
+
+    def threshold(self, far: float) -> FarThreshold:
+        for t in self.thresholds:
+            if math.isclose(t.target_far, far):
+                return t
+        raise ValueError(f"far {far} was not calibrated (calibrated: {[t.target_far for t in self.thresholds]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identities": self.identities, "num_identities": self.num_identities,
+                "images_per_identity": self.images_per_identity, "pairs": self.pairs,
+                "thresholds": [t.to_dict() for t in self.thresholds]}
+
+
+def calibrate_evaluator(
+    evaluator: Evaluator,
+    faces: Any,
+    fars: Sequence[float] = (1e-3, 1e-2),
+    device: str | torch.device = "cpu",
+    identities: tuple[int, int] | None = None,
+) -> EvaluatorCalibration:
+    """Calibrate the evaluator's similarity threshold at each FAR in ``fars`` on real pairs.
+
+    ``faces``: a `FaceSet` of identities the evaluator did not train on (its own held-out
+    identities), the same number ``n >= 2`` of images each. The pairs mirror how reconstructions
+    are scored (`IdentityReference.score`: one image against an identity template): each
+    identity's first image is a probe, its template the normalised mean embedding of its other
+    ``n - 1`` images; genuine = probe vs own template, impostor = probe vs every other identity's
+    template, labelled "same_group" / "other_group" when the faces carry population groups.
+    Thresholds: `attacks.metrics.threshold_at_far` (supported when impostors >= 10 / far).
+    """
+    labels = faces.labels.to(torch.int64)
+    uniq, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    if len(uniq) < 2 or int(counts.min()) < 2 or int(counts.min()) != int(counts.max()):
+        raise ValueError(
+            f"faces must hold >= 2 identities with the same number (>= 2) of images each, got {len(uniq)} identities "
+            f"with {int(counts.min())}..{int(counts.max())} images"
+        )
+    emb = _embed_faces(evaluator, faces, device)
+    order = torch.argsort(inverse, stable=True)
+    per = int(counts[0])
+    grouped = emb[order].view(len(uniq), per, -1)
+    probes = grouped[:, 0]
+    templates = F.normalize(grouped[:, 1:].sum(1), dim=1)
+    sims = (probes @ templates.T).double().numpy()
+    off = ~np.eye(len(uniq), dtype=bool)
+    strata = None
+    if faces.groups is not None:
+        g = faces.groups.to(torch.int64)[order].view(len(uniq), per)[:, 0].numpy()
+        strata = np.where((g[:, None] == g[None, :])[off], "same_group", "other_group")
+    thresholds = [threshold_at_far(np.diag(sims), sims[off], far, strata) for far in fars]
+    return EvaluatorCalibration(
+        identities=identities, num_identities=len(uniq), images_per_identity=per,
+        pairs=f"probe image vs template of the identity's other {per - 1} image(s); "
+              f"{len(uniq)} genuine, {int(off.sum())} impostor pairs (all other identities)",
+        thresholds=thresholds,
+    )

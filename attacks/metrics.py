@@ -8,6 +8,14 @@ against a gallery (a face version of breaching's "image identifiability precisio
 Membership: ROC / AUC (scikit-learn) and the true-positive rate at a fixed false-positive rate with
 a confidence interval (bootstrap over both classes, or Clopper–Pearson on the TPR at the chosen
 threshold) — at low FPR the point estimate alone says little.
+
+Ceilings and floors (DESIGN §8, "Attack rates"): `normalised_success` puts an attack's success
+beside an oracle (the same attacker on the true, noise-free data: the ceiling) and a null (the
+same attacker on random vectors: the floor), ``(raw - null) / (oracle - null)``, with a percentile
+bootstrap over the *independent units* (a released vector's source identity or client), never
+over correlated samples. `threshold_at_far` calibrates a verifier's similarity threshold at a
+fixed false-accept rate on genuine / impostor scores and says whether the impostor count supports
+that rate (about ``10 / far`` impostors or more).
 """
 
 from __future__ import annotations
@@ -33,6 +41,12 @@ __all__ = [
     "roc_auc",
     "auc_bootstrap_ci",
     "match_reconstructions",
+    "NormalisedSuccess",
+    "normalised_success",
+    "ceiling_summary",
+    "random_unit_vectors",
+    "FarThreshold",
+    "threshold_at_far",
 ]
 
 
@@ -341,3 +355,218 @@ def auc_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, confidence: float =
     alpha = 1 - confidence
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+# ------------------------------------------------------------------ ceilings, floors, thresholds
+@dataclass
+class NormalisedSuccess:
+    """An attack's success between its floor and its ceiling (DESIGN §8, "Attack rates").
+
+    ``raw``, ``oracle`` and ``null`` are mean per-observation successes over the observations where
+    all three are defined; ``normalised = (raw - null) / (oracle - null)`` (NaN when
+    ``oracle - null <= 0``: the attack has no dynamic range there). Every ``*_ci`` is a percentile
+    bootstrap over ``num_units`` independent units named ``unit_name`` (identities, clients, ...).
+    """
+
+    metric: str
+    unit_name: str
+    num_units: int
+    num_observations: int
+    raw: float
+    oracle: float
+    null: float
+    normalised: float
+    raw_ci: tuple[float, float]
+    oracle_ci: tuple[float, float]
+    null_ci: tuple[float, float]
+    normalised_ci: tuple[float, float]
+    confidence: float
+    n_bootstrap: int
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+_NAN2 = (float("nan"), float("nan"))
+
+
+def _unit_sums(values: list[np.ndarray], units: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-unit observation counts and per-unit sums of each array (units coded 0..U-1)."""
+    n_units = int(units.max()) + 1
+    counts = np.bincount(units, minlength=n_units).astype(np.float64)
+    return counts, [np.bincount(units, weights=v, minlength=n_units) for v in values]
+
+
+def _percentile(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    alpha = 1 - confidence
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def normalised_success(
+    raw: np.ndarray,
+    oracle: np.ndarray,
+    null: np.ndarray,
+    units: np.ndarray | list,
+    metric: str = "success",
+    unit_name: str = "unit",
+    confidence: float = 0.95,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+) -> NormalisedSuccess:
+    """``(raw - null) / (oracle - null)`` with a cluster (unit-level) bootstrap interval.
+
+    Args:
+        raw, oracle, null: per-observation success (0/1 or a score) of the attack on the observed
+            vectors, on the ceiling's queries and on the floor's queries, aligned row by row (NaN:
+            undefined for that observation; such rows are left out of all three).
+        units: the independent unit of each observation (any hashable labels). The bootstrap
+            resamples whole units with replacement (Davison & Hinkley 1997, §3.8), so observations
+            that share a unit (a client's clusters, duplicates) never count as independent.
+
+    The rates are ratio estimators ``sum over units / observations``; a replicate whose
+    ``oracle - null <= 0`` has no normalised value and is dropped, and when more than
+    ``(1 - confidence) / 2`` of them are dropped the interval is undefined (NaN), with a note.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_bootstrap < 10:
+        raise ValueError(f"n_bootstrap must be >= 10, got {n_bootstrap}")
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (raw, oracle, null)]
+    labels = np.asarray([str(u) for u in units], dtype=object)
+    if not all(len(a) == len(labels) for a in arrays):
+        raise ValueError(f"raw, oracle, null and units must have one entry per observation, got lengths "
+                         f"{[len(a) for a in arrays]} and {len(labels)}")
+    ok = np.logical_and.reduce([np.isfinite(a) for a in arrays]) if len(labels) else np.zeros(0, bool)
+    notes: list[str] = []
+    if not ok.any():
+        notes.append(f"{metric}: no observation has raw, oracle and null values; nothing to normalise")
+        return NormalisedSuccess(metric, unit_name, 0, 0, *(float("nan"),) * 4, *(_NAN2,) * 4, confidence,
+                                 n_bootstrap, notes)
+    _, codes = np.unique(labels[ok], return_inverse=True)
+    counts, sums = _unit_sums([a[ok] for a in arrays], codes)
+    r, o, z = (float(s.sum() / counts.sum()) for s in sums)
+    norm = (r - z) / (o - z) if o - z > 0 else float("nan")
+    if not o - z > 0:
+        notes.append(f"{metric}: no dynamic range — the oracle ({o:.3g}) does not beat the null ({z:.3g}), so "
+                     "the attacker cannot tell even the true vectors from noise; normalised success undefined")
+    n_units = len(counts)
+    if n_units < 2:
+        notes.append(f"{metric}: one {unit_name} only; no interval")
+        return NormalisedSuccess(metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, *(_NAN2,) * 4,
+                                 confidence, n_bootstrap, notes)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_units, size=(n_bootstrap, n_units))
+    weights = np.zeros((n_bootstrap, n_units))
+    np.add.at(weights, (np.arange(n_bootstrap)[:, None], draws), 1.0)
+    tot = weights @ counts
+    rb, ob, zb = ((weights @ s) / tot for s in sums)
+    span = ob - zb
+    defined = span > 0
+    nb = np.where(defined, (rb - zb) / np.where(defined, span, 1.0), np.nan)
+    dropped = int((~defined).sum())
+    if not o - z > 0:
+        norm_ci = _NAN2  # the point estimate is undefined already (noted above)
+    elif dropped > (1 - confidence) / 2 * n_bootstrap:
+        norm_ci = _NAN2
+        notes.append(f"{metric}: in {dropped} of {n_bootstrap} bootstrap replicates the oracle did not beat the null; "
+                     "normalised interval undefined")
+    else:
+        norm_ci = _percentile(nb[defined], confidence)
+        if dropped:
+            notes.append(f"{metric}: {dropped} of {n_bootstrap} bootstrap replicates without dynamic range dropped")
+    return NormalisedSuccess(metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, _percentile(rb, confidence),
+                             _percentile(ob, confidence), _percentile(zb, confidence), norm_ci, confidence,
+                             n_bootstrap, notes)
+
+
+def ceiling_summary(metric: str, vs_oracle: NormalisedSuccess | None,
+                    vs_oracle_real: NormalisedSuccess | None = None) -> dict[str, object]:
+    """Flat keys of a result's summary: ``oracle_<m>``, ``oracle_real_<m>``, ``null_<m>``,
+    ``normalised_<m>`` (vs the true-center oracle), ``normalised_real_<m>`` (vs the real-image
+    oracle), each with ``_ci``; ``<m>_unit_ci`` (the raw rate's interval over units), ``units``,
+    ``unit_name``. Missing parts are NaN / None."""
+    base = vs_oracle if vs_oracle is not None else vs_oracle_real
+    out: dict[str, object] = {
+        f"oracle_{metric}": float("nan") if vs_oracle is None else vs_oracle.oracle,
+        f"oracle_{metric}_ci": _NAN2 if vs_oracle is None else vs_oracle.oracle_ci,
+        f"oracle_real_{metric}": float("nan") if vs_oracle_real is None else vs_oracle_real.oracle,
+        f"oracle_real_{metric}_ci": _NAN2 if vs_oracle_real is None else vs_oracle_real.oracle_ci,
+        f"null_{metric}": float("nan") if base is None else base.null,
+        f"null_{metric}_ci": _NAN2 if base is None else base.null_ci,
+        f"normalised_{metric}": float("nan") if vs_oracle is None else vs_oracle.normalised,
+        f"normalised_{metric}_ci": _NAN2 if vs_oracle is None else vs_oracle.normalised_ci,
+        f"normalised_real_{metric}": float("nan") if vs_oracle_real is None else vs_oracle_real.normalised,
+        f"normalised_real_{metric}_ci": _NAN2 if vs_oracle_real is None else vs_oracle_real.normalised_ci,
+        f"{metric}_unit_ci": _NAN2 if base is None else base.raw_ci,
+        "units": 0 if base is None else base.num_units,
+        "unit_name": None if base is None else base.unit_name,
+    }
+    return out
+
+
+def random_unit_vectors(n: int, d: int, seed: int) -> torch.Tensor:
+    """``[n, d]`` float32 vectors uniform on the unit sphere (normalised isotropic Gaussians),
+    seeded: the null queries of an attack on center-like vectors."""
+    if n < 0 or d < 1:
+        raise ValueError(f"n must be >= 0 and d >= 1, got n={n}, d={d}")
+    g = torch.Generator().manual_seed(int(seed))
+    return F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1).float()
+
+
+@dataclass
+class FarThreshold:
+    """A verifier's similarity threshold at a target false-accept rate (accept: score ``>= threshold``).
+
+    ``supported`` is False when the impostor pairs are fewer than ``min_impostors = ceil(10 /
+    far)`` (fewer than ~10 expected false accepts: the threshold is then mostly noise).
+    ``far_by_stratum`` gives the achieved FAR within each impostor stratum (e.g. same population
+    group vs other groups) at that one threshold.
+    """
+
+    target_far: float
+    threshold: float
+    achieved_far: float
+    genuine_accept_rate: float
+    num_genuine: int
+    num_impostor: int
+    min_impostors: int
+    supported: bool
+    far_by_stratum: dict[str, float]
+    num_by_stratum: dict[str, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float,
+                     strata: np.ndarray | None = None, expected_false_accepts: float = 10.0) -> FarThreshold:
+    """The lowest threshold whose false-accept rate on ``impostor`` scores is at most ``far``.
+
+    With ``k = floor(far · N)`` allowed false accepts the threshold sits just above the
+    ``(k+1)``-th largest impostor score (as `tpr_at_fpr_point`; ties count as rejections), i.e.
+    the empirical ``1 - far`` quantile of the impostor distribution. ``strata`` labels each
+    impostor score (e.g. "same_group" / "other_group"); the achieved FAR is reported per stratum.
+    """
+    genuine = np.asarray(genuine, dtype=np.float64).ravel()
+    impostor = np.asarray(impostor, dtype=np.float64).ravel()
+    if not 0 < far < 1:
+        raise ValueError(f"far must be in (0, 1), got {far}")
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise ValueError(f"need genuine and impostor scores, got {len(genuine)} and {len(impostor)}")
+    if not (np.isfinite(genuine).all() and np.isfinite(impostor).all()):
+        raise ValueError("genuine and impostor scores must be finite")
+    _, thr, achieved = tpr_at_fpr_point(genuine, impostor, far)
+    by, num = {}, {}
+    if strata is not None:
+        strata = np.asarray(strata).ravel()
+        if strata.shape != impostor.shape:
+            raise ValueError(f"strata must label every impostor score ({len(impostor)}), got {len(strata)}")
+        for s in sorted(set(strata.tolist()), key=str):
+            m = strata == s
+            by[str(s)] = float(np.mean(impostor[m] >= thr))
+            num[str(s)] = int(m.sum())
+    need = int(math.ceil(expected_false_accepts / far - 1e-9))
+    return FarThreshold(float(far), float(thr), achieved, float(np.mean(genuine >= thr)), len(genuine), len(impostor),
+                        need, bool(len(impostor) >= need), by, num)
