@@ -17,6 +17,11 @@ training run can resume exactly.
 
 `invert_and_score` inverts any observed vectors (W, p, p̂, W̃, DP k-means centers) and scores
 each reconstruction with the independent evaluator (`attacks.evaluator.IdentityReference`).
+Beside the raw scores it gives a floor and a ceiling (DESIGN §8): the same decoder fed as many
+seeded random unit vectors (null), and fed the true class centers ``W_k`` behind the same
+observations (oracle; optionally also real-image embeddings of the same identities), each scored
+the same way, with the normalised success ``(raw - null) / (oracle - null)`` of rank-1 and of
+"success at FAR" bootstrapped over independent units (`attacks.metrics.normalised_success`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from attacks.metrics import NormalisedSuccess, ceiling_summary, normalised_success, random_unit_vectors
 
 __all__ = [
     "DecoderConfig",
@@ -340,10 +347,22 @@ class InversionResult:
     mean_faces: np.ndarray
     grid_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    # success metric -> (vs the true-center oracle, vs the real-image oracle); each holds raw, oracle,
+    # null, normalised and their intervals over units
+    ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = field(default_factory=dict)
+    far_supported: dict[float, bool] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"observer": self.observer, "kind": self.kind, "num_observations": self.num_observations,
-                **{f"mean_{k}": v for k, v in self.means.items()}, "evaluator": self.evaluator}
+        """Means of every score, and per success metric (``rank1``, ``success@far=<f>``) the keys of
+        `attacks.metrics.ceiling_summary`; ``success@far=<f>_supported`` says whether the
+        evaluator's impostor pairs support that FAR."""
+        out = {"observer": self.observer, "kind": self.kind, "num_observations": self.num_observations,
+               **{f"mean_{k}": v for k, v in self.means.items()}, "evaluator": self.evaluator}
+        for far, ok in self.far_supported.items():
+            out[f"success@far={far:g}_supported"] = ok
+        for metric, (vs_oracle, vs_real) in self.ceilings.items():
+            out.update(ceiling_summary(metric, vs_oracle, vs_real))
+        return out
 
 
 def invert_and_score(
@@ -356,12 +375,24 @@ def invert_and_score(
     grid_path: str | Path | None = None,
     max_grid: int = 16,
     device: str | torch.device = "cpu",
+    oracle: torch.Tensor | None = None,
+    oracle_real: torch.Tensor | None = None,
+    units: Sequence[Any] | None = None,
+    unit_name: str = "observation",
+    seed: int = 0,
+    n_bootstrap: int = 200,
+    confidence: float = 0.95,
 ) -> InversionResult:
     """Invert ``vectors`` and score each reconstruction against the identities it stands for.
 
     ``reference`` is an `attacks.evaluator.IdentityReference`. Observations that stand for no
     identity with reference images are dropped (counted in ``notes``). ``grid_path``: save a
     PNG of (real mean face | reconstruction) pairs for the report.
+
+    Floor and ceiling: the decoder also inverts as many seeded random unit vectors (null, seed
+    ``seed + 7777``) and, when given, ``oracle`` / ``oracle_real`` (``[N, d]`` aligned with
+    ``vectors``; an all-NaN row: no oracle for that observation); ``units`` labels each
+    observation's independent unit for the bootstrap (default: each observation its own).
     """
     where = f"observer {observer!r}, kind {kind!r}"
     if vectors.dim() != 2 or vectors.shape[0] == 0:
@@ -370,6 +401,11 @@ def invert_and_score(
         raise ValueError(f"{where}: vectors have d={vectors.shape[1]}, the decoder expects d={decoder.embedding_dim}")
     if len(observation_ids) != vectors.shape[0]:
         raise ValueError(f"{where}: observation_ids has {len(observation_ids)} entries for {vectors.shape[0]} vectors")
+    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
+        if q is not None and tuple(q.shape) != tuple(vectors.shape):
+            raise ValueError(f"{where}: {name} must have the shape of vectors {tuple(vectors.shape)}, got {tuple(q.shape)}")
+    if units is not None and len(units) != vectors.shape[0]:
+        raise ValueError(f"{where}: units has {len(units)} entries for {vectors.shape[0]} vectors")
     known = set(reference.identity_ids.tolist())
     keep = [i for i, ids in enumerate(observation_ids) if ids & known]
     notes = []
@@ -384,13 +420,56 @@ def invert_and_score(
     path = None
     if grid_path is not None:
         path = str(save_image_grid(faces[:max_grid], rec[:max_grid], grid_path))
+    raw = _successes(scores)
+    null = _score_queries(decoder, random_unit_vectors(len(keep), vectors.shape[1], seed + 7_777), ids, reference,
+                          device)
+    oracles = [None if q is None else _score_queries(decoder, q[keep], ids, reference, device)
+               for q in (oracle, oracle_real)]
+    unit_list = [i if units is None else units[i] for i in keep]
+    ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = {}
+    for metric, values in raw.items():
+        pair = tuple(None if o is None else normalised_success(
+            values, o[metric], null[metric], unit_list, metric=metric, unit_name=unit_name, confidence=confidence,
+            n_bootstrap=n_bootstrap, seed=seed) for o in oracles)
+        ceilings[metric] = pair  # type: ignore[assignment]
+        notes += [f"vs the {which} oracle: {n}" for which, c in zip(("true-center", "real-image"), pair)
+                  if c is not None for n in c.notes]
+    if oracle is None and oracle_real is None:
+        notes.append("no oracle vectors given: the success metrics have a null but no ceiling")
     return InversionResult(
         observer=observer, kind=kind, num_observations=len(keep),
         identity_similarity=scores.identity_similarity, rank1=scores.rank1, ssim=scores.ssim, psnr=scores.psnr,
         impostor_identity_similarity=scores.impostor_identity_similarity, means=scores.means(), evaluator=scores.evaluator,
         reconstructions=(rec * 255).round().to(torch.uint8).numpy(),
         mean_faces=(faces * 255).round().to(torch.uint8).numpy(), grid_path=path, notes=notes,
+        ceilings=ceilings, far_supported=dict(scores.far_supported),
     )
+
+
+def _successes(scores: Any) -> dict[str, np.ndarray]:
+    """The per-reconstruction success metrics (0/1 floats): rank-1, and success at each calibrated FAR."""
+    out = {"rank1": np.asarray(scores.rank1, dtype=np.float64)}
+    for far, hits in scores.success_at_far.items():
+        out[f"success@far={far:g}"] = np.asarray(hits, dtype=np.float64)
+    return out
+
+
+def _score_queries(decoder: EmbeddingDecoder, queries: torch.Tensor, ids: Sequence[frozenset[int]], reference: Any,
+                   device: str | torch.device) -> dict[str, np.ndarray]:
+    """Invert and score ``queries`` (rows aligned with ``ids``) with `_successes`; all-NaN rows
+    (no query for that observation) score NaN."""
+    ok = [i for i in range(queries.shape[0]) if bool(torch.isfinite(queries[i]).all())]
+    out: dict[str, np.ndarray] = {}
+    if ok:
+        got = _successes(reference.score(invert(decoder, queries[ok], device=device), [ids[i] for i in ok]))
+        for metric, values in got.items():
+            out[metric] = np.full(queries.shape[0], np.nan)
+            out[metric][ok] = values
+    else:
+        names = ["rank1"] + ([] if reference.calibration is None
+                             else [f"success@far={t.target_far:g}" for t in reference.calibration.thresholds])
+        out = {m: np.full(queries.shape[0], np.nan) for m in names}
+    return out
 
 
 def save_image_grid(real: torch.Tensor, reconstructed: torch.Tensor, path: str | Path, pairs_per_row: int = 4) -> Path:

@@ -13,7 +13,12 @@ centers) to its nearest gallery identities. Scored against ground truth the atta
   1e-2, each with a confidence interval;
 * group level: the majority population group of the identities a vector covers versus the
   majority group of its k nearest gallery identities (what a blurred cluster still reveals,
-  PrivacyFace Fig. 8).
+  PrivacyFace Fig. 8);
+* ceiling and floor (DESIGN §8): the same attacker's top-1 rate on oracle queries (the true class
+  centers ``W_k`` behind each observation, and embeddings of real unseen images of the same
+  identities) and on null queries (as many seeded random unit vectors), and the normalised
+  success ``(raw - null) / (oracle - null)`` with a bootstrap interval over independent units
+  (`attacks.metrics.normalised_success`), so "0 success" can be told from "the attack is blind".
 
 The search is blocked torch matrix products (`attacks.search`), so 100k × 512 galleries work.
 """
@@ -30,7 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks.metrics import TprAtFpr, auc_bootstrap_ci, clopper_pearson, roc_auc, tpr_at_fpr
+from attacks.metrics import (
+    NormalisedSuccess,
+    TprAtFpr,
+    auc_bootstrap_ci,
+    ceiling_summary,
+    clopper_pearson,
+    normalised_success,
+    random_unit_vectors,
+    roc_auc,
+    tpr_at_fpr,
+)
 from attacks.search import identity_scores_blocks
 
 __all__ = [
@@ -115,6 +130,7 @@ class KnnAttackConfig:
 
     ``identity_score``: "max" (an identity scores its best-matching gallery image, as in
     PrivacyFace's face-level k-NN) or "mean" (cosine to the identity's mean template).
+    ``null_seed_offset``: the null queries are `random_unit_vectors` seeded ``seed + null_seed_offset``.
     """
 
     k: int = 5
@@ -128,6 +144,7 @@ class KnnAttackConfig:
     device: str = "cpu"
     seed: int = 0
     progress: bool = False
+    null_seed_offset: int = 7_777
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -177,9 +194,49 @@ class KnnAttackResult:
     group_num_observations: int
     notes: list[str] = field(default_factory=list)
     top1_chance: float = float("nan")
+    ceiling: NormalisedSuccess | None = None  # vs the true-class-center oracle
+    ceiling_real: NormalisedSuccess | None = None  # vs the real-unseen-image oracle
+    oracle_real_source: str | None = None
+
+    @property
+    def oracle_top1(self) -> float:
+        """Top-1 rate of the same attacker on the true class centers ``W_k`` (NaN: none given)."""
+        return float("nan") if self.ceiling is None else self.ceiling.oracle
+
+    @property
+    def oracle_real_top1(self) -> float:
+        """Top-1 rate on embeddings of real unseen images of the same identities (NaN: none given)."""
+        return float("nan") if self.ceiling_real is None else self.ceiling_real.oracle
+
+    @property
+    def null_top1(self) -> float:
+        """Top-1 rate on as many seeded random unit vectors (the floor)."""
+        c = self.ceiling if self.ceiling is not None else self.ceiling_real
+        return float("nan") if c is None else c.null
+
+    @property
+    def normalised_top1(self) -> float:
+        """``(top1 - null) / (oracle - null)`` against the true-center oracle (NaN: no dynamic range)."""
+        return float("nan") if self.ceiling is None else self.ceiling.normalised
+
+    @property
+    def normalised_top1_ci(self) -> tuple[float, float]:
+        return (float("nan"),) * 2 if self.ceiling is None else self.ceiling.normalised_ci
+
+    @property
+    def units(self) -> int:
+        """Number of independent units the ceiling intervals resample."""
+        c = self.ceiling if self.ceiling is not None else self.ceiling_real
+        return 0 if c is None else c.num_units
+
+    @property
+    def unit_name(self) -> str | None:
+        c = self.ceiling if self.ceiling is not None else self.ceiling_real
+        return None if c is None else c.unit_name
 
     def summary(self) -> dict[str, Any]:
-        """The scalar part (what a table row shows)."""
+        """The scalar part (what a table row shows), with the ceiling / floor keys of
+        `attacks.metrics.ceiling_summary` for ``top1``."""
         out: dict[str, Any] = {
             "observer": self.observer,
             "kind": self.kind,
@@ -196,6 +253,8 @@ class KnnAttackResult:
             out[f"tpr@fpr={t.target_fpr:g}_ci"] = (t.ci_low, t.ci_high)
         out["group_accuracy"] = self.group_accuracy
         out["group_chance"] = self.group_chance
+        out.update(ceiling_summary("top1", self.ceiling, self.ceiling_real))
+        out["oracle_real_source"] = self.oracle_real_source
         return out
 
 
@@ -214,72 +273,88 @@ def _majority(values: list[int]) -> int:
     return min(v for v, c in counts.items() if c == best)  # ties: smallest group id (deterministic)
 
 
-def knn_identity_attack(
-    observed: torch.Tensor,
-    gallery: Gallery,
-    truth: KnnTruth,
-    config: KnnAttackConfig | None = None,
-    observer: str = "server",
-    kind: str = "class_centers",
-) -> KnnAttackResult:
-    """Match each observed center-like vector ``[Q, d]`` to its nearest gallery identities.
-
-    PrivacyFace App. A.2.4: "an attacker owns a gallery of faces with enormous identities and
-    attacks the exposed class centers by finding their neighbors". ``observer`` and ``kind`` only
-    label the result and error messages.
-    """
-    config = config or KnnAttackConfig()
-    where = f"observer {observer!r}, kind {kind!r}"
+def _check_queries(observed: torch.Tensor, gallery: Gallery, n_truth: int, where: str, what: str = "observed vectors",
+                   allow_nan_rows: bool = False) -> None:
     if observed.dim() != 2 or observed.shape[0] == 0:
-        raise ValueError(f"{where}: observed vectors must be a non-empty [Q, d] array, got shape {tuple(observed.shape)}")
+        raise ValueError(f"{where}: {what} must be a non-empty [Q, d] array, got shape {tuple(observed.shape)}")
     if observed.shape[1] != gallery.dim:
         raise ValueError(
-            f"{where}: observed vectors have d={observed.shape[1]} but the gallery embeddings have d={gallery.dim} "
+            f"{where}: {what} have d={observed.shape[1]} but the gallery embeddings have d={gallery.dim} "
             "(embed the gallery with a model of the observed dimension)"
         )
-    if not torch.isfinite(observed).all():
-        raise ValueError(f"{where}: observed vectors contain NaN or inf")
-    if len(truth.observation_ids) != observed.shape[0]:
-        raise ValueError(
-            f"{where}: truth.observation_ids has {len(truth.observation_ids)} entries for {observed.shape[0]} observed vectors"
-        )
-    gallery_id_list, _ = torch.unique(gallery.identity_ids, return_inverse=True)
-    n_ids = len(gallery_id_list)
-    k = min(config.k, n_ids)
+    finite = torch.isfinite(observed)
+    bad = ~finite.all(1) & (finite.any(1) if allow_nan_rows else torch.ones(len(observed), dtype=torch.bool))
+    if bool(bad.any()):
+        raise ValueError(f"{where}: {what} contain NaN or inf" + (" (only whole NaN rows may mark a missing query)"
+                                                                   if allow_nan_rows else ""))
+    if n_truth != observed.shape[0]:
+        raise ValueError(f"{where}: truth.observation_ids has {n_truth} entries for {observed.shape[0]} {what}")
 
-    # One pass over the gallery: top-k identities per query, and the best score per identity.
+
+def _search(queries: torch.Tensor, gallery: Gallery, config: KnnAttackConfig, k: int,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One blocked pass over the gallery: top-k identity columns and scores per query, and the
+    best score each gallery identity gets from any query."""
+    n_ids = len(torch.unique(gallery.identity_ids))
     member_best = torch.full((n_ids,), -float("inf"))
-    top_s = torch.empty(observed.shape[0], k)
-    top_c = torch.empty(observed.shape[0], k, dtype=torch.int64)
+    top_s = torch.empty(queries.shape[0], k)
+    top_c = torch.empty(queries.shape[0], k, dtype=torch.int64)
     for sl, scores in identity_scores_blocks(
-        observed, gallery.embeddings, gallery.identity_ids, reduce=config.identity_score,
+        queries, gallery.embeddings, gallery.identity_ids, reduce=config.identity_score,
         query_block=config.query_block, gallery_block=config.gallery_block, device=config.device,
         progress=config.progress,
     ):
         s, c = torch.topk(scores, k, dim=1)
         top_s[sl], top_c[sl] = s.cpu(), c.cpu()
         member_best = torch.maximum(member_best, scores.max(dim=0).values.cpu())
-    nearest = gallery_id_list[top_c]
+    return top_c, top_s, member_best
 
-    # Identification of the observations whose identities are in the gallery.
+
+def _top1_hits(queries: torch.Tensor, gallery: Gallery, truth: KnnTruth, config: KnnAttackConfig,
+               identifiable: list[int]) -> np.ndarray:
+    """Per observation: 1.0 when the nearest gallery identity of its query is one it stands for,
+    0.0 when not, NaN when it is not identifiable or its query row is missing (NaN)."""
+    ids = torch.unique(gallery.identity_ids)
+    out = np.full(queries.shape[0], np.nan)
+    rows = [i for i in identifiable if bool(torch.isfinite(queries[i]).all())]
+    if not rows:
+        return out
+    top_c, _, _ = _search(queries[rows], gallery, config, 1)
+    nearest = ids[top_c[:, 0]].tolist()
+    for i, n in zip(rows, nearest):
+        out[i] = float(int(n) in truth.observation_ids[i])
+    return out
+
+
+def _identification(nearest: torch.Tensor, gallery_id_list: torch.Tensor, truth: KnnTruth, confidence: float,
+                    ) -> tuple[list[int], np.ndarray, tuple[Any, ...], list[str]]:
+    """Identification of the observations whose identities are in the gallery: their indices,
+    per-observation top-1 hits (NaN elsewhere), (top-1, its Clopper–Pearson interval, chance,
+    top-k, its interval), notes."""
     in_gallery = set(gallery_id_list.tolist())
+    n_ids = len(gallery_id_list)
     identifiable = [i for i, ids in enumerate(truth.observation_ids) if ids & in_gallery]
-    notes: list[str] = []
-    if identifiable:
-        hits1 = sum(int(nearest[i, 0]) in truth.observation_ids[i] for i in identifiable)
-        hitsk = sum(bool(set(nearest[i].tolist()) & truth.observation_ids[i]) for i in identifiable)
-        top1, topk = hits1 / len(identifiable), hitsk / len(identifiable)
-        # a nearest identity drawn uniformly from the gallery hits one of an observation's own
-        # identities with probability |ids ∩ gallery| / |gallery|: the rate a useless vector gets
-        top1_chance = float(np.mean([len(truth.observation_ids[i] & in_gallery) / n_ids for i in identifiable]))
-        top1_ci = clopper_pearson(hits1, len(identifiable), config.confidence)
-        topk_ci = clopper_pearson(hitsk, len(identifiable), config.confidence)
-    else:
-        top1 = topk = top1_chance = float("nan")
-        top1_ci = topk_ci = (float("nan"), float("nan"))
-        notes.append("no observed vector stands for an identity of the gallery: identification rate undefined")
+    raw_hits = np.full(nearest.shape[0], np.nan)
+    if not identifiable:
+        nan2 = (float("nan"), float("nan"))
+        return identifiable, raw_hits, (float("nan"), nan2, float("nan"), float("nan"), nan2), [
+            "no observed vector stands for an identity of the gallery: identification rate undefined"]
+    for i in identifiable:
+        raw_hits[i] = float(int(nearest[i, 0]) in truth.observation_ids[i])
+    hits1 = int(np.nansum(raw_hits))
+    hitsk = sum(bool(set(nearest[i].tolist()) & truth.observation_ids[i]) for i in identifiable)
+    # a nearest identity drawn uniformly from the gallery hits one of an observation's own
+    # identities with probability |ids ∩ gallery| / |gallery|: the rate a useless vector gets
+    chance = float(np.mean([len(truth.observation_ids[i] & in_gallery) / n_ids for i in identifiable]))
+    n = len(identifiable)
+    return identifiable, raw_hits, (hits1 / n, clopper_pearson(hits1, n, confidence), chance, hitsk / n,
+                                    clopper_pearson(hitsk, n, confidence)), []
 
-    # Membership inference over gallery identities.
+
+def _membership(member_best: torch.Tensor, gallery_id_list: torch.Tensor, truth: KnnTruth, config: KnnAttackConfig,
+                where: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray, tuple, tuple, list[TprAtFpr]]:
+    """Membership inference over gallery identities: each scores its best similarity to any
+    observed vector; ROC (labels, scores, fpr, tpr), AUC with its interval, TPR at each FPR."""
     members = set(torch.as_tensor(truth.member_ids).tolist())
     labels = np.array([int(i) in members for i in gallery_id_list.tolist()], dtype=bool)
     if labels.all() or not labels.any():
@@ -301,56 +376,120 @@ def knn_identity_attack(
                 f"TPR@FPR={r.target_fpr:g} not supported: {r.num_negatives} non-member identities "
                 f"(needs >= {math.ceil(1 / r.target_fpr)})"
             )
+    return labels, mscores, (fpr, tpr), (auc, auc_ci), rates
 
-    # Group level: majority group of the covered identities vs of the k nearest gallery identities.
-    group_acc = group_chance = None
-    group_ci = None
-    n_group = 0
+
+def _group_view(nearest: torch.Tensor, gallery: Gallery, truth: KnnTruth, confidence: float,
+                ) -> tuple[float | None, tuple[float, float] | None, float | None, int]:
+    """Majority group of the covered identities vs of the k nearest gallery identities
+    (PrivacyFace Fig. 8): accuracy, its Clopper–Pearson interval, the majority-class chance, n."""
     gallery_groups = gallery.identity_groups()
     all_groups = {**gallery_groups, **truth.identity_groups}
-    if gallery_groups:
-        pairs = []
-        for i, ids in enumerate(truth.observation_ids):
-            covered = [all_groups[j] for j in ids if j in all_groups]
-            if not covered:
-                continue
-            predicted = _majority([gallery_groups[int(j)] for j in nearest[i].tolist()])
-            pairs.append((_majority(covered), predicted))
-        n_group = len(pairs)
-        if pairs:
-            hits = sum(t == p for t, p in pairs)
-            group_acc = hits / n_group
-            group_ci = clopper_pearson(hits, n_group, config.confidence)
-            group_chance = max(Counter(t for t, _ in pairs).values()) / n_group
+    if not gallery_groups:
+        return None, None, None, 0
+    pairs = []
+    for i, ids in enumerate(truth.observation_ids):
+        covered = [all_groups[j] for j in ids if j in all_groups]
+        if not covered:
+            continue
+        predicted = _majority([gallery_groups[int(j)] for j in nearest[i].tolist()])
+        pairs.append((_majority(covered), predicted))
+    if not pairs:
+        return None, None, None, 0
+    hits = sum(t == p for t, p in pairs)
+    chance = max(Counter(t for t, _ in pairs).values()) / len(pairs)
+    return hits / len(pairs), clopper_pearson(hits, len(pairs), confidence), chance, len(pairs)
+
+
+def _ceilings(observed: torch.Tensor, raw_hits: np.ndarray, gallery: Gallery, truth: KnnTruth,
+              config: KnnAttackConfig, identifiable: list[int], oracle: torch.Tensor | None,
+              oracle_real: torch.Tensor | None, units: Sequence[Any], unit_name: str,
+              ) -> tuple[NormalisedSuccess | None, NormalisedSuccess | None, list[str]]:
+    """Top-1 of the null (seeded random unit vectors, one per observation) and of each oracle,
+    and the normalised success over units (DESIGN §8). Returns (vs W_k oracle, vs real oracle, notes)."""
+    null = random_unit_vectors(observed.shape[0], observed.shape[1], config.seed + config.null_seed_offset)
+    null_hits = _top1_hits(null, gallery, truth, config, identifiable)
+    out: list[NormalisedSuccess | None] = []
+    notes: list[str] = []
+    for name, queries in (("true-center oracle", oracle), ("real-image oracle", oracle_real)):
+        if queries is None:
+            out.append(None)
+            continue
+        hits = _top1_hits(queries, gallery, truth, config, identifiable)
+        missing = sum(1 for i in identifiable if not np.isfinite(hits[i]))
+        if missing:
+            notes.append(f"{name}: {missing} of {len(identifiable)} identifiable observations have no oracle query "
+                         "and are left out of its normalisation")
+        res = normalised_success(raw_hits, hits, null_hits, units, metric="top1", unit_name=unit_name,
+                                 confidence=config.confidence, n_bootstrap=max(10, config.n_bootstrap), seed=config.seed)
+        notes += [f"{name}: {n}" for n in res.notes]
+        out.append(res)
+    if oracle is None and oracle_real is None:
+        notes.append("no oracle queries given: top1 has a null but no ceiling")
+    return out[0], out[1], notes
+
+
+def knn_identity_attack(
+    observed: torch.Tensor,
+    gallery: Gallery,
+    truth: KnnTruth,
+    config: KnnAttackConfig | None = None,
+    observer: str = "server",
+    kind: str = "class_centers",
+    oracle: torch.Tensor | None = None,
+    oracle_real: torch.Tensor | None = None,
+    units: Sequence[Any] | None = None,
+    unit_name: str = "observation",
+    oracle_real_source: str | None = None,
+) -> KnnAttackResult:
+    """Match each observed center-like vector ``[Q, d]`` to its nearest gallery identities.
+
+    PrivacyFace App. A.2.4: "an attacker owns a gallery of faces with enormous identities and
+    attacks the exposed class centers by finding their neighbors". ``observer`` and ``kind`` only
+    label the result and error messages.
+
+    Ceiling and floor (DESIGN §8): ``oracle`` / ``oracle_real`` are ``[Q, d]`` queries aligned with
+    ``observed`` (the true class centers behind each observation, and real-image embeddings of its
+    identities; an all-NaN row: none for that observation); the null is as many seeded random
+    unit vectors. ``units`` labels each observation's independent unit (default: each observation
+    its own), over which the intervals of the normalised success resample.
+    """
+    config = config or KnnAttackConfig()
+    where = f"observer {observer!r}, kind {kind!r}"
+    n_truth = len(truth.observation_ids)
+    _check_queries(observed, gallery, n_truth, where)
+    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
+        if q is not None:
+            _check_queries(q, gallery, n_truth, where, f"{name} queries", allow_nan_rows=True)
+    if units is not None and len(units) != observed.shape[0]:
+        raise ValueError(f"{where}: units has {len(units)} entries for {observed.shape[0]} observed vectors")
+    gallery_id_list = torch.unique(gallery.identity_ids)
+    n_ids = len(gallery_id_list)
+    k = min(config.k, n_ids)
+    top_c, top_s, member_best = _search(observed, gallery, config, k)
+    nearest = gallery_id_list[top_c]
+
+    identifiable, raw_hits, (top1, top1_ci, top1_chance, topk, topk_ci), notes = _identification(
+        nearest, gallery_id_list, truth, config.confidence)
+    labels, mscores, (fpr, tpr), (auc, auc_ci), rates = _membership(member_best, gallery_id_list, truth, config,
+                                                                     where, notes)
+    group_acc, group_ci, group_chance, n_group = _group_view(nearest, gallery, truth, config.confidence)
+    ceiling = ceiling_real = None
+    if identifiable:
+        ceiling, ceiling_real, more = _ceilings(
+            observed, raw_hits, gallery, truth, config, identifiable, oracle, oracle_real,
+            list(range(observed.shape[0])) if units is None else list(units), unit_name)
+        notes += more
     return KnnAttackResult(
-        observer=observer,
-        kind=kind,
-        config=dataclasses.asdict(config),
-        num_observations=int(observed.shape[0]),
-        num_gallery_images=int(gallery.embeddings.shape[0]),
-        num_gallery_identities=n_ids,
-        num_member_identities_in_gallery=int(labels.sum()),
-        num_identifiable=len(identifiable),
-        top1_rate=top1,
-        top1_ci=top1_ci,
-        top1_chance=top1_chance,
-        topk_rate=topk,
-        topk_ci=topk_ci,
-        nearest_identities=nearest.numpy(),
-        nearest_scores=top_s.numpy(),
-        membership_identities=gallery_id_list.numpy(),
-        membership_scores=mscores,
-        membership_labels=labels,
-        membership_auc=auc,
-        membership_auc_ci=auc_ci,
-        roc_fpr=fpr,
-        roc_tpr=tpr,
-        tpr_at_fpr=rates,
-        group_accuracy=group_acc,
-        group_ci=group_ci,
-        group_chance=group_chance,
-        group_num_observations=n_group,
-        notes=notes,
+        observer=observer, kind=kind, config=dataclasses.asdict(config), num_observations=int(observed.shape[0]),
+        num_gallery_images=int(gallery.embeddings.shape[0]), num_gallery_identities=n_ids,
+        num_member_identities_in_gallery=int(labels.sum()), num_identifiable=len(identifiable),
+        top1_rate=top1, top1_ci=top1_ci, top1_chance=top1_chance, topk_rate=topk, topk_ci=topk_ci,
+        nearest_identities=nearest.numpy(), nearest_scores=top_s.numpy(),
+        membership_identities=gallery_id_list.numpy(), membership_scores=mscores, membership_labels=labels,
+        membership_auc=auc, membership_auc_ci=auc_ci, roc_fpr=fpr, roc_tpr=tpr, tpr_at_fpr=rates,
+        group_accuracy=group_acc, group_ci=group_ci, group_chance=group_chance, group_num_observations=n_group,
+        notes=notes, ceiling=ceiling, ceiling_real=ceiling_real, oracle_real_source=oracle_real_source,
     )
 
 
