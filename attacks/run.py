@@ -11,6 +11,15 @@ engine (`federated_core.engine`; synthetic data, so every image can be regenerat
 * **inversion** — a decoder (PrivacyFace Table 5) trained on public identities (disjoint from
   everything else) embedded by the observed model inverts the same kinds; reconstructions are
   scored by the *independent* evaluator (trained on other public identities, `attacks.evaluator`).
+* **ceilings and floors** (DESIGN §8) — every k-NN and inversion number on a center-like kind
+  comes with the same attacker's result on oracle queries (the true class centers ``W_k`` behind
+  each observation, from the ground truth; and the observed model's mean embedding of real unseen
+  images of the same identities, rendered at ``oracle_start_index``) and on as many seeded random
+  unit vectors (null), and the normalised success ``(raw - null) / (oracle - null)`` with a
+  bootstrap interval over independent units: the source identity of a class-center row, the
+  source client of a cluster (DPLC's clusters of one client are chosen one after another).
+  The evaluator's threshold is calibrated at fixed FARs on its own held-out identities
+  (`attacks.evaluator.calibrate_evaluator`), so inversions report "success at FAR" beside rank-1.
 * **gradient** — probes (`attacks.gradient.run_gradient_probe`) simulate one client's update at
   the run's local settings from the models the observer saw (the first broadcast = initial state,
   the last = trained state) on real client images, and invert it. Only the server observes a
@@ -74,6 +83,11 @@ class AttackRunConfig:
     decoder_lr_step_epochs: int = 8
     max_inverted: int = 200
     evaluator_identity_offset: int = 5_000_000
+    oracle_images_per_identity: int = 3
+    oracle_start_index: int = 20_000
+    calibration_identities: int = 200
+    calibration_images_per_identity: int = 5
+    calibration_fars: tuple[float, ...] = (1e-3, 1e-2)
     gradient_clients: int = 2
     gradient_images: int = 2
     gradient_iterations: int = 300
@@ -96,7 +110,8 @@ class AttackRunConfig:
             raise ValueError(f"gallery_member_fraction must be in (0, 1], got {self.gallery_member_fraction}")
         for name in ("gallery_distractors", "gallery_images_per_identity", "public_identities", "public_images_per_identity",
                      "decoder_epochs", "max_inverted", "gradient_clients", "gradient_images", "gradient_iterations",
-                     "dp_kmeans_clusters", "gradient_logged_dummies", "gradient_logged_iterations"):
+                     "dp_kmeans_clusters", "gradient_logged_dummies", "gradient_logged_iterations",
+                     "oracle_images_per_identity", "calibration_identities"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -110,6 +125,13 @@ class AttackRunConfig:
             raise ValueError(f"gradient_logged_rounds must hold 'first' and/or 'last', got {list(self.gradient_logged_rounds)}")
         if not (self.dp_kmeans_epsilon > 0 and math.isfinite(self.dp_kmeans_epsilon)):
             raise ValueError(f"dp_kmeans_epsilon must be a finite number > 0, got {self.dp_kmeans_epsilon}")
+        if isinstance(self.calibration_images_per_identity, bool) or self.calibration_images_per_identity < 2:
+            raise ValueError("calibration_images_per_identity must be an integer >= 2 (a probe and a template), "
+                             f"got {self.calibration_images_per_identity!r}")
+        if not all(0 < f < 1 for f in self.calibration_fars):
+            raise ValueError(f"calibration_fars must lie in (0, 1), got {list(self.calibration_fars)}")
+        if self.oracle_start_index < 0:
+            raise ValueError(f"oracle_start_index must be >= 0, got {self.oracle_start_index}")
 
 
 @dataclass
@@ -127,6 +149,7 @@ class AttackReport:
     failures: list[str] = field(default_factory=list)  # attacks that raised: not "nothing leaked"
     evaluator: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # the evaluator's thresholds at fixed FARs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: scalars of every result, small arrays as lists."""
@@ -135,6 +158,7 @@ class AttackReport:
             "observer": self.observer,
             "config": self.config,
             "evaluator": self.evaluator,
+            "evaluator_calibration": _jsonable(self.calibration),
             "knn": [_jsonable({**r.summary(), "tpr_at_fpr": [t.to_dict() for t in r.tpr_at_fpr],
                                "top1_ci": r.top1_ci, "topk_ci": r.topk_ci, "group_ci": r.group_ci,
                                "num_gallery_identities": r.num_gallery_identities,
@@ -171,6 +195,10 @@ class AttackReport:
                 lines.append(f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
                              f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}")
             lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
+            lines.append("    ceilings (oracle W = true class centers, oracle real = unseen real images, null = random "
+                         "unit vectors; normalised = (raw - null) / (oracle W - null), 95% bootstrap over units):")
+            for r in self.knn:
+                lines.append(f"    {r.kind:26s} {_ceiling_line('top-1', r.summary(), 'top1')}")
         if self.inversion:
             lines.append("  embedding inversion (scored by the independent evaluator):")
             lines.append(f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
@@ -179,6 +207,12 @@ class AttackReport:
                 m = r.means
                 lines.append(f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
                              f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})")
+            for r in self.inversion:
+                s = r.summary()
+                for metric in r.ceilings:
+                    mean = s.get(f"mean_{metric}")
+                    label = metric if mean is None else f"{metric} {mean:.3f}"
+                    lines.append(f"    {r.kind:26s} {_ceiling_line(label, s, metric)}")
         if self.gradient:
             lines.append("  gradient inversion probes (Inverting Gradients):")
             lines.append(f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}")
@@ -203,11 +237,28 @@ class AttackReport:
             lines.append(f"  note: {n}")
         if self.evaluator:
             lines.append(f"  {self.evaluator}")
+        if self.calibration:
+            parts = [f"FAR {t['target_far']:g}: {t['threshold']:.3f} (genuine accept {t['genuine_accept_rate']:.2f}"
+                     f"{'' if t['supported'] else ', unsupported'})" for t in self.calibration["thresholds"]]
+            lines.append(f"  evaluator thresholds ({self.calibration['pairs']}): {'; '.join(parts)}")
         return "\n".join(lines)
 
 
 def _f(x: Any) -> str:
     return f"{x:7.3f}" if isinstance(x, (int, float)) else f"{'—':>7s}"
+
+
+def _ceiling_line(label: str, s: dict[str, Any], metric: str) -> str:
+    """One table line: a metric's oracle(s), null and normalised success with its unit interval."""
+    def v(key: str) -> str:
+        x = s.get(key)
+        return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+    ci = s.get(f"normalised_{metric}_ci") or (float("nan"), float("nan"))
+    ci_s = "—" if not all(math.isfinite(c) for c in ci) else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+    return (f"{label}: oracle W {v('oracle_' + metric)}, oracle real {v('oracle_real_' + metric)}, "
+            f"null {v('null_' + metric)} -> normalised {v('normalised_' + metric)} {ci_s} "
+            f"({s.get('units', 0)} units: {s.get('unit_name') or '—'})")
 
 
 def _jsonable(d: Any) -> Any:
@@ -282,7 +333,7 @@ def run_attacks(
         except ValueError as exc:
             report.failures.append(f"k-NN and inversion: no observed model to embed with: {exc}")
 
-    vectors = {}
+    vectors, sources = {}, {}
     for kind in kinds:
         try:
             cv = view.center_vectors(kind)
@@ -290,12 +341,13 @@ def run_attacks(
             report.failures.append(f"reading the observed {kind}: {exc}")
             continue
         vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
+        sources[kind] = list(cv.sources)
     observed_any = bool(vectors)
     report.notes.extend(n for n in gt.notes if n not in report.notes)
     if "knn" in config.attacks or "inversion" in config.attacks:
         dp = _dp_kmeans_vectors(gt, config, observed_model)
         if dp is not None:
-            vectors["dp_kmeans_centers"] = dp
+            vectors["dp_kmeans_centers"], sources["dp_kmeans_centers"] = dp[:3], dp[3]
             report.notes.append(
                 "dp_kmeans_centers is a hypothetical sanitised release (diffprivlib KMeans, "
                 f"epsilon={config.dp_kmeans_epsilon}, {config.dp_kmeans_clusters} cluster(s) per client) of the "
@@ -309,6 +361,11 @@ def run_attacks(
 
     identity_groups = {**_identity_groups(render(members, 1, config.gallery_start_index)), **_identity_groups(gallery_faces)}
     t0 = time.perf_counter()
+    ceilings: dict[str, dict[str, Any]] = {}
+    if observed_model is not None and vectors:
+        ceilings = _ceiling_inputs(gt, vectors, sources, observed_model, render, config, report)
+    report.seconds["ceilings"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if "knn" in config.attacks and observed_model is not None and vectors:
         gallery = _embed_gallery(observed_model, gallery_faces, config.device)
         for kind, (vecs, ids, _when) in vectors.items():
@@ -316,7 +373,7 @@ def run_attacks(
             try:
                 res = knn_identity_attack(vecs, gallery, truth, KnnAttackConfig(
                     k=config.knn_k, n_bootstrap=config.n_bootstrap, seed=config.seed, device=config.device,
-                    progress=config.progress), observer=config.observer, kind=kind)
+                    progress=config.progress), observer=config.observer, kind=kind, **ceilings.get(kind, {}))
             except ValueError as exc:
                 report.failures.append(f"k-NN attack on {kind}: {exc}")
                 continue
@@ -335,11 +392,12 @@ def run_attacks(
                                  config.gallery_start_index)
         reference = _reference(ev, gt, render, members, scoring_gallery, config)
         report.evaluator = ev.description
+        _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
     report.seconds["evaluator"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if "inversion" in config.attacks and vectors and observed_model is not None:
-        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report)
+        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings)
     report.seconds["inversion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -366,10 +424,12 @@ def _embed_gallery(model: Any, faces: Any, device: str) -> Gallery:
                    None if faces.groups is None else faces.groups.clone())
 
 
-def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any) -> tuple[torch.Tensor, list, str] | None:
+def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any,
+                       ) -> tuple[torch.Tensor, list, str, list[str]] | None:
     """DP k-means centers (diffprivlib) of every client's true class centers — a sanitised release
-    the clients *could* make instead of DPLC (the attacked vectors, not something observed)."""
-    blocks, ids = [], []
+    the clients *could* make instead of DPLC (the attacked vectors, not something observed) —
+    with the client each center comes from."""
+    blocks, ids, senders = [], [], []
     for party in sorted(gt.private):
         if party == config.observer:
             continue
@@ -385,9 +445,137 @@ def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any) -> 
                                 seed=config.seed + len(blocks))
         blocks.append(res.centers)
         ids += res.covered
+        senders += [party] * res.centers.shape[0]
     if not blocks:
         return None
-    return torch.cat(blocks), ids, f"diffprivlib KMeans, epsilon={config.dp_kmeans_epsilon} per client"
+    return torch.cat(blocks), ids, f"diffprivlib KMeans, epsilon={config.dp_kmeans_epsilon} per client", senders
+
+
+_CLIENT_UNIT_KINDS = ("cluster_centers", "noisy_cluster_centers", "dp_kmeans_centers")
+
+
+def _units(kind: str, ids: list[frozenset[int]], senders: list[str]) -> tuple[list[str], str]:
+    """The independent unit of each observed row (DESIGN §8): its source client for clusters (a
+    client's DPLC clusters are chosen one after another from the same centers, its DP k-means
+    centers come from one fit), its source identity for class-center-like rows."""
+    if kind in _CLIENT_UNIT_KINDS:
+        return list(senders), "client"
+    return [",".join(str(i) for i in sorted(s)) if s else f"{src}:none" for s, src in zip(ids, senders)], "identity"
+
+
+def _true_center_table(gt: GroundTruth, dim: int) -> dict[int, torch.Tensor]:
+    """Every client's final true class center ``W_k`` (normalised) by identity, from the ground truth."""
+    table: dict[int, torch.Tensor] = {}
+    for party in sorted(gt.private):
+        try:
+            w, row_ids = gt.true_centers(party)
+        except ValueError:
+            continue
+        if w.dim() != 2 or w.shape[1] != dim:
+            continue
+        w = torch.nn.functional.normalize(w.double(), dim=1).float()
+        for row, ident in zip(w, row_ids):
+            table.setdefault(int(ident), row)
+    return table
+
+
+def _oracle_queries(ids: list[frozenset[int]], table: dict[int, torch.Tensor], dim: int) -> torch.Tensor:
+    """Per observation the normalised mean of ``table``'s rows over the identities it stands for
+    (a class center: that identity's row; a cluster: the noise-free mean of its members); NaN rows
+    where none of them has one."""
+    out = torch.full((len(ids), dim), float("nan"))
+    for i, s in enumerate(ids):
+        rows = [table[j] for j in sorted(s) if j in table]
+        if rows:
+            out[i] = torch.nn.functional.normalize(torch.stack(rows).double().mean(0), dim=0).float()
+    return out
+
+
+def _oracle_index_clash(gt: GroundTruth, config: AttackRunConfig) -> str | None:
+    """Why the oracle's image indices would reuse gallery or training images (None: disjoint)."""
+    lo, hi = config.oracle_start_index, config.oracle_start_index + config.oracle_images_per_identity
+    spans = {"the gallery": (config.gallery_start_index, config.gallery_start_index + config.gallery_images_per_identity)}
+    for party, spec in sorted(gt.data_spec.get("clients", {}).items()):
+        start = int(spec.get("start_index", 0))
+        spans[f"{party}'s training images"] = (start, start + int(spec.get("images_per_identity", 1)))
+    for what, (a, b) in spans.items():
+        if lo < b and a < hi:
+            return f"oracle image indices [{lo}, {hi}) overlap {what} [{a}, {b}); change oracle_start_index"
+    return None
+
+
+def _real_templates(model: Any, render: FaceSource, identities: list[int], config: AttackRunConfig,
+                    ) -> dict[int, torch.Tensor]:
+    """The observed model's normalised mean embedding of ``oracle_images_per_identity`` unseen
+    images of each identity (indices from ``oracle_start_index``)."""
+    from federated_core.models import embed
+
+    faces = render(torch.tensor(identities, dtype=torch.int64), config.oracle_images_per_identity,
+                   config.oracle_start_index)
+    emb = embed(model, faces, device=config.device)
+    uniq, inverse = torch.unique(faces.labels.to(torch.int64), return_inverse=True)
+    sums = torch.zeros(len(uniq), emb.shape[1]).index_add_(0, inverse, emb)
+    return {int(i): row for i, row in zip(uniq.tolist(), torch.nn.functional.normalize(sums, dim=1))}
+
+
+def _ceiling_inputs(gt: GroundTruth, vectors: dict, sources: dict[str, list[str]], model: Any, render: FaceSource,
+                    config: AttackRunConfig, report: AttackReport) -> dict[str, dict[str, Any]]:
+    """Per attacked kind, the keyword arguments of the ceilings (`knn_identity_attack`,
+    `invert_and_score`): oracle queries from the true ``W_k``, oracle queries from real unseen
+    images, and the unit of each row."""
+    dim = int(getattr(model, "embedding_dim", next(iter(vectors.values()))[0].shape[1]))
+    table = _true_center_table(gt, dim)
+    if not table:
+        report.notes.append("ceilings: the ground truth holds no true class centers of the embedding dimension; "
+                            "no true-center oracle")
+    wanted = sorted({j for _v, ids, _w in vectors.values() for s in ids for j in s})
+    real: dict[int, torch.Tensor] = {}
+    clash = _oracle_index_clash(gt, config)
+    if clash is not None:
+        report.failures.append(f"real-image oracle: {clash}")
+    elif wanted:
+        try:
+            real = _real_templates(model, render, wanted, config)
+        except ValueError as exc:
+            report.failures.append(f"real-image oracle: {exc}")
+    source = (f"observed model's mean embedding of {config.oracle_images_per_identity} unseen image(s) per identity "
+              f"(indices from {config.oracle_start_index}); a cluster averages its identities'")
+    out = {}
+    for kind, (vecs, ids, _when) in vectors.items():
+        units, unit_name = _units(kind, ids, sources.get(kind) or ["?"] * len(ids))
+        out[kind] = {"oracle": _oracle_queries(ids, table, vecs.shape[1]) if table else None,
+                     "oracle_real": _oracle_queries(ids, real, vecs.shape[1]) if real else None,
+                     "units": units, "unit_name": unit_name, "oracle_real_source": source if real else None}
+    return out
+
+
+def _calibrate(ev: Any, reference: Any, render: FaceSource, config: AttackRunConfig, attacked: torch.Tensor,
+               report: AttackReport) -> None:
+    """Calibrate the evaluator's thresholds at ``calibration_fars`` on its own held-out identities
+    (`attacks.evaluator.calibrate_evaluator`; default: the identities right after its training
+    ones when it names none) and attach them to ``reference``."""
+    from attacks.evaluator import calibrate_evaluator
+
+    span = ev.eval_identities or (ev.train_identities[1], ev.train_identities[1] + config.calibration_identities)
+    n = min(config.calibration_identities, span[1] - span[0])
+    ids = torch.arange(span[0], span[0] + n)
+    public = torch.arange(config.public_offset, config.public_offset + config.public_identities)
+    clash = ids[torch.isin(ids, torch.cat([attacked, public]))]
+    if clash.numel():
+        report.failures.append(f"evaluator calibration: held-out identities {clash[:5].tolist()} are attacked or public ones")
+        return
+    try:
+        cal = calibrate_evaluator(ev, render(ids, config.calibration_images_per_identity, 0), config.calibration_fars,
+                                  device=config.device, identities=(int(span[0]), int(span[0] + n)))
+    except ValueError as exc:
+        report.failures.append(f"evaluator calibration: {exc}")
+        return
+    reference.calibration = cal
+    report.calibration = cal.to_dict()
+    for t in cal.thresholds:
+        if not t.supported:
+            report.notes.append(f"success at FAR={t.target_far:g} not supported: {t.num_impostor} impostor pairs "
+                                f"(needs >= {t.min_impostors})")
 
 
 def _train_evaluator(run_dir: Path, gt: GroundTruth, config: AttackRunConfig, members: torch.Tensor,
@@ -427,7 +615,7 @@ def _reference(ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tens
 
 
 def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, config: AttackRunConfig,
-               out: Path | None, report: AttackReport) -> list[Any]:
+               out: Path | None, report: AttackReport, ceilings: dict[str, dict[str, Any]] | None = None) -> list[Any]:
     from attacks.inversion import DecoderConfig, invert_and_score, train_decoder
 
     public = render(torch.arange(config.public_offset, config.public_offset + config.public_identities),
@@ -447,9 +635,14 @@ def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, co
             report.notes.append(f"inversion of {kind!r}: no vector stands for a known identity")
             continue
         grid = None if out is None else out / f"inversion_{config.observer.replace(':', '-')}_{kind}.png"
+        c = (ceilings or {}).get(kind, {})
+        extra: dict[str, Any] = {name: None if c.get(name) is None else c[name][keep] for name in ("oracle", "oracle_real")}
+        if c.get("units") is not None:
+            extra.update(units=[c["units"][i] for i in keep], unit_name=c["unit_name"])
         try:
             results.append(invert_and_score(decoder, vecs[keep], [ids[i] for i in keep], reference,
-                                            observer=config.observer, kind=kind, grid_path=grid, device=config.device))
+                                            observer=config.observer, kind=kind, grid_path=grid, device=config.device,
+                                            seed=config.seed, n_bootstrap=max(10, config.n_bootstrap), **extra))
         except ValueError as exc:
             report.failures.append(f"inversion of {kind}: {exc}")
     return results
