@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from federated_core.data.faceset import FaceSet
+from federated_core.integrity import CachedFileWarning, verify_checksums, write_checksums
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: evaluation fields out of the weights' key; checksums.json
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,16 @@ class PretrainConfig:
         return cls(**d)
 
     def fingerprint(self) -> str:
-        """Hash of everything that determines the trained weights (the cache key)."""
-        blob = json.dumps({"v": CACHE_FORMAT_VERSION, **self.to_dict()}, sort_keys=True)
+        """Hash of everything that determines the trained weights (the cache key); the evaluation
+        fields are not among them (`evaluation_fingerprint`), so one φ0 serves every evaluation."""
+        weights = {k: v for k, v in self.to_dict().items() if k not in EVALUATION_FIELDS}
+        blob = json.dumps({"v": CACHE_FORMAT_VERSION, **weights}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def evaluation_fingerprint(self) -> str:
+        """Hash of the evaluation fields (which unseen identities and pairs φ0 is scored on)."""
+        fields = {k: v for k, v in self.to_dict().items() if k in EVALUATION_FIELDS}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -221,6 +230,10 @@ def train_backbone(
     return backbone, losses
 
 
+PHI0_FILES = ("backbone.safetensors", "metrics.json")
+EVALUATION_FIELDS = ("eval_identities", "eval_images_per_identity", "eval_genuine_pairs", "eval_impostor_pairs")
+
+
 def pretrain(
     config: PretrainConfig | None = None,
     cache_dir: str | Path | None = None,
@@ -230,16 +243,29 @@ def pretrain(
     """Train (or load from ``cache_dir``) φ0 and evaluate it on unseen identities.
 
     The checkpoint is ``cache_dir/phi0-<fingerprint>/backbone.safetensors`` with the config in its
-    metadata and ``metrics.json`` beside it; a later call with the same config loads it.
+    metadata and ``metrics.json`` beside it, both recorded in the folder's ``checksums.json``; a
+    later call with the same config loads them after checking every byte. A missing, truncated or
+    altered file is retrained with a `CachedFileWarning` naming it.
     """
     from federated_core.models import load_backbone, state_dict_to_safetensors
 
     config = config or PretrainConfig()
     folder = None if cache_dir is None else Path(cache_dir) / f"phi0-{config.fingerprint()}"
-    if folder is not None and (folder / "backbone.safetensors").is_file() and (folder / "metrics.json").is_file():
-        backbone, saved = load_backbone(folder / "backbone.safetensors", device=device)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        return PretrainResult(backbone, saved, metrics, folder / "backbone.safetensors", cached=True)
+    if folder is not None and folder.is_dir():
+        problems = verify_checksums(folder, PHI0_FILES)
+        if not problems:
+            backbone, saved = load_backbone(folder / "backbone.safetensors", device=device)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            if metrics.get("evaluation_fingerprint") != config.evaluation_fingerprint():  # same weights, other test
+                evaluation = config.data.generator().make_set(_identity_range(config.eval_identities),
+                                                              config.eval_images_per_identity)
+                metrics.update(evaluate_backbone(backbone, evaluation, config.eval_genuine_pairs,
+                                                 config.eval_impostor_pairs, seed=config.seed, device=device))
+                metrics["evaluation_fingerprint"] = config.evaluation_fingerprint()
+                (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+                write_checksums(folder, PHI0_FILES)
+            return PretrainResult(backbone, saved, metrics, folder / "backbone.safetensors", cached=True)
+        warnings.warn(f"cached φ0 not used, it is retrained: {'; '.join(problems)}", CachedFileWarning, stacklevel=2)
 
     train, evaluation = build_sets(config)
     backbone, losses = train_backbone(config, train, device=device, progress=progress)
@@ -249,6 +275,7 @@ def pretrain(
     metrics["train_loss_per_epoch"] = losses
     metrics["train_identities"] = config.train_identities[1] - config.train_identities[0]
     metrics["train_images"] = len(train)
+    metrics["evaluation_fingerprint"] = config.evaluation_fingerprint()
     model_config = {
         "name": config.backbone,
         "embedding_dim": config.embedding_dim,
@@ -261,4 +288,5 @@ def pretrain(
         path = folder / "backbone.safetensors"
         state_dict_to_safetensors(path, backbone, model_config)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        write_checksums(folder, PHI0_FILES)
     return PretrainResult(backbone, model_config, metrics, path, cached=False)

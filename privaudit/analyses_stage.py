@@ -107,8 +107,10 @@ def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, 
     return records, notes
 
 
-def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, delta: float, cache_dir: Path) -> Any:
-    """The `reports.schema.Analyses` of an audit (cached; see the module docstring)."""
+def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, delta: float, cache_dir: Path,
+                   cache: Any = None, run_keys: Mapping[str, str] | None = None) -> Any:
+    """The `reports.schema.Analyses` of an audit (cached through ``cache``, a
+    `privaudit.cache.StageCache`, keyed by the settings, the code and the source run's key)."""
     from privaudit.code_version import code_fingerprint, fingerprint
     from reports.schema import Analyses
 
@@ -120,17 +122,18 @@ def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, 
         "epsilon": pr.epsilon, "delta": delta, "rho": pr.rho, "queries": pr.queries, "calibration": pr.calibration,
         "threshold": pr.threshold_fraction, "accountants": list(pr.accountants), "dim": embedding_dim,
         "draws": draws, "rounds": rounds, "seed": scenario.seed, "code": code_fingerprint(),
-        "source": None if source is None else [source[1], source[2], str(runs[source[1]])],
+        "source": None if source is None else [source[1], source[2], (run_keys or {}).get(source[1])],
     }
-    cache = cache_dir / f"analyses-{fingerprint(key)}.json"
-    if cache.is_file():
-        return Analyses.from_dict(json.loads(cache.read_text()))
+    path = cache_dir / f"analyses-{fingerprint(key)}.json"
+    saved = cache.load_json("analyses", fingerprint(key), path) if cache is not None else None
+    if saved is not None:
+        return Analyses.from_dict(saved)
     with warnings.catch_warnings():
         # the ledger of each method already flags the classic calibration at ε >= 1
         warnings.simplefilter("ignore", ClassicGaussianRangeWarning)
         analyses = _compute(scenario, source, runs, embedding_dim, delta, draws, rounds)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(analyses.to_dict()))
+    if cache is not None:
+        cache.save_json("analyses", fingerprint(key), path, analyses.to_dict())
     return analyses
 
 

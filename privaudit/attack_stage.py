@@ -112,27 +112,35 @@ def _relative(path: str | None, out_dir: Path) -> str | None:
 
 
 def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe: bool,
-               out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+               out: Path, cache: Any = None, run_key: str = "") -> tuple[list[dict[str, Any]], list[str]]:
     """Attack one run (cached in ``run_dir/attacks.json``); ``simulated_probe`` adds the simulated
     gradient-inversion probe to the logged-update inversions. Returns the findings and the
-    attacks that failed (each a sentence naming the attack and the error: flags for the report)."""
+    attacks that failed (each a sentence naming the attack and the error: flags for the report).
+    Cached through ``cache`` (a `privaudit.cache.StageCache`) under a key of the trained run
+    (``run_key``), the attack settings and the code; the image grids are recorded with it."""
     from attacks.run import run_attacks
-    from privaudit.code_version import code_fingerprint
+    from privaudit.cache import files_under
+    from privaudit.code_version import code_fingerprint, fingerprint
 
     wanted = [a for a in scenario.attacks.run if a in ("knn", "inversion")] if set(shares) & set(CENTER_KINDS) else []
     if "backbone" in shares and "gradient" in scenario.attacks.run:
         wanted.append("gradient")
     if not wanted:
         return [], []
-    cache = run_dir / "attacks.json"
+    path, grids = run_dir / "attacks.json", run_dir / "attacks"
     config = attack_config(scenario, tuple(wanted), simulated_probe)
-    key = json.dumps({"code": code_fingerprint(), **config.__dict__}, sort_keys=True, default=str)
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved["findings"], saved.get("failures", [])
-    report = run_attacks(run_dir, config, out_dir=run_dir / "attacks", cache_dir=out / "cache" / "attacks")
+    settings = {k: v for k, v in config.__dict__.items() if k not in ("progress",)}
+    key = fingerprint({"code": code_fingerprint(), "run": run_key, **settings})
+    saved = cache.load_json("attacks", key, path) if cache is not None else None
+    if saved is not None and cache.fresh("attacks", key, [run_dir / g for g in saved["grids"]] or [path]):
+        return saved["findings"], saved.get("failures", [])
+    report = run_attacks(run_dir, config, out_dir=grids, cache_dir=out / "cache" / "attacks")
     findings = findings_from_report(report.to_dict(), out)
     failures = list(report.failures)
-    cache.write_text(json.dumps({"key": key, "findings": findings, "failures": failures}))
+    if cache is not None:
+        written = files_under(grids) if grids.is_dir() else []
+        if written:
+            cache.record("attacks", key, written)
+        cache.save_json("attacks", key, path, {"key": key, "findings": findings, "failures": failures,
+                                               "grids": [p.relative_to(run_dir).as_posix() for p in written]})
     return findings, failures

@@ -18,7 +18,6 @@ with the ε composed over the run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +102,12 @@ def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[d
     return findings, skipped
 
 
-def dplc_audits(method: str, wire: Any, trials: int, seed: int,
-                cache: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def dplc_audits(method: str, wire: Any, trials: int, seed: int, cache: Any = None, path: Path | None = None,
+                run_key: str = "") -> tuple[list[dict[str, Any]], list[str]]:
     """Audit findings (plain dicts of `reports.schema.AuditFinding` fields) of ``method``'s deployed
-    release mechanism, and notes on audits that could not run (as flags for the method's row)."""
-    from privaudit.code_version import code_fingerprint
+    release mechanism, and notes on audits that could not run (as flags for the method's row).
+    Cached at ``path`` through ``cache`` (a `privaudit.cache.StageCache`), keyed by the run."""
+    from privaudit.code_version import code_fingerprint, fingerprint
 
     kind = AUDITED.get(method)
     if kind is None:
@@ -115,13 +115,12 @@ def dplc_audits(method: str, wire: Any, trials: int, seed: int,
     p = deployed_parameters(wire, kind)
     if p is None:
         return [], [f"no {kind} release in the wire log: the release mechanism was not audited"]
-    key = {"method": method, "deployed": p, "trials": trials, "seed": seed, "code": code_fingerprint()}
-    if cache is not None and cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == json.loads(json.dumps(key)):
-            return saved["findings"], saved.get("skipped", [])
+    key = fingerprint({"method": method, "deployed": p, "trials": trials, "seed": seed, "run": run_key,
+                       "code": code_fingerprint()})
+    saved = cache.load_json("audit", key, path) if cache is not None and path is not None else None
+    if saved is not None:
+        return saved["findings"], saved.get("skipped", [])
     findings, skipped = _run(method, p, trials, seed)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "findings": findings, "skipped": skipped}, indent=2))
+    if cache is not None and path is not None:
+        cache.save_json("audit", key, path, {"key": key, "findings": findings, "skipped": skipped})
     return findings, skipped

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "privaudit.commands.train",
     "privaudit.commands.attack",
     "privaudit.commands.report",
+    "privaudit.commands.clean",
 )
 
 

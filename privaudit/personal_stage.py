@@ -280,7 +280,7 @@ def stage_key(run_dir: Path, per_identity: int, seed: int) -> str:
 
 def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Path,
                          heldout_per_identity: int | None = None, heldout: HeldOut | None = None,
-                         progress: bool = False) -> PersonalisedUtility:
+                         progress: bool = False, cache: Any = None) -> PersonalisedUtility:
     """FedFR's and FedFS's personalised protocols on one finished run (module docstring).
 
     Args:
@@ -292,6 +292,8 @@ def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Pat
             `heldout_images_per_identity`); ignored when ``heldout`` is given.
         heldout: a `HeldOut` shared across methods (rendered once).
         progress: tqdm bars over clients.
+        cache: a `privaudit.cache.StageCache`: the result is read back only when recorded there
+            with this key and these bytes (without one, the stage always computes).
     """
     from federated_core.personalised import evaluate_personalised
 
@@ -300,11 +302,10 @@ def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Pat
         per = heldout_per_identity if heldout_per_identity is not None else heldout_images_per_identity(scenario)
         heldout = HeldOut(data, per)
     key = stage_key(run_dir, heldout.per_identity, scenario.seed)
-    cache = run_dir / CACHE_NAME
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return PersonalisedUtility(saved["values"], saved["model"], True, saved)
+    path = run_dir / CACHE_NAME
+    saved = cache.load_json("personal", key, path) if cache is not None else None
+    if saved is not None:
+        return PersonalisedUtility(saved["values"], saved["model"], True, saved)
 
     t0 = time.perf_counter()
     split = heldout.split()
@@ -346,9 +347,8 @@ def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Pat
                     "test_images": int(sum(len(t) for t in split.test))},
         "fpir_rule": FPIR_RULE, "seed": scenario.seed, "seconds": time.perf_counter() - t0, "reports": reports,
     }
-    tmp = cache.with_name(CACHE_NAME + ".tmp")
-    tmp.write_text(json.dumps(details, indent=1))
-    tmp.replace(cache)
+    if cache is not None:  # without a manifest nothing is written: an unrecorded file would never be trusted
+        cache.save_json("personal", key, path, details)
     return PersonalisedUtility(details["values"], plan.own_name, False, details)
 
 

@@ -119,13 +119,29 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- stage 3
 
+LATER_STAGE_FILES = ("audit_stage.json", "timings.json", "personalised.json", "audits.json", "attacks.json",
+                     "attacks")
+
+
+def run_key(config: Any, data: Any, phi0_fingerprint: str) -> str:
+    """What a trained run's numbers depend on: the engine config (without progress bars or the
+    absolute φ0 path: φ0 enters by its config fingerprint), the data spec, the code."""
+    from privaudit.code_version import code_fingerprint
+
+    settings = config.fingerprint_dict()
+    settings.pop("initial_backbone", None)
+    return fingerprint({"config": settings, "data": data.data_spec, "phi0": phi0_fingerprint, "code": code_fingerprint()})
+
+
 def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, phi0_path: str,
-                 pcfg: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
-    """Train one variant into ``run_dir`` (skipped when finished with the same config; resumed
-    when interrupted). Returns the run's metrics."""
+                 pcfg: Any, run_dir: Path, progress: bool, cache: Any) -> tuple[dict[str, Any], str]:
+    """Train one variant into ``run_dir`` (reused when its files are recorded in the manifest with
+    the same key and bytes; resumed when interrupted). Returns the run's metrics and its key."""
+    import shutil
+
     from federated_core.engine import run_federated
     from federated_core.scales import federated_config
-    from privaudit.code_version import code_fingerprint
+    from privaudit.cache import files_under
 
     config = federated_config(
         scale, spec.name, seed=scenario.seed, method_params=method_params(spec, scenario),
@@ -137,20 +153,21 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
         backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
-    key = fingerprint({"config": config.to_dict(), "data": data.data_spec, "phi0": Path(phi0_path).parent.name,
-                        "code": code_fingerprint()})
+    key = run_key(config, data, pcfg.fingerprint())
     stamp = run_dir / "audit_stage.json"
-    metrics_path = run_dir / "metrics.json"
-    if stamp.is_file() and metrics_path.is_file():
-        saved = json.loads(stamp.read_text())
-        if saved.get("key") == key and saved.get("finished"):
-            return json.loads(metrics_path.read_text())
-    resume = stamp.is_file() and json.loads(stamp.read_text()).get("key") == key
+    saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if saved.get("key") == key and saved.get("finished") and \
+            cache.fresh("train", key, files_under(run_dir, LATER_STAGE_FILES)):
+        return json.loads((run_dir / "metrics.json").read_text()), key
+    resume = cache.uses("train") and saved.get("key") == key and not saved.get("finished")
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # another key, a damaged cache or --force: start clean
+    cache.forget_under(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"key": key, "finished": False}))
     (run_dir / "config.json").write_text(json.dumps({
-        "command": "privaudit audit", "scale": scale.name, "federated": config.to_dict(),
-        "phi0": {"checkpoint": phi0_path}, "pretrain": pcfg.to_dict(),
+        "command": "privaudit audit", "scale": scale.name, "federated": {**config.to_dict(), "initial_backbone": None},
+        "phi0": {"fingerprint": pcfg.fingerprint()}, "pretrain": pcfg.to_dict(),
     }, indent=2, default=str))
     try:
         result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test,
@@ -158,8 +175,9 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
     except ValueError as exc:  # e.g. a method that refuses DP-SGD: say which variant of the scenario
         what = f"{spec.name} with dp_sgd" if spec.dp_sgd is not None else spec.name
         raise ValueError(f"methods: variant {spec.key!r} ({what}) cannot be trained: {exc}") from exc
+    cache.record("train", key, files_under(run_dir, LATER_STAGE_FILES))
     stamp.write_text(json.dumps({"key": key, "finished": True}))
-    return result.metrics
+    return result.metrics, key
 
 
 # ---------------------------------------------------------------------------- stage 4
@@ -266,7 +284,7 @@ def _observers(wire: Any) -> dict[str, list[str]]:
 
 
 def _account(spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, rounds: int,
-             run_dir: Path) -> tuple[Any, list[Any], list[str]]:
+             run_dir: Path, cache: Any, key: str) -> tuple[Any, list[Any], list[str]]:
     """Ledger, audits of the deployed mechanism, and refutations folded into the guarantees."""
     from privaudit.audit_stage import dplc_audits
     from privaudit.privacy_stage import account_run, mark_refuted
@@ -274,7 +292,7 @@ def _account(spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, round
 
     pr = scenario.privacy
     privacy = account_run(wire, pr.delta, pr.accountants, rounds, counts)
-    found, skipped = dplc_audits(spec.name, wire, pr.audit_trials, scenario.seed, cache=run_dir / "audits.json")
+    found, skipped = dplc_audits(spec.name, wire, pr.audit_trials, scenario.seed, cache, run_dir / "audits.json", key)
     audits = [AuditFinding(**f) for f in found]
     mark_refuted(privacy, [f"{a.name}: ε ≥ {a.epsilon_lower_bound:.3g} against the claimed {a.claimed_epsilon:.3g} "
                            f"({a.scope}, δ = {a.delta:.2g})" for a in audits if a.refutes_claim])
@@ -319,23 +337,27 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
 
     out, data, scale = scenario.out_dir, ctx["data"], ctx["scale"]
     run_dir = out / "runs" / spec.key
+    since = len(ctx["cache"].events)
     t = time.perf_counter()
-    metrics = train_method(spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"])
+    metrics, key = train_method(spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"],
+                                ctx["cache"])
+    ctx["run_keys"][spec.key] = key
     timings[f"train:{spec.key}"] = time.perf_counter() - t
     utility, per_round = utility_from_metrics(metrics)
     t = time.perf_counter()
-    personal = personalised_utility(spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"])
+    personal = personalised_utility(spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"],
+                                    cache=ctx["cache"])
     timings[f"personal:{spec.key}"] = time.perf_counter() - t
     wire = WireLog.load(run_dir)
     shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
     t = time.perf_counter()
-    privacy, audits, skipped = _account(spec, scenario, wire, ctx["counts"], scale.rounds, run_dir)
+    privacy, audits, skipped = _account(spec, scenario, wire, ctx["counts"], scale.rounds, run_dir, ctx["cache"], key)
     timings[f"audit:{spec.key}"] = time.perf_counter() - t
     # one simulated probe, on the first variant that shares nothing but an exact (non-DP-SGD) backbone
     probe = not ctx["probed"] and shares == ["backbone"] and spec.dp_sgd is None
     ctx["probed"] = ctx["probed"] or probe
     t = time.perf_counter()
-    found, failures = attack_run(scenario, run_dir, shares, probe, out)
+    found, failures = attack_run(scenario, run_dir, shares, probe, out, ctx["cache"], key)
     timings[f"attacks:{spec.key}"] = time.perf_counter() - t
     description = DESCRIPTIONS.get(spec.name, spec.name)
     params = {"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
@@ -353,6 +375,7 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
         fidelity=fidelity_of(spec, metrics),
     )
     result.privacy.verdict = verdict_of(result).to_dict()
+    _progress(ctx["progress"])(f"  {spec.key}: {ctx['cache'].summary(since) or 'nothing cached'}")
     return result
 
 
@@ -380,11 +403,18 @@ def _method_flags(metrics: dict[str, Any]) -> list[str]:
     return flags
 
 
-def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
+def run_audit(scenario: Scenario | None = None, progress: bool = True, force: tuple[str, ...] = (),
+              use_cache: bool = True) -> Any:
     """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`).
 
-    Pre-flight first (data rendered in memory, δ checked against the privacy units a client holds):
-    a refused scenario raises ValueError and leaves no files behind."""
+    Pre-flight first (data rendered in memory, δ checked against the privacy units a client holds,
+    every method built): a refused scenario raises ValueError and leaves no files behind. Stages
+    reuse what the output folder's manifest records with the same key and bytes
+    (`privaudit.cache`); ``force`` names stages to recompute, ``use_cache=False`` recomputes all."""
+    import shutil
+
+    from privaudit.cache import StageCache
+
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.analyses_stage import audit_analyses
@@ -404,16 +434,20 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
     delta_flags = check_delta_against_units(scenario, counts)
     check_method_params(scenario)
     timings["data"] = time.perf_counter() - t
+    cache = StageCache(out, force=force, enabled=use_cache)  # checks --force names before any file is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
 
     t = time.perf_counter()
     say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
+    if not cache.uses("phi0"):
+        shutil.rmtree(out / "cache" / f"phi0-{pcfg.fingerprint()}", ignore_errors=True)
     phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
+    say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
     timings["phi0"] = time.perf_counter() - t
     ctx = {"data": data, "scale": scale, "pcfg": pcfg, "phi0": str(phi0.path), "progress": progress, "counts": counts,
            "heldout": HeldOut(data, heldout_images_per_identity(scenario)), "delta_flags": delta_flags,
-           "probed": False}
+           "probed": False, "cache": cache, "run_keys": {}}
 
     methods, runs = [], {}
     for i, spec in enumerate(scenario.methods, 1):
@@ -423,7 +457,8 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True) -> Any:
 
     t = time.perf_counter()
     say("stage 8/8: analyses (occupancy ratio, ε vs rounds, cos(p, p̂))")
-    analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache")
+    analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache,
+                              ctx["run_keys"])
     timings["analyses"] = time.perf_counter() - t
     result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=[], timings=timings,
                          analyses=analyses, title=f"privaudit audit: {scenario.name}")

@@ -221,10 +221,21 @@ class FederatedConfig:
             d["evaluation"] = EvaluationConfig(**ev)
         return cls(**d)
 
+    def artifact_dict(self) -> dict[str, Any]:
+        """`to_dict` as written into a run's artifacts (metrics, checkpoints): the initial backbone
+        by the SHA-256 of its file, not its absolute path, so a moved folder or another output
+        folder gives the same bytes."""
+        from federated_core.integrity import file_sha256
+
+        d = self.to_dict()
+        if d.get("initial_backbone") is not None:
+            d["initial_backbone"] = {"sha256": file_sha256(d["initial_backbone"])}
+        return d
+
     def fingerprint_dict(self) -> dict[str, Any]:
         """The fields that determine the numbers of a run (progress bars excluded): resume checks
         that a checkpoint was written with the same ones."""
-        d = self.to_dict()
+        d = self.artifact_dict()
         d.pop("progress")
         return d
 

@@ -557,7 +557,7 @@ def _initial_metrics(
     config: FederatedConfig, method: Any, spec: dict[str, Any], client_data: dict[int, ClientData], init_seconds: float
 ) -> dict[str, Any]:
     return {
-        "config": config.to_dict(),
+        "config": config.artifact_dict(),
         "method": {"name": method.name, "phases": list(method.phases), "hyperparameters": method.hyperparameters()},
         "backbone": spec,
         "num_clients": len(client_data),
@@ -645,7 +645,7 @@ def _backbone_of(method: Any, server_state: ServerState, spec: dict[str, Any]) -
 
 
 def _checkpoint_info(config: FederatedConfig, method: Any, round: int) -> dict[str, Any]:
-    return {"round": round, "method": method.name, "hyperparameters": method.hyperparameters(), "config": config.to_dict()}
+    return {"round": round, "method": method.name, "hyperparameters": method.hyperparameters(), "config": config.artifact_dict()}
 
 
 def _bytes_table(wire: WireLog) -> dict[str, Any]:

@@ -25,7 +25,6 @@ With ``keep_tensors=False`` (benchmarks) only shapes, sizes and events are recor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from federated_core.integrity import file_sha256
 from federated_core.engine.messages import (
     MESSAGE_KINDS,
     SERVER,
@@ -66,15 +66,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class WireLogIntegrityError(ValueError):
     """A chunk file of a saved wire log is missing, truncated, or its bytes differ from the
     SHA-256 recorded in ``index.json``."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of the file at ``path`` (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ChunkVerifier:
@@ -379,9 +370,11 @@ class WireLog:
                 path.unlink()
 
     @classmethod
-    def load(cls, directory: str | Path, upto_round: int | None = None) -> "WireLog":
+    def load(cls, directory: str | Path, upto_round: int | None = None, verify_all: bool = False) -> "WireLog":
         """Read a saved log (``directory`` is the run folder or its ``wire/`` folder). Tensors load
-        lazily. ``upto_round`` drops messages of later rounds (used by resume)."""
+        lazily. ``upto_round`` drops messages of later rounds (used by resume). ``verify_all``
+        checks every chunk's SHA-256 now (`WireLogIntegrityError` naming the first bad one)
+        instead of before each chunk's first read."""
         wire_dir = cls._wire_dir(directory)
         index_path = wire_dir / INDEX_NAME
         if not index_path.is_file():
@@ -419,6 +412,9 @@ class WireLog:
             log._rejected.append(record.get("rejected"))
         log._chunks = {name: verifier.chunks[name] for name in sorted(log._used_chunks())}
         log._saved_dir = wire_dir
+        if verify_all:
+            for name in sorted(log._chunks):
+                verifier.verify(name)
         return log
 
 

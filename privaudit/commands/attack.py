@@ -89,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "wire").is_dir():
         raise FileNotFoundError(f"RUN_DIR {str(args.run_dir)!r} holds no wire log (expected {str(args.run_dir / 'wire')!r})")
+    from federated_core.engine import WireLog
+
+    wire = WireLog.load(args.run_dir, verify_all=True)  # a saved log cannot be recomputed: a damaged one is refused
+    parties = sorted({m.sender for m in wire} | {r for m in wire for r in m.receivers})
+    if args.observer != "outsider" and args.observer not in parties:
+        raise ValueError(f"--observer {args.observer!r} took no part in this run; its parties are {', '.join(parties)} "
+                         "(or outsider)")
     config = config_from_args(args)
     started = time.perf_counter()
     report = run_attacks(args.run_dir, config, out_dir=args.out, cache_dir=args.cache_dir)

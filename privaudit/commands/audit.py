@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=None, help="seed (default: the scenario's, 0)")
         p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the scenario's)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                       help="recompute this stage even when cached (repeatable): phi0, train, personal, audit, "
+                            "attacks, analyses")
+        p.add_argument("--no-cache", action="store_true", help="recompute every stage (the caches are rewritten)")
         p.set_defaults(func=run)
 
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = build_scenario(args)
     resolve_device(scenario.device)
     started = time.perf_counter()
-    result = run_audit(scenario, progress=not args.quiet)
+    result = run_audit(scenario, progress=not args.quiet, force=tuple(args.force), use_cache=not args.no_cache)
     report = write_report(result, scenario.out_dir)
     seconds = time.perf_counter() - started
     print(summary_markdown(result))

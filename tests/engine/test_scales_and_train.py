@@ -99,5 +99,8 @@ def test_train_command_from_phi0(tmp_path):
     assert config["phi0"]["from_scratch"] is False
     assert (tmp_path / "runs" / "cache").is_dir()  # phi0 cached beside the run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["initial_backbone"] == config["phi0"]["checkpoint"]
+    from federated_core.integrity import file_sha256
+
+    # the run's artifacts name φ0 by its bytes, never by an absolute path
+    assert metrics["config"]["initial_backbone"] == {"sha256": file_sha256(config["phi0"]["checkpoint"])}
     assert set(metrics["evaluation"]) == {"0", "1"}

@@ -64,6 +64,7 @@ def test_cos_p_phat_grows_with_epsilon_and_reports_unreachable_thresholds():
 def test_audit_analyses_from_a_run_and_its_cache(tmp_path):
     from federated_core.data.faceset import FaceSet
     from federated_core.engine import ClientData, FederatedConfig, run_federated
+    from privaudit.cache import StageCache
     from privaudit.scenario import Scenario
 
     g = torch.Generator().manual_seed(0)
@@ -77,15 +78,16 @@ def test_audit_analyses_from_a_run_and_its_cache(tmp_path):
                           embedding_dim=16, resolution=16, progress=False, eval_initial=False, eval_every=0, seed=0)
     run_federated(cfg, clients, out_dir=run)
     scenario = Scenario.tiny()
-    a = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache")
+    cache = StageCache(tmp_path)
+    a = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache", cache)
     assert "16" in a.occupancy and "512" in a.occupancy
     assert set(a.epsilon_vs_rounds) == set(scenario.privacy.accountants)
     assert a.cos_p_phat and all(len(r["values"]) == 50 for r in a.cos_p_phat)
     assert "client:0" in a.extra["cos_p_phat"] and "privacyface" in a.extra["cos_p_phat"]
-    assert "(6 classes, T=3)" in a.extra["cos_p_phat"]  # the tiny scenario's threshold fraction 0.25 of 6
+    assert "(6 classes, T=3)" in a.extra["cos_p_phat"]  # the tiny scenario's threshold fraction 0.5 of 6
     cached = list((tmp_path / "cache").glob("analyses-*.json"))
     assert len(cached) == 1
-    b = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache")
-    assert b.to_dict() == a.to_dict()
+    b = audit_analyses(scenario, {"privacyface": run}, 16, 1 / 12, tmp_path / "cache", cache)
+    assert b.to_dict() == a.to_dict() and cache.events[-1] == ("analyses", "cached")
     none = audit_analyses(scenario, {}, 16, 1 / 12, tmp_path / "cache")
     assert not none.cos_p_phat and "not computed" in none.extra["cos_p_phat"]

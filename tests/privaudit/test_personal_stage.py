@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from privaudit.cache import StageCache
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -141,15 +143,17 @@ def test_rerun_reads_the_cache_and_recomputing_gives_the_same_numbers(audit, tmp
     scenario, result, data = audit
     run = scenario.out_dir / "runs" / "fedfs"
     stamp = (run / CACHE_NAME).stat().st_mtime_ns
-    again = personalised_utility(MethodSpec("fedfs"), scenario, data, run)
+    again = personalised_utility(MethodSpec("fedfs"), scenario, data, run, cache=StageCache(scenario.out_dir))
     assert again.from_cache and again.values == result.method("fedfs").personalised_utility
     assert (run / CACHE_NAME).stat().st_mtime_ns == stamp
+    assert not personalised_utility(MethodSpec("fedfs"), scenario, data, run).from_cache  # no manifest: no trust
     copy = tmp_path / "fedfs"
     shutil.copytree(run, copy)
     (copy / CACHE_NAME).unlink()
-    fresh = personalised_utility(MethodSpec("fedfs"), scenario, data, copy)
+    fresh = personalised_utility(MethodSpec("fedfs"), scenario, data, copy, cache=StageCache(tmp_path))
     assert not fresh.from_cache and fresh.values == again.values  # seeded and deterministic
-    more = personalised_utility(MethodSpec("fedfs"), scenario, data, copy, heldout_per_identity=4)
+    more = personalised_utility(MethodSpec("fedfs"), scenario, data, copy, heldout_per_identity=4,
+                                cache=StageCache(tmp_path))
     assert not more.from_cache and more.details["key"] != fresh.details["key"]
     assert more.details["heldout"]["test_images"] == 4 * sum(len(c.identities) for c in data.clients)
 
