@@ -45,16 +45,23 @@ def _numbers(d: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _intervals_of(r: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Every ``<metric>_ci`` pair of finite numbers in an attack result, keyed by the metric (the
+    raw rate's interval over units, ``top1_unit_ci``, is kept as ``top1_unit``)."""
+    out = {}
+    for name, ci in r.items():
+        if name.endswith("_ci") and isinstance(ci, (list, tuple)) and len(ci) == 2 \
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci):
+            out[name.removesuffix("_ci")] = (float(ci[0]), float(ci[1]))
+    return out
+
+
 def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]:
     """Plain dicts of `AttackFinding` fields from an `AttackReport.to_dict()`."""
     findings = []
     for r in report.get("knn", []):
         metrics = _numbers({k: v for k, v in r.items() if k not in ("num_gallery_identities",)})
-        intervals = {}
-        for name in ("top1_ci", "topk_ci", "group_ci"):
-            ci = r.get(name)
-            if ci and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
-                intervals[name.removesuffix("_ci")] = (float(ci[0]), float(ci[1]))
+        intervals = _intervals_of(r)
         for t in r.get("tpr_at_fpr", []):
             if t.get("ci_low") is not None:
                 intervals[f"tpr@fpr={t['target_fpr']:g}"] = (float(t["ci_low"]), float(t["ci_high"]))
@@ -69,7 +76,7 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
         metrics = _numbers(r)
         rel = _relative(r.get("grid"), out_dir)
         findings.append({"attack": "inversion", "observer": r.get("observer", "server"), "target_kind": r["kind"],
-                         "metrics": metrics, "image_grid": rel,
+                         "metrics": metrics, "image_grid": rel, "intervals": _intervals_of(r),
                          "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
                          "notes": str(r.get("evaluator", ""))})
     for r in report.get("gradient", []):

@@ -173,7 +173,10 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
         best = m.best_attack()
         attack: str | Cell = "—" if best is None else Cell(
             f"{fmt_number(best.success)} {best.success_metric}{_evidence(best)}\n"
-            f"{best.attack} by {best.observer} on {best.target_kind}")
+            f"{best.attack} by {best.observer} on {best.target_kind}"
+            + (f"\noracle {_with_ci(best, 'oracle_' + ceiling_name(best))}, null "
+               f"{_with_ci(best, 'null_' + ceiling_name(best))}"
+               if f"oracle_{ceiling_name(best)}" in best.metrics else ""))
         utility = "—" if metric is None else fmt_number(m.utility.get(metric))
         fidelity = f"\nfidelity: {m.fidelity['preset']}" if m.fidelity else ""
         if m.fidelity and m.fidelity.get("deviations"):
@@ -338,18 +341,61 @@ def _evidence(a: Any) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _with_ci(a: Any, name: str) -> str:
+    value = a.metrics.get(name)
+    if value is None:
+        return "—"
+    ci = a.intervals.get(name)
+    return fmt_number(value) + (f" [{fmt_number(ci[0])}, {fmt_number(ci[1])}]" if ci else "")
+
+
+def ceiling_cells(a: Any) -> list[str | Cell]:
+    """Raw success, its oracle (ceiling: the same attacker on true W_k; on real unseen images),
+    its null (floor: random unit vectors) and the normalised success (raw − null)/(oracle − null)
+    with its interval over units; "—" where the attack reports none."""
+    if a.success_metric is None:
+        return ["—"] * 3
+    metric = ceiling_name(a)
+    if f"oracle_{metric}" not in a.metrics:
+        return ["—", "—", "—"]
+    oracle = _with_ci(a, f"oracle_{metric}")
+    if f"oracle_real_{metric}" in a.metrics:
+        oracle += f"\nreal images: {_with_ci(a, f'oracle_real_{metric}')}"
+    normalised = a.metrics.get(f"normalised_{metric}")
+    units = a.metrics.get("units")
+    shown = _with_ci(a, f"normalised_{metric}")
+    if units is not None and math.isfinite(float(units)):
+        shown += f"\n{int(units)} units"
+    if normalised is None or math.isnan(float(normalised)):
+        shown = "n/a: no dynamic range (oracle ≤ null, see notes)"
+        if units is not None and math.isfinite(float(units)):
+            shown += f"\n{int(units)} units"
+    return [oracle, _with_ci(a, f"null_{metric}"), Cell(shown, "muted" if normalised is None else "")]
+
+
+def ceiling_name(a: Any) -> str:
+    """The name the oracle / null / normalised keys use for ``a``'s success metric (the inversion's
+    ``mean_rank1`` is scored against ``oracle_rank1``, ...)."""
+    return str(a.success_metric).removeprefix("mean_")
+
+
 def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
     rows: list[list[str | Cell]] = []
     for m in methods:
         for a in m.attacks:
             rows.append([m.name, a.attack, a.observer, a.target_kind or "—",
                          "—" if a.success_metric is None else f"{fmt_number(a.success)} ({a.success_metric})",
-                         _metrics_text(a), a.notes])
+                         *ceiling_cells(a)[:3], _metrics_text(a), a.notes])
     if not rows:
         return None
-    return Table("Attacks", "attacks", ["method", "attack", "observer", "target kind", "success", "metrics [95% CI]",
-                                        "notes"], rows,
-                 "What each observer recovered from what it saw on the wire.")
+    return Table("Attacks", "attacks", ["method", "attack", "observer", "target kind", "success (raw)",
+                                        "oracle (ceiling)", "null (floor)", "normalised [95% CI]",
+                                        "metrics [95% CI]", "notes"], rows,
+                 "What each observer recovered from what it saw on the wire. Oracle: the same attacker given the "
+                 "true class centers W_k (and real unseen images) of the same identities; null: random unit "
+                 "vectors. Normalised = (raw − null)/(oracle − null), its interval a bootstrap over the independent "
+                 "units (source identities or clients). A low raw rate with a low oracle says the attack is "
+                 "blind here, not that the release is private.")
 
 
 def communication_table(methods: Sequence[MethodResult]) -> Table | None:
