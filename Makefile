@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` (set up + run the default audit) and `make test`.
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -9,7 +9,13 @@ demo: setup
 
 test:
 	bash scripts/setup.sh --with-browser
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest -q tests
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 bench: setup
 	.venv/bin/python bench/run_all.py

@@ -57,8 +57,9 @@ def check_open_unit(name: str, value: Any) -> float:
     return value
 
 
-def check_in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
-                   high_open: bool = False) -> float:
+def check_in_range(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
     """A finite real number in [low, high] (either end optionally open)."""
     value = check_finite_real(name, value)
     below = value <= low if low_open else value < low

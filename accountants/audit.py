@@ -53,6 +53,7 @@ THRESHOLD_STRATEGIES = ("split", "bonferroni")
 # Clopper-Pearson
 # --------------------------------------------------------------------------------------------
 
+
 def clopper_pearson_upper(successes: int | np.ndarray, trials: int, confidence: float) -> float | np.ndarray:
     """One-sided Clopper-Pearson upper bound: P(p <= bound) >= confidence for Binomial(trials, p).
 
@@ -86,10 +87,15 @@ def clopper_pearson_lower(successes: int | np.ndarray, trials: int, confidence: 
 # bounds from counts
 # --------------------------------------------------------------------------------------------
 
+
 def _eps_from_rates(fpr_ub: np.ndarray, fnr_ub: np.ndarray, delta: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        first = np.where(1.0 - delta - fnr_ub > 0, np.log(np.maximum(1.0 - delta - fnr_ub, 1e-300)) - np.log(fpr_ub), -np.inf)
-        second = np.where(1.0 - delta - fpr_ub > 0, np.log(np.maximum(1.0 - delta - fpr_ub, 1e-300)) - np.log(fnr_ub), -np.inf)
+        first = np.where(
+            1.0 - delta - fnr_ub > 0, np.log(np.maximum(1.0 - delta - fnr_ub, 1e-300)) - np.log(fpr_ub), -np.inf
+        )
+        second = np.where(
+            1.0 - delta - fpr_ub > 0, np.log(np.maximum(1.0 - delta - fpr_ub, 1e-300)) - np.log(fnr_ub), -np.inf
+        )
     return np.maximum(np.maximum(first, second), 0.0)
 
 
@@ -107,8 +113,9 @@ def _check_counts(false_positives: Any, false_negatives: Any, trials: Any) -> tu
     return false_positives, false_negatives, trials
 
 
-def epsilon_lower_bound(false_positives: int, false_negatives: int, trials: int, delta: float,
-                        confidence: float = 0.95) -> float:
+def epsilon_lower_bound(
+    false_positives: int, false_negatives: int, trials: int, delta: float, confidence: float = 0.95
+) -> float:
     """Lower bound on epsilon from one fixed test (threshold chosen without looking at these runs).
 
     eps_lb = max(log((1 - delta - FNR_hat)/FPR_hat), log((1 - delta - FPR_hat)/FNR_hat)), clipped at 0,
@@ -141,8 +148,9 @@ def gdp_mu_lower_bound(false_positives: int, false_negatives: int, trials: int, 
     return float(_mu_from_rates(fpr, fnr))
 
 
-def gdp_epsilon_lower_bound(false_positives: int, false_negatives: int, trials: int, delta: float,
-                            confidence: float = 0.95) -> float:
+def gdp_epsilon_lower_bound(
+    false_positives: int, false_negatives: int, trials: int, delta: float, confidence: float = 0.95
+) -> float:
     """The Gaussian-DP estimate of epsilon (Nasr et al. 2023): the epsilon at delta of mu_lb-GDP."""
     delta = check_delta(delta)
     mu = gdp_mu_lower_bound(false_positives, false_negatives, trials, confidence)
@@ -152,6 +160,7 @@ def gdp_epsilon_lower_bound(false_positives: int, false_negatives: int, trials: 
 # --------------------------------------------------------------------------------------------
 # scores -> bounds with an honest threshold choice
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AuditResult:
@@ -198,8 +207,9 @@ def _counts(sorted0: np.ndarray, sorted1: np.ndarray, thresholds: np.ndarray) ->
     return fp, fn
 
 
-def _bounds_at(sorted0: np.ndarray, sorted1: np.ndarray, thresholds: np.ndarray, delta: float,
-               per_rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bounds_at(
+    sorted0: np.ndarray, sorted1: np.ndarray, thresholds: np.ndarray, delta: float, per_rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     fp, fn = _counts(sorted0, sorted1, thresholds)
     fpr = np.asarray(clopper_pearson_upper(fp, sorted0.size, per_rate), dtype=np.float64)
     fnr = np.asarray(clopper_pearson_upper(fn, sorted1.size, per_rate), dtype=np.float64)
@@ -210,9 +220,16 @@ def _candidate_thresholds(*sorted_arrays: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate([np.array([-np.inf]), *sorted_arrays]))
 
 
-def audit_scores(scores_0: Sequence[float], scores_1: Sequence[float], delta: float, confidence: float = 0.95,
-                 threshold: str | float = "split", split_fraction: float = 0.5,
-                 thresholds: Sequence[float] | None = None, seed: int | np.random.Generator = 0) -> AuditResult:
+def audit_scores(
+    scores_0: Sequence[float],
+    scores_1: Sequence[float],
+    delta: float,
+    confidence: float = 0.95,
+    threshold: str | float = "split",
+    split_fraction: float = 0.5,
+    thresholds: Sequence[float] | None = None,
+    seed: int | np.random.Generator = 0,
+) -> AuditResult:
     """epsilon lower bounds from the scores of runs on D0 (`scores_0`) and D1 (`scores_1`).
 
     Args:
@@ -236,22 +253,40 @@ def audit_scores(scores_0: Sequence[float], scores_1: Sequence[float], delta: fl
     if not isinstance(threshold, str):
         fixed = check_finite_real("threshold", threshold)
         eps, mu, fp, fn = _bounds_at(sorted0, sorted1, np.array([fixed]), delta, per_rate)
-        return _result(eps[0], mu[0], delta, confidence, "fixed", fixed, fixed, fp[0], fn[0], sorted0, sorted1,
-                       0, 1, total)
+        return _result(
+            eps[0], mu[0], delta, confidence, "fixed", fixed, fixed, fp[0], fn[0], sorted0, sorted1, 0, 1, total
+        )
 
     if threshold not in THRESHOLD_STRATEGIES:
         raise ValueError(f"threshold must be one of {list(THRESHOLD_STRATEGIES)} or a number; got {threshold!r}")
 
     if threshold == "bonferroni":
-        grid = (_candidate_thresholds(sorted0, sorted1) if thresholds is None
-                else np.unique(np.asarray(thresholds, dtype=np.float64)))
+        grid = (
+            _candidate_thresholds(sorted0, sorted1)
+            if thresholds is None
+            else np.unique(np.asarray(thresholds, dtype=np.float64))
+        )
         if grid.size == 0 or np.any(np.isnan(grid)):
             raise ValueError("thresholds must be a non-empty sequence of numbers")
         corrected = 1.0 - (1.0 - confidence) / (2.0 * grid.size)
         eps, mu, fp, fn = _bounds_at(sorted0, sorted1, grid, delta, corrected)
         best, best_mu = int(np.argmax(eps)), int(np.argmax(mu))
-        return _result(eps[best], mu[best_mu], delta, confidence, "bonferroni", grid[best], grid[best_mu],
-                       fp[best], fn[best], sorted0, sorted1, 0, grid.size, total)
+        return _result(
+            eps[best],
+            mu[best_mu],
+            delta,
+            confidence,
+            "bonferroni",
+            grid[best],
+            grid[best_mu],
+            fp[best],
+            fn[best],
+            sorted0,
+            sorted1,
+            0,
+            grid.size,
+            total,
+        )
 
     split_fraction = check_open_unit("split_fraction", split_fraction)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int("seed", seed, 0))
@@ -260,8 +295,10 @@ def audit_scores(scores_0: Sequence[float], scores_1: Sequence[float], delta: fl
     cut0 = int(sorted0.size * split_fraction)
     cut1 = int(sorted1.size * split_fraction)
     if min(cut0, cut1) < 1 or min(sorted0.size - cut0, sorted1.size - cut1) < 1:
-        raise ValueError(f"split_fraction={split_fraction!r} leaves an empty calibration or evaluation part "
-                         f"for {sorted0.size} and {sorted1.size} runs")
+        raise ValueError(
+            f"split_fraction={split_fraction!r} leaves an empty calibration or evaluation part "
+            f"for {sorted0.size} and {sorted1.size} runs"
+        )
     cal0, ev0 = np.sort(sorted0[perm0[:cut0]]), np.sort(sorted0[perm0[cut0:]])
     cal1, ev1 = np.sort(sorted1[perm1[:cut1]]), np.sort(sorted1[perm1[cut1:]])
     grid = _candidate_thresholds(cal0, cal1)
@@ -272,8 +309,9 @@ def audit_scores(scores_0: Sequence[float], scores_1: Sequence[float], delta: fl
     choice_mu = _central_best(grid, mu_cal, fp_cal, fn_cal)
     eps, _, fp, fn = _bounds_at(ev0, ev1, np.array([choice]), delta, per_rate)
     _, mu, _, _ = _bounds_at(ev0, ev1, np.array([choice_mu]), delta, per_rate)
-    return _result(eps[0], mu[0], delta, confidence, "split", choice, choice_mu, fp[0], fn[0], ev0, ev1,
-                   min(cut0, cut1), 1, total)
+    return _result(
+        eps[0], mu[0], delta, confidence, "split", choice, choice_mu, fp[0], fn[0], ev0, ev1, min(cut0, cut1), 1, total
+    )
 
 
 def _central_best(grid: np.ndarray, objective: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
@@ -287,23 +325,56 @@ def _central_best(grid: np.ndarray, objective: np.ndarray, fp: np.ndarray, fn: n
     return float(grid[int(best[best.size // 2])])
 
 
-def _result(eps: float, mu: float, delta: float, confidence: float, strategy: str, threshold: float,
-            threshold_gdp: float, fp: int, fn: int, eval0: np.ndarray, eval1: np.ndarray, calibration: int,
-            num_thresholds: int, total: int) -> AuditResult:
+def _result(
+    eps: float,
+    mu: float,
+    delta: float,
+    confidence: float,
+    strategy: str,
+    threshold: float,
+    threshold_gdp: float,
+    fp: int,
+    fn: int,
+    eval0: np.ndarray,
+    eval1: np.ndarray,
+    calibration: int,
+    num_thresholds: int,
+    total: int,
+) -> AuditResult:
     mu = float(mu)
     eps_gdp = 0.0 if mu == 0 else (math.inf if math.isinf(mu) else gdp_epsilon(mu, delta))
-    return AuditResult(epsilon_lb=float(eps), epsilon_gdp=float(eps_gdp), mu_lb=mu, delta=delta,
-                       confidence=confidence, strategy=strategy, threshold=float(threshold),
-                       threshold_gdp=float(threshold_gdp), false_positives=int(fp), false_negatives=int(fn),
-                       evaluation_trials=int(min(eval0.size, eval1.size)), calibration_trials=int(calibration),
-                       num_thresholds=int(num_thresholds), trials=int(total))
+    return AuditResult(
+        epsilon_lb=float(eps),
+        epsilon_gdp=float(eps_gdp),
+        mu_lb=mu,
+        delta=delta,
+        confidence=confidence,
+        strategy=strategy,
+        threshold=float(threshold),
+        threshold_gdp=float(threshold_gdp),
+        false_positives=int(fp),
+        false_negatives=int(fn),
+        evaluation_trials=int(min(eval0.size, eval1.size)),
+        calibration_trials=int(calibration),
+        num_thresholds=int(num_thresholds),
+        trials=int(total),
+    )
 
 
-def run_distinguishing_game(mechanism: Callable[[Any, np.random.Generator], Any], dataset_0: Any, dataset_1: Any,
-                            statistic: Callable[[Any], float], trials: int, delta: float, confidence: float = 0.95,
-                            threshold: str | float = "split", split_fraction: float = 0.5,
-                            thresholds: Sequence[float] | None = None, seed: int = 0,
-                            progress: bool = False) -> AuditResult:
+def run_distinguishing_game(
+    mechanism: Callable[[Any, np.random.Generator], Any],
+    dataset_0: Any,
+    dataset_1: Any,
+    statistic: Callable[[Any], float],
+    trials: int,
+    delta: float,
+    confidence: float = 0.95,
+    threshold: str | float = "split",
+    split_fraction: float = 0.5,
+    thresholds: Sequence[float] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> AuditResult:
     """Run `mechanism(dataset, rng)` `trials` times on each neighbouring dataset and bound epsilon.
 
     `statistic(output) -> float` scores an output (higher = "looks like dataset_1"; use -inf/+inf
@@ -323,5 +394,13 @@ def run_distinguishing_game(mechanism: Callable[[Any, np.random.Generator], Any]
     for trial in iterator:
         scores[0][trial] = float(statistic(mechanism(dataset_0, rng0)))
         scores[1][trial] = float(statistic(mechanism(dataset_1, rng1)))
-    return audit_scores(scores[0], scores[1], delta, confidence, threshold, split_fraction, thresholds,
-                        np.random.default_rng(children[2]))
+    return audit_scores(
+        scores[0],
+        scores[1],
+        delta,
+        confidence,
+        threshold,
+        split_fraction,
+        thresholds,
+        np.random.default_rng(children[2]),
+    )

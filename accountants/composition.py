@@ -45,8 +45,12 @@ from accountants.mechanisms import PrivacyAccountingWarning, gdp_epsilon
 
 ACCOUNTANTS = ("basic", "advanced", "rdp", "prv", "gdp")
 
-RDP_ORDERS: tuple[float, ...] = tuple([1.01, 1.02, 1.05] + [1.0 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-                                      + [64, 80, 96, 128, 160, 192, 256])
+RDP_ORDERS: tuple[float, ...] = tuple(
+    [1.01, 1.02, 1.05]
+    + [1.0 + x / 10.0 for x in range(1, 100)]
+    + list(range(12, 64))
+    + [64, 80, 96, 128, 160, 192, 256]
+)
 """RDP orders: opacus' defaults extended down to 1.01 and up to 256 (small orders matter at large
 epsilon, large orders for heavily noised releases)."""
 
@@ -69,13 +73,19 @@ class EpsilonResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
-        return {"epsilon": self.epsilon, "delta": self.delta, "accountant": self.accountant,
-                "used": self.used, "warnings": list(self.warnings)}
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "used": self.used,
+            "warnings": list(self.warnings),
+        }
 
 
 # --------------------------------------------------------------------------------------------
 # per-mechanism (epsilon, delta) for basic / advanced composition
 # --------------------------------------------------------------------------------------------
+
 
 def _atom_epsilon(event: DpEvent, delta: float) -> float:
     """Exact-profile epsilon of one elementary mechanism at delta (0 < delta < 1)."""
@@ -124,8 +134,12 @@ def _advanced(atoms: Atoms, delta: float) -> float:
     best = int(np.argmin(values))
     low = logits[max(best - 1, 0)]
     high = logits[min(best + 1, len(logits) - 1)]
-    result = minimize_scalar(lambda z: _drv(atoms, delta, 1.0 / (1.0 + math.exp(-z))),
-                             bounds=(low, high), method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(
+        lambda z: _drv(atoms, delta, 1.0 / (1.0 + math.exp(-z))),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     advanced = min(values[best], float(result.fun))
     return min(advanced, _basic(atoms, delta))
 
@@ -133,6 +147,7 @@ def _advanced(atoms: Atoms, delta: float) -> float:
 # --------------------------------------------------------------------------------------------
 # opacus-backed accountants
 # --------------------------------------------------------------------------------------------
+
 
 def _history(atoms: Atoms) -> list[tuple[float, float, int]]:
     history = [(multiplier, 1.0, count) for multiplier, count in atoms.gaussian.items() if count > 0]
@@ -149,8 +164,9 @@ def _rdp_curve(history: tuple[tuple[float, float, int], ...]) -> np.ndarray:
     orders = list(RDP_ORDERS)
     curve = np.zeros(len(orders))
     for multiplier, q, count in history:
-        curve = curve + np.asarray(rdp_analysis.compute_rdp(q=q, noise_multiplier=multiplier, steps=count,
-                                                            orders=orders), dtype=float)
+        curve = curve + np.asarray(
+            rdp_analysis.compute_rdp(q=q, noise_multiplier=multiplier, steps=count, orders=orders), dtype=float
+        )
     curve.setflags(write=False)
     return curve
 
@@ -192,13 +208,19 @@ def _prv(atoms: Atoms, delta: float, notes: list[str], eps_error: float) -> tupl
         counts = [count for _, _, count in history]
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # opacus' numpy overflow inside the domain search
-            half_width = compute_safe_domain_size([PoissonSubsampledGaussianPRV(q, m) for m, q, _ in history],
-                                                  counts, eps_error=eps_error, delta_error=delta_error)
+            half_width = compute_safe_domain_size(
+                [PoissonSubsampledGaussianPRV(q, m) for m, q, _ in history],
+                counts,
+                eps_error=eps_error,
+                delta_error=delta_error,
+            )
         mesh = eps_error / math.sqrt(sum(counts) * math.log(12.0 / delta_error) / 2.0)
         grid = 2.0 * half_width / mesh
         if not math.isfinite(grid) or grid > PRV_MAX_GRID:
-            raise ArithmeticError(f"its discretisation grid would have {grid:.3g} points (limit {PRV_MAX_GRID:.0e}); "
-                                  f"epsilon is too large for the PRV accountant here")
+            raise ArithmeticError(
+                f"its discretisation grid would have {grid:.3g} points (limit {PRV_MAX_GRID:.0e}); "
+                f"epsilon is too large for the PRV accountant here"
+            )
         accountant = PRVAccountant()
         accountant.history = list(history)
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -212,7 +234,9 @@ def _prv(atoms: Atoms, delta: float, notes: list[str], eps_error: float) -> tupl
         return _rdp(atoms, delta, notes), "rdp"
 
 
-def compute_epsilon(event: DpEvent, delta: float, accountant: str = "rdp", *, prv_eps_error: float = 0.01) -> EpsilonResult:
+def compute_epsilon(
+    event: DpEvent, delta: float, accountant: str = "rdp", *, prv_eps_error: float = 0.01
+) -> EpsilonResult:
     """epsilon of `event` at total `delta` under `accountant`, with the accountant that answered
     and any warnings (fallbacks, clamps). See the module docstring for each accountant.
     """
@@ -221,8 +245,9 @@ def compute_epsilon(event: DpEvent, delta: float, accountant: str = "rdp", *, pr
     prv_eps_error = check_positive("prv_eps_error", prv_eps_error)
     atoms = flatten(event)
     if atoms.non_private:
-        return EpsilonResult(math.inf, delta, accountant, accountant,
-                             ("the event contains a NonPrivateEvent: no DP guarantee",))
+        return EpsilonResult(
+            math.inf, delta, accountant, accountant, ("the event contains a NonPrivateEvent: no DP guarantee",)
+        )
     notes: list[str] = []
     used = accountant
     if accountant == "basic":
@@ -235,8 +260,10 @@ def compute_epsilon(event: DpEvent, delta: float, accountant: str = "rdp", *, pr
         eps, used = _prv(atoms, delta, notes, prv_eps_error)
     else:
         if atoms.sampled:
-            raise ValueError("accountant 'gdp' is exact only for compositions of GaussianEvent; the event "
-                             "contains Poisson-subsampled steps (use 'rdp' or 'prv')")
+            raise ValueError(
+                "accountant 'gdp' is exact only for compositions of GaussianEvent; the event "
+                "contains Poisson-subsampled steps (use 'rdp' or 'prv')"
+            )
         mu = math.sqrt(sum(count / (m * m) for m, count in atoms.gaussian.items()))
         eps = 0.0 if mu == 0 else gdp_epsilon(mu, delta)
     return EpsilonResult(float(eps), delta, accountant, used, tuple(notes))
@@ -258,10 +285,16 @@ def epsilon(event: DpEvent, delta: float, accountant: str = "rdp") -> float:
 # calibration
 # --------------------------------------------------------------------------------------------
 
-def calibrate_noise_multiplier(target_epsilon: float, delta: float, count: int = 1, accountant: str = "rdp",
-                               sampling_probability: float = 1.0,
-                               event_factory: Callable[[float], DpEvent] | None = None,
-                               rtol: float = 1e-4) -> float:
+
+def calibrate_noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    count: int = 1,
+    accountant: str = "rdp",
+    sampling_probability: float = 1.0,
+    event_factory: Callable[[float], DpEvent] | None = None,
+    rtol: float = 1e-4,
+) -> float:
     """The smallest noise multiplier (up to `rtol`) whose `count`-fold composition stays within
     (target_epsilon, delta) under `accountant`; the returned value never overshoots the target.
 
@@ -277,8 +310,13 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, count: int =
     sampling_probability = check_in_range("sampling_probability", sampling_probability, 0.0, 1.0, low_open=True)
     rtol = check_in_range("rtol", rtol, 0.0, 0.5, low_open=True)
     if event_factory is None:
+
         def event_factory(s: float) -> DpEvent:
-            step = GaussianEvent(s) if sampling_probability == 1.0 else PoissonSampledGaussianEvent(s, sampling_probability)
+            step = (
+                GaussianEvent(s)
+                if sampling_probability == 1.0
+                else PoissonSampledGaussianEvent(s, sampling_probability)
+            )
             return SelfComposedEvent(step, count)
 
     def ok(s: float) -> bool:
@@ -288,8 +326,10 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, count: int =
     while not ok(hi):
         hi *= 2.0
         if hi > 1e9:
-            raise ValueError(f"target_epsilon={target_epsilon!r} is not reachable at delta={delta!r} with "
-                             f"accountant {accountant!r} for any noise multiplier up to 1e9")
+            raise ValueError(
+                f"target_epsilon={target_epsilon!r} is not reachable at delta={delta!r} with "
+                f"accountant {accountant!r} for any noise multiplier up to 1e9"
+            )
     lo = hi / 2.0
     while ok(lo):
         hi, lo = lo, lo / 2.0
@@ -304,13 +344,16 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, count: int =
     return hi
 
 
-def calibrate_sigma(sensitivity: float, target_epsilon: float, delta: float, count: int = 1,
-                    accountant: str = "rdp", rtol: float = 1e-4) -> float:
+def calibrate_sigma(
+    sensitivity: float, target_epsilon: float, delta: float, count: int = 1, accountant: str = "rdp", rtol: float = 1e-4
+) -> float:
     """sigma for `count` Gaussian releases of l2-sensitivity `sensitivity` to reach (target_epsilon, delta)."""
     sensitivity = check_positive("sensitivity", sensitivity)
     return sensitivity * calibrate_noise_multiplier(target_epsilon, delta, count, accountant, rtol=rtol)
 
 
-def epsilons(event: DpEvent, delta: float, accountants: Sequence[str] = ("basic", "advanced", "rdp", "prv")) -> dict[str, EpsilonResult]:
+def epsilons(
+    event: DpEvent, delta: float, accountants: Sequence[str] = ("basic", "advanced", "rdp", "prv")
+) -> dict[str, EpsilonResult]:
     """`compute_epsilon` under several accountants (for reports and the CLI)."""
     return {name: compute_epsilon(event, delta, name) for name in accountants}

@@ -95,8 +95,15 @@ def dplc_sensitivity(rho: float, cluster_size: int, bound: str = "tight") -> flo
     return 4.0 * math.sin(rho / 2.0) / cluster_size  # = 2 sqrt(2 - 2 cos rho), without cancellation
 
 
-def dplc_sigma(rho: float, cluster_size: int, epsilon: float, delta: float, bound: str = "tight",
-               method: str = "analytic", strict: bool = False) -> float:
+def dplc_sigma(
+    rho: float,
+    cluster_size: int,
+    epsilon: float,
+    delta: float,
+    bound: str = "tight",
+    method: str = "analytic",
+    strict: bool = False,
+) -> float:
     """Noise sigma of the DPLC Gaussian mechanism M(S) = f(S) + N(0, sigma^2 I) (Theorems 2 and 3).
 
     With ``bound="tight", method="classic"`` this is line 7 of Algorithm 1:
@@ -110,6 +117,7 @@ def dplc_sigma(rho: float, cluster_size: int, epsilon: float, delta: float, boun
 # --------------------------------------------------------------------------------------------
 # Property 3: magnitudes of p and v
 # --------------------------------------------------------------------------------------------
+
 
 def cluster_mean_norm_bounds(rho: float, cluster_size: int) -> tuple[float, float]:
     """Bounds on ||p||, p = mean of |S| unit vectors within angle rho of a member w_o (Property 3).
@@ -164,6 +172,7 @@ def noise_norm_quantile(probability: float, sigma: float, dim: int) -> float:
 # Property 4: cosine between p and the noisy p_hat
 # --------------------------------------------------------------------------------------------
 
+
 def cosine_lower_bound(p_norm: float, noise_norm: float) -> float:
     """Lower bound on cos(p, p + v) given ||p|| and ||v|| (Property 4).
 
@@ -183,8 +192,7 @@ def cosine_lower_bound(p_norm: float, noise_norm: float) -> float:
     return math.sqrt(1.0 - ratio * ratio)
 
 
-def dplc_cosine_lower_bound(rho: float, cluster_size: int, sigma: float, dim: int,
-                            probability: float = 0.95) -> float:
+def dplc_cosine_lower_bound(rho: float, cluster_size: int, sigma: float, dim: int, probability: float = 0.95) -> float:
     """A bound c with P(cos(p, p_hat) >= c) >= probability for the DPLC release (Properties 3 + 4).
 
     Combines the exact noise-norm quantile r (Property 3, chi law) with the lower bound on ||p||
@@ -237,8 +245,15 @@ class NaiveCostComparison:
         return asdict(self)
 
 
-def naive_center_cost(rho: float, cluster_size: int, num_classes: int, epsilon: float, delta: float,
-                      queries: int = 1, method: str = "classic") -> NaiveCostComparison:
+def naive_center_cost(
+    rho: float,
+    cluster_size: int,
+    num_classes: int,
+    epsilon: float,
+    delta: float,
+    queries: int = 1,
+    method: str = "classic",
+) -> NaiveCostComparison:
     """Compare DPLC with the naive approach of App. A.2.2 (noise on each of `num_classes` centers).
 
     The paper argues (i) the naive sensitivity is 2 against DPLC's (1/|S|) sqrt(2 - 2 cos 2 rho), and
@@ -289,4 +304,3 @@ def naive_center_cost(rho: float, cluster_size: int, num_classes: int, epsilon: 
         naive_epsilon_same_sigma=gaussian_epsilon(sigma, NAIVE_SENSITIVITY, delta, method="analytic"),
         parallel_cost_ratio=sens * queries / NAIVE_SENSITIVITY,
     )
-

@@ -82,8 +82,11 @@ def theorem2_pair(dim: int = 16, rho: float = 1.3, cluster_size: int = 32, seed:
     minus = math.cos(edge) * e1 - math.sin(edge) * e2
     return NeighbouringCenters(
         name="theorem2-edge-swap",
-        dataset_0=np.vstack([others, minus]), dataset_1=np.vstack([others, plus]),
-        reference_0=-e2, reference_1=e2, candidates=np.vstack([e1, -e1]),
+        dataset_0=np.vstack([others, minus]),
+        dataset_1=np.vstack([others, plus]),
+        reference_0=-e2,
+        reference_1=e2,
+        candidates=np.vstack([e1, -e1]),
         description=f"|S|={cluster_size} in a cap of angle {rho}; one member swapped across the cap (angle 2 rho)",
     )
 
@@ -104,8 +107,11 @@ def densest_flip_pair(dim: int = 16, rho: float = 1.3, cluster_size: int = 32, s
     base = np.vstack([a_members[:-1], b_members])
     return NeighbouringCenters(
         name="densest-flip",
-        dataset_0=np.vstack([base, a_members[-1:]]), dataset_1=np.vstack([base, moved]),
-        reference_0=e1, reference_1=-e1, candidates=np.vstack([e1, -e1]),
+        dataset_0=np.vstack([base, a_members[-1:]]),
+        dataset_1=np.vstack([base, moved]),
+        reference_0=e1,
+        reference_1=-e1,
+        candidates=np.vstack([e1, -e1]),
         description=f"clusters of {cluster_size} and {cluster_size - 1}; one member moves from A to B",
     )
 
@@ -124,8 +130,11 @@ def threshold_pair(dim: int = 16, rho: float = 1.3, min_cluster_size: int = 32, 
     base = np.vstack([cluster[:-1], far[:1]])
     return NeighbouringCenters(
         name="threshold-crossing",
-        dataset_0=np.vstack([base, far[1:]]), dataset_1=np.vstack([base, cluster[-1:]]),
-        reference_0=-e1, reference_1=e1, candidates=np.vstack([e1, -e1]),
+        dataset_0=np.vstack([base, far[1:]]),
+        dataset_1=np.vstack([base, cluster[-1:]]),
+        reference_0=-e1,
+        reference_1=e1,
+        candidates=np.vstack([e1, -e1]),
         description=f"|S| = T = {min_cluster_size} against T - 1: the threshold decides whether anything is released",
     )
 
@@ -157,17 +166,36 @@ class DplcAudit:
         return self.audit.epsilon_lb <= self.claimed_epsilon
 
     def to_row(self) -> dict[str, Any]:
-        return {"target": self.target, "scenario": self.scenario, "claimed_epsilon": self.claimed_epsilon,
-                "formal_epsilon": self.formal_epsilon, "delta": self.delta, "epsilon_lb": self.audit.epsilon_lb,
-                "epsilon_gdp": self.audit.epsilon_gdp, "trials": self.audit.trials,
-                "evaluation_trials": self.audit.evaluation_trials, "confidence": self.audit.confidence,
-                "false_positives": self.audit.false_positives, "false_negatives": self.audit.false_negatives,
-                "within_claim": self.within_claim}
+        return {
+            "target": self.target,
+            "scenario": self.scenario,
+            "claimed_epsilon": self.claimed_epsilon,
+            "formal_epsilon": self.formal_epsilon,
+            "delta": self.delta,
+            "epsilon_lb": self.audit.epsilon_lb,
+            "epsilon_gdp": self.audit.epsilon_gdp,
+            "trials": self.audit.trials,
+            "evaluation_trials": self.audit.evaluation_trials,
+            "confidence": self.audit.confidence,
+            "false_positives": self.audit.false_positives,
+            "false_negatives": self.audit.false_negatives,
+            "within_claim": self.within_claim,
+        }
 
 
-def audit_theorem2(*, dim: int = 16, rho: float = 1.3, cluster_size: int = 32, epsilon: float = 1.0,
-                   delta: float = 1e-5, method: str = "analytic", trials: int = 2000, confidence: float = 0.95,
-                   seed: int = 0, progress: bool = False) -> DplcAudit:
+def audit_theorem2(
+    *,
+    dim: int = 16,
+    rho: float = 1.3,
+    cluster_size: int = 32,
+    epsilon: float = 1.0,
+    delta: float = 1e-5,
+    method: str = "analytic",
+    trials: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> DplcAudit:
     """(a) The mechanism of Theorem 2 alone: M(S) = f(S) + N(0, sigma^2 I) for a fixed S, neighbours
     swapping a member across the cap; the statistic is the projection on the swap direction."""
     epsilon = check_epsilon(epsilon)
@@ -182,15 +210,34 @@ def audit_theorem2(*, dim: int = 16, rho: float = 1.3, cluster_size: int = 32, e
     def mechanism(centers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return centers.mean(axis=0) + rng.normal(0.0, sigma, size=centers.shape[1])
 
-    result = run_distinguishing_game(mechanism, scenario.dataset_0, scenario.dataset_1,
-                                     lambda out: float(out @ scenario.reference_1), trials, delta, confidence,
-                                     seed=seed, progress=progress)
+    result = run_distinguishing_game(
+        mechanism,
+        scenario.dataset_0,
+        scenario.dataset_1,
+        lambda out: float(out @ scenario.reference_1),
+        trials,
+        delta,
+        confidence,
+        seed=seed,
+        progress=progress,
+    )
     return DplcAudit("theorem2-mechanism", scenario.name, epsilon, exact, delta, result, scenario.description)
 
 
-def audit_algorithm1(scenario: NeighbouringCenters, *, rho: float = 1.3, min_cluster_size: int = 16,
-                     epsilon: float = 1.0, delta: float = 1e-5, method: str = "analytic", max_queries: int = 1,
-                     trials: int = 2000, confidence: float = 0.95, seed: int = 0, progress: bool = False) -> DplcAudit:
+def audit_algorithm1(
+    scenario: NeighbouringCenters,
+    *,
+    rho: float = 1.3,
+    min_cluster_size: int = 16,
+    epsilon: float = 1.0,
+    delta: float = 1e-5,
+    method: str = "analytic",
+    max_queries: int = 1,
+    trials: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> DplcAudit:
     """(b) Algorithm 1 end to end on adversarial neighbours; the claim is Property 2's (Q eps, Q delta)."""
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
@@ -199,19 +246,53 @@ def audit_algorithm1(scenario: NeighbouringCenters, *, rho: float = 1.3, min_clu
     def mechanism(centers: np.ndarray, rng: np.random.Generator) -> DplcRelease:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ClassicGaussianRangeWarning)
-            return dplc_algorithm1(centers, rho=rho, min_cluster_size=min_cluster_size, max_queries=max_queries,
-                        epsilon=epsilon, delta=delta, rng=rng, method=method)
+            return dplc_algorithm1(
+                centers,
+                rho=rho,
+                min_cluster_size=min_cluster_size,
+                max_queries=max_queries,
+                epsilon=epsilon,
+                delta=delta,
+                rng=rng,
+                method=method,
+            )
 
-    result = run_distinguishing_game(mechanism, scenario.dataset_0, scenario.dataset_1,
-                                     lambda rel: release_score(rel, scenario.reference_0, scenario.reference_1),
-                                     trials, min(max_queries * delta, 0.5), confidence, seed=seed, progress=progress)
-    return DplcAudit("algorithm1", scenario.name, max_queries * epsilon, None, min(max_queries * delta, 0.5), result,
-                     scenario.description)
+    result = run_distinguishing_game(
+        mechanism,
+        scenario.dataset_0,
+        scenario.dataset_1,
+        lambda rel: release_score(rel, scenario.reference_0, scenario.reference_1),
+        trials,
+        min(max_queries * delta, 0.5),
+        confidence,
+        seed=seed,
+        progress=progress,
+    )
+    return DplcAudit(
+        "algorithm1",
+        scenario.name,
+        max_queries * epsilon,
+        None,
+        min(max_queries * delta, 0.5),
+        result,
+        scenario.description,
+    )
 
 
-def audit_private(scenario: NeighbouringCenters, *, mode: str = "candidates", rho: float = 1.3,
-                  min_cluster_size: int = 16, epsilon: float = 1.0, delta: float = 1e-5, max_queries: int = 1,
-                  trials: int = 2000, confidence: float = 0.95, seed: int = 0, progress: bool = False) -> DplcAudit:
+def audit_private(
+    scenario: NeighbouringCenters,
+    *,
+    mode: str = "candidates",
+    rho: float = 1.3,
+    min_cluster_size: int = 16,
+    epsilon: float = 1.0,
+    delta: float = 1e-5,
+    max_queries: int = 1,
+    trials: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> DplcAudit:
     """(c) The private variant on the same neighbours; its claim is its end-to-end (epsilon, delta).
 
     ``mode="candidates"`` uses the scenario's public candidates; ``"mean-shift"`` none.
@@ -222,12 +303,28 @@ def audit_private(scenario: NeighbouringCenters, *, mode: str = "candidates", rh
     candidates = scenario.candidates if mode == "candidates" else None
 
     def mechanism(centers: np.ndarray, rng: np.random.Generator) -> DplcRelease:
-        return private_dplc(centers, candidates, rho=rho, min_cluster_size=min_cluster_size,
-                            max_queries=max_queries, epsilon=epsilon, delta=delta, rng=rng)
+        return private_dplc(
+            centers,
+            candidates,
+            rho=rho,
+            min_cluster_size=min_cluster_size,
+            max_queries=max_queries,
+            epsilon=epsilon,
+            delta=delta,
+            rng=rng,
+        )
 
     accounted = compute_epsilon(mechanism(scenario.dataset_0, np.random.default_rng(0)).event, delta, "gdp").epsilon
 
-    result = run_distinguishing_game(mechanism, scenario.dataset_0, scenario.dataset_1,
-                                     lambda rel: release_score(rel, scenario.reference_0, scenario.reference_1),
-                                     trials, delta, confidence, seed=seed, progress=progress)
+    result = run_distinguishing_game(
+        mechanism,
+        scenario.dataset_0,
+        scenario.dataset_1,
+        lambda rel: release_score(rel, scenario.reference_0, scenario.reference_1),
+        trials,
+        delta,
+        confidence,
+        seed=seed,
+        progress=progress,
+    )
     return DplcAudit(f"private-dplc ({mode})", scenario.name, epsilon, accounted, delta, result, scenario.description)

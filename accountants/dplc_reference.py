@@ -97,9 +97,19 @@ def _normalise(vector: np.ndarray) -> np.ndarray:
     return vector / norm
 
 
-def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, max_queries: int, epsilon: float,
-                    delta: float, rng: np.random.Generator | int, bound: str = "tight", method: str = "classic",
-                    strict: bool = False) -> DplcRelease:
+def dplc_algorithm1(
+    class_centers: Any,
+    *,
+    rho: float,
+    min_cluster_size: int,
+    max_queries: int,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator | int,
+    bound: str = "tight",
+    method: str = "classic",
+    strict: bool = False,
+) -> DplcRelease:
     """Algorithm 1 of PrivacyFace (Differentially Private Local Clustering), as published.
 
     For q = 1..Q: for every remaining class center w_i find its neighbours S_i = {j in I :
@@ -161,20 +171,36 @@ def dplc_algorithm1(class_centers: Any, *, rho: float, min_cluster_size: int, ma
     return DplcRelease(
         centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
         clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
-        cluster_sizes=tuple(sizes), sigmas=tuple(sigmas), events=tuple(events), stopped_early=stopped,
-        end_to_end_private=False, member_indices=tuple(member_rows),
-        public_records=tuple({"sigma": sigma, "cluster_size": size, "noise_multiplier": event.noise_multiplier,
-                              "sensitivity": dplc_sensitivity(rho, size, "tight"), "epsilon": epsilon,
-                              "delta": delta, "method": method, "bound": bound}
-                             for sigma, size, event in zip(sigmas, sizes, events)),
-        notes=("events are the paper's per-query claim (Theorem 2, fixed S); the data-dependent choice of S, the "
-               "threshold |S| >= T and the 1/|S| noise scale are not privatised, so they do not cover the release",),
+        cluster_sizes=tuple(sizes),
+        sigmas=tuple(sigmas),
+        events=tuple(events),
+        stopped_early=stopped,
+        end_to_end_private=False,
+        member_indices=tuple(member_rows),
+        public_records=tuple(
+            {
+                "sigma": sigma,
+                "cluster_size": size,
+                "noise_multiplier": event.noise_multiplier,
+                "sensitivity": dplc_sensitivity(rho, size, "tight"),
+                "epsilon": epsilon,
+                "delta": delta,
+                "method": method,
+                "bound": bound,
+            }
+            for sigma, size, event in zip(sigmas, sizes, events)
+        ),
+        notes=(
+            "events are the paper's per-query claim (Theorem 2, fixed S); the data-dependent choice of S, the "
+            "threshold |S| >= T and the 1/|S| noise scale are not privatised, so they do not cover the release",
+        ),
     )
 
 
 # --------------------------------------------------------------------------------------------
 # the end-to-end private variant
 # --------------------------------------------------------------------------------------------
+
 
 def candidate_multiplicity(candidates: np.ndarray, rho: float) -> int:
     """m = max_j #{k : angle(u_j, u_k) <= 2 rho}: no point of the sphere lies in more than m of the
@@ -222,16 +248,21 @@ class PrivateDplcPlan:
 
     @property
     def event(self) -> DpEvent:
-        per_query = ComposedEvent(tuple(SelfComposedEvent(GaussianEvent(multiplier, unit="class-center"), count)
-                                        for multiplier, count in self.parts.values()))
+        per_query = ComposedEvent(
+            tuple(
+                SelfComposedEvent(GaussianEvent(multiplier, unit="class-center"), count)
+                for multiplier, count in self.parts.values()
+            )
+        )
         return SelfComposedEvent(per_query, self.max_queries)
 
     def multiplier(self, name: str) -> float:
         return self.parts[name][0]
 
 
-def plan_private_dplc(epsilon: float, delta: float, max_queries: int, shares: dict[str, tuple[float, int]],
-                      accountant: str = "gdp") -> PrivateDplcPlan:
+def plan_private_dplc(
+    epsilon: float, delta: float, max_queries: int, shares: dict[str, tuple[float, int]], accountant: str = "gdp"
+) -> PrivateDplcPlan:
     """Split (epsilon, delta) for `max_queries` queries over the parts of a query.
 
     `shares` maps a part to (share of the query's GDP budget mu_q^2, releases per query); part i
@@ -259,10 +290,22 @@ def plan_private_dplc(epsilon: float, delta: float, max_queries: int, shares: di
     return plan(scale)
 
 
-def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_cluster_size: int, max_queries: int,
-                 epsilon: float, delta: float, rng: np.random.Generator | int, count_fraction: float = 0.25,
-                 direction_fraction: float = 0.25, refine_steps: int = 2, accountant: str = "gdp",
-                 neighbouring: str = "replace") -> DplcRelease:
+def private_dplc(
+    class_centers: Any,
+    candidates: Any = None,
+    *,
+    rho: float,
+    min_cluster_size: int,
+    max_queries: int,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator | int,
+    count_fraction: float = 0.25,
+    direction_fraction: float = 0.25,
+    refine_steps: int = 2,
+    accountant: str = "gdp",
+    neighbouring: str = "replace",
+) -> DplcRelease:
     """DPLC whose selection, threshold and normalisation are private: (epsilon, delta)-DP end to end.
 
     Per query q = 1..Q over the remaining class centers I (rows normalised):
@@ -328,24 +371,36 @@ def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_
         if units.shape[1] != dim:
             raise ValueError(f"candidates must have the same dimension as class_centers ({dim}); got {units.shape[1]}")
         count_sensitivity = count_vector_sensitivity(units, rho, neighbouring)
-        plan = plan_private_dplc(epsilon, delta, max_queries,
-                                 {"count": (count_fraction, 1), "sum": (1.0 - count_fraction, 1)}, accountant)
+        plan = plan_private_dplc(
+            epsilon, delta, max_queries, {"count": (count_fraction, 1), "sum": (1.0 - count_fraction, 1)}, accountant
+        )
         mode = "candidates"
     else:
         direction_fraction = check_open_unit("direction_fraction", direction_fraction)
         refine_steps = check_int("refine_steps", refine_steps, 1)
         if count_fraction + direction_fraction >= 1.0:
-            raise ValueError(f"count_fraction + direction_fraction must be in (0, 1); got "
-                             f"{count_fraction!r} + {direction_fraction!r}")
+            raise ValueError(
+                f"count_fraction + direction_fraction must be in (0, 1); got "
+                f"{count_fraction!r} + {direction_fraction!r}"
+            )
         count_sensitivity = 1.0
-        plan = plan_private_dplc(epsilon, delta, max_queries,
-                                 {"direction": (direction_fraction, 1), "count": (count_fraction, 1),
-                                  "sum": (1.0 - count_fraction - direction_fraction, refine_steps)}, accountant)
+        plan = plan_private_dplc(
+            epsilon,
+            delta,
+            max_queries,
+            {
+                "direction": (direction_fraction, 1),
+                "count": (count_fraction, 1),
+                "sum": (1.0 - count_fraction - direction_fraction, refine_steps),
+            },
+            accountant,
+        )
         mode = "mean-shift"
     sigma_count = plan.multiplier("count") * count_sensitivity
     sigma_sum = plan.multiplier("sum") * sum_sensitivity
-    sigma_direction = plan.multiplier("direction") * (2.0 if neighbouring == "replace" else 1.0) \
-        if mode == "mean-shift" else 0.0
+    sigma_direction = (
+        plan.multiplier("direction") * (2.0 if neighbouring == "replace" else 1.0) if mode == "mean-shift" else 0.0
+    )
     generator = as_generator(rng)
 
     active = np.ones(n, dtype=bool)
@@ -387,13 +442,29 @@ def private_dplc(class_centers: Any, candidates: Any = None, *, rho: float, min_
     return DplcRelease(
         centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
         clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
-        cluster_sizes=tuple(sizes), sigmas=tuple(sigma_sum for _ in released), events=(plan.event,),
-        stopped_early=stopped, end_to_end_private=True, noisy_counts=tuple(noisy_counts),
-        candidate_indices=tuple(chosen), member_indices=tuple(member_rows),
-        notes=(f"mode={mode}; count noise sigma={sigma_count:.6g}, cap-sum noise sigma={sigma_sum:.6g}"
-               + (f", direction noise sigma={sigma_direction:.6g}" if mode == "mean-shift" else "")
-               + f"; all {max_queries} queries accounted",),
-        public_records=tuple({"mode": mode, "noisy_count": count, "sigma": sigma_sum,
-                              "noise_multiplier": plan.multiplier("sum"), "sigma_count": sigma_count,
-                              "epsilon": float(epsilon), "delta": float(delta)} for count in noisy_counts),
+        cluster_sizes=tuple(sizes),
+        sigmas=tuple(sigma_sum for _ in released),
+        events=(plan.event,),
+        stopped_early=stopped,
+        end_to_end_private=True,
+        noisy_counts=tuple(noisy_counts),
+        candidate_indices=tuple(chosen),
+        member_indices=tuple(member_rows),
+        notes=(
+            f"mode={mode}; count noise sigma={sigma_count:.6g}, cap-sum noise sigma={sigma_sum:.6g}"
+            + (f", direction noise sigma={sigma_direction:.6g}" if mode == "mean-shift" else "")
+            + f"; all {max_queries} queries accounted",
+        ),
+        public_records=tuple(
+            {
+                "mode": mode,
+                "noisy_count": count,
+                "sigma": sigma_sum,
+                "noise_multiplier": plan.multiplier("sum"),
+                "sigma_count": sigma_count,
+                "epsilon": float(epsilon),
+                "delta": float(delta),
+            }
+            for count in noisy_counts
+        ),
     )

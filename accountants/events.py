@@ -37,7 +37,6 @@ from typing import Any, Iterable, Iterator
 
 from accountants._validation import check_in_range, check_int, check_positive
 
-
 PRIVACY_UNITS = ("image", "identity", "class-center", "client")
 """The neighbour relations an event can be stated for (see the module docstring)."""
 
@@ -69,7 +68,8 @@ def common_unit(events: Iterable["DpEvent"]) -> str | None:
         raise UnitMismatchError(
             f"cannot compose events stated for different units of privacy {named}: convert them to one "
             "unit with a proof first (accountants.composition.epsilon_for_unit, e.g. group privacy from "
-            "'image' to 'identity')")
+            "'image' to 'identity')"
+        )
     return next(iter(units), None)
 
 
@@ -113,14 +113,22 @@ class PoissonSampledGaussianEvent(DpEvent):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise_multiplier", check_positive("noise_multiplier", self.noise_multiplier))
-        object.__setattr__(self, "sampling_probability",
-                           check_in_range("sampling_probability", self.sampling_probability, 0.0, 1.0,
-                                          low_open=True))
+        object.__setattr__(
+            self,
+            "sampling_probability",
+            check_in_range("sampling_probability", self.sampling_probability, 0.0, 1.0, low_open=True),
+        )
         check_unit(self.unit)
 
     def to_dict(self) -> dict[str, Any]:
-        return _with_unit({"type": self.kind, "noise_multiplier": self.noise_multiplier,
-                           "sampling_probability": self.sampling_probability}, self.unit)
+        return _with_unit(
+            {
+                "type": self.kind,
+                "noise_multiplier": self.noise_multiplier,
+                "sampling_probability": self.sampling_probability,
+            },
+            self.unit,
+        )
 
 
 @dataclass(frozen=True)
@@ -195,21 +203,25 @@ def event_from_dict(data: dict[str, Any]) -> DpEvent:
     if kind == "gaussian":
         return GaussianEvent(data["noise_multiplier"], unit=data.get("unit"))
     if kind == "poisson_sampled_gaussian":
-        return PoissonSampledGaussianEvent(data["noise_multiplier"], data["sampling_probability"],
-                                           unit=data.get("unit"))
+        return PoissonSampledGaussianEvent(
+            data["noise_multiplier"], data["sampling_probability"], unit=data.get("unit")
+        )
     if kind == "self_composed":
         return SelfComposedEvent(event_from_dict(data["event"]), data["count"])
     if kind == "composed":
         return ComposedEvent(tuple(event_from_dict(item) for item in data["events"]))
     if kind == "non_private":
         return NonPrivateEvent()
-    raise ValueError(f"event type must be one of ['gaussian', 'poisson_sampled_gaussian', 'self_composed', "
-                     f"'composed', 'non_private']; got {kind!r}")
+    raise ValueError(
+        f"event type must be one of ['gaussian', 'poisson_sampled_gaussian', 'self_composed', "
+        f"'composed', 'non_private']; got {kind!r}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Flattening for the accountants
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Atoms:
@@ -286,6 +298,8 @@ def gaussian_mu(event: DpEvent) -> float:
     if atoms.non_private:
         return math.inf
     if atoms.sampled:
-        raise ValueError("the exact Gaussian (GDP) composition supports only GaussianEvent; "
-                         f"the event contains Poisson-subsampled steps {sorted(atoms.sampled)}")
+        raise ValueError(
+            "the exact Gaussian (GDP) composition supports only GaussianEvent; "
+            f"the event contains Poisson-subsampled steps {sorted(atoms.sampled)}"
+        )
     return math.sqrt(sum(count / (multiplier * multiplier) for multiplier, count in atoms.gaussian.items()))

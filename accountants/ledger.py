@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from accountants._validation import check_choice, check_delta, check_int, check_epsilon
+from accountants._validation import check_choice, check_delta, check_epsilon, check_int
 from accountants.composition import ACCOUNTANTS, compute_epsilon
 from accountants.events import ComposedEvent, DpEvent, event_from_dict, flatten
 from accountants.mechanisms import METHODS
@@ -33,15 +33,27 @@ class LedgerEntry:
     calibration: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"party": self.party, "round": self.round, "event": self.event.to_dict(), "note": self.note,
-                "claimed_epsilon": self.claimed_epsilon, "claimed_delta": self.claimed_delta,
-                "calibration": self.calibration}
+        return {
+            "party": self.party,
+            "round": self.round,
+            "event": self.event.to_dict(),
+            "note": self.note,
+            "claimed_epsilon": self.claimed_epsilon,
+            "claimed_delta": self.claimed_delta,
+            "calibration": self.calibration,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LedgerEntry":
-        return cls(party=data["party"], round=data["round"], event=event_from_dict(data["event"]),
-                   note=data.get("note", ""), claimed_epsilon=data.get("claimed_epsilon"),
-                   claimed_delta=data.get("claimed_delta"), calibration=data.get("calibration"))
+        return cls(
+            party=data["party"],
+            round=data["round"],
+            event=event_from_dict(data["event"]),
+            note=data.get("note", ""),
+            claimed_epsilon=data.get("claimed_epsilon"),
+            claimed_delta=data.get("claimed_delta"),
+            calibration=data.get("calibration"),
+        )
 
 
 class PrivacyLedger:
@@ -59,9 +71,16 @@ class PrivacyLedger:
         if message not in self.flags:
             self.flags.append(message)
 
-    def record(self, party: str, round: int, event: DpEvent, note: str = "",
-               claimed_epsilon: float | None = None, claimed_delta: float | None = None,
-               calibration: str | None = None) -> None:
+    def record(
+        self,
+        party: str,
+        round: int,
+        event: DpEvent,
+        note: str = "",
+        claimed_epsilon: float | None = None,
+        claimed_delta: float | None = None,
+        calibration: str | None = None,
+    ) -> None:
         """Record that `party` made a release described by `event` in `round`.
 
         If the method claims a per-release guarantee (claimed_epsilon, claimed_delta), the ledger
@@ -79,8 +98,10 @@ class PrivacyLedger:
         if not isinstance(note, str):
             raise ValueError(f"note must be a string; got {note!r}")
         if (claimed_epsilon is None) != (claimed_delta is None):
-            raise ValueError("claimed_epsilon and claimed_delta must be given together; got "
-                             f"claimed_epsilon={claimed_epsilon!r}, claimed_delta={claimed_delta!r}")
+            raise ValueError(
+                "claimed_epsilon and claimed_delta must be given together; got "
+                f"claimed_epsilon={claimed_epsilon!r}, claimed_delta={claimed_delta!r}"
+            )
         if claimed_epsilon is not None:
             claimed_epsilon = check_epsilon(claimed_epsilon, "claimed_epsilon")
             claimed_delta = check_delta(claimed_delta, "claimed_delta")
@@ -89,8 +110,10 @@ class PrivacyLedger:
         entry = LedgerEntry(party, round, event, note, claimed_epsilon, claimed_delta, calibration)
         self.entries.append(entry)
         if calibration == "classic" and claimed_epsilon is not None and claimed_epsilon >= 1.0:
-            self.flag(f"{party} round {round}: the classic Gaussian calibration was used at epsilon={claimed_epsilon:.6g}; "
-                      f"its theorem (Dwork & Roth 2014, Thm A.1) covers only epsilon < 1")
+            self.flag(
+                f"{party} round {round}: the classic Gaussian calibration was used at epsilon={claimed_epsilon:.6g}; "
+                f"its theorem (Dwork & Roth 2014, Thm A.1) covers only epsilon < 1"
+            )
         if claimed_epsilon is not None:
             self._check_claim(entry)
 
@@ -100,9 +123,11 @@ class PrivacyLedger:
         result = compute_epsilon(entry.event, entry.claimed_delta, accountant)
         self._absorb(result.warnings)
         if result.epsilon > entry.claimed_epsilon * (1.0 + 1e-9) + 1e-12:
-            self.flag(f"{entry.party} round {entry.round}: claimed (epsilon={entry.claimed_epsilon:.6g}, "
-                      f"delta={entry.claimed_delta:.3g}) is not backed by the event; the {accountant} accountant "
-                      f"gives epsilon={result.epsilon:.6g}" + (f" ({entry.note})" if entry.note else ""))
+            self.flag(
+                f"{entry.party} round {entry.round}: claimed (epsilon={entry.claimed_epsilon:.6g}, "
+                f"delta={entry.claimed_delta:.3g}) is not backed by the event; the {accountant} accountant "
+                f"gives epsilon={result.epsilon:.6g}" + (f" ({entry.note})" if entry.note else "")
+            )
 
     def _absorb(self, notes: tuple[str, ...]) -> None:
         for note in notes:
@@ -124,9 +149,11 @@ class PrivacyLedger:
         """The composition of a party's events (all parties' if party is None) up to a round."""
         if party is not None:
             self._check_party(party)
-        events = tuple(entry.event for entry in self.entries
-                       if (party is None or entry.party == party)
-                       and (up_to_round is None or entry.round <= up_to_round))
+        events = tuple(
+            entry.event
+            for entry in self.entries
+            if (party is None or entry.party == party) and (up_to_round is None or entry.round <= up_to_round)
+        )
         return ComposedEvent(events)
 
     def _check_party(self, party: str) -> None:
@@ -142,8 +169,14 @@ class PrivacyLedger:
                 seen.setdefault(entry.event.unit, None)
         return list(seen)
 
-    def epsilon(self, delta: float, party: str | None = None, accountant: str = "rdp",
-                unit: str | None = None, group_size: int | None = None) -> float:
+    def epsilon(
+        self,
+        delta: float,
+        party: str | None = None,
+        accountant: str = "rdp",
+        unit: str | None = None,
+        group_size: int | None = None,
+    ) -> float:
         """epsilon of `party`'s composed releases at `delta`; party=None gives the worst party.
 
         With no records epsilon is 0. Accountant fallbacks are added to `flags`. A party's events
@@ -192,20 +225,33 @@ class PrivacyLedger:
                     result = compute_epsilon(event, delta, accountant)
                     self._absorb(result.warnings)
                     cache[releases] = result.epsilon
-                rows.append({"party": party, "round": round, "releases": releases, "epsilon": cache[releases],
-                             "accountant": accountant, "delta": delta})
+                rows.append(
+                    {
+                        "party": party,
+                        "round": round,
+                        "releases": releases,
+                        "epsilon": cache[releases],
+                        "accountant": accountant,
+                        "delta": delta,
+                    }
+                )
         return rows
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"version": LEDGER_VERSION, "entries": [entry.to_dict() for entry in self.entries],
-                "flags": list(self.flags)}
+        return {
+            "version": LEDGER_VERSION,
+            "entries": [entry.to_dict() for entry in self.entries],
+            "flags": list(self.flags),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PrivacyLedger":
         if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION:
-            raise ValueError(f"ledger version must be {LEDGER_VERSION}; got "
-                             f"{data.get('version') if isinstance(data, dict) else data!r}")
+            raise ValueError(
+                f"ledger version must be {LEDGER_VERSION}; got "
+                f"{data.get('version') if isinstance(data, dict) else data!r}"
+            )
         ledger = cls()
         ledger.entries = [LedgerEntry.from_dict(item) for item in data["entries"]]
         ledger.flags = list(data.get("flags", []))
@@ -216,4 +262,3 @@ class PrivacyLedger:
 
     def __repr__(self) -> str:
         return f"PrivacyLedger({len(self.entries)} releases, {len(self.parties())} parties, {len(self.flags)} flags)"
-

@@ -44,6 +44,7 @@ class ClassicGaussianRangeWarning(PrivacyAccountingWarning):
 # mu-GDP privacy profile (shared by the analytic Gaussian mechanism and the GDP auditor)
 # --------------------------------------------------------------------------------------------
 
+
 def log_gdp_delta(mu: float, epsilon: float) -> float:
     """log delta(epsilon) of mu-GDP (Dong, Roth & Su 2022, Cor. 2.13), computed stably.
 
@@ -73,7 +74,9 @@ def gdp_delta(mu: float, epsilon: float) -> float:
     return math.exp(log_gdp_delta(mu, epsilon))
 
 
-def _bisect_log(predicate_ok: Callable[[float], bool], lo: float, hi: float, rtol: float = 1e-12) -> tuple[float, float]:
+def _bisect_log(
+    predicate_ok: Callable[[float], bool], lo: float, hi: float, rtol: float = 1e-12
+) -> tuple[float, float]:
     """Bisection in log space keeping predicate_ok(lo) != predicate_ok(hi); returns the bracket."""
     while hi / lo - 1.0 > rtol:
         mid = math.sqrt(lo * hi)
@@ -153,6 +156,7 @@ def gdp_mu(epsilon: float, delta: float) -> float:
 # Gaussian mechanism calibration
 # --------------------------------------------------------------------------------------------
 
+
 def _classic_factor(delta: float) -> float:
     return math.sqrt(2.0 * math.log(1.25 / delta))
 
@@ -160,16 +164,19 @@ def _classic_factor(delta: float) -> float:
 def _classic_range(epsilon: float, strict: bool, what: str) -> None:
     if epsilon < 1.0:
         return
-    message = (f"the classic Gaussian calibration sigma = Delta*sqrt(2 ln(1.25/delta))/epsilon is proven only "
-               f"for epsilon in (0, 1) (Dwork & Roth 2014, Thm A.1); {what} epsilon={epsilon!r}. "
-               f"Use method='analytic' (Balle & Wang 2018) for a guarantee at this epsilon.")
+    message = (
+        f"the classic Gaussian calibration sigma = Delta*sqrt(2 ln(1.25/delta))/epsilon is proven only "
+        f"for epsilon in (0, 1) (Dwork & Roth 2014, Thm A.1); {what} epsilon={epsilon!r}. "
+        f"Use method='analytic' (Balle & Wang 2018) for a guarantee at this epsilon."
+    )
     if strict:
         raise ValueError(message)
     warnings.warn(message, ClassicGaussianRangeWarning, stacklevel=3)
 
 
-def gaussian_sigma(sensitivity: float, epsilon: float, delta: float, method: str = "analytic",
-                   strict: bool = False) -> float:
+def gaussian_sigma(
+    sensitivity: float, epsilon: float, delta: float, method: str = "analytic", strict: bool = False
+) -> float:
     """Noise standard deviation sigma that makes f(X) + N(0, sigma^2 I) (epsilon, delta)-DP.
 
     Args:
@@ -191,8 +198,9 @@ def gaussian_sigma(sensitivity: float, epsilon: float, delta: float, method: str
     return sensitivity / gdp_mu(epsilon, delta)
 
 
-def gaussian_epsilon(sigma: float, sensitivity: float, delta: float, method: str = "analytic",
-                     strict: bool = False) -> float:
+def gaussian_epsilon(
+    sigma: float, sensitivity: float, delta: float, method: str = "analytic", strict: bool = False
+) -> float:
     """The epsilon that noise `sigma` buys at `delta` for l2-sensitivity `sensitivity`.
 
     ``"analytic"``: the exact (smallest) epsilon from the Balle & Wang condition, 0 if even

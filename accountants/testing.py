@@ -47,6 +47,7 @@ def pytest_configure(config: Any) -> None:
 # strategies
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CapSet:
     """Unit vectors `members` [n, d] within angle `rho` of the unit vector `center` [d]."""
@@ -98,8 +99,11 @@ def unit_vectors(dim: "int | SearchStrategy[int]" = 3) -> "SearchStrategy[np.nda
         size = draw(_as_strategy(dim))
         if not isinstance(size, int) or size < 2:
             raise ValueError(f"dim must be an integer >= 2; got {size!r}")
-        coords = draw(st.lists(st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False),
-                               min_size=size, max_size=size).filter(lambda xs: math.fsum(x * x for x in xs) > 1e-6))
+        coords = draw(
+            st.lists(st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False), min_size=size, max_size=size).filter(
+                lambda xs: math.fsum(x * x for x in xs) > 1e-6
+            )
+        )
         vector = np.asarray(coords, dtype=np.float64)
         return vector / np.linalg.norm(vector)
 
@@ -130,8 +134,12 @@ def _random_unit(dim: int, rng: np.random.Generator) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def cap_sets(dim: "int | SearchStrategy[int] | None" = None, rho: "float | SearchStrategy[float] | None" = None,
-             min_size: int = 1, max_size: int = 32) -> "SearchStrategy[CapSet]":
+def cap_sets(
+    dim: "int | SearchStrategy[int] | None" = None,
+    rho: "float | SearchStrategy[float] | None" = None,
+    min_size: int = 1,
+    max_size: int = 32,
+) -> "SearchStrategy[CapSet]":
     """Strategy for sets of class centers inside a spherical cap of angle rho.
 
     Defaults: dim in 2..16, rho in [1e-3, pi], set sizes in [min_size, max_size]. Up to two
@@ -158,9 +166,12 @@ def cap_sets(dim: "int | SearchStrategy[int] | None" = None, rho: "float | Searc
     return draw_set()
 
 
-def neighbouring_cap_sets(dim: "int | SearchStrategy[int] | None" = None,
-                          rho: "float | SearchStrategy[float] | None" = None,
-                          min_size: int = 1, max_size: int = 32) -> "SearchStrategy[NeighbouringCapSets]":
+def neighbouring_cap_sets(
+    dim: "int | SearchStrategy[int] | None" = None,
+    rho: "float | SearchStrategy[float] | None" = None,
+    min_size: int = 1,
+    max_size: int = 32,
+) -> "SearchStrategy[NeighbouringCapSets]":
     """Strategy for neighbouring pairs (same size, one member replaced) inside one cap of angle rho.
 
     Hypothesis draws the dimension, rho, the size, which row differs, the two differing members'
@@ -189,8 +200,7 @@ def neighbouring_cap_sets(dim: "int | SearchStrategy[int] | None" = None,
         second = _point_in_cap(center, direction_1, angle_max * draw(angle_fraction))
         members_0, members_1 = members.copy(), members.copy()
         members_0[index], members_1[index] = first, second
-        return NeighbouringCapSets(center=center, members_0=members_0, members_1=members_1, index=index,
-                                   rho=angle_max)
+        return NeighbouringCapSets(center=center, members_0=members_0, members_1=members_1, index=index, rho=angle_max)
 
     return draw_pair()
 
@@ -199,9 +209,15 @@ def neighbouring_cap_sets(dim: "int | SearchStrategy[int] | None" = None,
 # assertions
 # --------------------------------------------------------------------------------------------
 
-def assert_sensitivity_bound(f: Callable[[Any], Any], pairs: Iterable[tuple[Any, Any]],
-                             bound: "float | Callable[[Any, Any], float]", *, rtol: float = 1e-9,
-                             atol: float = 1e-12) -> float:
+
+def assert_sensitivity_bound(
+    f: Callable[[Any], Any],
+    pairs: Iterable[tuple[Any, Any]],
+    bound: "float | Callable[[Any, Any], float]",
+    *,
+    rtol: float = 1e-9,
+    atol: float = 1e-12,
+) -> float:
     """Assert ||f(a) - f(b)||_2 <= bound (times 1 + rtol, plus atol) for every neighbouring pair.
 
     `bound` is a number or a function of the pair. Returns the largest ratio distance/bound seen
@@ -212,11 +228,15 @@ def assert_sensitivity_bound(f: Callable[[Any], Any], pairs: Iterable[tuple[Any,
     checked = 0
     for position, (first, second) in enumerate(pairs):
         limit = float(bound(first, second)) if callable(bound) else float(bound)
-        distance = float(np.linalg.norm(np.asarray(f(first), dtype=np.float64).ravel()
-                                        - np.asarray(f(second), dtype=np.float64).ravel()))
+        distance = float(
+            np.linalg.norm(
+                np.asarray(f(first), dtype=np.float64).ravel() - np.asarray(f(second), dtype=np.float64).ravel()
+            )
+        )
         if distance > limit * (1.0 + rtol) + atol:
-            raise AssertionError(f"sensitivity bound violated on pair {position}: ||f(a) - f(b)|| = {distance!r} "
-                                 f"> bound {limit!r}")
+            raise AssertionError(
+                f"sensitivity bound violated on pair {position}: ||f(a) - f(b)|| = {distance!r} > bound {limit!r}"
+            )
         if limit > 0:
             worst = max(worst, distance / limit)
         checked += 1
@@ -225,9 +245,19 @@ def assert_sensitivity_bound(f: Callable[[Any], Any], pairs: Iterable[tuple[Any,
     return worst
 
 
-def assert_audit_within(mechanism: Callable[[Any, np.random.Generator], Any], epsilon: float, delta: float,
-                        dataset_0: Any, dataset_1: Any, statistic: Callable[[Any], float], *, trials: int = 2000,
-                        confidence: float = 0.95, seed: int = 0, threshold: "str | float" = "split") -> "AuditResult":
+def assert_audit_within(
+    mechanism: Callable[[Any, np.random.Generator], Any],
+    epsilon: float,
+    delta: float,
+    dataset_0: Any,
+    dataset_1: Any,
+    statistic: Callable[[Any], float],
+    *,
+    trials: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    threshold: "str | float" = "split",
+) -> "AuditResult":
     """Run a distinguishing game and assert that its epsilon lower bound stays within `epsilon`.
 
     A violation means, with probability >= `confidence`, that the mechanism is not
@@ -238,10 +268,13 @@ def assert_audit_within(mechanism: Callable[[Any, np.random.Generator], Any], ep
     from accountants.audit import run_distinguishing_game
 
     epsilon = check_epsilon(epsilon)
-    result = run_distinguishing_game(mechanism, dataset_0, dataset_1, statistic, trials, delta, confidence,
-                                     threshold=threshold, seed=seed)
+    result = run_distinguishing_game(
+        mechanism, dataset_0, dataset_1, statistic, trials, delta, confidence, threshold=threshold, seed=seed
+    )
     if result.epsilon_lb > epsilon:
-        raise AssertionError(f"audit refutes the claim epsilon={epsilon!r} at delta={delta!r}: the empirical lower "
-                             f"bound is {result.epsilon_lb:.4f} (confidence {confidence}, {result.evaluation_trials} "
-                             f"evaluation runs per dataset, FP={result.false_positives}, FN={result.false_negatives})")
+        raise AssertionError(
+            f"audit refutes the claim epsilon={epsilon!r} at delta={delta!r}: the empirical lower "
+            f"bound is {result.epsilon_lb:.4f} (confidence {confidence}, {result.evaluation_trials} "
+            f"evaluation runs per dataset, FP={result.false_positives}, FN={result.false_negatives})"
+        )
     return result

@@ -51,8 +51,10 @@ class UnitEpsilon:
     def proof(self) -> str:
         if self.group_size == 1 or self.from_unit == self.unit:
             return "the event's own guarantee"
-        return (f"group privacy (Vadhan 2017, Lemma 2.2) over k = {self.group_size} {self.from_unit}s per "
-                f"{self.unit}: ({self.group_size}·ε', {self.group_size}·e^(({self.group_size}-1)ε')·δ')")
+        return (
+            f"group privacy (Vadhan 2017, Lemma 2.2) over k = {self.group_size} {self.from_unit}s per "
+            f"{self.unit}: ({self.group_size}·ε', {self.group_size}·e^(({self.group_size}-1)ε')·δ')"
+        )
 
 
 def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
@@ -64,8 +66,9 @@ def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
     return k * epsilon, (k * math.exp(exponent) * delta if exponent < 700 else math.inf)
 
 
-def epsilon_for_unit(event: DpEvent, delta: float, unit: str, accountant: str = "rdp",
-                     group_size: int | None = None) -> UnitEpsilon:
+def epsilon_for_unit(
+    event: DpEvent, delta: float, unit: str, accountant: str = "rdp", group_size: int | None = None
+) -> UnitEpsilon:
     """ε at total ``delta`` of ``event`` for the neighbour relation ``unit``.
 
     Same unit: the accountant's answer. ``image`` -> ``identity``: group privacy over
@@ -77,8 +80,16 @@ def epsilon_for_unit(event: DpEvent, delta: float, unit: str, accountant: str = 
     if unit is None:
         raise ValueError("unit must be one of the privacy units, not None")
     if flatten(event).non_private:
-        return UnitEpsilon(math.inf, delta, unit, event.unit, accountant, 1, delta,
-                           ("the event contains a NonPrivateEvent: no DP guarantee",))
+        return UnitEpsilon(
+            math.inf,
+            delta,
+            unit,
+            event.unit,
+            accountant,
+            1,
+            delta,
+            ("the event contains a NonPrivateEvent: no DP guarantee",),
+        )
     source = event.unit
     if source is None:
         raise UnitConversionError(f"the event states no unit of privacy; cannot give ε per {unit}")
@@ -88,10 +99,13 @@ def epsilon_for_unit(event: DpEvent, delta: float, unit: str, accountant: str = 
     if (source, unit) != ("image", "identity"):
         raise UnitConversionError(
             f"no proof converts a guarantee per {source} into one per {unit}; the only conversion offered is "
-            "image -> identity by group privacy")
+            "image -> identity by group privacy"
+        )
     if group_size is None:
-        raise ValueError("group_size (the largest number of images one identity has on a client) is needed "
-                         "to convert 'image' to 'identity'")
+        raise ValueError(
+            "group_size (the largest number of images one identity has on a client) is needed "
+            "to convert 'image' to 'identity'"
+        )
     k = check_int("group_size", group_size, 1)
     if k == 1:
         result = compute_epsilon(event, delta, accountant)
@@ -99,8 +113,7 @@ def epsilon_for_unit(event: DpEvent, delta: float, unit: str, accountant: str = 
     return _search_group_delta(event, delta, unit, source, accountant, k)
 
 
-def _search_group_delta(event: DpEvent, delta: float, unit: str, source: str, accountant: str,
-                        k: int) -> UnitEpsilon:
+def _search_group_delta(event: DpEvent, delta: float, unit: str, source: str, accountant: str, k: int) -> UnitEpsilon:
     """The largest per-image δ' on a geometric grid (then bisection) with k·e^((k-1)ε(δ'))·δ' <= δ;
     ε(δ') falls as δ' grows, so the largest feasible δ' gives the smallest kε(δ')."""
     notes: list[str] = []
@@ -123,9 +136,20 @@ def _search_group_delta(event: DpEvent, delta: float, unit: str, source: str, ac
             break
         previous_infeasible = inner
     if feasible_at is None:
-        return UnitEpsilon(math.inf, delta, unit, source, accountant, k, 0.0,
-                           tuple(notes) + (f"group privacy over k = {k}: no per-image δ' down to "
-                                           f"{delta / k * 1e-15:.3g} satisfies k·e^((k-1)ε)·δ' <= δ",))
+        return UnitEpsilon(
+            math.inf,
+            delta,
+            unit,
+            source,
+            accountant,
+            k,
+            0.0,
+            tuple(notes)
+            + (
+                f"group privacy over k = {k}: no per-image δ' down to "
+                f"{delta / k * 1e-15:.3g} satisfies k·e^((k-1)ε)·δ' <= δ",
+            ),
+        )
     if previous_infeasible is not None:
         lo, hi = math.log(feasible_at), math.log(previous_infeasible)
         for _ in range(12):

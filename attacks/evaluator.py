@@ -114,8 +114,13 @@ def train_evaluator(
         f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
         f"trained centrally on public identities [{span[0]}, {span[1]}), disjoint from the attacked identities"
     )
-    return Evaluator(result.backbone.eval(), span, desc, dict(result.metrics),
-                     tuple(getattr(config, "eval_identities", None) or ()) or None)
+    return Evaluator(
+        result.backbone.eval(),
+        span,
+        desc,
+        dict(result.metrics),
+        tuple(getattr(config, "eval_identities", None) or ()) or None,
+    )
 
 
 @dataclass
@@ -219,8 +224,9 @@ class IdentityReference:
         rows = self._rows(ids, "mean_face")
         face = self.image_sums[rows].sum(0) / self.image_counts[rows].sum()
         if resolution is not None and resolution != face.shape[-1]:
-            face = F.interpolate(face[None], size=(resolution, resolution), mode="bilinear", align_corners=False,
-                                 antialias=True)[0]
+            face = F.interpolate(
+                face[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+            )[0]
         return face
 
     def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -286,8 +292,9 @@ class IdentityReference:
             **self._threshold_scores(emb, id_sim, observation_ids),
         )
 
-    def _threshold_scores(self, emb: torch.Tensor, id_sim: np.ndarray,
-                          observation_ids: Sequence[frozenset[int]]) -> dict[str, Any]:
+    def _threshold_scores(
+        self, emb: torch.Tensor, id_sim: np.ndarray, observation_ids: Sequence[frozenset[int]]
+    ) -> dict[str, Any]:
         """Impostor similarities against *all* other attacked identities, by population group
         (same group as one of the covered identities vs other groups), and with a calibration, the
         success at each FAR (similarity to the true identity >= threshold) and each
@@ -307,8 +314,11 @@ class IdentityReference:
             for arr, m in ((mean_all, other), (mean_same, same), (mean_other, diff)):
                 if m.any():
                     arr[i] = float(sims[i, m].mean())
-        out: dict[str, Any] = {"impostor_all_similarity": mean_all, "impostor_same_group_similarity": mean_same,
-                               "impostor_other_group_similarity": mean_other}
+        out: dict[str, Any] = {
+            "impostor_all_similarity": mean_all,
+            "impostor_same_group_similarity": mean_same,
+            "impostor_other_group_similarity": mean_other,
+        }
         if self.calibration is None:
             return out
         out.update(success_at_far={}, impostor_match_same_group={}, impostor_match_other_group={}, far_supported={})
@@ -316,8 +326,12 @@ class IdentityReference:
             out["success_at_far"][t.target_far] = id_sim >= t.threshold
             out["far_supported"][t.target_far] = t.supported
             for key, j in (("impostor_match_same_group", 0), ("impostor_match_other_group", 1)):
-                out[key][t.target_far] = np.array([float((sims[i, m[j]] >= t.threshold).mean()) if m[j].any() else np.nan
-                                                   for i, m in enumerate(masks)])
+                out[key][t.target_far] = np.array(
+                    [
+                        float((sims[i, m[j]] >= t.threshold).mean()) if m[j].any() else np.nan
+                        for i, m in enumerate(masks)
+                    ]
+                )
         return out
 
     def impostors(self, ids: frozenset[int] | set[int]) -> frozenset[int]:
@@ -366,8 +380,11 @@ def build_reference(
     sums.index_add_(0, inverse, imgs)
     counts = torch.bincount(inverse, minlength=len(ids)).float()
     gallery_faces = gallery_faces if gallery_faces is not None else reference_faces
-    gallery = Gallery(emb(gallery_faces), gallery_faces.labels.clone(),
-                      None if gallery_faces.groups is None else gallery_faces.groups.clone())
+    gallery = Gallery(
+        emb(gallery_faces),
+        gallery_faces.labels.clone(),
+        None if gallery_faces.groups is None else gallery_faces.groups.clone(),
+    )
     groups = None
     if reference_faces.groups is not None:
         groups = torch.zeros(len(ids), dtype=torch.int64)
@@ -408,9 +425,13 @@ class EvaluatorCalibration:
         raise ValueError(f"far {far} was not calibrated (calibrated: {[t.target_far for t in self.thresholds]})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"identities": self.identities, "num_identities": self.num_identities,
-                "images_per_identity": self.images_per_identity, "pairs": self.pairs,
-                "thresholds": [t.to_dict() for t in self.thresholds]}
+        return {
+            "identities": self.identities,
+            "num_identities": self.num_identities,
+            "images_per_identity": self.images_per_identity,
+            "pairs": self.pairs,
+            "thresholds": [t.to_dict() for t in self.thresholds],
+        }
 
 
 def calibrate_evaluator(
@@ -451,8 +472,10 @@ def calibrate_evaluator(
         strata = np.where((g[:, None] == g[None, :])[off], "same_group", "other_group")
     thresholds = [threshold_at_far(np.diag(sims), sims[off], far, strata) for far in fars]
     return EvaluatorCalibration(
-        identities=identities, num_identities=len(uniq), images_per_identity=per,
+        identities=identities,
+        num_identities=len(uniq),
+        images_per_identity=per,
         pairs=f"probe image vs template of the identity's other {per - 1} image(s); "
-              f"{len(uniq)} genuine, {int(off.sum())} impostor pairs (all other identities)",
+        f"{len(uniq)} genuine, {int(off.sum())} impostor pairs (all other identities)",
         thresholds=thresholds,
     )

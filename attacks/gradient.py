@@ -86,8 +86,15 @@ class ClientModel(nn.Module):
     positive-only loss of one-identity clients (FedFace / FedAwS).
     """
 
-    def __init__(self, backbone: nn.Module, centers: torch.Tensor, loss: str = "cosface", s: float | None = None,
-                 m: float | None = None, extra_negatives: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        centers: torch.Tensor,
+        loss: str = "cosface",
+        s: float | None = None,
+        m: float | None = None,
+        extra_negatives: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         if loss not in HEAD_LOSSES:
             raise ValueError(f"loss must be one of {list(HEAD_LOSSES)}, got {loss!r}")
@@ -225,9 +232,16 @@ def simulate_local_update(
         if generator is None:
             raise ValueError("DP-SGD needs a torch.Generator for its noise (generator=None given)")
         check_dp_compatible(client)
-        stepper = DpSgdStep(client, lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
-                            noise_multiplier=float(dp_noise_multiplier), max_grad_norm=float(dp_max_grad_norm),
-                            expected_batch_size=min(sgd.batch_size, images.shape[0]), generator=generator)
+        stepper = DpSgdStep(
+            client,
+            lr=sgd.lr,
+            momentum=sgd.momentum,
+            weight_decay=sgd.weight_decay,
+            noise_multiplier=float(dp_noise_multiplier),
+            max_grad_norm=float(dp_max_grad_norm),
+            expected_batch_size=min(sgd.batch_size, images.shape[0]),
+            generator=generator,
+        )
         for idx in sgd.batches(images.shape[0]):
             stepper.step(images[idx], labels[idx])
     return {n: (p.detach() - before[n]) for n, p in _trainable(client).items()}
@@ -398,7 +412,9 @@ def _check_observed(model: nn.Module, start: Mapping[str, torch.Tensor], observe
         if n not in params:
             raise ValueError(f"observed update names parameter {n!r}, which the model does not have")
         if tuple(t.shape) != tuple(start[n].shape):
-            raise ValueError(f"observed update of {n!r} has shape {tuple(t.shape)}, the parameter {tuple(start[n].shape)}")
+            raise ValueError(
+                f"observed update of {n!r} has shape {tuple(t.shape)}, the parameter {tuple(start[n].shape)}"
+            )
 
 
 def _start_leaves(start: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -436,8 +452,12 @@ def inverting_gradients(
         opt = torch.optim.Adam([x], lr=config.lr)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
         history = []
-        bar = tqdm(range(config.iterations), desc=f"inverting gradients (restart {r + 1})",
-                   disable=not config.progress, leave=False)
+        bar = tqdm(
+            range(config.iterations),
+            desc=f"inverting gradients (restart {r + 1})",
+            disable=not config.progress,
+            leave=False,
+        )
         for _ in bar:
             theta0 = _start_leaves(start, device)
             delta = unrolled_update(model, theta0, x, labels, sgd, create_graph=True)
@@ -456,8 +476,14 @@ def inverting_gradients(
         if best is None or final < best[0]:
             best = (final, x.detach().clone(), history)
     assert best is not None
-    return ReconstructionOutput(best[1].cpu(), labels.cpu(), best[2], restart_losses,
-                                time.perf_counter() - t0, config.iterations * config.restarts)
+    return ReconstructionOutput(
+        best[1].cpu(),
+        labels.cpu(),
+        best[2],
+        restart_losses,
+        time.perf_counter() - t0,
+        config.iterations * config.restarts,
+    )
 
 
 def _evaluate_loss(model, start, target, x, labels, sgd, tv_weight, device) -> float:
@@ -495,8 +521,9 @@ def dlg(
         if labels.shape[0] != image_shape[0]:
             raise ValueError(f"labels has {labels.shape[0]} entries for {image_shape[0]} images")
         labels = labels.to(device)
-    opt = torch.optim.LBFGS(variables, lr=config.lr, max_iter=config.inner_iterations, history_size=100,
-                            line_search_fn=config.line_search)
+    opt = torch.optim.LBFGS(
+        variables, lr=config.lr, max_iter=config.inner_iterations, history_size=100, line_search_fn=config.line_search
+    )
     history: list[float] = []
     t0 = time.perf_counter()
     best_loss, best_x = float("inf"), x.detach().clone()
@@ -525,8 +552,9 @@ def dlg(
         if loss < best_loss:
             best_loss, best_x = loss, x.detach().clone()
     out_labels = labels.cpu() if z is None else z.detach().argmax(1).cpu()
-    return ReconstructionOutput(best_x.clamp(-1, 1).cpu(), out_labels, history, [best_loss],
-                                time.perf_counter() - t0, evaluations)
+    return ReconstructionOutput(
+        best_x.clamp(-1, 1).cpu(), out_labels, history, [best_loss], time.perf_counter() - t0, evaluations
+    )
 
 
 @dataclass(frozen=True)
@@ -592,7 +620,9 @@ class GradientProbeConfig:
             raise ValueError(f"attack must be 'inverting_gradients' or 'dlg', got {self.attack!r}")
         allowed = ("idlg", "known", "dlg") if self.attack == "dlg" else ("idlg", "known")
         if self.label_source not in allowed:
-            raise ValueError(f"label_source must be one of {allowed} for attack {self.attack!r}, got {self.label_source!r}")
+            raise ValueError(
+                f"label_source must be one of {allowed} for attack {self.attack!r}, got {self.label_source!r}"
+            )
         if self.label_source == "idlg" and not self.head_observed:
             raise ValueError(
                 "label_source='idlg' needs the head's update (head_observed=True); a backbone-only update "
@@ -602,7 +632,11 @@ class GradientProbeConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if isinstance(self.extra_negatives, bool) or not isinstance(self.extra_negatives, int) or self.extra_negatives < 0:
+        if (
+            isinstance(self.extra_negatives, bool)
+            or not isinstance(self.extra_negatives, int)
+            or self.extra_negatives < 0
+        ):
             raise ValueError(f"extra_negatives must be an integer >= 0, got {self.extra_negatives!r}")
         if self.dp_noise_multiplier is not None and not (
             self.dp_noise_multiplier > 0 and math.isfinite(self.dp_noise_multiplier)
@@ -643,20 +677,37 @@ class GradientProbeResult:
 
     def summary(self) -> dict[str, Any]:
         finite = self.psnr[np.isfinite(self.psnr)]
-        out = {k: self.config[k] for k in ("attack", "batch_size", "local_steps", "resolution", "model_state",
-                                            "dp_noise_multiplier", "dp_max_grad_norm", "num_images")}
-        out.update({
-            "psnr": float(finite.mean()) if len(finite) else float("inf"),
-            "ssim": float(self.ssim.mean()),
-            "label_accuracy": self.label_accuracy,
-            "identity_similarity": None if self.identity_similarity is None else float(self.identity_similarity.mean()),
-            "impostor_identity_similarity": None if self.impostor_identity_similarity is None
-            else float(np.nanmean(self.impostor_identity_similarity)) if np.isfinite(self.impostor_identity_similarity).any()
-            else None,
-            "rank1": None if self.rank1 is None else float(self.rank1.mean()),
-            "identity_recovered": self.identity_recovered,
-            "iterations_per_second": self.iterations / self.seconds if self.seconds > 0 else float("nan"),
-        })
+        out = {
+            k: self.config[k]
+            for k in (
+                "attack",
+                "batch_size",
+                "local_steps",
+                "resolution",
+                "model_state",
+                "dp_noise_multiplier",
+                "dp_max_grad_norm",
+                "num_images",
+            )
+        }
+        out.update(
+            {
+                "psnr": float(finite.mean()) if len(finite) else float("inf"),
+                "ssim": float(self.ssim.mean()),
+                "label_accuracy": self.label_accuracy,
+                "identity_similarity": None
+                if self.identity_similarity is None
+                else float(self.identity_similarity.mean()),
+                "impostor_identity_similarity": None
+                if self.impostor_identity_similarity is None
+                else float(np.nanmean(self.impostor_identity_similarity))
+                if np.isfinite(self.impostor_identity_similarity).any()
+                else None,
+                "rank1": None if self.rank1 is None else float(self.rank1.mean()),
+                "identity_recovered": self.identity_recovered,
+                "iterations_per_second": self.iterations / self.seconds if self.seconds > 0 else float("nan"),
+            }
+        )
         return out
 
 
@@ -666,8 +717,9 @@ def _client_images(faces: Any, config: GradientProbeConfig) -> tuple[torch.Tenso
     sub = faces.subset(torch.arange(config.num_images))
     x = sub.as_float()
     if x.shape[-1] != config.resolution:
-        x = F.interpolate(x, size=(config.resolution, config.resolution), mode="bilinear", align_corners=False,
-                          antialias=True).clamp(-1, 1)
+        x = F.interpolate(
+            x, size=(config.resolution, config.resolution), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(-1, 1)
     identities = sorted(set(faces.labels.tolist()))
     local = torch.tensor([identities.index(i) for i in sub.labels.tolist()], dtype=torch.int64)
     return x, local, identities
@@ -741,15 +793,34 @@ def run_gradient_probe(
     if config.attack == "inverting_gradients":
         assert labels is not None
         out = inverting_gradients(
-            model, start, observed, labels, shape, sgd,
-            InvertingGradientsConfig(config.iterations, config.restarts, config.attack_lr, config.tv_weight,
-                                     seed=config.seed, progress=config.progress),
+            model,
+            start,
+            observed,
+            labels,
+            shape,
+            sgd,
+            InvertingGradientsConfig(
+                config.iterations,
+                config.restarts,
+                config.attack_lr,
+                config.tv_weight,
+                seed=config.seed,
+                progress=config.progress,
+            ),
             device=device,
         )
     else:
-        out = dlg(model, start, observed, shape, n_classes, sgd, DlgConfig(config.iterations, seed=config.seed,
-                                                                           progress=config.progress),
-                  labels=labels, device=device)
+        out = dlg(
+            model,
+            start,
+            observed,
+            shape,
+            n_classes,
+            sgd,
+            DlgConfig(config.iterations, seed=config.seed, progress=config.progress),
+            labels=labels,
+            device=device,
+        )
     # Label accuracy as a multiset match (the batch order of a reconstruction is arbitrary).
     true_counts = torch.bincount(y.cpu(), minlength=n_classes)
     got_counts = torch.bincount(out.labels.cpu().clamp(0, n_classes - 1), minlength=n_classes)
@@ -768,9 +839,11 @@ def run_gradient_probe(
         id_sim, rank1, evaluator = sc.identity_similarity, sc.rank1, sc.evaluator
         imp_sim = sc.impostor_identity_similarity
         recovered = bool(rank1.any())
-    threat = ("attacker knows the start model, local SGD settings, image count, step count and batch order; "
-              f"labels {'given' if config.label_source == 'known' else 'recovered by ' + config.label_source}; "
-              f"head update {'observed' if config.head_observed else 'not observed'}")
+    threat = (
+        "attacker knows the start model, local SGD settings, image count, step count and batch order; "
+        f"labels {'given' if config.label_source == 'known' else 'recovered by ' + config.label_source}; "
+        f"head update {'observed' if config.head_observed else 'not observed'}"
+    )
     return GradientProbeResult(
         config=config.to_dict(),
         true_identities=[identities[int(c)] for c in y.cpu().tolist()],

@@ -121,14 +121,18 @@ class EmbeddingDecoder(nn.Module):
         self.embedding_dim, self.resolution = int(embedding_dim), int(resolution)
         self.side, n = decoder_layout(resolution)
         self.c0 = int(base_channels)
-        self.fc = nn.Sequential(nn.Linear(embedding_dim, self.c0 * self.side * self.side),
-                                nn.BatchNorm1d(self.c0 * self.side * self.side))
+        self.fc = nn.Sequential(
+            nn.Linear(embedding_dim, self.c0 * self.side * self.side), nn.BatchNorm1d(self.c0 * self.side * self.side)
+        )
         layers: list[nn.Module] = []
         c = self.c0
         for _ in range(n - 1):
             c_out = max(8, c // 2)
-            layers += [nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(c, c_out, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
             c = c_out
         layers += [nn.ConvTranspose2d(c, 3, 4, stride=2, padding=1), nn.Sigmoid()]
         self.up = nn.Sequential(*layers)
@@ -155,8 +159,14 @@ def _lr_at(config: DecoderConfig, epoch: int) -> float:
     return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
 
 
-def save_decoder(path: str | Path, decoder: EmbeddingDecoder, config: DecoderConfig, epoch: int,
-                 optimizer: torch.optim.Optimizer | None = None, losses: Sequence[float] = ()) -> Path:
+def save_decoder(
+    path: str | Path,
+    decoder: EmbeddingDecoder,
+    config: DecoderConfig,
+    epoch: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    losses: Sequence[float] = (),
+) -> Path:
     """Write weights (and Adam state, for resuming) to a safetensors file with the config as metadata."""
     from safetensors.torch import save_file
 
@@ -171,21 +181,31 @@ def save_decoder(path: str | Path, decoder: EmbeddingDecoder, config: DecoderCon
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={
-        _FORMAT_KEY: DECODER_FORMAT, _CONFIG_KEY: json.dumps(config.to_dict()), _EPOCH_KEY: str(epoch),
-        _LOSSES_KEY: json.dumps([float(v) for v in losses]),
-    })
+    save_file(
+        tensors,
+        str(tmp),
+        metadata={
+            _FORMAT_KEY: DECODER_FORMAT,
+            _CONFIG_KEY: json.dumps(config.to_dict()),
+            _EPOCH_KEY: str(epoch),
+            _LOSSES_KEY: json.dumps([float(v) for v in losses]),
+        },
+    )
     tmp.replace(path)
     return path
 
 
-def load_decoder(path: str | Path, device: str | torch.device = "cpu") -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float]]:
+def load_decoder(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float]]:
     """``(decoder in eval mode, config, epochs done, per-epoch losses)`` from a checkpoint."""
     decoder, config, epoch, losses, _ = _load(path, device)
     return decoder.eval(), config, epoch, losses
 
 
-def _load(path: str | Path, device: str | torch.device) -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float], dict[str, torch.Tensor]]:
+def _load(
+    path: str | Path, device: str | torch.device
+) -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float], dict[str, torch.Tensor]]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -198,13 +218,14 @@ def _load(path: str | Path, device: str | torch.device) -> tuple[EmbeddingDecode
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = DecoderConfig(**json.loads(meta[_CONFIG_KEY]))
     decoder = _build(config)
-    decoder.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
-    adam = {k[len("adam/"):]: v for k, v in tensors.items() if k.startswith("adam/")}
+    decoder.load_state_dict({k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
+    adam = {k[len("adam/") :]: v for k, v in tensors.items() if k.startswith("adam/")}
     return decoder.to(device), config, int(meta[_EPOCH_KEY]), json.loads(meta[_LOSSES_KEY]), adam
 
 
-def _restore_adam(optimizer: torch.optim.Optimizer, decoder: nn.Module, adam: dict[str, torch.Tensor],
-                  device: torch.device) -> None:
+def _restore_adam(
+    optimizer: torch.optim.Optimizer, decoder: nn.Module, adam: dict[str, torch.Tensor], device: torch.device
+) -> None:
     for name, p in decoder.named_parameters():
         state = {key.split("/")[-1]: v.to(device) for key, v in adam.items() if key.rsplit("/", 1)[0] == name}
         if state:
@@ -250,7 +271,9 @@ def train_decoder(
     if len(public_faces) == 0:
         raise ValueError("public_faces is empty: the decoder needs (embedding, image) pairs")
     if public_faces.resolution != config.resolution:
-        raise ValueError(f"public_faces have resolution {public_faces.resolution}, config.resolution is {config.resolution}")
+        raise ValueError(
+            f"public_faces have resolution {public_faces.resolution}, config.resolution is {config.resolution}"
+        )
     if embeddings is None:
         if encoder is None:
             raise ValueError("give an encoder or precomputed embeddings")
@@ -307,8 +330,9 @@ def train_decoder(
     return DecoderTrainResult(decoder, config, losses, None if checkpoint is None else Path(checkpoint), resumed)
 
 
-def invert(decoder: EmbeddingDecoder, vectors: torch.Tensor, batch_size: int = 256,
-           device: str | torch.device = "cpu") -> torch.Tensor:
+def invert(
+    decoder: EmbeddingDecoder, vectors: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Decode center-like vectors ``[N, d]`` (L2-normalised first, as the decoder was trained on
     unit embeddings) into images ``[N, 3, R, R]`` in ``[0, 1]`` (CPU float32)."""
     if vectors.dim() != 2 or vectors.shape[1] != decoder.embedding_dim:
@@ -356,8 +380,13 @@ class InversionResult:
         """Means of every score, and per success metric (``rank1``, ``success@far=<f>``) the keys of
         `attacks.metrics.ceiling_summary`; ``success@far=<f>_supported`` says whether the
         evaluator's impostor pairs support that FAR."""
-        out = {"observer": self.observer, "kind": self.kind, "num_observations": self.num_observations,
-               **{f"mean_{k}": v for k, v in self.means.items()}, "evaluator": self.evaluator}
+        out = {
+            "observer": self.observer,
+            "kind": self.kind,
+            "num_observations": self.num_observations,
+            **{f"mean_{k}": v for k, v in self.means.items()},
+            "evaluator": self.evaluator,
+        }
         for far, ok in self.far_supported.items():
             out[f"success@far={far:g}_supported"] = ok
         for metric, (vs_oracle, vs_real) in self.ceilings.items():
@@ -403,14 +432,18 @@ def invert_and_score(
         raise ValueError(f"{where}: observation_ids has {len(observation_ids)} entries for {vectors.shape[0]} vectors")
     for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
         if q is not None and tuple(q.shape) != tuple(vectors.shape):
-            raise ValueError(f"{where}: {name} must have the shape of vectors {tuple(vectors.shape)}, got {tuple(q.shape)}")
+            raise ValueError(
+                f"{where}: {name} must have the shape of vectors {tuple(vectors.shape)}, got {tuple(q.shape)}"
+            )
     if units is not None and len(units) != vectors.shape[0]:
         raise ValueError(f"{where}: units has {len(units)} entries for {vectors.shape[0]} vectors")
     known = set(reference.identity_ids.tolist())
     keep = [i for i, ids in enumerate(observation_ids) if ids & known]
     notes = []
     if len(keep) < len(observation_ids):
-        notes.append(f"{len(observation_ids) - len(keep)} observations stand for no identity with reference images; skipped")
+        notes.append(
+            f"{len(observation_ids) - len(keep)} observations stand for no identity with reference images; skipped"
+        )
     if not keep:
         raise ValueError(f"{where}: no observed vector stands for an identity with reference images")
     ids = [frozenset(observation_ids[i] & known) for i in keep]
@@ -421,28 +454,57 @@ def invert_and_score(
     if grid_path is not None:
         path = str(save_image_grid(faces[:max_grid], rec[:max_grid], grid_path))
     raw = _successes(scores)
-    null = _score_queries(decoder, random_unit_vectors(len(keep), vectors.shape[1], seed + 7_777), ids, reference,
-                          device)
-    oracles = [None if q is None else _score_queries(decoder, q[keep], ids, reference, device)
-               for q in (oracle, oracle_real)]
+    null = _score_queries(
+        decoder, random_unit_vectors(len(keep), vectors.shape[1], seed + 7_777), ids, reference, device
+    )
+    oracles = [
+        None if q is None else _score_queries(decoder, q[keep], ids, reference, device) for q in (oracle, oracle_real)
+    ]
     unit_list = [i if units is None else units[i] for i in keep]
     ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = {}
     for metric, values in raw.items():
-        pair = tuple(None if o is None else normalised_success(
-            values, o[metric], null[metric], unit_list, metric=metric, unit_name=unit_name, confidence=confidence,
-            n_bootstrap=n_bootstrap, seed=seed) for o in oracles)
+        pair = tuple(
+            None
+            if o is None
+            else normalised_success(
+                values,
+                o[metric],
+                null[metric],
+                unit_list,
+                metric=metric,
+                unit_name=unit_name,
+                confidence=confidence,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+            for o in oracles
+        )
         ceilings[metric] = pair  # type: ignore[assignment]
-        notes += [f"vs the {which} oracle: {n}" for which, c in zip(("true-center", "real-image"), pair)
-                  if c is not None for n in c.notes]
+        notes += [
+            f"vs the {which} oracle: {n}"
+            for which, c in zip(("true-center", "real-image"), pair)
+            if c is not None
+            for n in c.notes
+        ]
     if oracle is None and oracle_real is None:
         notes.append("no oracle vectors given: the success metrics have a null but no ceiling")
     return InversionResult(
-        observer=observer, kind=kind, num_observations=len(keep),
-        identity_similarity=scores.identity_similarity, rank1=scores.rank1, ssim=scores.ssim, psnr=scores.psnr,
-        impostor_identity_similarity=scores.impostor_identity_similarity, means=scores.means(), evaluator=scores.evaluator,
+        observer=observer,
+        kind=kind,
+        num_observations=len(keep),
+        identity_similarity=scores.identity_similarity,
+        rank1=scores.rank1,
+        ssim=scores.ssim,
+        psnr=scores.psnr,
+        impostor_identity_similarity=scores.impostor_identity_similarity,
+        means=scores.means(),
+        evaluator=scores.evaluator,
         reconstructions=(rec * 255).round().to(torch.uint8).numpy(),
-        mean_faces=(faces * 255).round().to(torch.uint8).numpy(), grid_path=path, notes=notes,
-        ceilings=ceilings, far_supported=dict(scores.far_supported),
+        mean_faces=(faces * 255).round().to(torch.uint8).numpy(),
+        grid_path=path,
+        notes=notes,
+        ceilings=ceilings,
+        far_supported=dict(scores.far_supported),
     )
 
 
@@ -454,8 +516,13 @@ def _successes(scores: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _score_queries(decoder: EmbeddingDecoder, queries: torch.Tensor, ids: Sequence[frozenset[int]], reference: Any,
-                   device: str | torch.device) -> dict[str, np.ndarray]:
+def _score_queries(
+    decoder: EmbeddingDecoder,
+    queries: torch.Tensor,
+    ids: Sequence[frozenset[int]],
+    reference: Any,
+    device: str | torch.device,
+) -> dict[str, np.ndarray]:
     """Invert and score ``queries`` (rows aligned with ``ids``) with `_successes`; all-NaN rows
     (no query for that observation) score NaN."""
     ok = [i for i in range(queries.shape[0]) if bool(torch.isfinite(queries[i]).all())]
@@ -466,8 +533,11 @@ def _score_queries(decoder: EmbeddingDecoder, queries: torch.Tensor, ids: Sequen
             out[metric] = np.full(queries.shape[0], np.nan)
             out[metric][ok] = values
     else:
-        names = ["rank1"] + ([] if reference.calibration is None
-                             else [f"success@far={t.target_far:g}" for t in reference.calibration.thresholds])
+        names = ["rank1"] + (
+            []
+            if reference.calibration is None
+            else [f"success@far={t.target_far:g}" for t in reference.calibration.thresholds]
+        )
         out = {m: np.full(queries.shape[0], np.nan) for m in names}
     return out
 
@@ -479,7 +549,9 @@ def save_image_grid(real: torch.Tensor, reconstructed: torch.Tensor, path: str |
     from torchvision.utils import save_image
 
     if real.shape != reconstructed.shape or real.dim() != 4:
-        raise ValueError(f"real {tuple(real.shape)} and reconstructed {tuple(reconstructed.shape)} must be equal [N, 3, R, R]")
+        raise ValueError(
+            f"real {tuple(real.shape)} and reconstructed {tuple(reconstructed.shape)} must be equal [N, 3, R, R]"
+        )
     if pairs_per_row < 1:
         raise ValueError(f"pairs_per_row must be >= 1, got {pairs_per_row}")
     a = real.float() / 255 if real.dtype == torch.uint8 else real.float()

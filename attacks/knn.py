@@ -74,7 +74,9 @@ class Gallery:
 
     def __post_init__(self) -> None:
         if self.embeddings.dim() != 2 or self.embeddings.shape[0] == 0:
-            raise ValueError(f"gallery embeddings must be a non-empty [G, d] array, got shape {tuple(self.embeddings.shape)}")
+            raise ValueError(
+                f"gallery embeddings must be a non-empty [G, d] array, got shape {tuple(self.embeddings.shape)}"
+            )
         self.identity_ids = torch.as_tensor(self.identity_ids, dtype=torch.int64)
         if self.identity_ids.shape != (self.embeddings.shape[0],):
             raise ValueError(
@@ -84,7 +86,9 @@ class Gallery:
         if self.groups is not None:
             self.groups = torch.as_tensor(self.groups, dtype=torch.int64)
             if self.groups.shape != self.identity_ids.shape:
-                raise ValueError(f"gallery groups must have shape {tuple(self.identity_ids.shape)}, got {tuple(self.groups.shape)}")
+                raise ValueError(
+                    f"gallery groups must have shape {tuple(self.identity_ids.shape)}, got {tuple(self.groups.shape)}"
+                )
 
     @property
     def dim(self) -> int:
@@ -117,11 +121,17 @@ class KnnTruth:
     identity_groups: dict[int, int] = field(default_factory=dict)
 
     @staticmethod
-    def from_row_ids(row_ids: torch.Tensor | Sequence[int], member_ids: torch.Tensor | Sequence[int],
-                     identity_groups: dict[int, int] | None = None) -> "KnnTruth":
+    def from_row_ids(
+        row_ids: torch.Tensor | Sequence[int],
+        member_ids: torch.Tensor | Sequence[int],
+        identity_groups: dict[int, int] | None = None,
+    ) -> "KnnTruth":
         """Truth for class-center-like observations: one identity per row."""
-        return KnnTruth([frozenset([int(i)]) for i in torch.as_tensor(row_ids).tolist()],
-                        torch.as_tensor(member_ids, dtype=torch.int64), dict(identity_groups or {}))
+        return KnnTruth(
+            [frozenset([int(i)]) for i in torch.as_tensor(row_ids).tolist()],
+            torch.as_tensor(member_ids, dtype=torch.int64),
+            dict(identity_groups or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,9 @@ class KnnAttackConfig:
         if self.ci_method not in ("bootstrap", "clopper-pearson"):
             raise ValueError(f"ci_method must be 'bootstrap' or 'clopper-pearson', got {self.ci_method!r}")
         if self.query_block < 1 or self.gallery_block < 1:
-            raise ValueError(f"query_block and gallery_block must be >= 1, got {self.query_block}, {self.gallery_block}")
+            raise ValueError(
+                f"query_block and gallery_block must be >= 1, got {self.query_block}, {self.gallery_block}"
+            )
 
 
 @dataclass
@@ -258,8 +270,9 @@ class KnnAttackResult:
         return out
 
 
-def embed_gallery(model: torch.nn.Module, faces: Any, device: str | torch.device = "cpu",
-                  batch_size: int = 256) -> Gallery:
+def embed_gallery(
+    model: torch.nn.Module, faces: Any, device: str | torch.device = "cpu", batch_size: int = 256
+) -> Gallery:
     """Embed a `FaceSet` with ``model`` (the observed or a public model) into a `Gallery`."""
     from federated_core.models import embed
 
@@ -273,8 +286,14 @@ def _majority(values: list[int]) -> int:
     return min(v for v, c in counts.items() if c == best)  # ties: smallest group id (deterministic)
 
 
-def _check_queries(observed: torch.Tensor, gallery: Gallery, n_truth: int, where: str, what: str = "observed vectors",
-                   allow_nan_rows: bool = False) -> None:
+def _check_queries(
+    observed: torch.Tensor,
+    gallery: Gallery,
+    n_truth: int,
+    where: str,
+    what: str = "observed vectors",
+    allow_nan_rows: bool = False,
+) -> None:
     if observed.dim() != 2 or observed.shape[0] == 0:
         raise ValueError(f"{where}: {what} must be a non-empty [Q, d] array, got shape {tuple(observed.shape)}")
     if observed.shape[1] != gallery.dim:
@@ -285,14 +304,20 @@ def _check_queries(observed: torch.Tensor, gallery: Gallery, n_truth: int, where
     finite = torch.isfinite(observed)
     bad = ~finite.all(1) & (finite.any(1) if allow_nan_rows else torch.ones(len(observed), dtype=torch.bool))
     if bool(bad.any()):
-        raise ValueError(f"{where}: {what} contain NaN or inf" + (" (only whole NaN rows may mark a missing query)"
-                                                                   if allow_nan_rows else ""))
+        raise ValueError(
+            f"{where}: {what} contain NaN or inf"
+            + (" (only whole NaN rows may mark a missing query)" if allow_nan_rows else "")
+        )
     if n_truth != observed.shape[0]:
         raise ValueError(f"{where}: truth.observation_ids has {n_truth} entries for {observed.shape[0]} {what}")
 
 
-def _search(queries: torch.Tensor, gallery: Gallery, config: KnnAttackConfig, k: int,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _search(
+    queries: torch.Tensor,
+    gallery: Gallery,
+    config: KnnAttackConfig,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One blocked pass over the gallery: top-k identity columns and scores per query, and the
     best score each gallery identity gets from any query."""
     n_ids = len(torch.unique(gallery.identity_ids))
@@ -300,8 +325,13 @@ def _search(queries: torch.Tensor, gallery: Gallery, config: KnnAttackConfig, k:
     top_s = torch.empty(queries.shape[0], k)
     top_c = torch.empty(queries.shape[0], k, dtype=torch.int64)
     for sl, scores in identity_scores_blocks(
-        queries, gallery.embeddings, gallery.identity_ids, reduce=config.identity_score,
-        query_block=config.query_block, gallery_block=config.gallery_block, device=config.device,
+        queries,
+        gallery.embeddings,
+        gallery.identity_ids,
+        reduce=config.identity_score,
+        query_block=config.query_block,
+        gallery_block=config.gallery_block,
+        device=config.device,
         progress=config.progress,
     ):
         s, c = torch.topk(scores, k, dim=1)
@@ -310,8 +340,9 @@ def _search(queries: torch.Tensor, gallery: Gallery, config: KnnAttackConfig, k:
     return top_c, top_s, member_best
 
 
-def _top1_hits(queries: torch.Tensor, gallery: Gallery, truth: KnnTruth, config: KnnAttackConfig,
-               identifiable: list[int]) -> np.ndarray:
+def _top1_hits(
+    queries: torch.Tensor, gallery: Gallery, truth: KnnTruth, config: KnnAttackConfig, identifiable: list[int]
+) -> np.ndarray:
     """Per observation: 1.0 when the nearest gallery identity of its query is one it stands for,
     0.0 when not, NaN when it is not identifiable or its query row is missing (NaN)."""
     ids = torch.unique(gallery.identity_ids)
@@ -326,8 +357,12 @@ def _top1_hits(queries: torch.Tensor, gallery: Gallery, truth: KnnTruth, config:
     return out
 
 
-def _identification(nearest: torch.Tensor, gallery_id_list: torch.Tensor, truth: KnnTruth, confidence: float,
-                    ) -> tuple[list[int], np.ndarray, tuple[Any, ...], list[str]]:
+def _identification(
+    nearest: torch.Tensor,
+    gallery_id_list: torch.Tensor,
+    truth: KnnTruth,
+    confidence: float,
+) -> tuple[list[int], np.ndarray, tuple[Any, ...], list[str]]:
     """Identification of the observations whose identities are in the gallery: their indices,
     per-observation top-1 hits (NaN elsewhere), (top-1, its Clopper–Pearson interval, chance,
     top-k, its interval), notes."""
@@ -337,8 +372,12 @@ def _identification(nearest: torch.Tensor, gallery_id_list: torch.Tensor, truth:
     raw_hits = np.full(nearest.shape[0], np.nan)
     if not identifiable:
         nan2 = (float("nan"), float("nan"))
-        return identifiable, raw_hits, (float("nan"), nan2, float("nan"), float("nan"), nan2), [
-            "no observed vector stands for an identity of the gallery: identification rate undefined"]
+        return (
+            identifiable,
+            raw_hits,
+            (float("nan"), nan2, float("nan"), float("nan"), nan2),
+            ["no observed vector stands for an identity of the gallery: identification rate undefined"],
+        )
     for i in identifiable:
         raw_hits[i] = float(int(nearest[i, 0]) in truth.observation_ids[i])
     hits1 = int(np.nansum(raw_hits))
@@ -347,12 +386,22 @@ def _identification(nearest: torch.Tensor, gallery_id_list: torch.Tensor, truth:
     # identities with probability |ids ∩ gallery| / |gallery|: the rate a useless vector gets
     chance = float(np.mean([len(truth.observation_ids[i] & in_gallery) / n_ids for i in identifiable]))
     n = len(identifiable)
-    return identifiable, raw_hits, (hits1 / n, clopper_pearson(hits1, n, confidence), chance, hitsk / n,
-                                    clopper_pearson(hitsk, n, confidence)), []
+    return (
+        identifiable,
+        raw_hits,
+        (hits1 / n, clopper_pearson(hits1, n, confidence), chance, hitsk / n, clopper_pearson(hitsk, n, confidence)),
+        [],
+    )
 
 
-def _membership(member_best: torch.Tensor, gallery_id_list: torch.Tensor, truth: KnnTruth, config: KnnAttackConfig,
-                where: str, notes: list[str]) -> tuple[np.ndarray, np.ndarray, tuple, tuple, list[TprAtFpr]]:
+def _membership(
+    member_best: torch.Tensor,
+    gallery_id_list: torch.Tensor,
+    truth: KnnTruth,
+    config: KnnAttackConfig,
+    where: str,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, tuple, tuple, list[TprAtFpr]]:
     """Membership inference over gallery identities: each scores its best similarity to any
     observed vector; ROC (labels, scores, fpr, tpr), AUC with its interval, TPR at each FPR."""
     members = set(torch.as_tensor(truth.member_ids).tolist())
@@ -366,8 +415,15 @@ def _membership(member_best: torch.Tensor, gallery_id_list: torch.Tensor, truth:
     fpr, tpr, _, auc = roc_auc(mscores, labels)
     auc_ci = auc_bootstrap_ci(mscores, labels, config.confidence, max(10, config.n_bootstrap), config.seed)
     rates = [
-        tpr_at_fpr(mscores, labels, f, confidence=config.confidence, method=config.ci_method,
-                   n_bootstrap=config.n_bootstrap, seed=config.seed)
+        tpr_at_fpr(
+            mscores,
+            labels,
+            f,
+            confidence=config.confidence,
+            method=config.ci_method,
+            n_bootstrap=config.n_bootstrap,
+            seed=config.seed,
+        )
         for f in config.fprs
     ]
     for r in rates:
@@ -379,8 +435,12 @@ def _membership(member_best: torch.Tensor, gallery_id_list: torch.Tensor, truth:
     return labels, mscores, (fpr, tpr), (auc, auc_ci), rates
 
 
-def _group_view(nearest: torch.Tensor, gallery: Gallery, truth: KnnTruth, confidence: float,
-                ) -> tuple[float | None, tuple[float, float] | None, float | None, int]:
+def _group_view(
+    nearest: torch.Tensor,
+    gallery: Gallery,
+    truth: KnnTruth,
+    confidence: float,
+) -> tuple[float | None, tuple[float, float] | None, float | None, int]:
     """Majority group of the covered identities vs of the k nearest gallery identities
     (PrivacyFace Fig. 8): accuracy, its Clopper–Pearson interval, the majority-class chance, n."""
     gallery_groups = gallery.identity_groups()
@@ -401,10 +461,18 @@ def _group_view(nearest: torch.Tensor, gallery: Gallery, truth: KnnTruth, confid
     return hits / len(pairs), clopper_pearson(hits, len(pairs), confidence), chance, len(pairs)
 
 
-def _ceilings(observed: torch.Tensor, raw_hits: np.ndarray, gallery: Gallery, truth: KnnTruth,
-              config: KnnAttackConfig, identifiable: list[int], oracle: torch.Tensor | None,
-              oracle_real: torch.Tensor | None, units: Sequence[Any], unit_name: str,
-              ) -> tuple[NormalisedSuccess | None, NormalisedSuccess | None, list[str]]:
+def _ceilings(
+    observed: torch.Tensor,
+    raw_hits: np.ndarray,
+    gallery: Gallery,
+    truth: KnnTruth,
+    config: KnnAttackConfig,
+    identifiable: list[int],
+    oracle: torch.Tensor | None,
+    oracle_real: torch.Tensor | None,
+    units: Sequence[Any],
+    unit_name: str,
+) -> tuple[NormalisedSuccess | None, NormalisedSuccess | None, list[str]]:
     """Top-1 of the null (seeded random unit vectors, one per observation) and of each oracle,
     and the normalised success over units (DESIGN §8). Returns (vs W_k oracle, vs real oracle, notes)."""
     null = random_unit_vectors(observed.shape[0], observed.shape[1], config.seed + config.null_seed_offset)
@@ -418,10 +486,21 @@ def _ceilings(observed: torch.Tensor, raw_hits: np.ndarray, gallery: Gallery, tr
         hits = _top1_hits(queries, gallery, truth, config, identifiable)
         missing = sum(1 for i in identifiable if not np.isfinite(hits[i]))
         if missing:
-            notes.append(f"{name}: {missing} of {len(identifiable)} identifiable observations have no oracle query "
-                         "and are left out of its normalisation")
-        res = normalised_success(raw_hits, hits, null_hits, units, metric="top1", unit_name=unit_name,
-                                 confidence=config.confidence, n_bootstrap=max(10, config.n_bootstrap), seed=config.seed)
+            notes.append(
+                f"{name}: {missing} of {len(identifiable)} identifiable observations have no oracle query "
+                "and are left out of its normalisation"
+            )
+        res = normalised_success(
+            raw_hits,
+            hits,
+            null_hits,
+            units,
+            metric="top1",
+            unit_name=unit_name,
+            confidence=config.confidence,
+            n_bootstrap=max(10, config.n_bootstrap),
+            seed=config.seed,
+        )
         notes += [f"{name}: {n}" for n in res.notes]
         out.append(res)
     if oracle is None and oracle_real is None:
@@ -470,31 +549,65 @@ def knn_identity_attack(
     nearest = gallery_id_list[top_c]
 
     identifiable, raw_hits, (top1, top1_ci, top1_chance, topk, topk_ci), notes = _identification(
-        nearest, gallery_id_list, truth, config.confidence)
-    labels, mscores, (fpr, tpr), (auc, auc_ci), rates = _membership(member_best, gallery_id_list, truth, config,
-                                                                     where, notes)
+        nearest, gallery_id_list, truth, config.confidence
+    )
+    labels, mscores, (fpr, tpr), (auc, auc_ci), rates = _membership(
+        member_best, gallery_id_list, truth, config, where, notes
+    )
     group_acc, group_ci, group_chance, n_group = _group_view(nearest, gallery, truth, config.confidence)
     ceiling = ceiling_real = None
     if identifiable:
         ceiling, ceiling_real, more = _ceilings(
-            observed, raw_hits, gallery, truth, config, identifiable, oracle, oracle_real,
-            list(range(observed.shape[0])) if units is None else list(units), unit_name)
+            observed,
+            raw_hits,
+            gallery,
+            truth,
+            config,
+            identifiable,
+            oracle,
+            oracle_real,
+            list(range(observed.shape[0])) if units is None else list(units),
+            unit_name,
+        )
         notes += more
     return KnnAttackResult(
-        observer=observer, kind=kind, config=dataclasses.asdict(config), num_observations=int(observed.shape[0]),
-        num_gallery_images=int(gallery.embeddings.shape[0]), num_gallery_identities=n_ids,
-        num_member_identities_in_gallery=int(labels.sum()), num_identifiable=len(identifiable),
-        top1_rate=top1, top1_ci=top1_ci, top1_chance=top1_chance, topk_rate=topk, topk_ci=topk_ci,
-        nearest_identities=nearest.numpy(), nearest_scores=top_s.numpy(),
-        membership_identities=gallery_id_list.numpy(), membership_scores=mscores, membership_labels=labels,
-        membership_auc=auc, membership_auc_ci=auc_ci, roc_fpr=fpr, roc_tpr=tpr, tpr_at_fpr=rates,
-        group_accuracy=group_acc, group_ci=group_ci, group_chance=group_chance, group_num_observations=n_group,
-        notes=notes, ceiling=ceiling, ceiling_real=ceiling_real, oracle_real_source=oracle_real_source,
+        observer=observer,
+        kind=kind,
+        config=dataclasses.asdict(config),
+        num_observations=int(observed.shape[0]),
+        num_gallery_images=int(gallery.embeddings.shape[0]),
+        num_gallery_identities=n_ids,
+        num_member_identities_in_gallery=int(labels.sum()),
+        num_identifiable=len(identifiable),
+        top1_rate=top1,
+        top1_ci=top1_ci,
+        top1_chance=top1_chance,
+        topk_rate=topk,
+        topk_ci=topk_ci,
+        nearest_identities=nearest.numpy(),
+        nearest_scores=top_s.numpy(),
+        membership_identities=gallery_id_list.numpy(),
+        membership_scores=mscores,
+        membership_labels=labels,
+        membership_auc=auc,
+        membership_auc_ci=auc_ci,
+        roc_fpr=fpr,
+        roc_tpr=tpr,
+        tpr_at_fpr=rates,
+        group_accuracy=group_acc,
+        group_ci=group_ci,
+        group_chance=group_chance,
+        group_num_observations=n_group,
+        notes=notes,
+        ceiling=ceiling,
+        ceiling_real=ceiling_real,
+        oracle_real_source=oracle_real_source,
     )
 
 
-def covered_identities(vectors: torch.Tensor, class_centers: torch.Tensor, center_ids: torch.Tensor,
-                       margin: float | None = None) -> list[frozenset[int]]:
+def covered_identities(
+    vectors: torch.Tensor, class_centers: torch.Tensor, center_ids: torch.Tensor, margin: float | None = None
+) -> list[frozenset[int]]:
     """Ground truth of cluster-like vectors: which identities each one covers.
 
     With ``margin`` (radians; PrivacyFace's ρ) a vector covers the class centers within angle ρ;
@@ -514,7 +627,9 @@ def covered_identities(vectors: torch.Tensor, class_centers: torch.Tensor, cente
         inside = sims >= math.cos(margin)
         return [frozenset(int(ids[j]) for j in torch.nonzero(row).flatten().tolist()) for row in inside]
     owner = sims.argmax(dim=0)
-    return [frozenset(int(ids[j]) for j in torch.nonzero(owner == q).flatten().tolist()) for q in range(vectors.shape[0])]
+    return [
+        frozenset(int(ids[j]) for j in torch.nonzero(owner == q).flatten().tolist()) for q in range(vectors.shape[0])
+    ]
 
 
 @dataclass
@@ -547,7 +662,9 @@ def dp_kmeans_centers(
     if class_centers.dim() != 2 or class_centers.shape[0] == 0:
         raise ValueError(f"class_centers must be a non-empty [n, d] array, got shape {tuple(class_centers.shape)}")
     if not 1 <= n_clusters <= class_centers.shape[0]:
-        raise ValueError(f"n_clusters must be in [1, number of class centers={class_centers.shape[0]}], got {n_clusters}")
+        raise ValueError(
+            f"n_clusters must be in [1, number of class centers={class_centers.shape[0]}], got {n_clusters}"
+        )
     lo, hi = bounds
     if not lo < hi:
         raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
@@ -558,8 +675,13 @@ def dp_kmeans_centers(
             "normalise them or widen the bounds — they would otherwise be clipped"
         )
     d = x.shape[1]
-    model = KMeans(n_clusters=n_clusters, epsilon=epsilon, bounds=(np.full(d, lo), np.full(d, hi)),
-                   random_state=seed, accountant=BudgetAccountant())
+    model = KMeans(
+        n_clusters=n_clusters,
+        epsilon=epsilon,
+        bounds=(np.full(d, lo), np.full(d, hi)),
+        random_state=seed,
+        accountant=BudgetAccountant(),
+    )
     model.fit(x)
     centers = torch.from_numpy(np.asarray(model.cluster_centers_, dtype=np.float32))
     covered = covered_identities(centers, class_centers, center_ids)

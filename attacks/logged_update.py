@@ -41,7 +41,6 @@ random face would score).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -67,8 +66,15 @@ class ProxyHeadModel(nn.Module):
     class and no negative (FedFace's positive-only loss). The engine's ``model(x, y) -> [B]``
     contract, so `attacks.gradient.unrolled_update` can differentiate it."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, loss: str = "cosface", scale: float = 64.0,
-                 margin: float = 0.35, negatives: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        loss: str = "cosface",
+        scale: float = 64.0,
+        margin: float = 0.35,
+        negatives: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         if loss not in HEAD_LOSSES:
             raise ValueError(f"loss must be one of {list(HEAD_LOSSES)}, got {loss!r}")
@@ -133,8 +139,10 @@ class LoggedUpdateProbeConfig:
 
         if not is_party(self.client) or self.client == "server":
             raise ValueError(f"client must be 'client:<id>', got {self.client!r}")
-        if not (self.round in ("first", "last") or (isinstance(self.round, int) and not isinstance(self.round, bool)
-                                                  and self.round >= 0)):
+        if not (
+            self.round in ("first", "last")
+            or (isinstance(self.round, int) and not isinstance(self.round, bool) and self.round >= 0)
+        ):
             raise ValueError(f"round must be 'first', 'last' or an integer >= 0, got {self.round!r}")
         if isinstance(self.dummies, bool) or not isinstance(self.dummies, int) or self.dummies < 1:
             raise ValueError(f"dummies must be an integer >= 1, got {self.dummies!r}")
@@ -191,7 +199,9 @@ class LoggedUpdateResult:
             "psnr": float(finite.mean()) if len(finite) else float("inf"),
             "ssim": float(self.ssim.mean()),
             "identity_similarity": None if self.identity_similarity is None else float(self.identity_similarity.mean()),
-            "impostor_identity_similarity": None if imp is None or not np.isfinite(imp).any() else float(np.nanmean(imp)),
+            "impostor_identity_similarity": None
+            if imp is None or not np.isfinite(imp).any()
+            else float(np.nanmean(imp)),
             "rank1": None if self.rank1 is None else float(self.rank1.mean()),
             "rank1_chance": self.rank1_chance,
             "identity_recovered": None if self.rank1 is None else bool(self.rank1.any()),
@@ -214,8 +224,10 @@ def _pick_update(view: Any, config: LoggedUpdateProbeConfig) -> Any:
         return max(ups, key=lambda u: u.round)
     found = [u for u in ups if u.round == config.round]
     if not found:
-        raise ValueError(f"{config.client!r} sent no backbone update in round {config.round}; "
-                         f"its updates are from rounds {sorted(u.round for u in ups)}")
+        raise ValueError(
+            f"{config.client!r} sent no backbone update in round {config.round}; "
+            f"its updates are from rounds {sorted(u.round for u in ups)}"
+        )
     return found[0]
 
 
@@ -223,8 +235,12 @@ def _broadcast(view: Any, update: Any) -> Any:
     from federated_core.engine.messages import SERVER
 
     for m in view.messages:
-        if m.kind == "backbone" and m.sender == SERVER and m.round == update.base_round and (
-                update.sender in m.receivers):
+        if (
+            m.kind == "backbone"
+            and m.sender == SERVER
+            and m.round == update.base_round
+            and (update.sender in m.receivers)
+        ):
             return m
     raise ValueError(f"the broadcast of round {update.base_round} to {update.sender!r} is not in the view")
 
@@ -243,7 +259,9 @@ def _negatives(view: Any, update: Any, dim: int) -> torch.Tensor | None:
     return torch.cat(rows) if rows else None
 
 
-def _project_out(update: dict[str, torch.Tensor], theta: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
+def _project_out(
+    update: dict[str, torch.Tensor], theta: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], float]:
     """Remove the component of ``update`` along ``θ_0`` (all parameters as one vector): weight
     decay adds ``−lr·λ·θ`` at every step, a data-independent direction the attacker knows and
     that would otherwise dominate a saturated margin loss's small gradient. Returns the projected
@@ -292,7 +310,9 @@ def invert_logged_update(
     names = {n for n, _ in backbone.named_parameters()}
     missing = sorted(names - set(update.delta))
     if missing:
-        raise ValueError(f"the logged update of {config.client!r} (round {update.round}) lacks parameters {missing[:3]}")
+        raise ValueError(
+            f"the logged update of {config.client!r} (round {update.round}) lacks parameters {missing[:3]}"
+        )
     observed = {f"backbone.{n}": update.delta[n].float() for n in sorted(names)}
     start = {f"backbone.{n}": p.detach().clone().float() for n, p in backbone.named_parameters()}
     notes = []
@@ -301,8 +321,9 @@ def invert_logged_update(
     decay_share = 0.0
     if weight_decay > 0:
         observed, decay_share = _project_out(observed, start)
-    dim = int(getattr(backbone, "embedding_dim", 0)) or int(backbone(torch.zeros(1, 3, base.meta["spec"]["resolution"],
-                                                                                 base.meta["spec"]["resolution"])).shape[1])
+    dim = int(getattr(backbone, "embedding_dim", 0)) or int(
+        backbone(torch.zeros(1, 3, base.meta["spec"]["resolution"], base.meta["spec"]["resolution"])).shape[1]
+    )
     negatives = _negatives(view, update, dim)
     n_samples = update.num_samples
     dummies = config.dummies if n_samples is None else min(config.dummies, n_samples)
@@ -316,9 +337,21 @@ def invert_logged_update(
     resolution = int(base.meta["spec"]["resolution"])
     sgd = LocalSgd(steps=1, batch_size=dummies, lr=float(local_lr))
     out = inverting_gradients(
-        model, start, observed, labels, (dummies, 3, resolution, resolution), sgd,
-        InvertingGradientsConfig(config.iterations, config.restarts, config.attack_lr, config.tv_weight,
-                                 seed=config.seed, progress=config.progress), device=device,
+        model,
+        start,
+        observed,
+        labels,
+        (dummies, 3, resolution, resolution),
+        sgd,
+        InvertingGradientsConfig(
+            config.iterations,
+            config.restarts,
+            config.attack_lr,
+            config.tv_weight,
+            seed=config.seed,
+            progress=config.progress,
+        ),
+        device=device,
     )
     update_cos = 1.0 - out.restart_losses[int(np.argmin(out.restart_losses))]
     rec = (out.images.cpu() + 1) / 2
@@ -337,7 +370,12 @@ def invert_logged_update(
             raise ValueError("client_identities are needed to score identities with the reference")
         truth = [frozenset(int(i) for i in client_identities)] * len(rec)
         sc = reference.score(rec, truth)
-        id_sim, imp_sim, rank1, evaluator = sc.identity_similarity, sc.impostor_identity_similarity, sc.rank1, sc.evaluator
+        id_sim, imp_sim, rank1, evaluator = (
+            sc.identity_similarity,
+            sc.impostor_identity_similarity,
+            sc.rank1,
+            sc.evaluator,
+        )
         gallery_ids = torch.as_tensor(reference.gallery.identity_ids)
         rank1_chance = float(torch.isin(gallery_ids, torch.tensor(list(client_identities))).double().mean())
     steps = None
@@ -352,12 +390,27 @@ def invert_logged_update(
         + f"); the identity count ({granted_classes}) is granted: an upper bound on this attacker"
     )
     return LoggedUpdateResult(
-        config=asdict(config), round=update.round, base_round=update.base_round, num_samples=n_samples,
-        granted_classes=granted_classes, local_steps_estimate=steps,
+        config=asdict(config),
+        round=update.round,
+        base_round=update.base_round,
+        num_samples=n_samples,
+        granted_classes=granted_classes,
+        local_steps_estimate=steps,
         negatives=0 if negatives is None else int(negatives.shape[0]),
-        psnr=best_psnr.numpy(), ssim=best_ssim.numpy(), identity_similarity=id_sim,
-        impostor_identity_similarity=imp_sim, rank1=rank1, rank1_chance=rank1_chance, update_cosine=float(update_cos), decay_share=decay_share,
-        loss_history=out.losses, reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
+        psnr=best_psnr.numpy(),
+        ssim=best_ssim.numpy(),
+        identity_similarity=id_sim,
+        impostor_identity_similarity=imp_sim,
+        rank1=rank1,
+        rank1_chance=rank1_chance,
+        update_cosine=float(update_cos),
+        decay_share=decay_share,
+        loss_history=out.losses,
+        reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
         nearest_originals=(real[nearest] * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
-        seconds=out.seconds, iterations=out.iterations, evaluator=evaluator, threat_model=threat, notes=notes,
+        seconds=out.seconds,
+        iterations=out.iterations,
+        evaluator=evaluator,
+        threat_model=threat,
+        notes=notes,
     )

@@ -123,7 +123,9 @@ def ssim(
 def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise cosine similarity of two ``[N, d]`` arrays."""
     if a.dim() != 2 or a.shape != b.shape:
-        raise ValueError(f"cosine_rows needs two [N, d] arrays of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"cosine_rows needs two [N, d] arrays of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     return F.cosine_similarity(a.float(), b.float(), dim=1, eps=1e-12)
 
 
@@ -228,7 +230,7 @@ def _validate_binary(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores must be finite")
     uniq = set(np.unique(labels).tolist())
-    if not uniq <= {0, 1, False, True}:
+    if not uniq <= {0, 1}:
         raise ValueError(f"labels must be 0/1 (or bool), got values {sorted(uniq)[:5]}")
     labels = labels.astype(bool)
     if labels.all() or not labels.any():
@@ -333,8 +335,9 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     return fpr, tpr, thr, float(roc_auc_score(labels, scores))
 
 
-def auc_bootstrap_ci(scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95, n_bootstrap: int = 200,
-                     seed: int = 0) -> tuple[float, float]:
+def auc_bootstrap_ci(
+    scores: np.ndarray, labels: np.ndarray, confidence: float = 0.95, n_bootstrap: int = 200, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the AUC (stratified resamples of positives and negatives;
     AUC as the Mann–Whitney statistic, ties counting 1/2)."""
     from scipy.stats import rankdata
@@ -436,26 +439,32 @@ def normalised_success(
     arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (raw, oracle, null)]
     labels = np.asarray([str(u) for u in units], dtype=object)
     if not all(len(a) == len(labels) for a in arrays):
-        raise ValueError(f"raw, oracle, null and units must have one entry per observation, got lengths "
-                         f"{[len(a) for a in arrays]} and {len(labels)}")
+        raise ValueError(
+            f"raw, oracle, null and units must have one entry per observation, got lengths "
+            f"{[len(a) for a in arrays]} and {len(labels)}"
+        )
     ok = np.logical_and.reduce([np.isfinite(a) for a in arrays]) if len(labels) else np.zeros(0, bool)
     notes: list[str] = []
     if not ok.any():
         notes.append(f"{metric}: no observation has raw, oracle and null values; nothing to normalise")
-        return NormalisedSuccess(metric, unit_name, 0, 0, *(float("nan"),) * 4, *(_NAN2,) * 4, confidence,
-                                 n_bootstrap, notes)
+        return NormalisedSuccess(
+            metric, unit_name, 0, 0, *(float("nan"),) * 4, *(_NAN2,) * 4, confidence, n_bootstrap, notes
+        )
     _, codes = np.unique(labels[ok], return_inverse=True)
     counts, sums = _unit_sums([a[ok] for a in arrays], codes)
     r, o, z = (float(s.sum() / counts.sum()) for s in sums)
     norm = (r - z) / (o - z) if o - z > 0 else float("nan")
     if not o - z > 0:
-        notes.append(f"{metric}: no dynamic range — the oracle ({o:.3g}) does not beat the null ({z:.3g}), so "
-                     "the attacker cannot tell even the true vectors from noise; normalised success undefined")
+        notes.append(
+            f"{metric}: no dynamic range — the oracle ({o:.3g}) does not beat the null ({z:.3g}), so "
+            "the attacker cannot tell even the true vectors from noise; normalised success undefined"
+        )
     n_units = len(counts)
     if n_units < 2:
         notes.append(f"{metric}: one {unit_name} only; no interval")
-        return NormalisedSuccess(metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, *(_NAN2,) * 4,
-                                 confidence, n_bootstrap, notes)
+        return NormalisedSuccess(
+            metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, *(_NAN2,) * 4, confidence, n_bootstrap, notes
+        )
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_units, size=(n_bootstrap, n_units))
     weights = np.zeros((n_bootstrap, n_units))
@@ -470,19 +479,36 @@ def normalised_success(
         norm_ci = _NAN2  # the point estimate is undefined already (noted above)
     elif dropped > (1 - confidence) / 2 * n_bootstrap:
         norm_ci = _NAN2
-        notes.append(f"{metric}: in {dropped} of {n_bootstrap} bootstrap replicates the oracle did not beat the null; "
-                     "normalised interval undefined")
+        notes.append(
+            f"{metric}: in {dropped} of {n_bootstrap} bootstrap replicates the oracle did not beat the null; "
+            "normalised interval undefined"
+        )
     else:
         norm_ci = _percentile(nb[defined], confidence)
         if dropped:
             notes.append(f"{metric}: {dropped} of {n_bootstrap} bootstrap replicates without dynamic range dropped")
-    return NormalisedSuccess(metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, _percentile(rb, confidence),
-                             _percentile(ob, confidence), _percentile(zb, confidence), norm_ci, confidence,
-                             n_bootstrap, notes)
+    return NormalisedSuccess(
+        metric,
+        unit_name,
+        n_units,
+        int(ok.sum()),
+        r,
+        o,
+        z,
+        norm,
+        _percentile(rb, confidence),
+        _percentile(ob, confidence),
+        _percentile(zb, confidence),
+        norm_ci,
+        confidence,
+        n_bootstrap,
+        notes,
+    )
 
 
-def ceiling_summary(metric: str, vs_oracle: NormalisedSuccess | None,
-                    vs_oracle_real: NormalisedSuccess | None = None) -> dict[str, object]:
+def ceiling_summary(
+    metric: str, vs_oracle: NormalisedSuccess | None, vs_oracle_real: NormalisedSuccess | None = None
+) -> dict[str, object]:
     """Flat keys of a result's summary: ``oracle_<m>``, ``oracle_real_<m>``, ``null_<m>``,
     ``normalised_<m>`` (vs the true-center oracle), ``normalised_real_<m>`` (vs the real-image
     oracle), each with ``_ci``; ``<m>_unit_ci`` (the raw rate's interval over units), ``units``,
@@ -540,8 +566,13 @@ class FarThreshold:
         return dict(self.__dict__)
 
 
-def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float,
-                     strata: np.ndarray | None = None, expected_false_accepts: float = 10.0) -> FarThreshold:
+def threshold_at_far(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    far: float,
+    strata: np.ndarray | None = None,
+    expected_false_accepts: float = 10.0,
+) -> FarThreshold:
     """The lowest threshold whose false-accept rate on ``impostor`` scores is at most ``far``.
 
     With ``k = floor(far · N)`` allowed false accepts the threshold sits just above the
@@ -568,5 +599,15 @@ def threshold_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float,
             by[str(s)] = float(np.mean(impostor[m] >= thr))
             num[str(s)] = int(m.sum())
     need = int(math.ceil(expected_false_accepts / far - 1e-9))
-    return FarThreshold(float(far), float(thr), achieved, float(np.mean(genuine >= thr)), len(genuine), len(impostor),
-                        need, bool(len(impostor) >= need), by, num)
+    return FarThreshold(
+        float(far),
+        float(thr),
+        achieved,
+        float(np.mean(genuine >= thr)),
+        len(genuine),
+        len(impostor),
+        need,
+        bool(len(impostor) >= need),
+        by,
+        num,
+    )

@@ -108,10 +108,22 @@ class AttackRunConfig:
             raise ValueError(f"attacks must be a non-empty subset of {list(ATTACKS)}, got {list(self.attacks)}")
         if not 0 < self.gallery_member_fraction <= 1:
             raise ValueError(f"gallery_member_fraction must be in (0, 1], got {self.gallery_member_fraction}")
-        for name in ("gallery_distractors", "gallery_images_per_identity", "public_identities", "public_images_per_identity",
-                     "decoder_epochs", "max_inverted", "gradient_clients", "gradient_images", "gradient_iterations",
-                     "dp_kmeans_clusters", "gradient_logged_dummies", "gradient_logged_iterations",
-                     "oracle_images_per_identity", "calibration_identities"):
+        for name in (
+            "gallery_distractors",
+            "gallery_images_per_identity",
+            "public_identities",
+            "public_images_per_identity",
+            "decoder_epochs",
+            "max_inverted",
+            "gradient_clients",
+            "gradient_images",
+            "gradient_iterations",
+            "dp_kmeans_clusters",
+            "gradient_logged_dummies",
+            "gradient_logged_iterations",
+            "oracle_images_per_identity",
+            "calibration_identities",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -119,15 +131,21 @@ class AttackRunConfig:
             if not (sigma > 0 and math.isfinite(sigma)):
                 raise ValueError(f"gradient_dp_noise_multipliers must hold finite numbers > 0, got {sigma}")
         if not (self.gradient_dp_max_grad_norm > 0 and math.isfinite(self.gradient_dp_max_grad_norm)):
-            raise ValueError(f"gradient_dp_max_grad_norm must be a finite number > 0, got {self.gradient_dp_max_grad_norm}")
+            raise ValueError(
+                f"gradient_dp_max_grad_norm must be a finite number > 0, got {self.gradient_dp_max_grad_norm}"
+            )
         bad = [r for r in self.gradient_logged_rounds if r not in ("first", "last")]
         if bad:
-            raise ValueError(f"gradient_logged_rounds must hold 'first' and/or 'last', got {list(self.gradient_logged_rounds)}")
+            raise ValueError(
+                f"gradient_logged_rounds must hold 'first' and/or 'last', got {list(self.gradient_logged_rounds)}"
+            )
         if not (self.dp_kmeans_epsilon > 0 and math.isfinite(self.dp_kmeans_epsilon)):
             raise ValueError(f"dp_kmeans_epsilon must be a finite number > 0, got {self.dp_kmeans_epsilon}")
         if isinstance(self.calibration_images_per_identity, bool) or self.calibration_images_per_identity < 2:
-            raise ValueError("calibration_images_per_identity must be an integer >= 2 (a probe and a template), "
-                             f"got {self.calibration_images_per_identity!r}")
+            raise ValueError(
+                "calibration_images_per_identity must be an integer >= 2 (a probe and a template), "
+                f"got {self.calibration_images_per_identity!r}"
+            )
         if not all(0 < f < 1 for f in self.calibration_fars):
             raise ValueError(f"calibration_fars must lie in (0, 1), got {list(self.calibration_fars)}")
         if self.oracle_start_index < 0:
@@ -159,16 +177,32 @@ class AttackReport:
             "config": self.config,
             "evaluator": self.evaluator,
             "evaluator_calibration": _jsonable(self.calibration),
-            "knn": [_jsonable({**r.summary(), "tpr_at_fpr": [t.to_dict() for t in r.tpr_at_fpr],
-                               "top1_ci": r.top1_ci, "topk_ci": r.topk_ci, "group_ci": r.group_ci,
-                               "num_gallery_identities": r.num_gallery_identities,
-                               "num_member_identities_in_gallery": r.num_member_identities_in_gallery,
-                               "roc_fpr": r.roc_fpr, "roc_tpr": r.roc_tpr, "notes": r.notes}) for r in self.knn],
+            "knn": [
+                _jsonable(
+                    {
+                        **r.summary(),
+                        "tpr_at_fpr": [t.to_dict() for t in r.tpr_at_fpr],
+                        "top1_ci": r.top1_ci,
+                        "topk_ci": r.topk_ci,
+                        "group_ci": r.group_ci,
+                        "num_gallery_identities": r.num_gallery_identities,
+                        "num_member_identities_in_gallery": r.num_member_identities_in_gallery,
+                        "roc_fpr": r.roc_fpr,
+                        "roc_tpr": r.roc_tpr,
+                        "notes": r.notes,
+                    }
+                )
+                for r in self.knn
+            ],
             "inversion": [_jsonable({**r.summary(), "grid": r.grid_path, "notes": r.notes}) for r in self.inversion],
-            "gradient": [_jsonable({**r.summary(), "client": r.config.get("client"), "threat_model": r.threat_model})
-                         for r in self.gradient],
-            "gradient_logged": [_jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path,
-                                           "notes": r.notes}) for r in self.gradient_logged],
+            "gradient": [
+                _jsonable({**r.summary(), "client": r.config.get("client"), "threat_model": r.threat_model})
+                for r in self.gradient
+            ],
+            "gradient_logged": [
+                _jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path, "notes": r.notes})
+                for r in self.gradient_logged
+            ],
             "notes": self.notes,
             "failures": self.failures,
             "seconds": self.seconds,
@@ -178,10 +212,14 @@ class AttackReport:
         """A plain-text table of the headline numbers."""
         lines = [f"attacks by {self.observer!r} on {self.run_dir}"]
         if self.knn:
-            lines.append(f"  k-NN identity attack (gallery: {self.knn[0].num_gallery_identities} identities, "
-                         f"{self.knn[0].num_member_identities_in_gallery} of them clients'):")
-            lines.append(f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'(chance)':>8s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} "
-                         f"{'TPR@1e-2':>16s} {'group/chance':>12s}")
+            lines.append(
+                f"  k-NN identity attack (gallery: {self.knn[0].num_gallery_identities} identities, "
+                f"{self.knn[0].num_member_identities_in_gallery} of them clients'):"
+            )
+            lines.append(
+                f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'(chance)':>8s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} "
+                f"{'TPR@1e-2':>16s} {'group/chance':>12s}"
+            )
             for r in self.knn:
                 t = {x.target_fpr: x for x in r.tpr_at_fpr}
 
@@ -192,21 +230,29 @@ class AttackReport:
                     return f"{x.tpr:.3f}[{x.ci_low:.2f},{x.ci_high:.2f}]{star}"
 
                 g = "—" if r.group_accuracy is None else f"{r.group_accuracy:.2f}/{r.group_chance:.2f}"
-                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
-                             f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}")
+                lines.append(
+                    f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
+                    f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}"
+                )
             lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
-            lines.append("    ceilings (oracle W = true class centers, oracle real = unseen real images, null = random "
-                         "unit vectors; normalised = (raw - null) / (oracle W - null), 95% bootstrap over units):")
+            lines.append(
+                "    ceilings (oracle W = true class centers, oracle real = unseen real images, null = random "
+                "unit vectors; normalised = (raw - null) / (oracle W - null), 95% bootstrap over units):"
+            )
             for r in self.knn:
                 lines.append(f"    {r.kind:26s} {_ceiling_line('top-1', r.summary(), 'top1')}")
         if self.inversion:
             lines.append("  embedding inversion (scored by the independent evaluator):")
-            lines.append(f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
-                         f"{'PSNR (impostor)':>16s}")
+            lines.append(
+                f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
+                f"{'PSNR (impostor)':>16s}"
+            )
             for r in self.inversion:
                 m = r.means
-                lines.append(f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
-                             f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})")
+                lines.append(
+                    f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
+                    f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})"
+                )
             for r in self.inversion:
                 s = r.summary()
                 for metric in r.ceilings:
@@ -215,31 +261,42 @@ class AttackReport:
                     lines.append(f"    {r.kind:26s} {_ceiling_line(label, s, metric)}")
         if self.gradient:
             lines.append("  gradient inversion probes (Inverting Gradients):")
-            lines.append(f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}")
+            lines.append(
+                f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}"
+            )
             for r in self.gradient:
                 s = r.summary()
                 sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
-                lines.append(f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
-                             f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
-                             f"{s['label_accuracy']:6.2f}")
+                lines.append(
+                    f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
+                    f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
+                    f"{s['label_accuracy']:6.2f}"
+                )
         if self.gradient_logged:
             lines.append("  gradient inversion of logged client updates (what the server received):")
-            lines.append(f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
-                         f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'(chance)':>8s}")
+            lines.append(
+                f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
+                f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'(chance)':>8s}"
+            )
             for r in self.gradient_logged:
                 s = r.summary()
                 steps = "?" if s["local_steps"] is None else str(s["local_steps"])
-                lines.append(f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
-                             f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
-                             f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {_f(s['rank1_chance'])}")
+                lines.append(
+                    f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
+                    f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
+                    f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {_f(s['rank1_chance'])}"
+                )
             lines.append("    (PSNR/SSIM against the nearest real training image of the client)")
         for n in self.notes:
             lines.append(f"  note: {n}")
         if self.evaluator:
             lines.append(f"  {self.evaluator}")
         if self.calibration:
-            parts = [f"FAR {t['target_far']:g}: {t['threshold']:.3f} (genuine accept {t['genuine_accept_rate']:.2f}"
-                     f"{'' if t['supported'] else ', unsupported'})" for t in self.calibration["thresholds"]]
+            parts = [
+                f"FAR {t['target_far']:g}: {t['threshold']:.3f} (genuine accept {t['genuine_accept_rate']:.2f}"
+                f"{'' if t['supported'] else ', unsupported'})"
+                for t in self.calibration["thresholds"]
+            ]
             lines.append(f"  evaluator thresholds ({self.calibration['pairs']}): {'; '.join(parts)}")
         return "\n".join(lines)
 
@@ -250,15 +307,18 @@ def _f(x: Any) -> str:
 
 def _ceiling_line(label: str, s: dict[str, Any], metric: str) -> str:
     """One table line: a metric's oracle(s), null and normalised success with its unit interval."""
+
     def v(key: str) -> str:
         x = s.get(key)
         return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
     ci = s.get(f"normalised_{metric}_ci") or (float("nan"), float("nan"))
     ci_s = "—" if not all(math.isfinite(c) for c in ci) else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-    return (f"{label}: oracle W {v('oracle_' + metric)}, oracle real {v('oracle_real_' + metric)}, "
-            f"null {v('null_' + metric)} -> normalised {v('normalised_' + metric)} {ci_s} "
-            f"({s.get('units', 0)} units: {s.get('unit_name') or '—'})")
+    return (
+        f"{label}: oracle W {v('oracle_' + metric)}, oracle real {v('oracle_real_' + metric)}, "
+        f"null {v('null_' + metric)} -> normalised {v('normalised_' + metric)} {ci_s} "
+        f"({s.get('units', 0)} units: {s.get('unit_name') or '—'})"
+    )
 
 
 def _jsonable(d: Any) -> Any:
@@ -317,13 +377,16 @@ def run_attacks(
         # a curious client knows its own identities: they are neither targets nor in its gallery
         own = torch.tensor(gt.identities[config.observer], dtype=torch.int64)
         members = members[~torch.isin(members, own)]
-        report.notes.append(f"{config.observer}'s own {len(own)} identities are left out of the gallery and the membership truth")
+        report.notes.append(
+            f"{config.observer}'s own {len(own)} identities are left out of the gallery and the membership truth"
+        )
     rng = np.random.default_rng(config.seed)
     n_in = max(1, int(round(config.gallery_member_fraction * len(members))))
     in_gallery = torch.from_numpy(np.sort(rng.choice(members.numpy(), size=n_in, replace=False)))
     distractors = torch.arange(config.distractor_offset, config.distractor_offset + config.gallery_distractors)
-    gallery_faces = render(torch.cat([in_gallery, distractors]), config.gallery_images_per_identity,
-                           config.gallery_start_index)
+    gallery_faces = render(
+        torch.cat([in_gallery, distractors]), config.gallery_images_per_identity, config.gallery_start_index
+    )
 
     kinds = [k for k in CENTER_KINDS if k in view.kinds()]
     observed_model = None
@@ -359,7 +422,10 @@ def run_attacks(
             "k-NN and inversion have nothing to attack"
         )
 
-    identity_groups = {**_identity_groups(render(members, 1, config.gallery_start_index)), **_identity_groups(gallery_faces)}
+    identity_groups = {
+        **_identity_groups(render(members, 1, config.gallery_start_index)),
+        **_identity_groups(gallery_faces),
+    }
     t0 = time.perf_counter()
     ceilings: dict[str, dict[str, Any]] = {}
     if observed_model is not None and vectors:
@@ -371,9 +437,21 @@ def run_attacks(
         for kind, (vecs, ids, _when) in vectors.items():
             truth = KnnTruth(ids, members, identity_groups)
             try:
-                res = knn_identity_attack(vecs, gallery, truth, KnnAttackConfig(
-                    k=config.knn_k, n_bootstrap=config.n_bootstrap, seed=config.seed, device=config.device,
-                    progress=config.progress), observer=config.observer, kind=kind, **ceilings.get(kind, {}))
+                res = knn_identity_attack(
+                    vecs,
+                    gallery,
+                    truth,
+                    KnnAttackConfig(
+                        k=config.knn_k,
+                        n_bootstrap=config.n_bootstrap,
+                        seed=config.seed,
+                        device=config.device,
+                        progress=config.progress,
+                    ),
+                    observer=config.observer,
+                    kind=kind,
+                    **ceilings.get(kind, {}),
+                )
             except ValueError as exc:
                 report.failures.append(f"k-NN attack on {kind}: {exc}")
                 continue
@@ -388,8 +466,9 @@ def run_attacks(
         ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
         # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
         # only a fraction of them): the same distractors, all members, unseen image indices
-        scoring_gallery = render(torch.cat([members, distractors]), config.gallery_images_per_identity,
-                                 config.gallery_start_index)
+        scoring_gallery = render(
+            torch.cat([members, distractors]), config.gallery_images_per_identity, config.gallery_start_index
+        )
         reference = _reference(ev, gt, render, members, scoring_gallery, config)
         report.evaluator = ev.description
         _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
@@ -420,12 +499,16 @@ def _identity_groups(faces: Any) -> dict[int, int]:
 def _embed_gallery(model: Any, faces: Any, device: str) -> Gallery:
     from federated_core.models import embed
 
-    return Gallery(embed(model, faces, device=device), faces.labels.clone(),
-                   None if faces.groups is None else faces.groups.clone())
+    return Gallery(
+        embed(model, faces, device=device), faces.labels.clone(), None if faces.groups is None else faces.groups.clone()
+    )
 
 
-def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any,
-                       ) -> tuple[torch.Tensor, list, str, list[str]] | None:
+def _dp_kmeans_vectors(
+    gt: GroundTruth,
+    config: AttackRunConfig,
+    model: Any,
+) -> tuple[torch.Tensor, list, str, list[str]] | None:
     """DP k-means centers (diffprivlib) of every client's true class centers — a sanitised release
     the clients *could* make instead of DPLC (the attacked vectors, not something observed) —
     with the client each center comes from."""
@@ -441,8 +524,7 @@ def _dp_kmeans_vectors(gt: GroundTruth, config: AttackRunConfig, model: Any,
             continue
         w = torch.nn.functional.normalize(w.double(), dim=1).float().clamp(-1, 1)
         k = min(config.dp_kmeans_clusters, w.shape[0])
-        res = dp_kmeans_centers(w, torch.tensor(row_ids), k, config.dp_kmeans_epsilon,
-                                seed=config.seed + len(blocks))
+        res = dp_kmeans_centers(w, torch.tensor(row_ids), k, config.dp_kmeans_epsilon, seed=config.seed + len(blocks))
         blocks.append(res.centers)
         ids += res.covered
         senders += [party] * res.centers.shape[0]
@@ -494,7 +576,9 @@ def _oracle_queries(ids: list[frozenset[int]], table: dict[int, torch.Tensor], d
 def _oracle_index_clash(gt: GroundTruth, config: AttackRunConfig) -> str | None:
     """Why the oracle's image indices would reuse gallery or training images (None: disjoint)."""
     lo, hi = config.oracle_start_index, config.oracle_start_index + config.oracle_images_per_identity
-    spans = {"the gallery": (config.gallery_start_index, config.gallery_start_index + config.gallery_images_per_identity)}
+    spans = {
+        "the gallery": (config.gallery_start_index, config.gallery_start_index + config.gallery_images_per_identity)
+    }
     for party, spec in sorted(gt.data_spec.get("clients", {}).items()):
         start = int(spec.get("start_index", 0))
         spans[f"{party}'s training images"] = (start, start + int(spec.get("images_per_identity", 1)))
@@ -504,30 +588,43 @@ def _oracle_index_clash(gt: GroundTruth, config: AttackRunConfig) -> str | None:
     return None
 
 
-def _real_templates(model: Any, render: FaceSource, identities: list[int], config: AttackRunConfig,
-                    ) -> dict[int, torch.Tensor]:
+def _real_templates(
+    model: Any,
+    render: FaceSource,
+    identities: list[int],
+    config: AttackRunConfig,
+) -> dict[int, torch.Tensor]:
     """The observed model's normalised mean embedding of ``oracle_images_per_identity`` unseen
     images of each identity (indices from ``oracle_start_index``)."""
     from federated_core.models import embed
 
-    faces = render(torch.tensor(identities, dtype=torch.int64), config.oracle_images_per_identity,
-                   config.oracle_start_index)
+    faces = render(
+        torch.tensor(identities, dtype=torch.int64), config.oracle_images_per_identity, config.oracle_start_index
+    )
     emb = embed(model, faces, device=config.device)
     uniq, inverse = torch.unique(faces.labels.to(torch.int64), return_inverse=True)
     sums = torch.zeros(len(uniq), emb.shape[1]).index_add_(0, inverse, emb)
     return {int(i): row for i, row in zip(uniq.tolist(), torch.nn.functional.normalize(sums, dim=1))}
 
 
-def _ceiling_inputs(gt: GroundTruth, vectors: dict, sources: dict[str, list[str]], model: Any, render: FaceSource,
-                    config: AttackRunConfig, report: AttackReport) -> dict[str, dict[str, Any]]:
+def _ceiling_inputs(
+    gt: GroundTruth,
+    vectors: dict,
+    sources: dict[str, list[str]],
+    model: Any,
+    render: FaceSource,
+    config: AttackRunConfig,
+    report: AttackReport,
+) -> dict[str, dict[str, Any]]:
     """Per attacked kind, the keyword arguments of the ceilings (`knn_identity_attack`,
     `invert_and_score`): oracle queries from the true ``W_k``, oracle queries from real unseen
     images, and the unit of each row."""
     dim = int(getattr(model, "embedding_dim", next(iter(vectors.values()))[0].shape[1]))
     table = _true_center_table(gt, dim)
     if not table:
-        report.notes.append("ceilings: the ground truth holds no true class centers of the embedding dimension; "
-                            "no true-center oracle")
+        report.notes.append(
+            "ceilings: the ground truth holds no true class centers of the embedding dimension; no true-center oracle"
+        )
     wanted = sorted({j for _v, ids, _w in vectors.values() for s in ids for j in s})
     real: dict[int, torch.Tensor] = {}
     clash = _oracle_index_clash(gt, config)
@@ -538,19 +635,26 @@ def _ceiling_inputs(gt: GroundTruth, vectors: dict, sources: dict[str, list[str]
             real = _real_templates(model, render, wanted, config)
         except ValueError as exc:
             report.failures.append(f"real-image oracle: {exc}")
-    source = (f"observed model's mean embedding of {config.oracle_images_per_identity} unseen image(s) per identity "
-              f"(indices from {config.oracle_start_index}); a cluster averages its identities'")
+    source = (
+        f"observed model's mean embedding of {config.oracle_images_per_identity} unseen image(s) per identity "
+        f"(indices from {config.oracle_start_index}); a cluster averages its identities'"
+    )
     out = {}
     for kind, (vecs, ids, _when) in vectors.items():
         units, unit_name = _units(kind, ids, sources.get(kind) or ["?"] * len(ids))
-        out[kind] = {"oracle": _oracle_queries(ids, table, vecs.shape[1]) if table else None,
-                     "oracle_real": _oracle_queries(ids, real, vecs.shape[1]) if real else None,
-                     "units": units, "unit_name": unit_name, "oracle_real_source": source if real else None}
+        out[kind] = {
+            "oracle": _oracle_queries(ids, table, vecs.shape[1]) if table else None,
+            "oracle_real": _oracle_queries(ids, real, vecs.shape[1]) if real else None,
+            "units": units,
+            "unit_name": unit_name,
+            "oracle_real_source": source if real else None,
+        }
     return out
 
 
-def _calibrate(ev: Any, reference: Any, render: FaceSource, config: AttackRunConfig, attacked: torch.Tensor,
-               report: AttackReport) -> None:
+def _calibrate(
+    ev: Any, reference: Any, render: FaceSource, config: AttackRunConfig, attacked: torch.Tensor, report: AttackReport
+) -> None:
     """Calibrate the evaluator's thresholds at ``calibration_fars`` on its own held-out identities
     (`attacks.evaluator.calibrate_evaluator`; default: the identities right after its training
     ones when it names none) and attach them to ``reference``."""
@@ -562,11 +666,18 @@ def _calibrate(ev: Any, reference: Any, render: FaceSource, config: AttackRunCon
     public = torch.arange(config.public_offset, config.public_offset + config.public_identities)
     clash = ids[torch.isin(ids, torch.cat([attacked, public]))]
     if clash.numel():
-        report.failures.append(f"evaluator calibration: held-out identities {clash[:5].tolist()} are attacked or public ones")
+        report.failures.append(
+            f"evaluator calibration: held-out identities {clash[:5].tolist()} are attacked or public ones"
+        )
         return
     try:
-        cal = calibrate_evaluator(ev, render(ids, config.calibration_images_per_identity, 0), config.calibration_fars,
-                                  device=config.device, identities=(int(span[0]), int(span[0] + n)))
+        cal = calibrate_evaluator(
+            ev,
+            render(ids, config.calibration_images_per_identity, 0),
+            config.calibration_fars,
+            device=config.device,
+            identities=(int(span[0]), int(span[0] + n)),
+        )
     except ValueError as exc:
         report.failures.append(f"evaluator calibration: {exc}")
         return
@@ -574,12 +685,20 @@ def _calibrate(ev: Any, reference: Any, render: FaceSource, config: AttackRunCon
     report.calibration = cal.to_dict()
     for t in cal.thresholds:
         if not t.supported:
-            report.notes.append(f"success at FAR={t.target_far:g} not supported: {t.num_impostor} impostor pairs "
-                                f"(needs >= {t.min_impostors})")
+            report.notes.append(
+                f"success at FAR={t.target_far:g} not supported: {t.num_impostor} impostor pairs "
+                f"(needs >= {t.min_impostors})"
+            )
 
 
-def _train_evaluator(run_dir: Path, gt: GroundTruth, config: AttackRunConfig, members: torch.Tensor,
-                     distractors: torch.Tensor, cache: Path | None) -> Any:
+def _train_evaluator(
+    run_dir: Path,
+    gt: GroundTruth,
+    config: AttackRunConfig,
+    members: torch.Tensor,
+    distractors: torch.Tensor,
+    cache: Path | None,
+) -> Any:
     from attacks.evaluator import evaluator_config, train_evaluator
     from federated_core.pretrain import PretrainConfig
 
@@ -591,14 +710,20 @@ def _train_evaluator(run_dir: Path, gt: GroundTruth, config: AttackRunConfig, me
         )
     phi0 = PretrainConfig.from_dict(run_cfg["pretrain"])
     ev_cfg = evaluator_config(phi0, identity_offset=config.evaluator_identity_offset)
-    excluded = torch.cat([members, distractors,
-                          torch.arange(config.public_offset, config.public_offset + config.public_identities),
-                          torch.arange(*phi0.train_identities)])
+    excluded = torch.cat(
+        [
+            members,
+            distractors,
+            torch.arange(config.public_offset, config.public_offset + config.public_identities),
+            torch.arange(*phi0.train_identities),
+        ]
+    )
     return train_evaluator(ev_cfg, excluded, cache_dir=cache, device=config.device, progress=config.progress)
 
 
-def _reference(ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tensor, gallery_faces: Any,
-               config: AttackRunConfig) -> Any:
+def _reference(
+    ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tensor, gallery_faces: Any, config: AttackRunConfig
+) -> Any:
     """Ground truth of the clients' identities in the evaluator's space: their training images
     (regenerated), and the evaluator-space gallery of the attacker's gallery identities."""
     from attacks.evaluator import build_reference
@@ -606,7 +731,9 @@ def _reference(ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tens
     parts = []
     for party in sorted(gt.identities):
         spec = gt.data_spec.get("clients", {}).get(party, {})
-        per = int(spec.get("images_per_identity", max(1, gt.num_images.get(party, 1) // max(1, len(gt.identities[party])))))
+        per = int(
+            spec.get("images_per_identity", max(1, gt.num_images.get(party, 1) // max(1, len(gt.identities[party]))))
+        )
         parts.append(render(torch.tensor(gt.identities[party]), per, int(spec.get("start_index", 0))))
     from federated_core.data.faceset import FaceSet
 
@@ -614,16 +741,32 @@ def _reference(ev: Any, gt: GroundTruth, render: FaceSource, members: torch.Tens
     return build_reference(ev, reference_faces, gallery_faces, device=config.device)
 
 
-def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, config: AttackRunConfig,
-               out: Path | None, report: AttackReport, ceilings: dict[str, dict[str, Any]] | None = None) -> list[Any]:
+def _inversion(
+    model: Any,
+    vectors: dict,
+    reference: Any,
+    render: FaceSource,
+    config: AttackRunConfig,
+    out: Path | None,
+    report: AttackReport,
+    ceilings: dict[str, dict[str, Any]] | None = None,
+) -> list[Any]:
     from attacks.inversion import DecoderConfig, invert_and_score, train_decoder
 
-    public = render(torch.arange(config.public_offset, config.public_offset + config.public_identities),
-                    config.public_images_per_identity, 0)
-    dcfg = DecoderConfig(embedding_dim=int(model.embedding_dim), resolution=int(public.resolution),
-                         base_channels=config.decoder_base_channels, epochs=config.decoder_epochs,
-                         batch_size=config.decoder_batch_size, lr_step_epochs=config.decoder_lr_step_epochs,
-                         seed=config.seed)
+    public = render(
+        torch.arange(config.public_offset, config.public_offset + config.public_identities),
+        config.public_images_per_identity,
+        0,
+    )
+    dcfg = DecoderConfig(
+        embedding_dim=int(model.embedding_dim),
+        resolution=int(public.resolution),
+        base_channels=config.decoder_base_channels,
+        epochs=config.decoder_epochs,
+        batch_size=config.decoder_batch_size,
+        lr_step_epochs=config.decoder_lr_step_epochs,
+        seed=config.seed,
+    )
     ck = None if out is None else out / "decoder.safetensors"
     if ck is not None and ck.is_file():
         ck.unlink()  # a decoder belongs to one observed model: never resume another's
@@ -636,20 +779,41 @@ def _inversion(model: Any, vectors: dict, reference: Any, render: FaceSource, co
             continue
         grid = None if out is None else out / f"inversion_{config.observer.replace(':', '-')}_{kind}.png"
         c = (ceilings or {}).get(kind, {})
-        extra: dict[str, Any] = {name: None if c.get(name) is None else c[name][keep] for name in ("oracle", "oracle_real")}
+        extra: dict[str, Any] = {
+            name: None if c.get(name) is None else c[name][keep] for name in ("oracle", "oracle_real")
+        }
         if c.get("units") is not None:
             extra.update(units=[c["units"][i] for i in keep], unit_name=c["unit_name"])
         try:
-            results.append(invert_and_score(decoder, vecs[keep], [ids[i] for i in keep], reference,
-                                            observer=config.observer, kind=kind, grid_path=grid, device=config.device,
-                                            seed=config.seed, n_bootstrap=max(10, config.n_bootstrap), **extra))
+            results.append(
+                invert_and_score(
+                    decoder,
+                    vecs[keep],
+                    [ids[i] for i in keep],
+                    reference,
+                    observer=config.observer,
+                    kind=kind,
+                    grid_path=grid,
+                    device=config.device,
+                    seed=config.seed,
+                    n_bootstrap=max(10, config.n_bootstrap),
+                    **extra,
+                )
+            )
         except ValueError as exc:
             report.failures.append(f"inversion of {kind}: {exc}")
     return results
 
 
-def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference: Any, config: AttackRunConfig,
-              run_dir: Path, report: AttackReport) -> list[Any]:
+def _gradient(
+    view: ObserverView,
+    gt: GroundTruth,
+    render: FaceSource,
+    reference: Any,
+    config: AttackRunConfig,
+    run_dir: Path,
+    report: AttackReport,
+) -> list[Any]:
     from attacks.gradient import GradientProbeConfig, run_gradient_probe
     from federated_core.engine.messages import SERVER
 
@@ -666,8 +830,10 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
     if not broadcasts:
         report.notes.append("gradient inversion: the server sent no backbone (nothing to simulate an update from)")
         return []
-    models = {name: backbone_from_state(m.tensors, m.meta.get("spec", {}))
-              for name, m in (("initial", broadcasts[0]), ("trained", broadcasts[-1]))}
+    models = {
+        name: backbone_from_state(m.tensors, m.meta.get("spec", {}))
+        for name, m in (("initial", broadcasts[0]), ("trained", broadcasts[-1]))
+    }
     fed = _run_config(run_dir).get("federated", {})
     local_lr = float(fed.get("lr", 0.05))
     uploads_centers = "class_centers" in view.kinds()
@@ -686,14 +852,24 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
         for state, steps, sigma in plan:
             model = models[state]
             cfg = GradientProbeConfig(
-                backbone=model.build_config["name"], embedding_dim=int(model.embedding_dim),
-                resolution=int(model.resolution), model_state="trained", head="cosface",
-                extra_negatives=8 if n_classes == 1 else 0, num_images=len(faces),
-                batch_size=max(1, len(faces) // steps) if steps > 1 else len(faces), local_steps=steps,
-                local_lr=local_lr, label_source="idlg" if uploads_centers and n_classes > 1 else "known",
-                head_observed=uploads_centers, iterations=config.gradient_iterations, seed=config.seed,
-                dp_noise_multiplier=sigma, dp_max_grad_norm=config.gradient_dp_max_grad_norm,
-                device=config.device, progress=config.progress,
+                backbone=model.build_config["name"],
+                embedding_dim=int(model.embedding_dim),
+                resolution=int(model.resolution),
+                model_state="trained",
+                head="cosface",
+                extra_negatives=8 if n_classes == 1 else 0,
+                num_images=len(faces),
+                batch_size=max(1, len(faces) // steps) if steps > 1 else len(faces),
+                local_steps=steps,
+                local_lr=local_lr,
+                label_source="idlg" if uploads_centers and n_classes > 1 else "known",
+                head_observed=uploads_centers,
+                iterations=config.gradient_iterations,
+                seed=config.seed,
+                dp_noise_multiplier=sigma,
+                dp_max_grad_norm=config.gradient_dp_max_grad_norm,
+                device=config.device,
+                progress=config.progress,
             )
             try:
                 r = run_gradient_probe(cfg, faces, trained_backbone=model, reference=reference)
@@ -706,8 +882,16 @@ def _gradient(view: ObserverView, gt: GroundTruth, render: FaceSource, reference
     return results
 
 
-def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, reference: Any, config: AttackRunConfig,
-                     run_dir: Path, out: Path | None, report: AttackReport) -> list[Any]:
+def _gradient_logged(
+    view: ObserverView,
+    gt: GroundTruth,
+    render: FaceSource,
+    reference: Any,
+    config: AttackRunConfig,
+    run_dir: Path,
+    out: Path | None,
+    report: AttackReport,
+) -> list[Any]:
     """Invert the backbone updates clients actually uploaded (`attacks.logged_update`): the
     worst-case clients first (fewest identities), their first and/or last round."""
     from attacks.inversion import save_image_grid
@@ -730,14 +914,28 @@ def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, re
         faces = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
         done_rounds: set[int] = set()
         for which in config.gradient_logged_rounds:
-            cfg = LoggedUpdateProbeConfig(client=party, round=which, dummies=config.gradient_logged_dummies,
-                                          iterations=config.gradient_logged_iterations, seed=config.seed,
-                                          device=config.device, progress=config.progress)
+            cfg = LoggedUpdateProbeConfig(
+                client=party,
+                round=which,
+                dummies=config.gradient_logged_dummies,
+                iterations=config.gradient_logged_iterations,
+                seed=config.seed,
+                device=config.device,
+                progress=config.progress,
+            )
             try:
-                r = invert_logged_update(view, cfg, faces, granted_classes=len(ids), local_lr=float(fed.get("lr", 0.05)),
-                                         weight_decay=float(fed.get("weight_decay", 0.0)),
-                                         local_epochs=fed.get("local_epochs"), batch_size=fed.get("batch_size"),
-                                         reference=reference, client_identities=ids)
+                r = invert_logged_update(
+                    view,
+                    cfg,
+                    faces,
+                    granted_classes=len(ids),
+                    local_lr=float(fed.get("lr", 0.05)),
+                    weight_decay=float(fed.get("weight_decay", 0.0)),
+                    local_epochs=fed.get("local_epochs"),
+                    batch_size=fed.get("batch_size"),
+                    reference=reference,
+                    client_identities=ids,
+                )
             except ValueError as exc:
                 report.failures.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
                 continue
@@ -747,8 +945,11 @@ def _gradient_logged(view: ObserverView, gt: GroundTruth, render: FaceSource, re
             r.grid_path = None
             if out is not None:
                 path = out / f"gradient_logged_{party.replace(':', '-')}_round{r.round}.png"
-                save_image_grid(torch.from_numpy(r.nearest_originals).float() / 255,
-                                torch.from_numpy(r.reconstructions).float() / 255, path)
+                save_image_grid(
+                    torch.from_numpy(r.nearest_originals).float() / 255,
+                    torch.from_numpy(r.reconstructions).float() / 255,
+                    path,
+                )
                 r.grid_path = str(path)
             results.append(r)
     return results

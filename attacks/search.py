@@ -20,9 +20,7 @@ def _check_pair(queries: torch.Tensor, gallery: torch.Tensor) -> None:
             f"queries and gallery must be 2-d [N, d], got shapes {tuple(queries.shape)} and {tuple(gallery.shape)}"
         )
     if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"dimension mismatch: queries have d={queries.shape[1]}, gallery has d={gallery.shape[1]}"
-        )
+        raise ValueError(f"dimension mismatch: queries have d={queries.shape[1]}, gallery has d={gallery.shape[1]}")
     if queries.shape[0] == 0:
         raise ValueError("queries are empty (0 rows)")
     if gallery.shape[0] == 0:

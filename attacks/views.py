@@ -152,15 +152,19 @@ class ObserverView:
             f"{self.kinds() or 'none'}" + (f" ({self.note})" if self.note else "")
         )
 
-    def of_kind(self, kind: str, round: int | None = None, sender: str | None = None,
-                include_own: bool = True) -> list[Observed]:
+    def of_kind(
+        self, kind: str, round: int | None = None, sender: str | None = None, include_own: bool = True
+    ) -> list[Observed]:
         """Observed messages of ``kind`` (optionally one round / one sender). Raises a
         ``ValueError`` naming the observer and the kind when there are none."""
         if kind not in VIEW_KINDS or kind == "backbone_update":
             raise ValueError(f"kind must be one of {[k for k in VIEW_KINDS if k != 'backbone_update']}, got {kind!r}")
         found = [
-            m for m in self.messages
-            if m.kind == kind and (round is None or m.round == round) and (sender is None or m.sender == sender)
+            m
+            for m in self.messages
+            if m.kind == kind
+            and (round is None or m.round == round)
+            and (sender is None or m.sender == sender)
             and (include_own or m.sender != self.party)
         ]
         if not found:
@@ -170,12 +174,15 @@ class ObserverView:
         return found
 
     # ------------------------------------------------------------------ backbones
-    def backbone_updates(self, round: int | None = None, sender: str | None = None,
-                         required: bool = True) -> list[BackboneUpdate]:
+    def backbone_updates(
+        self, round: int | None = None, sender: str | None = None, required: bool = True
+    ) -> list[BackboneUpdate]:
         """Differences of consecutive backbones this party saw (see the module docstring)."""
         if self._updates is None:
             self._updates = self._compute_updates()
-        found = [u for u in self._updates if (round is None or u.round == round) and (sender is None or u.sender == sender)]
+        found = [
+            u for u in self._updates if (round is None or u.round == round) and (sender is None or u.sender == sender)
+        ]
         if required and not found:
             raise self._missing("backbone_update", "" if round is None else f" in round {round}")
         return found
@@ -189,8 +196,10 @@ class ObserverView:
         previous_seen_broadcast: Observed | None = None
         for m in backbones:
             if m.sender == SERVER:
-                if previous_seen_broadcast is not None and previous_seen_broadcast.round < m.round and (
-                    self.party == SERVER or self.party in m.receivers or self.party == OUTSIDER
+                if (
+                    previous_seen_broadcast is not None
+                    and previous_seen_broadcast.round < m.round
+                    and (self.party == SERVER or self.party in m.receivers or self.party == OUTSIDER)
                 ):
                     updates.append(_difference(m, previous_seen_broadcast))
                 for r in m.receivers:
@@ -243,7 +252,9 @@ class ObserverView:
             name = "centers" if "centers" in m.tensors else _only_matrix(m, self.party)
             v = m.tensors[name]
             if v.dim() != 2:
-                raise ValueError(f"observer {self.party!r}, kind {kind!r}: tensor {name!r} must be [n, d], got {tuple(v.shape)}")
+                raise ValueError(
+                    f"observer {self.party!r}, kind {kind!r}: tensor {name!r} must be [n, d], got {tuple(v.shape)}"
+                )
             if "owners" in m.tensors:  # rows of several clients (global_class_embeddings)
                 owners = m.tensors["owners"].to(torch.int64).tolist()
                 counts: dict[int, int] = {}
@@ -277,9 +288,17 @@ class ObserverView:
         if not keep:
             raise self._missing(kind, " about another party (every row describes the observer's own data)")
         stacked = torch.cat(vectors).float()[keep]
-        return CenterVectors(self.party, kind, -1 if round == "all" else msgs[0].round, stacked,
-                             [sources[i] for i in keep], torch.tensor([rows[i] for i in keep], dtype=torch.int64),
-                             [events[i] for i in keep], [metas[i] for i in keep], [row_rounds[i] for i in keep])
+        return CenterVectors(
+            self.party,
+            kind,
+            -1 if round == "all" else msgs[0].round,
+            stacked,
+            [sources[i] for i in keep],
+            torch.tensor([rows[i] for i in keep], dtype=torch.int64),
+            [events[i] for i in keep],
+            [metas[i] for i in keep],
+            [row_rounds[i] for i in keep],
+        )
 
 
 def backbone_from_state(state: Mapping[str, torch.Tensor], spec: Mapping[str, Any]) -> torch.nn.Module:
@@ -291,8 +310,9 @@ def backbone_from_state(state: Mapping[str, torch.Tensor], spec: Mapping[str, An
     if not spec:
         raise ValueError("the backbone message carries no build spec (meta['spec'])")
     with torch.random.fork_rng(devices=[]):
-        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                               **spec.get("kwargs", {}))
+        model = build_backbone(
+            spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"], **spec.get("kwargs", {})
+        )
     model.load_state_dict({k: state[k] for k in state}, strict=True)
     return model.eval()
 
@@ -314,8 +334,16 @@ def _difference(after: Observed, base: Observed) -> BackboneUpdate:
             raise ValueError(f"backbone of round {after.round} from {after.sender!r} has tensor {k!r} the base lacks")
         delta[k] = a.float() - base.tensors[k].float()
     n = after.meta.get("num_samples")
-    return BackboneUpdate(after.round, after.phase, after.sender, base.round, base.sender, delta,
-                          None if n is None else int(n), after.event)
+    return BackboneUpdate(
+        after.round,
+        after.phase,
+        after.sender,
+        base.round,
+        base.sender,
+        delta,
+        None if n is None else int(n),
+        after.event,
+    )
 
 
 def observer_view(source: Any, party: str) -> ObserverView:
@@ -329,14 +357,17 @@ def observer_view(source: Any, party: str) -> ObserverView:
     party = _check_observer(party)
     if party == OUTSIDER:
         if isinstance(source, WireLog):
-            return ObserverView(party, [], note="an outsider observes no message; give the run folder to see the released model")
+            return ObserverView(
+                party, [], note="an outsider observes no message; give the run folder to see the released model"
+            )
         return _outsider_view(Path(source))
     log = source if isinstance(source, WireLog) else WireLog.load(source)
     observed = []
     for i, m in enumerate(log):
         if m.observed_by(party):
-            observed.append(Observed(i, m.kind, m.round, m.phase, m.sender, tuple(m.receivers), m.tensors, m.event,
-                                     dict(m.meta)))
+            observed.append(
+                Observed(i, m.kind, m.round, m.phase, m.sender, tuple(m.receivers), m.tensors, m.event, dict(m.meta))
+            )
     note = "" if observed else f"{party!r} took part in no message of this run"
     return ObserverView(party, observed, note=note)
 
@@ -352,8 +383,17 @@ def _outsider_view(run_dir: Path) -> ObserverView:
     config = read_checkpoint_config(path)
     spec = {k: config[k] for k in ("name", "embedding_dim", "resolution", "kwargs") if k in config}
     rounds = int(config.get("round", config.get("federated", {}).get("round", 0)))
-    msg = Observed(0, "backbone", rounds, "release", "server", (OUTSIDER,), load_file(str(path)), None,
-                   {"spec": spec, "release": True})
+    msg = Observed(
+        0,
+        "backbone",
+        rounds,
+        "release",
+        "server",
+        (OUTSIDER,),
+        load_file(str(path)),
+        None,
+        {"spec": spec, "release": True},
+    )
     return ObserverView(OUTSIDER, [msg], note="an outsider sees only the released final model")
 
 
@@ -491,7 +531,9 @@ class GroundTruth:
 
         spec = self.data_spec
         if spec.get("source") != "synthetic":
-            raise ValueError(f"images can be regenerated only for synthetic data, the data spec says {spec.get('source')!r}")
+            raise ValueError(
+                f"images can be regenerated only for synthetic data, the data spec says {spec.get('source')!r}"
+            )
         gen = _synthetic_generator(spec["generator"])
         parties = list(parties) if parties is not None else sorted(spec["clients"])
         sets = []
@@ -499,8 +541,13 @@ class GroundTruth:
             c = spec["clients"].get(p)
             if c is None:
                 raise ValueError(f"the data spec has no client {p!r}")
-            sets.append(gen.make_set(torch.tensor(c["identities"], dtype=torch.int64), int(c["images_per_identity"]),
-                                     start_index=int(c.get("start_index", 0))))
+            sets.append(
+                gen.make_set(
+                    torch.tensor(c["identities"], dtype=torch.int64),
+                    int(c["images_per_identity"]),
+                    start_index=int(c.get("start_index", 0)),
+                )
+            )
         return FaceSet.concat(sets)
 
     def generator(self) -> Any:

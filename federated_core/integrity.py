@@ -34,8 +34,9 @@ def write_checksums(folder: str | Path, names: Iterable[str]) -> Path:
     """Record ``{name: {"sha256", "bytes"}}`` of ``names`` (relative to ``folder``) in its
     ``checksums.json`` (written last, so a folder interrupted mid-save has no valid record)."""
     folder = Path(folder)
-    record = {name: {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size}
-              for name in sorted(names)}
+    record = {
+        name: {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size} for name in sorted(names)
+    }
     path = folder / CHECKSUMS_NAME
     tmp = path.with_name(CHECKSUMS_NAME + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
@@ -61,7 +62,9 @@ def verify_checksums(folder: str | Path, names: Iterable[str]) -> list[str]:
         elif not file.is_file():
             problems.append(f"{file} is missing")
         elif file.stat().st_size != expected.get("bytes"):
-            problems.append(f"{file} has {file.stat().st_size} bytes, {expected.get('bytes')} were recorded (truncated?)")
+            problems.append(
+                f"{file} has {file.stat().st_size} bytes, {expected.get('bytes')} were recorded (truncated?)"
+            )
         elif file_sha256(file) != expected["sha256"]:
             problems.append(f"{file} differs from its recorded SHA-256 (altered)")
     return problems

@@ -110,7 +110,9 @@ def tpir_at_fpir_fedfr_pairs(gallery: Any, gallery_ids: Any, probes: Any, probe_
         raise ValueError(f"probes must have d={templates.shape[1]} columns like gallery, got {p.shape[1]}")
     pids = to_numpy(probe_ids)
     if pids.shape != (p.shape[0],) or not np.issubdtype(pids.dtype, np.integer):
-        raise ValueError(f"probe_ids must be an integer array with one id per probe ({p.shape[0]}), got shape {pids.shape}")
+        raise ValueError(
+            f"probe_ids must be an integer array with one id per probe ({p.shape[0]}), got shape {pids.shape}"
+        )
     scores = p @ templates.T
     is_mate = pids[:, None] == template_ids[None, :]
     mated = is_mate.any(axis=1)
@@ -238,7 +240,11 @@ def fedfr_verification_pairs(
 
 
 def _identification(
-    enrol: np.ndarray, enrol_ids: np.ndarray, probes: np.ndarray, probe_ids: np.ndarray, fpirs: Sequence[float],
+    enrol: np.ndarray,
+    enrol_ids: np.ndarray,
+    probes: np.ndarray,
+    probe_ids: np.ndarray,
+    fpirs: Sequence[float],
     fpir_rule: str,
 ) -> dict[str, Any]:
     mated = np.isin(probe_ids, enrol_ids)
@@ -370,7 +376,12 @@ class PersonalisedReport:
     mean: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "fpir_rule": self.fpir_rule, "mean": self.mean, "per_client": self.per_client}
+        return {
+            "protocol": self.protocol,
+            "fpir_rule": self.fpir_rule,
+            "mean": self.mean,
+            "per_client": self.per_client,
+        }
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -388,10 +399,17 @@ def average_over_clients(per_client: Sequence[dict[str, Any]]) -> dict[str, dict
         flat: dict[str, float] = {}
         _flatten("", metrics, flat)
         for key, v in flat.items():
-            if key in ("client", "local_identities") or key.endswith("_probes") or key.startswith("num_") or ".num_" in key:
+            if (
+                key in ("client", "local_identities")
+                or key.endswith("_probes")
+                or key.startswith("num_")
+                or ".num_" in key
+            ):
                 continue
             values.setdefault(key, []).append(v)
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "clients": len(v)} for k, v in sorted(values.items())}
+    return {
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "clients": len(v)} for k, v in sorted(values.items())
+    }
 
 
 def evaluate_personalised(
@@ -445,8 +463,9 @@ def evaluate_personalised(
         enrol = embed(model, enrol_faces, device=device).numpy()
         enrol_ids = enrol_faces.labels.numpy()
         if protocol == "fedfr":
-            metrics = fedfr_client_metrics(probes, probe_ids, enrol, enrol_ids, fars, fpirs, fpir_rule,
-                                           max_genuine, max_impostor, seed + c)
+            metrics = fedfr_client_metrics(
+                probes, probe_ids, enrol, enrol_ids, fars, fpirs, fpir_rule, max_genuine, max_impostor, seed + c
+            )
         else:
             metrics = fedfs_client_metrics(probes, probe_ids, enrol, enrol_ids, fpirs, fpir_rule)
         per_client.append({"client": c, **metrics})

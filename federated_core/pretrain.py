@@ -84,15 +84,15 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be a range (start, stop) with 0 <= start < stop, got {(start, stop)}")
         a, b = self.train_identities, self.eval_identities
         if a[0] < b[1] and b[0] < a[1]:
-            raise ValueError(
-                f"eval_identities {b} overlap train_identities {a}: evaluation must use unseen identities"
-            )
+            raise ValueError(f"eval_identities {b} overlap train_identities {a}: evaluation must use unseen identities")
         positive_ints = ("train_images_per_identity", "epochs", "batch_size", "embedding_dim")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_images_per_identity < 2:
-            raise ValueError(f"eval_images_per_identity must be >= 2 (genuine pairs), got {self.eval_images_per_identity}")
+            raise ValueError(
+                f"eval_images_per_identity must be >= 2 (genuine pairs), got {self.eval_images_per_identity}"
+            )
         if self.head not in ("cosface", "arcface", "softmax"):
             raise ValueError(f"head must be one of 'cosface', 'arcface', 'softmax', got {self.head!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -166,9 +166,7 @@ def evaluate_backbone(
     from federated_core.models import embed
 
     emb = embed(backbone, faces, device=device)
-    return verification_report(
-        emb, faces.labels, num_genuine=genuine_pairs, num_impostor=impostor_pairs, seed=seed
-    )
+    return verification_report(emb, faces.labels, num_genuine=genuine_pairs, num_impostor=impostor_pairs, seed=seed)
 
 
 def train_backbone(
@@ -200,9 +198,11 @@ def train_backbone(
     warmup = min(steps_per_epoch, total_steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda step: (step + 1) / max(1, warmup)
-        if step < warmup
-        else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup))),
+        lambda step: (
+            (step + 1) / max(1, warmup)
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+        ),
     )
     losses: list[float] = []
     bar = tqdm(total=total_steps, desc="pretrain φ0", disable=not progress, leave=False)
@@ -257,10 +257,19 @@ def pretrain(
             backbone, saved = load_backbone(folder / "backbone.safetensors", device=device)
             metrics = json.loads((folder / "metrics.json").read_text())
             if metrics.get("evaluation_fingerprint") != config.evaluation_fingerprint():  # same weights, other test
-                evaluation = config.data.generator().make_set(_identity_range(config.eval_identities),
-                                                              config.eval_images_per_identity)
-                metrics.update(evaluate_backbone(backbone, evaluation, config.eval_genuine_pairs,
-                                                 config.eval_impostor_pairs, seed=config.seed, device=device))
+                evaluation = config.data.generator().make_set(
+                    _identity_range(config.eval_identities), config.eval_images_per_identity
+                )
+                metrics.update(
+                    evaluate_backbone(
+                        backbone,
+                        evaluation,
+                        config.eval_genuine_pairs,
+                        config.eval_impostor_pairs,
+                        seed=config.seed,
+                        device=device,
+                    )
+                )
                 metrics["evaluation_fingerprint"] = config.evaluation_fingerprint()
                 (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
                 write_checksums(folder, PHI0_FILES)

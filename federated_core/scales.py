@@ -50,19 +50,32 @@ class FederatedScale:
     identity_pool_start: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for name in ("num_clients", "identities_per_client", "images_per_identity", "test_identities",
-                     "rounds", "local_epochs", "batch_size", "genuine_pairs", "impostor_pairs"):
+        for name in (
+            "num_clients",
+            "identities_per_client",
+            "images_per_identity",
+            "test_identities",
+            "rounds",
+            "local_epochs",
+            "batch_size",
+            "genuine_pairs",
+            "impostor_pairs",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.test_identities < 2:
             raise ValueError(f"test_identities must be >= 2, got {self.test_identities}")
         if self.test_images_per_identity < 2:
-            raise ValueError(f"test_images_per_identity must be >= 2 (genuine pairs), got {self.test_images_per_identity}")
+            raise ValueError(
+                f"test_images_per_identity must be >= 2 (genuine pairs), got {self.test_images_per_identity}"
+            )
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
         if self.partition == "one-identity" and self.identities_per_client != 1:
-            raise ValueError(f"partition 'one-identity' needs identities_per_client=1, got {self.identities_per_client}")
+            raise ValueError(
+                f"partition 'one-identity' needs identities_per_client=1, got {self.identities_per_client}"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -76,19 +89,46 @@ class FederatedScale:
 
 SCALES: dict[str, FederatedScale] = {
     "tiny": FederatedScale(
-        name="tiny", num_clients=4, identities_per_client=3, images_per_identity=4,
-        test_identities=8, test_images_per_identity=4, rounds=2, local_epochs=1, batch_size=16, lr=0.05,
-        genuine_pairs=100, impostor_pairs=100,
+        name="tiny",
+        num_clients=4,
+        identities_per_client=3,
+        images_per_identity=4,
+        test_identities=8,
+        test_images_per_identity=4,
+        rounds=2,
+        local_epochs=1,
+        batch_size=16,
+        lr=0.05,
+        genuine_pairs=100,
+        impostor_pairs=100,
     ),
     "demo": FederatedScale(
-        name="demo", num_clients=10, identities_per_client=20, images_per_identity=10,
-        test_identities=100, test_images_per_identity=6, rounds=8, local_epochs=1, batch_size=32, lr=0.05,
-        genuine_pairs=1500, impostor_pairs=1500,
+        name="demo",
+        num_clients=10,
+        identities_per_client=20,
+        images_per_identity=10,
+        test_identities=100,
+        test_images_per_identity=6,
+        rounds=8,
+        local_epochs=1,
+        batch_size=32,
+        lr=0.05,
+        genuine_pairs=1500,
+        impostor_pairs=1500,
     ),
     "paper": FederatedScale(
-        name="paper", num_clients=40, identities_per_client=100, images_per_identity=20,
-        test_identities=1000, test_images_per_identity=10, rounds=20, local_epochs=1, batch_size=128, lr=0.01,
-        genuine_pairs=30_000, impostor_pairs=300_000,
+        name="paper",
+        num_clients=40,
+        identities_per_client=100,
+        images_per_identity=20,
+        test_identities=1000,
+        test_images_per_identity=10,
+        rounds=20,
+        local_epochs=1,
+        batch_size=128,
+        lr=0.01,
+        genuine_pairs=30_000,
+        impostor_pairs=300_000,
     ),
 }
 
@@ -126,7 +166,8 @@ def build_federated_data(scale: FederatedScale, synthetic: Any, seed: int = 0) -
 
     generator = synthetic.generator()
     pool = torch.arange(
-        scale.identity_pool_start, scale.identity_pool_start + scale.client_identities + scale.test_identities,
+        scale.identity_pool_start,
+        scale.identity_pool_start + scale.client_identities + scale.test_identities,
         dtype=torch.int64,
     )
     split = split_identities(pool, {"clients": scale.client_identities, "test": scale.test_identities}, seed)
@@ -137,7 +178,9 @@ def build_federated_data(scale: FederatedScale, synthetic: Any, seed: int = 0) -
         faces = generator.make_set(ids, scale.images_per_identity)
         clients.append(ClientData.from_faces(faces))
         spec_clients[client_party(cid)] = {
-            "identities": [int(i) for i in ids], "images_per_identity": scale.images_per_identity, "start_index": 0,
+            "identities": [int(i) for i in ids],
+            "images_per_identity": scale.images_per_identity,
+            "start_index": 0,
         }
     test = generator.make_set(split["test"], scale.test_images_per_identity)
     data_spec = {
@@ -145,8 +188,11 @@ def build_federated_data(scale: FederatedScale, synthetic: Any, seed: int = 0) -
         "generator": dataclasses.asdict(synthetic) if dataclasses.is_dataclass(synthetic) else dict(synthetic),
         "render": "federated_core.data.SyntheticFaces(**generator).make_set(identities, images_per_identity, start_index)",
         "clients": spec_clients,
-        "test": {"identities": [int(i) for i in split["test"]], "images_per_identity": scale.test_images_per_identity,
-                 "start_index": 0},
+        "test": {
+            "identities": [int(i) for i in split["test"]],
+            "images_per_identity": scale.test_images_per_identity,
+            "start_index": 0,
+        },
         "scale": dataclasses.asdict(scale),
         "seed": seed,
     }

@@ -20,7 +20,6 @@ source run and the code, `privaudit.code_version`).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -45,8 +44,9 @@ def occupancy_curves(dims: list[int], points: int = OCCUPANCY_POINTS) -> dict[st
     return {str(d): {"rho": rhos, "ratio": [occupancy_ratio(r, d) for r in rhos]} for d in sorted(set(dims))}
 
 
-def epsilon_vs_rounds(epsilon: float, delta: float, queries: int, calibration: str, accountants: list[str],
-                      rounds: list[int]) -> dict[str, dict[str, list[float]]]:
+def epsilon_vs_rounds(
+    epsilon: float, delta: float, queries: int, calibration: str, accountants: list[str], rounds: list[int]
+) -> dict[str, dict[str, list[float]]]:
     """Cumulative ε after each of ``rounds`` of ``queries`` DPLC releases per round, each a
     Gaussian mechanism of noise multiplier ``gaussian_sigma(1, ε, δ, calibration)``."""
     from accountants import GaussianEvent, SelfComposedEvent, gaussian_sigma
@@ -55,8 +55,10 @@ def epsilon_vs_rounds(epsilon: float, delta: float, queries: int, calibration: s
     z = gaussian_sigma(1.0, epsilon, delta, method=calibration)
     out = {}
     for acc in accountants:
-        values = [compose(SelfComposedEvent(GaussianEvent(z, unit="class-center"), queries * r), delta, accountant=acc)
-                  for r in rounds]
+        values = [
+            compose(SelfComposedEvent(GaussianEvent(z, unit="class-center"), queries * r), delta, accountant=acc)
+            for r in rounds
+        ]
         out[acc] = {"rounds": list(rounds), "epsilon": values}
     return out
 
@@ -77,8 +79,16 @@ def _true_centers(runs: Mapping[str, Path]) -> tuple[Any, str, str] | None:
     return None
 
 
-def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, threshold: float | int,
-               delta: float, calibration: str, draws: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
+def cos_p_phat(
+    centers: Any,
+    settings: list[tuple[float, float]],
+    queries: int,
+    threshold: float | int,
+    delta: float,
+    calibration: str,
+    draws: int,
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Records ``{"epsilon", "rho", "queries", "values", "calibration", "label"}``: cos(p, p̂) of
     the first DPLC query over ``draws`` noise draws, for each ``(ε, ρ)`` of ``settings``."""
     import torch
@@ -92,8 +102,10 @@ def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, 
     for eps, rho in settings:
         clustering = local_clustering(w, rho=rho, min_cluster_size=t, max_queries=queries)
         if clustering.num_clusters == 0:
-            notes.append(f"cos(p, p̂) at ε={eps:g}, ρ={rho:g}: no neighbourhood reaches T={t} "
-                         f"(largest {clustering.last_largest}); nothing released")
+            notes.append(
+                f"cos(p, p̂) at ε={eps:g}, ρ={rho:g}: no neighbourhood reaches T={t} "
+                f"(largest {clustering.last_largest}); nothing released"
+            )
             continue
         p = F.normalize(clustering.centers[:1], dim=1)
         values = []
@@ -101,14 +113,28 @@ def cos_p_phat(centers: Any, settings: list[tuple[float, float]], queries: int, 
             gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
             rel = release_clusters(clustering, eps, delta, calibration=calibration, generator=gen)
             values.append(float(F.cosine_similarity(rel.noisy_centers[:1].double(), p, dim=1)))
-        records.append({"epsilon": float(eps), "rho": float(rho), "queries": int(queries), "values": values,
-                        "calibration": calibration,
-                        "label": f"|S|={int(clustering.sizes[0])}"})
+        records.append(
+            {
+                "epsilon": float(eps),
+                "rho": float(rho),
+                "queries": int(queries),
+                "values": values,
+                "calibration": calibration,
+                "label": f"|S|={int(clustering.sizes[0])}",
+            }
+        )
     return records, notes
 
 
-def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, delta: float, cache_dir: Path,
-                   cache: Any = None, run_keys: Mapping[str, str] | None = None) -> Any:
+def audit_analyses(
+    scenario: Any,
+    runs: Mapping[str, Path],
+    embedding_dim: int,
+    delta: float,
+    cache_dir: Path,
+    cache: Any = None,
+    run_keys: Mapping[str, str] | None = None,
+) -> Any:
     """The `reports.schema.Analyses` of an audit (cached through ``cache``, a
     `privaudit.cache.StageCache`, keyed by the settings, the code and the source run's key)."""
     from privaudit.code_version import code_fingerprint, fingerprint
@@ -119,9 +145,18 @@ def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, 
     rounds = sorted(set(ROUND_GRID) | {int(scenario.federation.rounds)})
     source = _true_centers(runs)
     key = {
-        "epsilon": pr.epsilon, "delta": delta, "rho": pr.rho, "queries": pr.queries, "calibration": pr.calibration,
-        "threshold": pr.threshold_fraction, "accountants": list(pr.accountants), "dim": embedding_dim,
-        "draws": draws, "rounds": rounds, "seed": scenario.seed, "code": code_fingerprint(),
+        "epsilon": pr.epsilon,
+        "delta": delta,
+        "rho": pr.rho,
+        "queries": pr.queries,
+        "calibration": pr.calibration,
+        "threshold": pr.threshold_fraction,
+        "accountants": list(pr.accountants),
+        "dim": embedding_dim,
+        "draws": draws,
+        "rounds": rounds,
+        "seed": scenario.seed,
+        "code": code_fingerprint(),
         "source": None if source is None else [source[1], source[2], (run_keys or {}).get(source[1])],
     }
     path = cache_dir / f"analyses-{fingerprint(key)}.json"
@@ -137,14 +172,23 @@ def audit_analyses(scenario: Any, runs: Mapping[str, Path], embedding_dim: int, 
     return analyses
 
 
-def _compute(scenario: Any, source: tuple[Any, str, str] | None, runs: Mapping[str, Path], embedding_dim: int,
-             delta: float, draws: int, rounds: list[int]) -> Any:
+def _compute(
+    scenario: Any,
+    source: tuple[Any, str, str] | None,
+    runs: Mapping[str, Path],
+    embedding_dim: int,
+    delta: float,
+    draws: int,
+    rounds: list[int],
+) -> Any:
     from federated_core.methods.dplc import resolve_min_cluster_size
     from reports.schema import Analyses
 
     pr = scenario.privacy
-    extra: dict[str, Any] = {"epsilon_vs_rounds": f"{pr.queries} DPLC release(s) per round at ε={pr.epsilon:g}, "
-                                                  f"δ={delta:.3g}, {pr.calibration} calibration"}
+    extra: dict[str, Any] = {
+        "epsilon_vs_rounds": f"{pr.queries} DPLC release(s) per round at ε={pr.epsilon:g}, "
+        f"δ={delta:.3g}, {pr.calibration} calibration"
+    }
     records: list[dict[str, Any]] = []
     if source is None:
         extra["cos_p_phat"] = "no run's ground truth holds class centers: Fig. 4 not computed"
@@ -152,17 +196,22 @@ def _compute(scenario: Any, source: tuple[Any, str, str] | None, runs: Mapping[s
         centers, run_key, party = source
         settings = [(pr.epsilon, rho) for rho in sorted(set(FIG4_RHOS) | {pr.rho})]
         settings += [(eps, pr.rho) for eps in sorted(set(FIG4_EPSILONS) | {pr.epsilon}) if eps != pr.epsilon]
-        records, notes = cos_p_phat(centers, settings, pr.queries, pr.threshold_fraction, delta, pr.calibration,
-                                    draws, scenario.seed)
-        extra["cos_p_phat"] = (f"first DPLC query on the final true class centers of {party} in run {run_key!r} "
-                               f"({centers.shape[0]} classes, T={resolve_min_cluster_size(pr.threshold_fraction, centers.shape[0])}), "
-                               f"{draws} noise draws per setting; |S| = the query's cluster size")
+        records, notes = cos_p_phat(
+            centers, settings, pr.queries, pr.threshold_fraction, delta, pr.calibration, draws, scenario.seed
+        )
+        extra["cos_p_phat"] = (
+            f"first DPLC query on the final true class centers of {party} in run {run_key!r} "
+            f"({centers.shape[0]} classes, T={resolve_min_cluster_size(pr.threshold_fraction, centers.shape[0])}), "
+            f"{draws} noise draws per setting; |S| = the query's cluster size"
+        )
         if notes:
             extra["cos_p_phat_notes"] = notes
     analyses = Analyses(
         occupancy=occupancy_curves([*OCCUPANCY_DIMS, int(embedding_dim)]),
         cos_p_phat=records,
-        epsilon_vs_rounds=epsilon_vs_rounds(pr.epsilon, delta, pr.queries, pr.calibration, list(pr.accountants), rounds),
+        epsilon_vs_rounds=epsilon_vs_rounds(
+            pr.epsilon, delta, pr.queries, pr.calibration, list(pr.accountants), rounds
+        ),
         extra=extra,
     )
     return analyses

@@ -11,7 +11,6 @@ the backbone. The independent evaluation model is trained once and cached.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,26 @@ def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool
     a = scenario.attacks
     tiny = scenario.scale == "tiny"
     return AttackRunConfig(
-        observer="server", attacks=attacks, gallery_distractors=a.gallery_distractors,
-        public_identities=a.decoder_identities, public_images_per_identity=4,
-        decoder_epochs=max(1, a.decoder_steps // 100), decoder_base_channels=32 if tiny else 64,
-        max_inverted=20 if tiny else 100, gradient_clients=1, gradient_images=a.gradient_batch_size,
-        gradient_iterations=a.gradient_iterations, gradient_local_steps=(1,), gradient_dp_noise_multipliers=(),
-        gradient_logged_iterations=a.gradient_logged_iterations, gradient_logged_dummies=a.gradient_logged_dummies,
+        observer="server",
+        attacks=attacks,
+        gallery_distractors=a.gallery_distractors,
+        public_identities=a.decoder_identities,
+        public_images_per_identity=4,
+        decoder_epochs=max(1, a.decoder_steps // 100),
+        decoder_base_channels=32 if tiny else 64,
+        max_inverted=20 if tiny else 100,
+        gradient_clients=1,
+        gradient_images=a.gradient_batch_size,
+        gradient_iterations=a.gradient_iterations,
+        gradient_local_steps=(1,),
+        gradient_dp_noise_multipliers=(),
+        gradient_logged_iterations=a.gradient_logged_iterations,
+        gradient_logged_dummies=a.gradient_logged_dummies,
         gradient_simulated=simulated_probe,
-        n_bootstrap=50 if tiny else 200, seed=scenario.seed, device=scenario.device, progress=False,
+        n_bootstrap=50 if tiny else 200,
+        seed=scenario.seed,
+        device=scenario.device,
+        progress=False,
     )
 
 
@@ -50,8 +61,12 @@ def _intervals_of(r: dict[str, Any]) -> dict[str, tuple[float, float]]:
     raw rate's interval over units, ``top1_unit_ci``, is kept as ``top1_unit``)."""
     out = {}
     for name, ci in r.items():
-        if name.endswith("_ci") and isinstance(ci, (list, tuple)) and len(ci) == 2 \
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci):
+        if (
+            name.endswith("_ci")
+            and isinstance(ci, (list, tuple))
+            and len(ci) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)
+        ):
             out[name.removesuffix("_ci")] = (float(ci[0]), float(ci[1]))
     return out
 
@@ -68,32 +83,62 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
         roc = None
         if r.get("roc_fpr") is not None and len(r["roc_fpr"]) == len(r.get("roc_tpr") or []):
             roc = {"fpr": [float(x) for x in r["roc_fpr"]], "tpr": [float(x) for x in r["roc_tpr"]]}
-        findings.append({"attack": "knn", "observer": r.get("observer", "server"), "target_kind": r["kind"],
-                         "metrics": metrics, "intervals": intervals, "roc": roc,
-                         "success_metric": "top1" if "top1" in metrics else None,
-                         "notes": "; ".join(r.get("notes") or [])})
+        findings.append(
+            {
+                "attack": "knn",
+                "observer": r.get("observer", "server"),
+                "target_kind": r["kind"],
+                "metrics": metrics,
+                "intervals": intervals,
+                "roc": roc,
+                "success_metric": "top1" if "top1" in metrics else None,
+                "notes": "; ".join(r.get("notes") or []),
+            }
+        )
     for r in report.get("inversion", []):
         metrics = _numbers(r)
         rel = _relative(r.get("grid"), out_dir)
-        findings.append({"attack": "inversion", "observer": r.get("observer", "server"), "target_kind": r["kind"],
-                         "metrics": metrics, "image_grid": rel, "intervals": _intervals_of(r),
-                         "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
-                         "notes": str(r.get("evaluator", ""))})
+        findings.append(
+            {
+                "attack": "inversion",
+                "observer": r.get("observer", "server"),
+                "target_kind": r["kind"],
+                "metrics": metrics,
+                "image_grid": rel,
+                "intervals": _intervals_of(r),
+                "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
+                "notes": str(r.get("evaluator", "")),
+            }
+        )
     for r in report.get("gradient", []):
         metrics = _numbers(r)
-        findings.append({"attack": "gradient", "observer": "server", "target_kind": "backbone",
-                         "metrics": metrics, "success_metric": "rank1" if "rank1" in metrics else None,
-                         "notes": f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model): "
-                                  f"{r.get('threat_model', '')}"})
+        findings.append(
+            {
+                "attack": "gradient",
+                "observer": "server",
+                "target_kind": "backbone",
+                "metrics": metrics,
+                "success_metric": "rank1" if "rank1" in metrics else None,
+                "notes": f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model): "
+                f"{r.get('threat_model', '')}",
+            }
+        )
     for r in report.get("gradient_logged", []):
         metrics = _numbers({k: v for k, v in r.items() if k not in ("round",)})
-        findings.append({"attack": "gradient", "observer": "server", "target_kind": "backbone_update",
-                         "metrics": metrics, "intervals": _rank1_interval(metrics),
-                         "image_grid": _relative(r.get("grid"), out_dir),
-                         "success_metric": "rank1" if "rank1" in metrics else None,
-                         "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')} "
-                                  "(grid: each reconstruction below the client's real training image nearest to it): "
-                                  f"{r.get('threat_model', '')}"})
+        findings.append(
+            {
+                "attack": "gradient",
+                "observer": "server",
+                "target_kind": "backbone_update",
+                "metrics": metrics,
+                "intervals": _rank1_interval(metrics),
+                "image_grid": _relative(r.get("grid"), out_dir),
+                "success_metric": "rank1" if "rank1" in metrics else None,
+                "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')} "
+                "(grid: each reconstruction below the client's real training image nearest to it): "
+                f"{r.get('threat_model', '')}",
+            }
+        )
     return findings
 
 
@@ -118,8 +163,15 @@ def _relative(path: str | None, out_dir: Path) -> str | None:
         return None
 
 
-def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe: bool,
-               out: Path, cache: Any = None, run_key: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+def attack_run(
+    scenario: Any,
+    run_dir: Path,
+    shares: list[str],
+    simulated_probe: bool,
+    out: Path,
+    cache: Any = None,
+    run_key: str = "",
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Attack one run (cached in ``run_dir/attacks.json``); ``simulated_probe`` adds the simulated
     gradient-inversion probe to the logged-update inversions. Returns the findings and the
     attacks that failed (each a sentence naming the attack and the error: flags for the report).
@@ -148,6 +200,15 @@ def attack_run(scenario: Any, run_dir: Path, shares: list[str], simulated_probe:
         written = files_under(grids) if grids.is_dir() else []
         if written:
             cache.record("attacks", key, written)
-        cache.save_json("attacks", key, path, {"key": key, "findings": findings, "failures": failures,
-                                               "grids": [p.relative_to(run_dir).as_posix() for p in written]})
+        cache.save_json(
+            "attacks",
+            key,
+            path,
+            {
+                "key": key,
+                "findings": findings,
+                "failures": failures,
+                "grids": [p.relative_to(run_dir).as_posix() for p in written],
+            },
+        )
     return findings, failures

@@ -36,9 +36,12 @@ def deployed_parameters(wire: Any, kind: str) -> dict[str, Any] | None:
     sizes = [int(r["cluster_size"]) for m in releases for r in m.meta.get("releases", []) if r.get("cluster_size")]
     thresholds = [int(m.meta["min_cluster_size"]) for m in releases]
     return {
-        "dim": int(releases[0].tensors["centers"].shape[1]), "rho": float(meta["rho"]),
-        "min_cluster_size": min(thresholds), "max_queries": int(meta.get("max_queries", 1)),
-        "epsilon": float(meta["epsilon"]), "delta": min(float(m.meta["delta"]) for m in releases),
+        "dim": int(releases[0].tensors["centers"].shape[1]),
+        "rho": float(meta["rho"]),
+        "min_cluster_size": min(thresholds),
+        "max_queries": int(meta.get("max_queries", 1)),
+        "epsilon": float(meta["epsilon"]),
+        "delta": min(float(m.meta["delta"]) for m in releases),
         "calibration": meta.get("calibration", "analytic"),
         "cluster_size": min(sizes) if sizes else min(thresholds),
     }
@@ -47,13 +50,19 @@ def deployed_parameters(wire: Any, kind: str) -> dict[str, Any] | None:
 def _finding(audit: Any, name: str, statistic: str, scope: str, parameters: dict[str, Any]) -> dict[str, Any]:
     row = audit.to_row()
     return {
-        "name": name, "claimed_epsilon": float(row["claimed_epsilon"]),
-        "epsilon_lower_bound": max(0.0, float(row["epsilon_lb"])), "confidence": float(row["confidence"]),
-        "trials": int(row["trials"]), "statistic": statistic,
-        "refutes_claim": bool(not row["within_claim"]), "delta": float(row["delta"]),
-        "unit": "class-center", "scope": scope, "parameters": parameters,
+        "name": name,
+        "claimed_epsilon": float(row["claimed_epsilon"]),
+        "epsilon_lower_bound": max(0.0, float(row["epsilon_lb"])),
+        "confidence": float(row["confidence"]),
+        "trials": int(row["trials"]),
+        "statistic": statistic,
+        "refutes_claim": bool(not row["within_claim"]),
+        "delta": float(row["delta"]),
+        "unit": "class-center",
+        "scope": scope,
+        "parameters": parameters,
         "notes": f"{audit.description} FP={row['false_positives']}, FN={row['false_negatives']} of "
-                 f"{row['evaluation_trials']} held-out trials per dataset; threshold chosen on a separate split.",
+        f"{row['evaluation_trials']} held-out trials per dataset; threshold chosen on a separate split.",
     }
 
 
@@ -69,8 +78,10 @@ def _pairs(p: dict[str, Any], seed: int) -> tuple[list[Any], list[str]]:
     if p["min_cluster_size"] >= 3:
         pairs.append(threshold_pair(p["dim"], p["rho"], p["min_cluster_size"], seed))
     else:
-        skipped.append(f"threshold-crossing pair not built: deployed T = {p['min_cluster_size']} < 3 "
-                       "(two points beside the moved one must stay below T)")
+        skipped.append(
+            f"threshold-crossing pair not built: deployed T = {p['min_cluster_size']} < 3 "
+            "(two points beside the moved one must stay below T)"
+        )
     return pairs, skipped
 
 
@@ -78,32 +89,72 @@ def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[d
     from accountants.dplc_audit import audit_algorithm1, audit_private, audit_theorem2
 
     common = dict(trials=trials, confidence=CONFIDENCE, seed=seed)
-    shown = {k: p[k] for k in ("dim", "rho", "cluster_size", "min_cluster_size", "max_queries", "epsilon", "delta",
-                               "calibration")}
+    shown = {
+        k: p[k]
+        for k in ("dim", "rho", "cluster_size", "min_cluster_size", "max_queries", "epsilon", "delta", "calibration")
+    }
     pairs, skipped = _pairs(p, seed)
     findings = []
     if method == "privacyface":
-        a = audit_theorem2(dim=p["dim"], rho=p["rho"], cluster_size=max(2, p["cluster_size"]), epsilon=p["epsilon"],
-                           delta=p["delta"], method=p["calibration"], **common)
-        findings.append(_finding(a, "Theorem 2 mechanism (fixed S)", "projection on the swap direction",
-                                 "one release", shown))
+        a = audit_theorem2(
+            dim=p["dim"],
+            rho=p["rho"],
+            cluster_size=max(2, p["cluster_size"]),
+            epsilon=p["epsilon"],
+            delta=p["delta"],
+            method=p["calibration"],
+            **common,
+        )
+        findings.append(
+            _finding(a, "Theorem 2 mechanism (fixed S)", "projection on the swap direction", "one release", shown)
+        )
         for pair in pairs:
-            b = audit_algorithm1(pair, rho=p["rho"], min_cluster_size=p["min_cluster_size"], epsilon=p["epsilon"],
-                                 delta=p["delta"], method=p["calibration"], max_queries=p["max_queries"], **common)
-            findings.append(_finding(b, f"Algorithm 1 end to end ({pair.name})", "release vs reference directions",
-                                     "one release" if p["max_queries"] == 1 else f"one call of {p['max_queries']} queries",
-                                     shown))
+            b = audit_algorithm1(
+                pair,
+                rho=p["rho"],
+                min_cluster_size=p["min_cluster_size"],
+                epsilon=p["epsilon"],
+                delta=p["delta"],
+                method=p["calibration"],
+                max_queries=p["max_queries"],
+                **common,
+            )
+            findings.append(
+                _finding(
+                    b,
+                    f"Algorithm 1 end to end ({pair.name})",
+                    "release vs reference directions",
+                    "one release" if p["max_queries"] == 1 else f"one call of {p['max_queries']} queries",
+                    shown,
+                )
+            )
     else:
         for pair in pairs:
-            c = audit_private(pair, mode="mean-shift", rho=p["rho"], min_cluster_size=p["min_cluster_size"],
-                              epsilon=p["epsilon"], delta=p["delta"], max_queries=p["max_queries"], **common)
-            findings.append(_finding(c, f"private DPLC ({pair.name})", "release vs reference directions",
-                                     f"one call of {p['max_queries']} queries", shown))
+            c = audit_private(
+                pair,
+                mode="mean-shift",
+                rho=p["rho"],
+                min_cluster_size=p["min_cluster_size"],
+                epsilon=p["epsilon"],
+                delta=p["delta"],
+                max_queries=p["max_queries"],
+                **common,
+            )
+            findings.append(
+                _finding(
+                    c,
+                    f"private DPLC ({pair.name})",
+                    "release vs reference directions",
+                    f"one call of {p['max_queries']} queries",
+                    shown,
+                )
+            )
     return findings, skipped
 
 
-def dplc_audits(method: str, wire: Any, trials: int, seed: int, cache: Any = None, path: Path | None = None,
-                run_key: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+def dplc_audits(
+    method: str, wire: Any, trials: int, seed: int, cache: Any = None, path: Path | None = None, run_key: str = ""
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Audit findings (plain dicts of `reports.schema.AuditFinding` fields) of ``method``'s deployed
     release mechanism, and notes on audits that could not run (as flags for the method's row).
     Cached at ``path`` through ``cache`` (a `privaudit.cache.StageCache`), keyed by the run."""
@@ -115,8 +166,9 @@ def dplc_audits(method: str, wire: Any, trials: int, seed: int, cache: Any = Non
     p = deployed_parameters(wire, kind)
     if p is None:
         return [], [f"no {kind} release in the wire log: the release mechanism was not audited"]
-    key = fingerprint({"method": method, "deployed": p, "trials": trials, "seed": seed, "run": run_key,
-                       "code": code_fingerprint()})
+    key = fingerprint(
+        {"method": method, "deployed": p, "trials": trials, "seed": seed, "run": run_key, "code": code_fingerprint()}
+    )
     saved = cache.load_json("audit", key, path) if cache is not None and path is not None else None
     if saved is not None:
         return saved["findings"], saved.get("skipped", [])

@@ -45,8 +45,9 @@ class StageCache:
         try:
             data = json.loads(self.path.read_text())
         except ValueError:
-            warnings.warn(f"{self.path} is not valid JSON: every cached stage is recomputed", CachedFileWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{self.path} is not valid JSON: every cached stage is recomputed", CachedFileWarning, stacklevel=3
+            )
             return {}
         return data.get("entries", {}) if isinstance(data, dict) else {}
 
@@ -95,8 +96,12 @@ class StageCache:
     def record(self, stage: str, key: str, paths: Iterable[str | Path]) -> None:
         """Record ``paths`` (written by ``stage`` from inputs with ``key``) with their SHA-256."""
         for path in paths:
-            self.entries[self._relative(path)] = {"stage": stage, "key": key, "sha256": file_sha256(path),
-                                                  "bytes": Path(path).stat().st_size}
+            self.entries[self._relative(path)] = {
+                "stage": stage,
+                "key": key,
+                "sha256": file_sha256(path),
+                "bytes": Path(path).stat().st_size,
+            }
         self.events.append((stage, "computed"))
         self._write()
 
@@ -131,5 +136,8 @@ def files_under(folder: str | Path, exclude: Iterable[str] = ()) -> list[Path]:
     """Every file under ``folder`` (sorted), except those whose first path part is in ``exclude``."""
     folder = Path(folder)
     skip = set(exclude)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in skip
-                  and not p.name.endswith(".tmp"))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] not in skip and not p.name.endswith(".tmp")
+    )

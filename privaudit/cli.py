@@ -68,8 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"privaudit {args.command}: internal error: {type(exc).__name__}: {exc}"
-              + ("" if args.debug else " (run with `privaudit --debug ...` for the traceback)"), file=sys.stderr)
+        print(
+            f"privaudit {args.command}: internal error: {type(exc).__name__}: {exc}"
+            + ("" if args.debug else " (run with `privaudit --debug ...` for the traceback)"),
+            file=sys.stderr,
+        )
         return 1
 
 

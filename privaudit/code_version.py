@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import importlib.util
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 # the packages whose code computes the audit's numbers (the CLI and report layout do not)
 COMPUTING_PACKAGES = ("federated_core", "attacks", "accountants")
-PIPELINE_MODULES = ("privaudit.pipeline", "privaudit.privacy_stage", "privaudit.audit_stage",
-                    "privaudit.attack_stage", "privaudit.personal_stage", "privaudit.scenario")
+PIPELINE_MODULES = (
+    "privaudit.pipeline",
+    "privaudit.privacy_stage",
+    "privaudit.audit_stage",
+    "privaudit.attack_stage",
+    "privaudit.personal_stage",
+    "privaudit.scenario",
+)
 
 
 def _sources() -> list[tuple[str, Path]]:

@@ -71,6 +71,7 @@ def _check_per_identity(per_identity: Any) -> int:
 
 # ------------------------------------------------------------------------------- held-out images
 
+
 @dataclass
 class HeldOut:
     """Held-out images of every client's own identities, rendered on first use and shared by all
@@ -124,6 +125,7 @@ class HeldOut:
 
 
 # ------------------------------------------------------------------------------- models per client
+
 
 @dataclass
 class RunModels:
@@ -207,13 +209,14 @@ def model_plan(models: RunModels) -> ModelPlan:
 
 # ------------------------------------------------------------------------------- flat metrics
 
+
 def metric_name(flat_key: str) -> str:
     """``average_over_clients`` key -> short name: ``"verification.tar_at_far.0.01"`` ->
     ``"tar@far=0.01"``, ``"identification.tpir_at_fpir.0.001"`` -> ``"tpir@fpir=0.001"``,
     ``"verification.auroc"`` / ``"auroc"`` -> ``"auroc"``, ``"identification.rank1"`` -> ``"rank1"``."""
     for prefix, short in (("verification.tar_at_far.", "tar@far="), ("identification.tpir_at_fpir.", "tpir@fpir=")):
         if flat_key.startswith(prefix):
-            return f"{short}{float(flat_key[len(prefix):]):g}"
+            return f"{short}{float(flat_key[len(prefix) :]):g}"
     return {"verification.auroc": "auroc", "identification.rank1": "rank1"}.get(flat_key, flat_key)
 
 
@@ -243,12 +246,14 @@ def flatten_report(report: Any, num_clients: int, tag: str = "") -> tuple[dict[s
         for far in ver.get("unsupported_fars", []):
             dropped.setdefault(f"{report.protocol}:tar@far={float(far):g}{tag}", "unsupported at this impostor count")
         for fpir in c.get("identification", {}).get("unsupported_fpirs", []):
-            dropped.setdefault(f"{report.protocol}:tpir@fpir={float(fpir):g}{tag}",
-                               "unsupported at this non-mated probe count")
+            dropped.setdefault(
+                f"{report.protocol}:tpir@fpir={float(fpir):g}{tag}", "unsupported at this non-mated probe count"
+            )
     return values, {k: v for k, v in sorted(dropped.items()) if k not in values}
 
 
 # ------------------------------------------------------------------------------- the stage
+
 
 @dataclass
 class PersonalisedUtility:
@@ -271,16 +276,32 @@ def stage_key(run_dir: Path, per_identity: int, seed: int) -> str:
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if not saved.get("finished"):
         raise ValueError(f"run_dir {str(run_dir)!r} has no finished audit run (audit_stage.json with finished=true)")
-    return fingerprint({
-        "run": saved["key"], "heldout_per_identity": per_identity, "seed": seed, "version": STAGE_VERSION,
-        "generator": GENERATOR_VERSION, "fars": FEDFR_FARS, "fedfr_fpirs": FEDFR_FPIRS, "fedfs_fpirs": FEDFS_FPIRS,
-        "fpir_rule": FPIR_RULE, "max_impostor": MAX_IMPOSTOR_PAIRS,
-    })
+    return fingerprint(
+        {
+            "run": saved["key"],
+            "heldout_per_identity": per_identity,
+            "seed": seed,
+            "version": STAGE_VERSION,
+            "generator": GENERATOR_VERSION,
+            "fars": FEDFR_FARS,
+            "fedfr_fpirs": FEDFR_FPIRS,
+            "fedfs_fpirs": FEDFS_FPIRS,
+            "fpir_rule": FPIR_RULE,
+            "max_impostor": MAX_IMPOSTOR_PAIRS,
+        }
+    )
 
 
-def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Path,
-                         heldout_per_identity: int | None = None, heldout: HeldOut | None = None,
-                         progress: bool = False, cache: Any = None) -> PersonalisedUtility:
+def personalised_utility(
+    spec: Any,
+    scenario: Any,
+    data: Any,
+    run_dir: str | Path,
+    heldout_per_identity: int | None = None,
+    heldout: HeldOut | None = None,
+    progress: bool = False,
+    cache: Any = None,
+) -> PersonalisedUtility:
     """FedFR's and FedFS's personalised protocols on one finished run (module docstring).
 
     Args:
@@ -312,14 +333,23 @@ def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Pat
     models = load_run_models(run_dir)
     n = len(split.clients)
     if sorted(models.client_states) != list(range(n)):
-        raise ValueError(f"run {str(run_dir)!r} saved states of clients {sorted(models.client_states)}, but the data "
-                         f"has clients 0..{n - 1}")
+        raise ValueError(
+            f"run {str(run_dir)!r} saved states of clients {sorted(models.client_states)}, but the data "
+            f"has clients 0..{n - 1}"
+        )
     plan = model_plan(models)
 
     def run(model_for_client: Callable[[int], Any], protocol: str) -> Any:
-        return evaluate_personalised(model_for_client, split, protocol=protocol, fpir_rule=FPIR_RULE,
-                                     max_impostor=MAX_IMPOSTOR_PAIRS, seed=scenario.seed, device=scenario.device,
-                                     progress=progress)
+        return evaluate_personalised(
+            model_for_client,
+            split,
+            protocol=protocol,
+            fpir_rule=FPIR_RULE,
+            max_impostor=MAX_IMPOSTOR_PAIRS,
+            seed=scenario.seed,
+            device=scenario.device,
+            progress=progress,
+        )
 
     values: dict[str, float] = {}
     dropped: dict[str, str] = {}
@@ -341,11 +371,22 @@ def personalised_utility(spec: Any, scenario: Any, data: Any, run_dir: str | Pat
     if not values:
         raise ValueError(f"method {spec.key!r}: no personalised metric is supported by every client ({dropped})")
     details = {
-        "key": key, "method": spec.key, "model": plan.own_name, "values": dict(sorted(values.items())),
-        "dropped": dropped, "clients": n, "clients_on_global_model": plan.clients_on_global_model,
-        "heldout": {"images_per_identity": heldout.per_identity, "index_ranges": heldout.index_ranges(),
-                    "test_images": int(sum(len(t) for t in split.test))},
-        "fpir_rule": FPIR_RULE, "seed": scenario.seed, "seconds": time.perf_counter() - t0, "reports": reports,
+        "key": key,
+        "method": spec.key,
+        "model": plan.own_name,
+        "values": dict(sorted(values.items())),
+        "dropped": dropped,
+        "clients": n,
+        "clients_on_global_model": plan.clients_on_global_model,
+        "heldout": {
+            "images_per_identity": heldout.per_identity,
+            "index_ranges": heldout.index_ranges(),
+            "test_images": int(sum(len(t) for t in split.test)),
+        },
+        "fpir_rule": FPIR_RULE,
+        "seed": scenario.seed,
+        "seconds": time.perf_counter() - t0,
+        "reports": reports,
     }
     if cache is not None:  # without a manifest nothing is written: an unrecorded file would never be trusted
         cache.save_json("personal", key, path, details)

@@ -59,10 +59,12 @@ def _progress(enabled: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if enabled:
             print(f"[privaudit] {message}", flush=True)
+
     return say
 
 
 # ---------------------------------------------------------------------------- stage 1-2
+
 
 def pretrain_config_for(scenario: Scenario) -> Any:
     from federated_core.pretrain import PretrainConfig, SyntheticSpec
@@ -71,10 +73,16 @@ def pretrain_config_for(scenario: Scenario) -> Any:
     n_eval = 100 if scenario.scale != "tiny" else 16
     return PretrainConfig(
         data=SyntheticSpec(seed=d.seed, resolution=d.resolution, groups=d.groups, difficulty=d.difficulty),
-        train_identities=(0, p.identities), train_images_per_identity=p.images_per_identity,
-        eval_identities=(900_000, 900_000 + n_eval), eval_images_per_identity=6,
-        eval_genuine_pairs=min(1500, n_eval * 15), eval_impostor_pairs=min(3000, n_eval * 30),
-        backbone=p.backbone, embedding_dim=p.embedding_dim, head=p.head, epochs=p.epochs,
+        train_identities=(0, p.identities),
+        train_images_per_identity=p.images_per_identity,
+        eval_identities=(900_000, 900_000 + n_eval),
+        eval_images_per_identity=6,
+        eval_genuine_pairs=min(1500, n_eval * 15),
+        eval_impostor_pairs=min(3000, n_eval * 30),
+        backbone=p.backbone,
+        embedding_dim=p.embedding_dim,
+        head=p.head,
+        epochs=p.epochs,
         seed=scenario.seed,
     )
 
@@ -86,10 +94,18 @@ def federated_scale_for(scenario: Scenario) -> Any:
     n_test = f.test_identities * f.test_images_per_identity
     genuine = min(1500, f.test_identities * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2)
     return FederatedScale(
-        name=scenario.scale, num_clients=f.num_clients, identities_per_client=f.identities_per_client,
-        images_per_identity=f.images_per_identity, test_identities=f.test_identities,
-        test_images_per_identity=f.test_images_per_identity, rounds=f.rounds, local_epochs=f.local_epochs,
-        batch_size=f.batch_size, lr=f.lr, partition=f.partition, genuine_pairs=max(1, genuine),
+        name=scenario.scale,
+        num_clients=f.num_clients,
+        identities_per_client=f.identities_per_client,
+        images_per_identity=f.images_per_identity,
+        test_identities=f.test_identities,
+        test_images_per_identity=f.test_images_per_identity,
+        rounds=f.rounds,
+        local_epochs=f.local_epochs,
+        batch_size=f.batch_size,
+        lr=f.lr,
+        partition=f.partition,
+        genuine_pairs=max(1, genuine),
         impostor_pairs=min(3000, max(1, n_test * 2)),
     )
 
@@ -102,8 +118,14 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
         params["fidelity"] = spec.fidelity
     if spec.name in DPLC_METHODS and spec.fidelity == "default":
         pr = scenario.privacy
-        params.update(rho=pr.rho, max_queries=pr.queries, epsilon=pr.epsilon, delta=pr.delta,
-                      calibration=pr.calibration, min_cluster_size=pr.threshold_fraction)
+        params.update(
+            rho=pr.rho,
+            max_queries=pr.queries,
+            epsilon=pr.epsilon,
+            delta=pr.delta,
+            calibration=pr.calibration,
+            min_cluster_size=pr.threshold_fraction,
+        )
     if spec.name == "fedfr":
         # FedFR's public data D_g: public identities rendered by the scenario's generator (the
         # same domain as φ0's pre-training set; public, so it never crosses the wire).
@@ -111,16 +133,19 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
         generator = {"seed": d.seed, "groups": d.groups}
         if d.difficulty is not None:
             generator["difficulty"] = d.difficulty
-        params["public_set"] = {"identities": [0, min(30, scenario.pretrain.identities)], "images_per_identity": 4,
-                                "start_index": 0, "generator": generator}
+        params["public_set"] = {
+            "identities": [0, min(30, scenario.pretrain.identities)],
+            "images_per_identity": 4,
+            "start_index": 0,
+            "generator": generator,
+        }
     params.update(spec.params)
     return params
 
 
 # ---------------------------------------------------------------------------- stage 3
 
-LATER_STAGE_FILES = ("audit_stage.json", "timings.json", "personalised.json", "audits.json", "attacks.json",
-                     "attacks")
+LATER_STAGE_FILES = ("audit_stage.json", "timings.json", "personalised.json", "audits.json", "attacks.json", "attacks")
 
 
 def run_key(config: Any, data: Any, phi0_fingerprint: str) -> str:
@@ -130,11 +155,22 @@ def run_key(config: Any, data: Any, phi0_fingerprint: str) -> str:
 
     settings = config.fingerprint_dict()
     settings.pop("initial_backbone", None)
-    return fingerprint({"config": settings, "data": data.data_spec, "phi0": phi0_fingerprint, "code": code_fingerprint()})
+    return fingerprint(
+        {"config": settings, "data": data.data_spec, "phi0": phi0_fingerprint, "code": code_fingerprint()}
+    )
 
 
-def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, phi0_path: str,
-                 pcfg: Any, run_dir: Path, progress: bool, cache: Any) -> tuple[dict[str, Any], str]:
+def train_method(
+    spec: MethodSpec,
+    scenario: Scenario,
+    data: Any,
+    scale: Any,
+    phi0_path: str,
+    pcfg: Any,
+    run_dir: Path,
+    progress: bool,
+    cache: Any,
+) -> tuple[dict[str, Any], str]:
     """Train one variant into ``run_dir`` (reused when its files are recorded in the manifest with
     the same key and bytes; resumed when interrupted). Returns the run's metrics and its key."""
     import shutil
@@ -144,20 +180,31 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
     from privaudit.cache import files_under
 
     config = federated_config(
-        scale, spec.name, seed=scenario.seed, method_params=method_params(spec, scenario),
+        scale,
+        spec.name,
+        seed=scenario.seed,
+        method_params=method_params(spec, scenario),
         participation=scenario.federation.participation,
         offline_probability=scenario.federation.offline_probability,
         tolerate_client_failures=scenario.federation.tolerate_client_failures,
         max_update_norm=scenario.federation.max_update_norm,
-        eval_every=1, device=scenario.device, progress=progress, initial_backbone=phi0_path,
-        backbone=pcfg.backbone, embedding_dim=pcfg.embedding_dim, resolution=pcfg.resolution,
+        eval_every=1,
+        device=scenario.device,
+        progress=progress,
+        initial_backbone=phi0_path,
+        backbone=pcfg.backbone,
+        embedding_dim=pcfg.embedding_dim,
+        resolution=pcfg.resolution,
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
     key = run_key(config, data, pcfg.fingerprint())
     stamp = run_dir / "audit_stage.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    if saved.get("key") == key and saved.get("finished") and \
-            cache.fresh("train", key, files_under(run_dir, LATER_STAGE_FILES)):
+    if (
+        saved.get("key") == key
+        and saved.get("finished")
+        and cache.fresh("train", key, files_under(run_dir, LATER_STAGE_FILES))
+    ):
         return json.loads((run_dir / "metrics.json").read_text()), key
     resume = cache.uses("train") and saved.get("key") == key and not saved.get("finished")
     if not resume and run_dir.exists():
@@ -165,13 +212,23 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
     cache.forget_under(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"key": key, "finished": False}))
-    (run_dir / "config.json").write_text(json.dumps({
-        "command": "privaudit audit", "scale": scale.name, "federated": {**config.to_dict(), "initial_backbone": None},
-        "phi0": {"fingerprint": pcfg.fingerprint()}, "pretrain": pcfg.to_dict(),
-    }, indent=2, default=str))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "command": "privaudit audit",
+                "scale": scale.name,
+                "federated": {**config.to_dict(), "initial_backbone": None},
+                "phi0": {"fingerprint": pcfg.fingerprint()},
+                "pretrain": pcfg.to_dict(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     try:
-        result = run_federated(config, data.clients, out_dir=run_dir, eval_faces=data.test,
-                               data_spec=data.data_spec, resume=resume)
+        result = run_federated(
+            config, data.clients, out_dir=run_dir, eval_faces=data.test, data_spec=data.data_spec, resume=resume
+        )
     except ValueError as exc:  # e.g. a method that refuses DP-SGD: say which variant of the scenario
         what = f"{spec.name} with dp_sgd" if spec.dp_sgd is not None else spec.name
         raise ValueError(f"methods: variant {spec.key!r} ({what}) cannot be trained: {exc}") from exc
@@ -182,8 +239,10 @@ def train_method(spec: MethodSpec, scenario: Scenario, data: Any, scale: Any, ph
 
 # ---------------------------------------------------------------------------- stage 4
 
+
 def utility_from_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Final and per-round generic utility from a run's ``metrics.json``."""
+
     def flat(e: dict[str, Any]) -> dict[str, float]:
         v, i = e.get("verification", {}), e.get("identification", {})
         out = {"accuracy": float(v.get("accuracy", math.nan)), "auroc": float(v.get("auroc", math.nan))}
@@ -253,11 +312,15 @@ def check_delta_against_units(scenario: Scenario, counts: Any) -> list[str]:
     for unit, variants in units_in_play(scenario).items():
         n = counts.smallest(unit)
         if delta >= 1.0 / n:
-            problems.append(f"privacy.delta = {delta:g} ≥ 1/n = 1/{n}, n = the fewest {unit} records a client holds "
-                            f"(unit of {', '.join(variants)}): releasing one such record in the clear satisfies it")
+            problems.append(
+                f"privacy.delta = {delta:g} ≥ 1/n = 1/{n}, n = the fewest {unit} records a client holds "
+                f"(unit of {', '.join(variants)}): releasing one such record in the clear satisfies it"
+            )
     if problems and not scenario.privacy.allow_large_delta:
-        raise ValueError("; ".join(problems) + ". Set a smaller privacy.delta (default 1e-5), or "
-                         "privacy.allow_large_delta = true to run with every affected guarantee flagged")
+        raise ValueError(
+            "; ".join(problems) + ". Set a smaller privacy.delta (default 1e-5), or "
+            "privacy.allow_large_delta = true to run with every affected guarantee flagged"
+        )
     return problems
 
 
@@ -275,6 +338,7 @@ def check_method_params(scenario: Scenario) -> None:
 
 # ---------------------------------------------------------------------------- the pipeline
 
+
 def _observers(wire: Any) -> dict[str, list[str]]:
     observers = {"server": sorted({m.kind for m in wire.observed_by("server") if m.sender != "server"})}
     some_client = next((m.sender for m in wire if m.sender.startswith("client:")), None)
@@ -283,8 +347,9 @@ def _observers(wire: Any) -> dict[str, list[str]]:
     return observers
 
 
-def _account(spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, rounds: int,
-             run_dir: Path, cache: Any, key: str) -> tuple[Any, list[Any], list[str]]:
+def _account(
+    spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, rounds: int, run_dir: Path, cache: Any, key: str
+) -> tuple[Any, list[Any], list[str]]:
     """Ledger, audits of the deployed mechanism, and refutations folded into the guarantees."""
     from privaudit.audit_stage import dplc_audits
     from privaudit.privacy_stage import account_run, mark_refuted
@@ -294,23 +359,43 @@ def _account(spec: MethodSpec, scenario: Scenario, wire: Any, counts: Any, round
     privacy = account_run(wire, pr.delta, pr.accountants, rounds, counts)
     found, skipped = dplc_audits(spec.name, wire, pr.audit_trials, scenario.seed, cache, run_dir / "audits.json", key)
     audits = [AuditFinding(**f) for f in found]
-    mark_refuted(privacy, [f"{a.name}: ε ≥ {a.epsilon_lower_bound:.3g} against the claimed {a.claimed_epsilon:.3g} "
-                           f"({a.scope}, δ = {a.delta:.2g})" for a in audits if a.refutes_claim])
-    if spec.dp_sgd is not None and spec.dp_sgd.target_epsilon is not None and spec.dp_sgd.delta is not None \
-            and not math.isclose(spec.dp_sgd.delta, pr.delta):
-        privacy.flags.append(f"dp_sgd calibrated its noise for δ = {spec.dp_sgd.delta:g}; the accountants "
-                             f"report ε at the audit's δ = {pr.delta:.3g}")
+    mark_refuted(
+        privacy,
+        [
+            f"{a.name}: ε ≥ {a.epsilon_lower_bound:.3g} against the claimed {a.claimed_epsilon:.3g} "
+            f"({a.scope}, δ = {a.delta:.2g})"
+            for a in audits
+            if a.refutes_claim
+        ],
+    )
+    if (
+        spec.dp_sgd is not None
+        and spec.dp_sgd.target_epsilon is not None
+        and spec.dp_sgd.delta is not None
+        and not math.isclose(spec.dp_sgd.delta, pr.delta)
+    ):
+        privacy.flags.append(
+            f"dp_sgd calibrated its noise for δ = {spec.dp_sgd.delta:g}; the accountants "
+            f"report ε at the audit's δ = {pr.delta:.3g}"
+        )
     return privacy, audits, skipped
 
 
 def _summary(privacy: Any, audits: list[Any]) -> Any:
     from reports.schema import PrivacySummary
 
-    return PrivacySummary(delta=privacy.delta, formal_epsilon=privacy.centers_epsilon,
-                          formal_epsilon_all=privacy.everything_epsilon, epsilon_per_round=privacy.centers_per_round,
-                          per_party=privacy.per_party, empirical=audits, flags=privacy.flags,
-                          guarantee=privacy.guarantee, guarantees=[g.to_dict() for g in privacy.guarantees],
-                          per_person=dict(privacy.per_person))
+    return PrivacySummary(
+        delta=privacy.delta,
+        formal_epsilon=privacy.centers_epsilon,
+        formal_epsilon_all=privacy.everything_epsilon,
+        epsilon_per_round=privacy.centers_per_round,
+        per_party=privacy.per_party,
+        empirical=audits,
+        flags=privacy.flags,
+        guarantee=privacy.guarantee,
+        guarantees=[g.to_dict() for g in privacy.guarantees],
+        per_person=dict(privacy.per_person),
+    )
 
 
 def _run_flags(metrics: dict[str, Any]) -> list[str]:
@@ -318,12 +403,18 @@ def _run_flags(metrics: dict[str, Any]) -> list[str]:
     flags = []
     failures = metrics.get("client_failures") or {}
     if failures.get("count"):
-        rounds = ", ".join(f"round {r}: {', '.join(map(str, c))}" for r, c in sorted(failures.get("rounds", {}).items()))
-        flags.append(f"{failures['count']} client update(s) failed and were dropped "
-                     f"(federation.tolerate_client_failures): {rounds}")
+        rounds = ", ".join(
+            f"round {r}: {', '.join(map(str, c))}" for r, c in sorted(failures.get("rounds", {}).items())
+        )
+        flags.append(
+            f"{failures['count']} client update(s) failed and were dropped "
+            f"(federation.tolerate_client_failures): {rounds}"
+        )
     rejected = [(i + 1, r) for i, rnd in enumerate(metrics.get("rounds", [])) for r in rnd.get("rejected", [])]
     for round_no, r in rejected:
-        flags.append(f"round {round_no}: the server rejected {r.get('client')}'s {r.get('kind')} upload: {r.get('reason')}")
+        flags.append(
+            f"round {round_no}: the server rejected {r.get('client')}'s {r.get('kind')} upload: {r.get('reason')}"
+        )
     return flags
 
 
@@ -339,14 +430,16 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
     run_dir = out / "runs" / spec.key
     since = len(ctx["cache"].events)
     t = time.perf_counter()
-    metrics, key = train_method(spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"],
-                                ctx["cache"])
+    metrics, key = train_method(
+        spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"], ctx["cache"]
+    )
     ctx["run_keys"][spec.key] = key
     timings[f"train:{spec.key}"] = time.perf_counter() - t
     utility, per_round = utility_from_metrics(metrics)
     t = time.perf_counter()
-    personal = personalised_utility(spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"],
-                                    cache=ctx["cache"])
+    personal = personalised_utility(
+        spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"], cache=ctx["cache"]
+    )
     timings[f"personal:{spec.key}"] = time.perf_counter() - t
     wire = WireLog.load(run_dir)
     shares = sorted({m.kind for m in wire if m.sender.startswith("client:")})
@@ -360,18 +453,31 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
     found, failures = attack_run(scenario, run_dir, shares, probe, out, ctx["cache"], key)
     timings[f"attacks:{spec.key}"] = time.perf_counter() - t
     description = DESCRIPTIONS.get(spec.name, spec.name)
-    params = {"method": spec.name, **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
-              "personalised_model": personal.model}
+    params = {
+        "method": spec.name,
+        **{k: v for k, v in method_params(spec, scenario).items() if v is not None},
+        "personalised_model": personal.model,
+    }
     if spec.dp_sgd is not None:
         description += f"; {spec.dp_sgd.describe()} on every client"
         params["dp_sgd"] = {k: v for k, v in dataclasses.asdict(spec.dp_sgd).items() if v is not None}
     result = MethodResult(
-        name=spec.key, description=description, shares=shares, observers=_observers(wire),
-        utility=utility, personalised_utility=personal.values, utility_per_round=per_round,
-        bytes_per_round=bytes_from_metrics(metrics), params=params, privacy=_summary(privacy, audits),
+        name=spec.key,
+        description=description,
+        shares=shares,
+        observers=_observers(wire),
+        utility=utility,
+        personalised_utility=personal.values,
+        utility_per_round=per_round,
+        bytes_per_round=bytes_from_metrics(metrics),
+        params=params,
+        privacy=_summary(privacy, audits),
         attacks=[AttackFinding(**f) for f in found],
-        flags=_run_flags(metrics) + _method_flags(metrics) + [f"audit not run: {s}" for s in skipped]
-        + [f"attack failed: {f}" for f in failures] + ctx["delta_flags"],
+        flags=_run_flags(metrics)
+        + _method_flags(metrics)
+        + [f"audit not run: {s}" for s in skipped]
+        + [f"attack failed: {f}" for f in failures]
+        + ctx["delta_flags"],
         fidelity=fidelity_of(spec, metrics),
     )
     result.privacy.verdict = verdict_of(result).to_dict()
@@ -385,8 +491,11 @@ def fidelity_of(spec: MethodSpec, metrics: dict[str, Any]) -> dict[str, Any]:
 
     hp = _hyperparameters(metrics)
     preset = str(hp.get("fidelity", "default"))
-    return {"preset": preset, "note": fidelity_note(spec.name, preset),
-            "deviations": dict(hp.get("fidelity_deviations") or {})}
+    return {
+        "preset": preset,
+        "note": fidelity_note(spec.name, preset),
+        "deviations": dict(hp.get("fidelity_deviations") or {}),
+    }
 
 
 def _hyperparameters(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -398,13 +507,16 @@ def _method_flags(metrics: dict[str, Any]) -> list[str]:
     hp = _hyperparameters(metrics)
     flags = []
     if hp.get("leaks_public_selection_count"):
-        flags.append(f"FedAvg weights '{hp.get('fedavg_weight')}' (FedFR official code) tell the server, without "
-                     "noise, how many public images each client selected as resembling its own faces")
+        flags.append(
+            f"FedAvg weights '{hp.get('fedavg_weight')}' (FedFR official code) tell the server, without "
+            "noise, how many public images each client selected as resembling its own faces"
+        )
     return flags
 
 
-def run_audit(scenario: Scenario | None = None, progress: bool = True, force: tuple[str, ...] = (),
-              use_cache: bool = True) -> Any:
+def run_audit(
+    scenario: Scenario | None = None, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True
+) -> Any:
     """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`).
 
     Pre-flight first (data rendered in memory, δ checked against the privacy units a client holds,
@@ -413,11 +525,10 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True, force: tu
     (`privaudit.cache`); ``force`` names stages to recompute, ``use_cache=False`` recomputes all."""
     import shutil
 
-    from privaudit.cache import StageCache
-
     from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.analyses_stage import audit_analyses
+    from privaudit.cache import StageCache
     from privaudit.personal_stage import HeldOut, heldout_images_per_identity
     from reports.schema import AuditResult, save_results
 
@@ -445,9 +556,19 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True, force: tu
     phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
     say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
     timings["phi0"] = time.perf_counter() - t
-    ctx = {"data": data, "scale": scale, "pcfg": pcfg, "phi0": str(phi0.path), "progress": progress, "counts": counts,
-           "heldout": HeldOut(data, heldout_images_per_identity(scenario)), "delta_flags": delta_flags,
-           "probed": False, "cache": cache, "run_keys": {}}
+    ctx = {
+        "data": data,
+        "scale": scale,
+        "pcfg": pcfg,
+        "phi0": str(phi0.path),
+        "progress": progress,
+        "counts": counts,
+        "heldout": HeldOut(data, heldout_images_per_identity(scenario)),
+        "delta_flags": delta_flags,
+        "probed": False,
+        "cache": cache,
+        "run_keys": {},
+    }
 
     methods, runs = [], {}
     for i, spec in enumerate(scenario.methods, 1):
@@ -457,10 +578,17 @@ def run_audit(scenario: Scenario | None = None, progress: bool = True, force: tu
 
     t = time.perf_counter()
     say("stage 8/8: analyses (occupancy ratio, ε vs rounds, cos(p, p̂))")
-    analyses = audit_analyses(scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache,
-                              ctx["run_keys"])
+    analyses = audit_analyses(
+        scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache, ctx["run_keys"]
+    )
     timings["analyses"] = time.perf_counter() - t
-    result = AuditResult(methods=methods, scenario=scenario.to_dict(), flags=[], timings=timings,
-                         analyses=analyses, title=f"privaudit audit: {scenario.name}")
+    result = AuditResult(
+        methods=methods,
+        scenario=scenario.to_dict(),
+        flags=[],
+        timings=timings,
+        analyses=analyses,
+        title=f"privaudit audit: {scenario.name}",
+    )
     save_results(result, out)
     return result

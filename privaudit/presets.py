@@ -11,8 +11,9 @@ from federated_core.pretrain import PretrainConfig
 SCALES = ("tiny", "demo", "paper")
 
 
-def pretrain_config(scale: str, seed: int = 0, identities: int | None = None,
-                    difficulty: float | None = None) -> PretrainConfig:
+def pretrain_config(
+    scale: str, seed: int = 0, identities: int | None = None, difficulty: float | None = None
+) -> PretrainConfig:
     """The φ0 pre-training config of a scale preset (that of ``Scenario.preset(scale)``), with an
     optional number of public identities and generator difficulty."""
     from privaudit.pipeline import pretrain_config_for

@@ -37,20 +37,26 @@ BACKBONE_KINDS = ("backbone", "backbone_gradient")
 REFERENCE_DELTA = 1e-5
 PER_PERSON_ACCOUNTANT = "rdp"
 NON_PRIVATE_NOTE = "contains a NonPrivateEvent"
-UNIT_PHRASES = {"image": "per face image", "identity": "per person", "class-center": "per class-center record",
-                "client": "per client"}
+UNIT_PHRASES = {
+    "image": "per face image",
+    "identity": "per person",
+    "class-center": "per class-center record",
+    "client": "per client",
+}
 
 PROOFS = {
     "dp-sgd": "DP-SGD: per-example clipping and Poisson-subsampled Gaussian noise (Abadi et al. 2016; RDP of the "
-              "sampled Gaussian, Mironov et al. 2019)",
+    "sampled Gaussian, Mironov et al. 2019)",
     "noisy_class_centers": "Gaussian mechanism with l2 sensitivity 2 for one replaced unit class center "
-                           "(PrivacyFace App. A.2.2)",
+    "(PrivacyFace App. A.2.2)",
     "private-dplc": "end-to-end private DPLC (accountants.private_dplc): noisy selection, threshold and "
-                    "normalisation, one event for all queries",
+    "normalisation, one event for all queries",
 }
-CLAIMED_ALGORITHM1 = ("PrivacyFace Thm 2 bounds the sensitivity of a cluster mean for a fixed cluster S; Algorithm 1 "
-                      "chooses S (the densest neighbourhood) and releases only if |S| >= T, from the data, which no "
-                      "theorem covers: the per-release (ε, δ) is the paper's claim")
+CLAIMED_ALGORITHM1 = (
+    "PrivacyFace Thm 2 bounds the sensitivity of a cluster mean for a fixed cluster S; Algorithm 1 "
+    "chooses S (the densest neighbourhood) and releases only if |S| >= T, from the data, which no "
+    "theorem covers: the per-release (ε, δ) is the paper's claim"
+)
 CLAIMED_OTHER = "the sender states this DP event; no proof in privaudit covers the mechanism that produced it"
 
 
@@ -71,10 +77,18 @@ class Guarantee:
     flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scope": self.scope, "unit": self.unit, "delta": self.delta, "epsilon": dict(self.epsilon),
-                "epsilon_at_reference_delta": dict(self.epsilon_at_reference_delta),
-                "reference_delta": REFERENCE_DELTA, "status": self.status, "basis": self.basis,
-                "kinds": list(self.kinds), "flags": list(self.flags)}
+        return {
+            "scope": self.scope,
+            "unit": self.unit,
+            "delta": self.delta,
+            "epsilon": dict(self.epsilon),
+            "epsilon_at_reference_delta": dict(self.epsilon_at_reference_delta),
+            "reference_delta": REFERENCE_DELTA,
+            "status": self.status,
+            "basis": self.basis,
+            "kinds": list(self.kinds),
+            "flags": list(self.flags),
+        }
 
 
 @dataclass
@@ -107,8 +121,9 @@ class UnitCounts:
     max_images_per_identity: int
 
     def smallest(self, unit: str | None) -> int:
-        return {"image": self.images, "identity": self.identities, "class-center": self.identities,
-                "client": 1}.get(unit or "", 1)
+        return {"image": self.images, "identity": self.identities, "class-center": self.identities, "client": 1}.get(
+            unit or "", 1
+        )
 
 
 def proof_of(message: Any) -> tuple[str, str]:
@@ -166,16 +181,31 @@ def check_claims(uploads: list[Any], ledger: Any) -> None:
         if m.event is None or eps is None or delta is None:
             continue
         if m.meta.get("end_to_end_private"):
-            ledger.record(m.sender, m.round, m.event, note=m.kind, claimed_epsilon=float(eps),
-                          claimed_delta=float(delta), calibration=calibration)
+            ledger.record(
+                m.sender,
+                m.round,
+                m.event,
+                note=m.kind,
+                claimed_epsilon=float(eps),
+                claimed_delta=float(delta),
+                calibration=calibration,
+            )
             continue
         for multiplier in sorted(flatten(m.event).gaussian):
-            ledger.record(m.sender, m.round, GaussianEvent(multiplier, unit=m.event.unit), note=m.kind,
-                          claimed_epsilon=float(eps), claimed_delta=float(delta), calibration=calibration)
+            ledger.record(
+                m.sender,
+                m.round,
+                GaussianEvent(multiplier, unit=m.event.unit),
+                note=m.kind,
+                claimed_epsilon=float(eps),
+                claimed_delta=float(delta),
+                calibration=calibration,
+            )
 
 
-def _epsilons(ledger: Any, delta: float, accountants: list[str], unit: str | None = None,
-              group_size: int | None = None) -> dict[str, float]:
+def _epsilons(
+    ledger: Any, delta: float, accountants: list[str], unit: str | None = None, group_size: int | None = None
+) -> dict[str, float]:
     if not len(ledger):
         return {acc: 0.0 for acc in accountants}
     return {acc: ledger.epsilon(delta, accountant=acc, unit=unit, group_size=group_size) for acc in accountants}
@@ -185,8 +215,10 @@ def _large_delta_flag(unit: str | None, delta: float, counts: UnitCounts) -> lis
     n = counts.smallest(unit)
     if unit is None or delta < 1.0 / n:
         return []
-    return [f"δ = {delta:.3g} ≥ 1/n = 1/{n} ({UNIT_PHRASES.get(unit, unit)}: the fewest a client holds): releasing "
-            "one such record in the clear satisfies this δ; the guarantee is vacuous as stated"]
+    return [
+        f"δ = {delta:.3g} ≥ 1/n = 1/{n} ({UNIT_PHRASES.get(unit, unit)}: the fewest a client holds): releasing "
+        "one such record in the clear satisfies this δ; the guarantee is vacuous as stated"
+    ]
 
 
 def _guarantee(scope: str, uploads: list[Any], delta: float, accountants: list[str], counts: UnitCounts) -> Guarantee:
@@ -200,8 +232,17 @@ def _guarantee(scope: str, uploads: list[Any], delta: float, accountants: list[s
     at_reference = epsilon if math.isclose(delta, REFERENCE_DELTA) else _epsilons(ledger, REFERENCE_DELTA, accountants)
     status = "none" if any(math.isinf(v) for v in epsilon.values()) else _combine_status(s for s, _ in proofs)
     basis = "; ".join(dict.fromkeys(b for s, b in proofs if s != "none" or status == "none"))
-    return Guarantee(scope, unit, delta, epsilon, at_reference, status, basis,
-                     sorted({m.kind for m in uploads}), _large_delta_flag(unit, delta, counts))
+    return Guarantee(
+        scope,
+        unit,
+        delta,
+        epsilon,
+        at_reference,
+        status,
+        basis,
+        sorted({m.kind for m in uploads}),
+        _large_delta_flag(unit, delta, counts),
+    )
 
 
 def per_person(uploads: list[Any], delta: float, accountants: list[str], counts: UnitCounts) -> dict[str, Any]:
@@ -228,8 +269,10 @@ def per_person(uploads: list[Any], delta: float, accountants: list[str], counts:
         part = {acc: math.inf for acc in accountants}
         if unit is None:  # NonPrivateEvent (or no event), or an event that states no unit
             private = [m for m in group if proof_of(m)[0] != "none"]
-            reasons.append(f"{kinds}: " + ("the DP event states no unit of privacy" if private
-                                           else "leaves the client without noise"))
+            reasons.append(
+                f"{kinds}: "
+                + ("the DP event states no unit of privacy" if private else "leaves the client without noise")
+            )
         else:
             try:
                 part = _epsilons(_ledger(group), share, accountants, unit="identity", group_size=k)
@@ -240,15 +283,24 @@ def per_person(uploads: list[Any], delta: float, accountants: list[str], counts:
         reasons.append(f"group privacy over k = {k} images per identity gives no finite bound at δ = {delta:.3g}")
     finite = all(math.isfinite(v) for v in epsilon.values())
     proofs = [proof_of(m)[0] for m in uploads]
-    return {"unit": "identity", "delta": delta, "epsilon": epsilon, "group_size": k,
-            "status": _combine_status(proofs) if finite else "none",
-            "basis": (f"events per image converted by group privacy over k = {k} images per identity"
-                      if "image" in by_unit else "events stated per identity"),
-            "unbounded_because": reasons}
+    return {
+        "unit": "identity",
+        "delta": delta,
+        "epsilon": epsilon,
+        "group_size": k,
+        "status": _combine_status(proofs) if finite else "none",
+        "basis": (
+            f"events per image converted by group privacy over k = {k} images per identity"
+            if "image" in by_unit
+            else "events stated per identity"
+        ),
+        "unbounded_because": reasons,
+    }
 
 
-def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str], rounds: int,
-                counts: UnitCounts) -> RunPrivacy:
+def account_run(
+    messages: Iterable[Any], delta: float, accountants: Iterable[str], rounds: int, counts: UnitCounts
+) -> RunPrivacy:
     """Compose the DP events of every client upload in ``messages`` (a `WireLog`)."""
     from accountants import PrivacyLedger, UnitMismatchError
 
@@ -258,8 +310,11 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
     uploads = [m for m in messages if m.sender.startswith("client:")]
     centers = [m for m in uploads if m.kind not in BACKBONE_KINDS]
     backbones = [m for m in uploads if m.kind in BACKBONE_KINDS]
-    result = RunPrivacy(delta=delta, released_kinds=sorted({m.kind for m in uploads}),
-                        backbone_private=all(proof_of(m)[0] != "none" for m in backbones) if backbones else None)
+    result = RunPrivacy(
+        delta=delta,
+        released_kinds=sorted({m.kind for m in uploads}),
+        backbone_private=all(proof_of(m)[0] != "none" for m in backbones) if backbones else None,
+    )
     if centers:
         info = _guarantee("class information", centers, delta, accountants, counts)
         result.guarantees.append(info)
@@ -268,21 +323,41 @@ def account_run(messages: Iterable[Any], delta: float, accountants: Iterable[str
     else:
         result.centers_epsilon = {acc: 0.0 for acc in accountants}
         result.centers_per_round = {acc: [0.0] * rounds for acc in accountants}
-    result.per_person = per_person(uploads, delta, accountants, counts) if uploads else {
-        "unit": "identity", "delta": delta, "epsilon": {acc: 0.0 for acc in accountants}, "status": "proven",
-        "basis": "nothing leaves a client", "group_size": counts.max_images_per_identity, "unbounded_because": []}
+    result.per_person = (
+        per_person(uploads, delta, accountants, counts)
+        if uploads
+        else {
+            "unit": "identity",
+            "delta": delta,
+            "epsilon": {acc: 0.0 for acc in accountants},
+            "status": "proven",
+            "basis": "nothing leaves a client",
+            "group_size": counts.max_images_per_identity,
+            "unbounded_because": [],
+        }
+    )
     result.per_person["backbone"] = {None: "absent", True: "dp", False: "none"}[result.backbone_private]
     result.per_person["epsilon_at_reference_delta"] = (
-        dict(result.per_person["epsilon"]) if math.isclose(delta, REFERENCE_DELTA) or not uploads
-        else per_person(uploads, REFERENCE_DELTA, accountants, counts)["epsilon"])
+        dict(result.per_person["epsilon"])
+        if math.isclose(delta, REFERENCE_DELTA) or not uploads
+        else per_person(uploads, REFERENCE_DELTA, accountants, counts)["epsilon"]
+    )
     if uploads:
         try:
             everything = _guarantee("all uploads", uploads, delta, accountants, counts)
         except UnitMismatchError:  # no common unit: the per-person statement is the all-uploads one
             pp = result.per_person
-            everything = Guarantee("all uploads", "identity", delta, dict(pp["epsilon"]),
-                                   dict(pp["epsilon_at_reference_delta"]), pp["status"],
-                                   pp["basis"], result.released_kinds, list(pp["unbounded_because"]))
+            everything = Guarantee(
+                "all uploads",
+                "identity",
+                delta,
+                dict(pp["epsilon"]),
+                dict(pp["epsilon_at_reference_delta"]),
+                pp["status"],
+                pp["basis"],
+                result.released_kinds,
+                list(pp["unbounded_because"]),
+            )
         result.guarantees.append(everything)
         result.everything_epsilon = dict(everything.epsilon)
     claims = PrivacyLedger()
@@ -303,8 +378,17 @@ def _per_round(result: RunPrivacy, ledger: Any, delta: float, accountants: list[
         result.centers_per_round[acc] = per_round
         if acc == primary:
             unit = ledger.units()[0] if ledger.units() else None
-            result.per_party = [{"party": row["party"], "round": int(row["round"]), "epsilon": float(row["epsilon"]),
-                                 "accountant": acc, "delta": delta, "unit": unit} for row in table]
+            result.per_party = [
+                {
+                    "party": row["party"],
+                    "round": int(row["round"]),
+                    "epsilon": float(row["epsilon"]),
+                    "accountant": acc,
+                    "delta": delta,
+                    "unit": unit,
+                }
+                for row in table
+            ]
 
 
 def _phrase(g: Guarantee, accountant: str) -> str:
@@ -340,8 +424,10 @@ def mark_refuted(p: RunPrivacy, refuted_by: list[str]) -> None:
             g.status = "refuted"
             g.flags.append("refuted by " + "; ".join(refuted_by))
         elif g.status == "proven":
-            p.flags.append(f"an audit ({'; '.join(refuted_by)}) beats a proven guarantee of {g.scope}: "
-                           "a bug in the mechanism or in the audit")
+            p.flags.append(
+                f"an audit ({'; '.join(refuted_by)}) beats a proven guarantee of {g.scope}: "
+                "a bug in the mechanism or in the audit"
+            )
     if p.per_person.get("status") == "claimed":
         p.per_person["status"] = "refuted"
     p.guarantee = guarantee_sentence(p)

@@ -24,8 +24,18 @@ if TYPE_CHECKING:  # the engine imports torch: only when a DP-SGD setting is che
     from federated_core.engine.config import DpSgdConfig
 
 METHOD_NAMES = (
-    "fedpe", "fedpe-fixed", "shared-centers", "fedface", "fedgc", "fedgc-cos", "fedfr", "fedfs",
-    "privacyface", "privacyface-nonoise", "noisy-centers", "privacyface-e2e",
+    "fedpe",
+    "fedpe-fixed",
+    "shared-centers",
+    "fedface",
+    "fedgc",
+    "fedgc-cos",
+    "fedfr",
+    "fedfs",
+    "privacyface",
+    "privacyface-nonoise",
+    "noisy-centers",
+    "privacyface-e2e",
 )
 ACCOUNTANT_NAMES = ("basic", "advanced", "rdp", "prv")
 ATTACK_NAMES = ("knn", "inversion", "gradient")
@@ -95,12 +105,19 @@ class FederationSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tolerate_client_failures, bool):
-            raise ValueError(f"federation.tolerate_client_failures must be true or false, got "
-                             f"{self.tolerate_client_failures!r}")
+            raise ValueError(
+                f"federation.tolerate_client_failures must be true or false, got {self.tolerate_client_failures!r}"
+            )
         if self.max_update_norm is not None and not (self.max_update_norm > 0 and math.isfinite(self.max_update_norm)):
             raise ValueError(f"federation.max_update_norm must be a finite number > 0, got {self.max_update_norm}")
-        for name in ("num_clients", "identities_per_client", "images_per_identity", "rounds", "local_epochs",
-                     "batch_size"):
+        for name in (
+            "num_clients",
+            "identities_per_client",
+            "images_per_identity",
+            "rounds",
+            "local_epochs",
+            "batch_size",
+        ):
             _positive_int(f"federation.{name}", getattr(self, name))
         _positive_int("federation.test_identities", self.test_identities, 2)
         _positive_int("federation.test_images_per_identity", self.test_images_per_identity, 2)
@@ -138,8 +155,12 @@ class DpSgdSpec:
         """The engine's `DpSgdConfig` (imports the engine, hence torch, on first use)."""
         from federated_core.engine.config import DpSgdConfig
 
-        return DpSgdConfig(max_grad_norm=self.max_grad_norm, noise_multiplier=self.noise_multiplier,
-                           target_epsilon=self.target_epsilon, delta=self.delta)
+        return DpSgdConfig(
+            max_grad_norm=self.max_grad_norm,
+            noise_multiplier=self.noise_multiplier,
+            target_epsilon=self.target_epsilon,
+            delta=self.delta,
+        )
 
     def describe(self) -> str:
         """A short phrase for reports: ``DP-SGD (σ = 1, C = 1)`` or ``DP-SGD (target ε = 2 at δ = 1e-05, C = 1)``."""
@@ -172,12 +193,16 @@ class MethodSpec:
             from federated_core.methods import method_class
             from federated_core.methods.fidelity import check_fidelity
 
-            check_fidelity(self.name, self.fidelity, tuple(getattr(method_class(self.name), "fidelities", ("default",))))
+            check_fidelity(
+                self.name, self.fidelity, tuple(getattr(method_class(self.name), "fidelities", ("default",)))
+            )
         if isinstance(self.dp_sgd, dict):
             self.dp_sgd = from_dict(DpSgdSpec, self.dp_sgd, "dp_sgd")
         elif self.dp_sgd is not None and not isinstance(self.dp_sgd, DpSgdSpec):
-            raise ValueError(f"dp_sgd must be a mapping of DP-SGD settings (a DpSgdSpec) or left out, "
-                             f"got {type(self.dp_sgd).__name__}")
+            raise ValueError(
+                f"dp_sgd must be a mapping of DP-SGD settings (a DpSgdSpec) or left out, "
+                f"got {type(self.dp_sgd).__name__}"
+            )
 
     @property
     def key(self) -> str:
@@ -220,7 +245,9 @@ class PrivacySpec:
             raise ValueError(f"privacy.threshold_fraction must be in (0, 1], got {self.threshold_fraction}")
         bad = [a for a in self.accountants if a not in ACCOUNTANT_NAMES]
         if bad or not self.accountants:
-            raise ValueError(f"privacy.accountants must be a non-empty subset of {list(ACCOUNTANT_NAMES)}, got {self.accountants}")
+            raise ValueError(
+                f"privacy.accountants must be a non-empty subset of {list(ACCOUNTANT_NAMES)}, got {self.accountants}"
+            )
         _positive_int("privacy.audit_trials", self.audit_trials, 10)
 
 
@@ -241,8 +268,15 @@ class AttackSpec:
         bad = [a for a in self.run if a not in ATTACK_NAMES]
         if bad:
             raise ValueError(f"attacks.run: unknown attack(s) {bad}; choose from {list(ATTACK_NAMES)}")
-        for name in ("gallery_distractors", "decoder_steps", "decoder_identities", "gradient_iterations",
-                     "gradient_batch_size", "gradient_logged_iterations", "gradient_logged_dummies"):
+        for name in (
+            "gallery_distractors",
+            "decoder_steps",
+            "decoder_identities",
+            "gradient_iterations",
+            "gradient_batch_size",
+            "gradient_logged_iterations",
+            "gradient_logged_dummies",
+        ):
             _positive_int(f"attacks.{name}", getattr(self, name))
 
 
@@ -260,10 +294,21 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def default_methods() -> list[MethodSpec]:
     """Shared class centers vs sanitised clusters vs nothing shared, with the paper baselines."""
-    return [MethodSpec(name) for name in (
-        "fedpe", "shared-centers", "fedface", "fedgc", "fedfr", "fedfs",
-        "privacyface", "privacyface-nonoise", "noisy-centers", "privacyface-e2e",
-    )]
+    return [
+        MethodSpec(name)
+        for name in (
+            "fedpe",
+            "shared-centers",
+            "fedface",
+            "fedgc",
+            "fedfr",
+            "fedfs",
+            "privacyface",
+            "privacyface-nonoise",
+            "noisy-centers",
+            "privacyface-e2e",
+        )
+    ]
 
 
 @dataclass
@@ -301,13 +346,27 @@ class Scenario:
     def tiny(cls, **changes: Any) -> "Scenario":
         """The same pipeline at test size (seconds per method)."""
         base = cls(
-            name="tiny", scale="tiny",
+            name="tiny",
+            scale="tiny",
             pretrain=PretrainSpec(identities=24, images_per_identity=6, epochs=2, embedding_dim=32),
-            federation=FederationSpec(num_clients=3, identities_per_client=6, images_per_identity=4,
-                                      test_identities=12, test_images_per_identity=3, rounds=2, batch_size=16),
+            federation=FederationSpec(
+                num_clients=3,
+                identities_per_client=6,
+                images_per_identity=4,
+                test_identities=12,
+                test_images_per_identity=3,
+                rounds=2,
+                batch_size=16,
+            ),
             privacy=PrivacySpec(audit_trials=200, threshold_fraction=0.5),  # T = 3 of 6 classes: auditable
-            attacks=AttackSpec(gallery_distractors=30, decoder_steps=100, decoder_identities=24,
-                               gradient_iterations=10, gradient_logged_iterations=10, gradient_logged_dummies=4),
+            attacks=AttackSpec(
+                gallery_distractors=30,
+                decoder_steps=100,
+                decoder_identities=24,
+                gradient_iterations=10,
+                gradient_logged_iterations=10,
+                gradient_logged_dummies=4,
+            ),
         )
         return replace(base, **changes)
 
@@ -326,12 +385,28 @@ class Scenario:
         """GPU scale: 112 px MobileFaceNet, PrivacyFace's 4 clients of one group each are
         approximated by 4 balanced clients of 1,000 identities."""
         base = cls(
-            name="paper", scale="paper", device="cuda", data=DataSpec(resolution=112),
-            pretrain=PretrainSpec(identities=10_000, images_per_identity=30, epochs=20, backbone="mobilefacenet",
-                                  embedding_dim=512, head="arcface"),
-            federation=FederationSpec(num_clients=4, identities_per_client=1000, images_per_identity=30,
-                                      test_identities=1000, test_images_per_identity=10, rounds=10,
-                                      batch_size=128, lr=0.001),
+            name="paper",
+            scale="paper",
+            device="cuda",
+            data=DataSpec(resolution=112),
+            pretrain=PretrainSpec(
+                identities=10_000,
+                images_per_identity=30,
+                epochs=20,
+                backbone="mobilefacenet",
+                embedding_dim=512,
+                head="arcface",
+            ),
+            federation=FederationSpec(
+                num_clients=4,
+                identities_per_client=1000,
+                images_per_identity=30,
+                test_identities=1000,
+                test_images_per_identity=10,
+                rounds=10,
+                batch_size=128,
+                lr=0.001,
+            ),
             privacy=PrivacySpec(threshold_fraction=512 / 7000),
         )
         return replace(base, **changes)

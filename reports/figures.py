@@ -61,29 +61,38 @@ __all__ = [
 
 FIGURE_CAPTIONS = {
     "frontier_attack": "Privacy-utility frontier: best attack success against each method (x) versus utility (y). "
-                       "Up and to the left is better.",
+    "Up and to the left is better.",
     "frontier_epsilon": "Privacy-utility frontier: formal epsilon of the class information each method shares "
-                        "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
-                        "∞ = no guarantee, both at marked positions) versus utility (y); ε over the whole run, "
-                        "at the scenario's δ, in the unit each method's guarantee states. Hollow markers: an "
-                        "empirical lower bound of the same scope (whole run) where one exists; per-release "
-                        "audits are in the audits table, not on this axis.",
+    "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
+    "∞ = no guarantee, both at marked positions) versus utility (y); ε over the whole run, "
+    "at the scenario's δ, in the unit each method's guarantee states. Hollow markers: an "
+    "empirical lower bound of the same scope (whole run) where one exists; per-release "
+    "audits are in the audits table, not on this axis.",
     "utility": "Utility per method (generic protocol).",
     "personalised_utility": "Utility per method (personalised protocols).",
     "utility_per_round": "Utility after each round.",
     "epsilon_vs_rounds": "Cumulative epsilon versus rounds, per accountant.",
     "epsilon_per_round_methods": "Cumulative formal epsilon of each method versus rounds, per accountant.",
     "occupancy": "Occupancy ratio of a cluster of margin rho on the unit sphere, for several dimensions d "
-                 "(PrivacyFace Thm. 1, Fig. 3).",
-    "cos_p_phat": "Distributions of cos(p, p_hat) between a cluster center and its noisy release "
-                  "(PrivacyFace Fig. 4).",
+    "(PrivacyFace Thm. 1, Fig. 3).",
+    "cos_p_phat": "Distributions of cos(p, p_hat) between a cluster center and its noisy release (PrivacyFace Fig. 4).",
     "membership_roc": "ROC curves of the membership views (log FPR): can an observer tell a member identity "
-                      "from a non-member?",
+    "from a non-member?",
 }
 
 INFINITY_TICK = "∞\nno guarantee"
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-            "#7f7f7f", "#bcbd22"]
+_PALETTE = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 
 
@@ -110,8 +119,9 @@ def _png_bytes(fig: Figure, dpi: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, folder: str | os.PathLike[str], name: str, dpi: int = 110,
-                formats: Sequence[str] = ("png", "svg")) -> Path:
+def save_figure(
+    fig: Figure, folder: str | os.PathLike[str], name: str, dpi: int = 110, formats: Sequence[str] = ("png", "svg")
+) -> Path:
     """Write ``folder/name.png`` and ``folder/name.svg`` (deterministic metadata); returns the PNG path
     (or the first format's path when PNG is not among ``formats``)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
@@ -140,7 +150,7 @@ def _styles(names: Sequence[str]) -> dict[str, tuple[str, str]]:
     for n in names:
         families.setdefault(method_family(n), []).append(n)
     out = {}
-    for i, (fam, members) in enumerate(families.items()):
+    for i, members in enumerate(families.values()):
         for j, n in enumerate(members):
             out[n] = (_PALETTE[i % len(_PALETTE)], _MARKERS[j % len(_MARKERS)])
     return out
@@ -208,8 +218,14 @@ def _spread_labels(fx: np.ndarray, fy: np.ndarray, gap: float = 0.045, width: fl
     return out
 
 
-def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str, title: str = "",
-                    log_x: bool = False, omitted: Sequence[str] = ()) -> Figure:
+def frontier_figure(
+    points: Sequence[FrontierPoint],
+    x_label: str,
+    y_label: str,
+    title: str = "",
+    log_x: bool = False,
+    omitted: Sequence[str] = (),
+) -> Figure:
     """Scatter of labelled points (labels pushed apart where points crowd).
 
     With ``log_x`` (the epsilon frontier) the axis is logarithmic, and x = 0 and x = inf get their
@@ -239,7 +255,7 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
         lo, hi = 10.0 ** (k_lo - 1), 10.0 ** (k_hi + 1)
         positions = np.where(xs == 0, lo, np.where(np.isinf(xs), hi, xs))
         ax.set_xscale("log")
-        decades = [10.0 ** k for k in range(k_lo, k_hi + 1)]
+        decades = [10.0**k for k in range(k_lo, k_hi + 1)]
         ticks = [lo] + decades + [hi]
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -254,19 +270,49 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
         ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + 3 * pad)
     for p, px, low in zip(points, positions, lows):
         color, marker = styles[p.label]
-        ax.scatter([px], [p.y], color=color, marker=marker, s=55, zorder=3, edgecolor="black", linewidth=0.5,
-                   gid=f"point:{p.label}")
+        ax.scatter(
+            [px],
+            [p.y],
+            color=color,
+            marker=marker,
+            s=55,
+            zorder=3,
+            edgecolor="black",
+            linewidth=0.5,
+            gid=f"point:{p.label}",
+        )
         if not np.isnan(low):
             ax.plot([low, px], [p.y, p.y], color=color, ls=":", lw=0.9, zorder=2)
-            ax.scatter([low], [p.y], facecolor="none", edgecolor=color, marker=marker, s=55, linewidth=1.2,
-                       zorder=3, gid=f"lower-bound:{p.label}")
+            ax.scatter(
+                [low],
+                [p.y],
+                facecolor="none",
+                edgecolor=color,
+                marker=marker,
+                s=55,
+                linewidth=1.2,
+                zorder=3,
+                gid=f"lower-bound:{p.label}",
+            )
     if np.isfinite(lows).any():
         from matplotlib.lines import Line2D
 
-        ax.legend(handles=[
-            Line2D([], [], ls="", marker="o", color="#777", markeredgecolor="black", label="formal ε (tightest)"),
-            Line2D([], [], ls="", marker="o", markerfacecolor="none", color="#777",
-                   label="empirical ε lower bound (audit)")], fontsize=7, loc="lower right")
+        ax.legend(
+            handles=[
+                Line2D([], [], ls="", marker="o", color="#777", markeredgecolor="black", label="formal ε (tightest)"),
+                Line2D(
+                    [],
+                    [],
+                    ls="",
+                    marker="o",
+                    markerfacecolor="none",
+                    color="#777",
+                    label="empirical ε lower bound (audit)",
+                ),
+            ],
+            fontsize=7,
+            loc="lower right",
+        )
     if len(points):
         to_axes = ax.transAxes.inverted()
         disp = ax.transData.transform(np.column_stack([positions, ys]))
@@ -274,9 +320,16 @@ def frontier_figure(points: Sequence[FrontierPoint], x_label: str, y_label: str,
         label_y = _spread_labels(frac[:, 0], frac[:, 1])
         for p, (fx, fy), ly in zip(points, frac, label_y):
             moved = abs(ly - fy) > 1e-9
-            ax.annotate(_t(p.label), (fx, fy), xycoords="axes fraction", xytext=(fx + 0.015, ly + 0.012),
-                        textcoords="axes fraction", fontsize=8, va="bottom",
-                        arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if moved else None)
+            ax.annotate(
+                _t(p.label),
+                (fx, fy),
+                xycoords="axes fraction",
+                xytext=(fx + 0.015, ly + 0.012),
+                textcoords="axes fraction",
+                fontsize=8,
+                va="bottom",
+                arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if moved else None,
+            )
     if omitted:
         x_label = f"{x_label}\n(not shown, no value: {', '.join(omitted)})"
     ax.set_xlabel(_t(x_label))
@@ -298,8 +351,9 @@ def _finite_series(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray
     return x[keep], y[keep]
 
 
-def epsilon_rounds_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str = "",
-                          delta: float | None = None) -> Figure:
+def epsilon_rounds_figure(
+    curves: Mapping[str, Mapping[str, Sequence[float]]], title: str = "", delta: float | None = None
+) -> Figure:
     """Cumulative epsilon versus rounds: ``curves`` maps a label (an accountant, or "method ·
     accountant") to {"rounds": [...], "epsilon": [...]}. Non-finite epsilons are not drawn."""
     fig = new_figure(7.0, 4.2)
@@ -309,8 +363,15 @@ def epsilon_rounds_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], t
         x, y = _finite_series(c["rounds"], c["epsilon"])
         if x.size == 0:
             continue
-        ax.plot(x, y, marker="o", ms=3, ls=linestyles[(i // len(_PALETTE)) % 4], color=_PALETTE[i % len(_PALETTE)],
-                label=_t(label))
+        ax.plot(
+            x,
+            y,
+            marker="o",
+            ms=3,
+            ls=linestyles[(i // len(_PALETTE)) % 4],
+            color=_PALETTE[i % len(_PALETTE)],
+            label=_t(label),
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("ε" + (f" (δ = {delta:g})" if delta is not None else ""))
     ax.grid(True, alpha=0.3)
@@ -359,20 +420,35 @@ def occupancy_figure(occupancy: Mapping[str, Mapping[str, Sequence[float]]]) -> 
     if ax.lines:
         ax.legend(fontsize=8)
     if dropped:
-        ax.text(0.01, 0.01, f"{dropped} ratio(s) equal to 0 not drawn (log axis)", transform=ax.transAxes,
-                fontsize=7, color="#555")
+        ax.text(
+            0.01,
+            0.01,
+            f"{dropped} ratio(s) equal to 0 not drawn (log axis)",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="#555",
+        )
     return fig
 
 
 def cos_distribution_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
     """Box plots of cos(p, p_hat), one per record, coloured by rho; each tick names the
     parameters that vary across records (epsilon, rho, Q, calibration)."""
-    recs = sorted(records, key=lambda r: (str(r.get("calibration", "")), int(r["queries"]), float(r["rho"]),
-                                          float(r["epsilon"]), str(r.get("label", ""))))
+    recs = sorted(
+        records,
+        key=lambda r: (
+            str(r.get("calibration", "")),
+            int(r["queries"]),
+            float(r["rho"]),
+            float(r["epsilon"]),
+            str(r.get("label", "")),
+        ),
+    )
     fig = new_figure(max(6.0, 0.55 * len(recs) + 2.0), 4.4)
     ax = fig.add_subplot()
-    varying = [k for k in ("epsilon", "rho", "queries", "calibration", "label")
-               if len({str(r.get(k, "")) for r in recs}) > 1]
+    varying = [
+        k for k in ("epsilon", "rho", "queries", "calibration", "label") if len({str(r.get(k, "")) for r in recs}) > 1
+    ]
     symbols = {"epsilon": "ε", "rho": "ρ", "queries": "Q", "calibration": "", "label": ""}
     rhos = sorted({float(r["rho"]) for r in recs})
     data, labels, colors = [], [], []
@@ -392,8 +468,13 @@ def cos_distribution_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
             patch.set_alpha(0.55)
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
         if len(rhos) > 1:
-            ax.legend(handles=[Patch(color=_PALETTE[i % len(_PALETTE)], alpha=0.55, label=f"ρ = {r:g}")
-                               for i, r in enumerate(rhos)], fontsize=7, loc="lower right")
+            ax.legend(
+                handles=[
+                    Patch(color=_PALETTE[i % len(_PALETTE)], alpha=0.55, label=f"ρ = {r:g}") for i, r in enumerate(rhos)
+                ],
+                fontsize=7,
+                loc="lower right",
+            )
     else:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#777")
     ax.set_ylabel("cos(p, p̂)")
@@ -409,8 +490,14 @@ def _draw_roc(ax: Any, curves: Mapping[str, Mapping[str, Sequence[float]]], floo
         tpr = np.asarray(c["tpr"], dtype=float)
         if fpr.shape != tpr.shape:
             raise ValueError(f"ROC {label!r}: fpr and tpr must have the same length, got {fpr.size} and {tpr.size}")
-        ax.step(np.maximum(fpr, floor), tpr, where="post", color=_PALETTE[i % len(_PALETTE)],
-                ls=["-", "--", ":", "-."][(i // len(_PALETTE)) % 4], label=_t(label))
+        ax.step(
+            np.maximum(fpr, floor),
+            tpr,
+            where="post",
+            color=_PALETTE[i % len(_PALETTE)],
+            ls=["-", "--", ":", "-."][(i // len(_PALETTE)) % 4],
+            label=_t(label),
+        )
     grid = np.logspace(math.log10(floor), 0, 100)
     ax.plot(grid, grid, color="#999", ls=":", lw=0.8, label="chance")
     ax.set_xscale("log")
@@ -440,8 +527,10 @@ def roc_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str =
 
 def membership_roc_figure(methods: Sequence[MethodResult]) -> Figure | None:
     """One panel per method with the ROC curves of its attacks (None when no attack has one)."""
-    panels = [(m, {f"{a.observer}: {a.attack} on {a.target_kind}": a.roc for a in m.attacks if a.roc is not None})
-              for m in methods]
+    panels = [
+        (m, {f"{a.observer}: {a.attack} on {a.target_kind}": a.roc for a in m.attacks if a.roc is not None})
+        for m in methods
+    ]
     panels = [(m, c) for m, c in panels if c]
     if not panels:
         return None
@@ -473,8 +562,9 @@ def _check_images(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def image_grid_figure(real: Any, reconstructions: Any, max_images: int = 8, title: str = "",
-                      column_titles: Sequence[str] | None = None) -> Figure:
+def image_grid_figure(
+    real: Any, reconstructions: Any, max_images: int = 8, title: str = "", column_titles: Sequence[str] | None = None
+) -> Figure:
     """Real images (top row) above their reconstructions (one row per reconstruction set).
 
     ``real``: uint8 [N, C, H, W] (numpy or torch on CPU); ``reconstructions``: one array of the
@@ -503,8 +593,13 @@ def image_grid_figure(real: Any, reconstructions: Any, max_images: int = 8, titl
         for c in range(n):
             ax = axes[r, c]
             img = arr[c].transpose(1, 2, 0)
-            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
-                      vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(
+                img[..., 0] if img.shape[2] == 1 else img,
+                cmap="gray" if img.shape[2] == 1 else None,
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -516,8 +611,9 @@ def image_grid_figure(real: Any, reconstructions: Any, max_images: int = 8, titl
     return fig
 
 
-def write_image_grid(path: str | os.PathLike[str], real: Any, reconstructions: Any, max_images: int = 8,
-                     title: str = "") -> Path:
+def write_image_grid(
+    path: str | os.PathLike[str], real: Any, reconstructions: Any, max_images: int = 8, title: str = ""
+) -> Path:
     """Save `image_grid_figure` as one PNG at ``path`` (what `AttackFinding.image_grid` points to)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -537,8 +633,9 @@ def _legend_columns(labels: Sequence[str], fig: Figure, fontsize: float = 8.0, m
     return max(1, min(most, len(labels), fits))
 
 
-def utility_figure(utilities: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None,
-                   title: str = "") -> Figure:
+def utility_figure(
+    utilities: Mapping[str, Mapping[str, float]], metrics: Sequence[str] | None = None, title: str = ""
+) -> Figure:
     """Grouped bars: one cluster per method, one bar per metric; NaN (unsupported) is marked n/a."""
     names = list(utilities)
     if metrics is None:
@@ -561,9 +658,14 @@ def utility_figure(utilities: Mapping[str, Mapping[str, float]], metrics: Sequen
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if metrics:
-        ax.legend(handles=handles, fontsize=8, ncols=_legend_columns([h.get_label() for h in handles], fig),
-                  loc="lower left",
-                  bbox_to_anchor=(0, 1.01), frameon=False)
+        ax.legend(
+            handles=handles,
+            fontsize=8,
+            ncols=_legend_columns([h.get_label() for h in handles], fig),
+            loc="lower left",
+            bbox_to_anchor=(0, 1.01),
+            frameon=False,
+        )
     if title:
         ax.set_title(_t(title))
     return fig
@@ -588,8 +690,9 @@ def utility_per_round_figure(methods: Sequence[MethodResult], metric: str) -> Fi
     return fig
 
 
-def render_all_figures(result: AuditResult, folder: str | os.PathLike[str],
-                       formats: Sequence[str] = ("png", "svg")) -> dict[str, Path]:
+def render_all_figures(
+    result: AuditResult, folder: str | os.PathLike[str], formats: Sequence[str] = ("png", "svg")
+) -> dict[str, Path]:
     """Draw and save every figure whose data the result holds; returns name -> PNG path
     (names are keys of `FIGURE_CAPTIONS`). Figures without data are skipped."""
     out: dict[str, Path] = {}
@@ -600,14 +703,17 @@ def render_all_figures(result: AuditResult, folder: str | os.PathLike[str],
 
     metric = headline_utility_metric(result)
     if metric is not None:
-        for axis, label in (("attack", "best attack success rate (any observer)"),
-                            ("epsilon", "formal ε of the shared class information (tightest accountant, log)")):
+        for axis, label in (
+            ("attack", "best attack success rate (any observer)"),
+            ("epsilon", "formal ε of the shared class information (tightest accountant, log)"),
+        ):
             points = frontier_points(result, axis, metric)
             if points:
                 shown = {p.label for p in points}
                 omitted = [m.name for m in result.methods if m.name not in shown]
-                put(f"frontier_{axis}", frontier_figure(points, label, metric, log_x=axis == "epsilon",
-                                                        omitted=omitted))
+                put(
+                    f"frontier_{axis}", frontier_figure(points, label, metric, log_x=axis == "epsilon", omitted=omitted)
+                )
     utilities = {m.name: m.utility for m in result.methods if m.utility}
     if utilities:
         put("utility", utility_figure(utilities))
@@ -635,8 +741,10 @@ def render_all_figures(result: AuditResult, folder: str | os.PathLike[str],
                 per_method[f"{m.name} · {acc}"] = {"rounds": list(range(1, len(eps) + 1)), "epsilon": eps}
     if per_method:
         deltas = {m.privacy.delta for m in result.methods if m.privacy.epsilon_per_round}
-        put("epsilon_per_round_methods",
-            epsilon_rounds_figure(per_method, delta=next(iter(deltas)) if len(deltas) == 1 else None))
+        put(
+            "epsilon_per_round_methods",
+            epsilon_rounds_figure(per_method, delta=next(iter(deltas)) if len(deltas) == 1 else None),
+        )
     if a.occupancy:
         put("occupancy", occupancy_figure(a.occupancy))
     if a.cos_p_phat:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from reports.figures import FIGURE_CAPTIONS, figure_caption, render_all_figures
+from reports.figures import figure_caption, render_all_figures
 from reports.schema import AuditResult
 from reports.tables import Cell, Table, key_value_table, result_tables
 
@@ -99,12 +99,18 @@ def html_table(table: Table, heading_level: int = 2, with_heading: bool = True, 
     head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
     body = []
     for row in table.rows:
-        cells = "".join(f'<td class="num">{_cell_html(c)}</td>' if table.align_numbers and _is_numeric(c)
-                        else f"<td>{_cell_html(c)}</td>" for c in row)
+        cells = "".join(
+            f'<td class="num">{_cell_html(c)}</td>'
+            if table.align_numbers and _is_numeric(c)
+            else f"<td>{_cell_html(c)}</td>"
+            for c in row
+        )
         body.append(f"<tr>{cells}</tr>")
     classes = "pa" + (f" {escape(css_class)}" if css_class else "")
-    parts.append(f'<div class="pa-scroll"><table class="{classes}"><thead><tr>{head}</tr></thead>'
-                 f'<tbody>{"".join(body)}</tbody></table></div>')
+    parts.append(
+        f'<div class="pa-scroll"><table class="{classes}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
     if table.note:
         parts.append(f'<p class="pa-note">{escape(table.note)}</p>')
     return "\n".join(parts)
@@ -131,8 +137,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _figure_html(uri: str | None, alt: str, caption: str, missing: str) -> str:
     if uri is None:
         return f'<p class="pa-missing">{escape(missing)}</p>'
-    return (f'<figure><img src="{uri}" alt="{escape(alt)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return f'<figure><img src="{uri}" alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
 def _flags_html(flags: Sequence[str]) -> str:
@@ -149,20 +154,31 @@ def _image_grids_html(result: AuditResult, base_dir: Path | None) -> str:
                 continue
             title = f"{m.name}: {a.attack} by {a.observer} on {a.target_kind}"
             if base_dir is None:
-                parts.append(_figure_html(None, title, title, f"{title}: image {a.image_grid} not inlined "
-                                                              "(no results folder given)"))
+                parts.append(
+                    _figure_html(
+                        None, title, title, f"{title}: image {a.image_grid} not inlined (no results folder given)"
+                    )
+                )
                 continue
             path = base_dir / a.image_grid
             uri = _png_data_uri(path) if _inside(path, base_dir) and path.suffix.lower() == ".png" else None
-            parts.append(_figure_html(uri, title, f"{title} — each row of real images above the row of their reconstructions."
-                                      + (f" {a.notes}" if a.notes else ""),
-                                      f"{title}: image grid {a.image_grid} is missing, outside the results folder "
-                                      "or not a PNG"))
+            parts.append(
+                _figure_html(
+                    uri,
+                    title,
+                    f"{title} — each row of real images above the row of their reconstructions."
+                    + (f" {a.notes}" if a.notes else ""),
+                    f"{title}: image grid {a.image_grid} is missing, outside the results folder or not a PNG",
+                )
+            )
     return "\n".join(parts)
 
 
-def render_html(result: AuditResult, figures: Mapping[str, str | os.PathLike[str]] | None = None,
-                base_dir: str | os.PathLike[str] | None = None) -> str:
+def render_html(
+    result: AuditResult,
+    figures: Mapping[str, str | os.PathLike[str]] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> str:
     """The report page as a string.
 
     ``figures``: name -> PNG path (from `render_all_figures`), inlined in this order with the
@@ -173,8 +189,13 @@ def render_html(result: AuditResult, figures: Mapping[str, str | os.PathLike[str
     base = None if base_dir is None else Path(base_dir)
     tables = result_tables(result)
     flags = result.all_flags()
-    scenario = key_value_table("Scenario", "scenario", result.scenario, ("setting", "value"),
-                               note="The configuration this audit ran (as given by the user).")
+    scenario = key_value_table(
+        "Scenario",
+        "scenario",
+        result.scenario,
+        ("setting", "value"),
+        note="The configuration this audit ran (as given by the user).",
+    )
     software = key_value_table("Software", "software", result.software, ("package", "version"))
     extra = key_value_table("Other analyses", "extra", result.analyses.extra)
     grids = _image_grids_html(result, base)
@@ -203,7 +224,8 @@ def render_html(result: AuditResult, figures: Mapping[str, str | os.PathLike[str
         "recovered (attacks), what the mathematics promises (formal ε) and what an experiment proves "
         "(empirical lower bound), and the utility of the model.</div></header>",
         '<nav class="pa-toc"><strong>Contents</strong><ol>'
-        + "".join(f'<li><a href="#{escape(a)}">{escape(t)}</a></li>' for a, t in toc) + "</ol></nav>",
+        + "".join(f'<li><a href="#{escape(a)}">{escape(t)}</a></li>' for a, t in toc)
+        + "</ol></nav>",
         html_table(tables[0], css_class="wide"),
         '<h2 id="flags">Flags</h2>',
         _flags_html(flags),
@@ -213,14 +235,17 @@ def render_html(result: AuditResult, figures: Mapping[str, str | os.PathLike[str
         out.append('<h2 id="figures">Figures</h2>')
         for name, path in figures.items():
             caption = figure_caption(name, result)
-            out.append(_figure_html(_png_data_uri(Path(path)), name, caption, f"figure {name}: {path} is missing or "
-                                                                               "not a PNG"))
+            out.append(
+                _figure_html(_png_data_uri(Path(path)), name, caption, f"figure {name}: {path} is missing or not a PNG")
+            )
     if grids:
         out.append('<h2 id="reconstructions">Reconstructions</h2>')
         out.append(grids)
     out += [html_table(t) for t in (extra, scenario, software) if t is not None]
-    out.append(f"<footer>Rendered by privaudit reports from results schema {escape(result.schema_version)}. "
-               "All numbers are in results.json next to this file.</footer>")
+    out.append(
+        f"<footer>Rendered by privaudit reports from results schema {escape(result.schema_version)}. "
+        "All numbers are in results.json next to this file.</footer>"
+    )
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"
 

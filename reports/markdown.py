@@ -59,10 +59,17 @@ def render_markdown(result: AuditResult, figures: Mapping[str, str] | None = Non
     """The report as Markdown; ``figures``: name -> path relative to the report (e.g. figures/x.png)."""
     tables = result_tables(result)
     flags = result.all_flags()
-    out = [f"# {_inline(result.title)}", "",
-           f"{len(result.methods)} methods · created {_inline(result.created)} · privaudit "
-           f"{_inline(result.privaudit_version)} · results schema {_inline(result.schema_version)}", "",
-           markdown_table(tables[0]), "", "## Flags", ""]
+    out = [
+        f"# {_inline(result.title)}",
+        "",
+        f"{len(result.methods)} methods · created {_inline(result.created)} · privaudit "
+        f"{_inline(result.privaudit_version)} · results schema {_inline(result.schema_version)}",
+        "",
+        markdown_table(tables[0]),
+        "",
+        "## Flags",
+        "",
+    ]
     out += [f"- {_inline(f)}" for f in flags] or ["No flags: the accountants and the auditor raised no warning."]
     for t in tables[1:]:
         out += ["", markdown_table(t)]
@@ -76,9 +83,11 @@ def render_markdown(result: AuditResult, figures: Mapping[str, str] | None = Non
         for m, a in grids:
             title = f"{m.name}: {a.attack} by {a.observer} on {a.target_kind}"
             out += [f"![{_inline(title)}]({_link(a.image_grid)})", "", f"_{_inline(title)}_", ""]
-    for t in (key_value_table("Other analyses", "extra", result.analyses.extra),
-              key_value_table("Scenario", "scenario", result.scenario, ("setting", "value")),
-              key_value_table("Software", "software", result.software, ("package", "version"))):
+    for t in (
+        key_value_table("Other analyses", "extra", result.analyses.extra),
+        key_value_table("Scenario", "scenario", result.scenario, ("setting", "value")),
+        key_value_table("Software", "software", result.software, ("package", "version")),
+    ):
         if t is not None:
             out += ["", markdown_table(t)]
     return "\n".join(out).rstrip() + "\n"

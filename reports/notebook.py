@@ -14,11 +14,13 @@ from reports.tables import method_tables
 
 __all__ = ["result_html", "method_html"]
 
-_STYLE = ("<style>.pa-nb table.pa{border-collapse:collapse;font-size:12px;margin:4px 0}"
-          ".pa-nb table.pa th,.pa-nb table.pa td{border:1px solid #b9c0cc;padding:3px 6px;text-align:left;"
-          "vertical-align:top}.pa-nb table.pa th{background:#e4e9f1}.pa-nb .bad{color:#a11d1d;font-weight:600}"
-          ".pa-nb .good{color:#17622b;font-weight:600}.pa-nb .warn{color:#8a5a00;font-weight:600}"
-          ".pa-nb .pa-note{color:#555;font-size:11px}.pa-nb ul{margin:2px 0}</style>")
+_STYLE = (
+    "<style>.pa-nb table.pa{border-collapse:collapse;font-size:12px;margin:4px 0}"
+    ".pa-nb table.pa th,.pa-nb table.pa td{border:1px solid #b9c0cc;padding:3px 6px;text-align:left;"
+    "vertical-align:top}.pa-nb table.pa th{background:#e4e9f1}.pa-nb .bad{color:#a11d1d;font-weight:600}"
+    ".pa-nb .good{color:#17622b;font-weight:600}.pa-nb .warn{color:#8a5a00;font-weight:600}"
+    ".pa-nb .pa-note{color:#555;font-size:11px}.pa-nb ul{margin:2px 0}</style>"
+)
 
 
 def result_html(result: AuditResult) -> str:
@@ -26,9 +28,14 @@ def result_html(result: AuditResult) -> str:
     metric = headline_utility_metric(result)
     tables = {t.anchor: t for t in method_tables(result.methods, metric)}
     flags = result.all_flags()
-    parts = [_STYLE, '<div class="pa-nb">', f"<h3>{escape(result.title)}</h3>",
-             f'<p class="pa-note">{len(result.methods)} methods · created {escape(result.created)} · privaudit '
-             f"{escape(result.privaudit_version)}</p>", html_table(tables["summary"], with_heading=False)]
+    parts = [
+        _STYLE,
+        '<div class="pa-nb">',
+        f"<h3>{escape(result.title)}</h3>",
+        f'<p class="pa-note">{len(result.methods)} methods · created {escape(result.created)} · privaudit '
+        f"{escape(result.privaudit_version)}</p>",
+        html_table(tables["summary"], with_heading=False),
+    ]
     if flags:
         parts.append("<strong>Flags</strong><ul>" + "".join(f"<li>{escape(f)}</li>" for f in flags) + "</ul>")
     if "utility" in tables:
@@ -46,7 +53,8 @@ def method_html(method: MethodResult) -> str:
     for table in method_tables([method], metric):
         parts.append(html_table(table, heading_level=4))
     if method.privacy.flags:
-        parts.append("<strong>Flags</strong><ul>" + "".join(f"<li>{escape(f)}</li>" for f in method.privacy.flags)
-                     + "</ul>")
+        parts.append(
+            "<strong>Flags</strong><ul>" + "".join(f"<li>{escape(f)}</li>" for f in method.privacy.flags) + "</ul>"
+        )
     parts.append("</div>")
     return "\n".join(parts)

@@ -37,25 +37,78 @@ SAMPLE_NOTE = "SAMPLE data: every utility, attack and privacy number here is ill
 # name, description, shares, observers, base accuracy, attack strength (binormal separation)
 _METHODS = [
     ("local", "each client trains alone; nothing shared", [], {}, 0.80, 0.0),
-    ("fedpe", "FedAvg of backbones; class centers W stay local", ["backbone"],
-     {"server": ["backbone"], "clients": ["backbone"]}, 0.86, 0.6),
-    ("shared-centers", "FedAvg; all class centers W broadcast as extra negatives", ["backbone", "class_centers"],
-     {"server": ["backbone", "class_centers"], "clients": ["backbone", "class_centers"]}, 0.90, 3.0),
-    ("fedface", "FedAvg + spreadout regulariser on all W at the server", ["backbone", "class_centers"],
-     {"server": ["backbone", "class_centers"], "clients": ["backbone"]}, 0.89, 2.8),
-    ("fedgc", "FedAvg + softmax-regulariser gradient step on W (FedGC Alg. 1)", ["backbone", "class_centers"],
-     {"server": ["backbone", "class_centers"], "clients": ["backbone"]}, 0.895, 2.9),
-    ("fedfr", "FedAvg of backbone and public-class embeddings (FedFR)", ["backbone", "global_class_embeddings"],
-     {"server": ["backbone", "global_class_embeddings"], "clients": ["backbone", "global_class_embeddings"]},
-     0.885, 1.0),
-    ("fedfs", "pre-trained + global + personal models (FedFS)", ["backbone"],
-     {"server": ["backbone"], "clients": ["backbone"]}, 0.87, 0.6),
-    ("privacyface", "FedAvg + DPLC noisy cluster centers p̂ (ε = 1, ρ = 1.3)", ["backbone", "noisy_cluster_centers"],
-     {"server": ["backbone", "noisy_cluster_centers"], "clients": ["backbone", "noisy_cluster_centers"]}, 0.885, 0.9),
-    ("privacyface-nonoise", "PrivacyFace without noise (clusters p)", ["backbone", "cluster_centers"],
-     {"server": ["backbone", "cluster_centers"], "clients": ["backbone", "cluster_centers"]}, 0.888, 1.8),
-    ("noisy-centers", "every class center W with Gaussian noise (naive)", ["backbone", "noisy_class_centers"],
-     {"server": ["backbone", "noisy_class_centers"], "clients": ["backbone", "noisy_class_centers"]}, 0.84, 0.3),
+    (
+        "fedpe",
+        "FedAvg of backbones; class centers W stay local",
+        ["backbone"],
+        {"server": ["backbone"], "clients": ["backbone"]},
+        0.86,
+        0.6,
+    ),
+    (
+        "shared-centers",
+        "FedAvg; all class centers W broadcast as extra negatives",
+        ["backbone", "class_centers"],
+        {"server": ["backbone", "class_centers"], "clients": ["backbone", "class_centers"]},
+        0.90,
+        3.0,
+    ),
+    (
+        "fedface",
+        "FedAvg + spreadout regulariser on all W at the server",
+        ["backbone", "class_centers"],
+        {"server": ["backbone", "class_centers"], "clients": ["backbone"]},
+        0.89,
+        2.8,
+    ),
+    (
+        "fedgc",
+        "FedAvg + softmax-regulariser gradient step on W (FedGC Alg. 1)",
+        ["backbone", "class_centers"],
+        {"server": ["backbone", "class_centers"], "clients": ["backbone"]},
+        0.895,
+        2.9,
+    ),
+    (
+        "fedfr",
+        "FedAvg of backbone and public-class embeddings (FedFR)",
+        ["backbone", "global_class_embeddings"],
+        {"server": ["backbone", "global_class_embeddings"], "clients": ["backbone", "global_class_embeddings"]},
+        0.885,
+        1.0,
+    ),
+    (
+        "fedfs",
+        "pre-trained + global + personal models (FedFS)",
+        ["backbone"],
+        {"server": ["backbone"], "clients": ["backbone"]},
+        0.87,
+        0.6,
+    ),
+    (
+        "privacyface",
+        "FedAvg + DPLC noisy cluster centers p̂ (ε = 1, ρ = 1.3)",
+        ["backbone", "noisy_cluster_centers"],
+        {"server": ["backbone", "noisy_cluster_centers"], "clients": ["backbone", "noisy_cluster_centers"]},
+        0.885,
+        0.9,
+    ),
+    (
+        "privacyface-nonoise",
+        "PrivacyFace without noise (clusters p)",
+        ["backbone", "cluster_centers"],
+        {"server": ["backbone", "cluster_centers"], "clients": ["backbone", "cluster_centers"]},
+        0.888,
+        1.8,
+    ),
+    (
+        "noisy-centers",
+        "every class center W with Gaussian noise (naive)",
+        ["backbone", "noisy_class_centers"],
+        {"server": ["backbone", "noisy_class_centers"], "clients": ["backbone", "noisy_class_centers"]},
+        0.84,
+        0.3,
+    ),
 ]
 
 _ROUNDS = 10
@@ -120,37 +173,94 @@ def _privacy(name: str, rng: np.random.Generator) -> PrivacySummary:
         return PrivacySummary(delta=None, formal_epsilon={"basic": 0.0}, guarantee="nothing leaves a client")
     if name in ("privacyface", "noisy-centers"):
         rounds = np.arange(1, _ROUNDS + 1)
-        per_round = {"basic": (_EPSILON * rounds).tolist(),
-                     "advanced": [min(_EPSILON * r, math.sqrt(2 * r * math.log(1 / _DELTA)) * _EPSILON
-                                      + r * _EPSILON * (math.exp(_EPSILON) - 1)) for r in rounds],
-                     "rdp": (0.45 * _EPSILON * np.sqrt(rounds) * 2.2 + 0.02 * rounds).tolist()}
+        per_round = {
+            "basic": (_EPSILON * rounds).tolist(),
+            "advanced": [
+                min(
+                    _EPSILON * r,
+                    math.sqrt(2 * r * math.log(1 / _DELTA)) * _EPSILON + r * _EPSILON * (math.exp(_EPSILON) - 1),
+                )
+                for r in rounds
+            ],
+            "rdp": (0.45 * _EPSILON * np.sqrt(rounds) * 2.2 + 0.02 * rounds).tolist(),
+        }
         formal = {k: v[-1] for k, v in per_round.items()}
-        rows = [{"party": f"client:{c}", "round": int(r), "epsilon": per_round["basic"][r - 1], "accountant": "basic",
-                 "delta": _DELTA} for c in range(4) for r in rounds]
-        flags = ["classic Gaussian calibration used at epsilon >= 1 (proven only for epsilon < 1); "
-                 "analytic Gaussian calibration also reported"]
-        empirical = [AuditFinding("fixed-set mean (Thm. 2 as stated)", _EPSILON, 0.41, 0.95, 2000,
-                                  "likelihood ratio of cos(p_hat, w*)", False, _DELTA, "SAMPLE")]
+        rows = [
+            {
+                "party": f"client:{c}",
+                "round": int(r),
+                "epsilon": per_round["basic"][r - 1],
+                "accountant": "basic",
+                "delta": _DELTA,
+            }
+            for c in range(4)
+            for r in rounds
+        ]
+        flags = [
+            "classic Gaussian calibration used at epsilon >= 1 (proven only for epsilon < 1); "
+            "analytic Gaussian calibration also reported"
+        ]
+        empirical = [
+            AuditFinding(
+                "fixed-set mean (Thm. 2 as stated)",
+                _EPSILON,
+                0.41,
+                0.95,
+                2000,
+                "likelihood ratio of cos(p_hat, w*)",
+                False,
+                _DELTA,
+                "SAMPLE",
+            )
+        ]
         if name == "privacyface":
-            empirical.append(AuditFinding("end-to-end DPLC (data-chosen S, threshold T)", _EPSILON, 2.7, 0.95, 2000,
-                                          "release / no-release and |S| scaling", True, _DELTA,
-                                          "SAMPLE: selection of S and the threshold are not privatised"))
+            empirical.append(
+                AuditFinding(
+                    "end-to-end DPLC (data-chosen S, threshold T)",
+                    _EPSILON,
+                    2.7,
+                    0.95,
+                    2000,
+                    "release / no-release and |S| scaling",
+                    True,
+                    _DELTA,
+                    "SAMPLE: selection of S and the threshold are not privatised",
+                )
+            )
             guarantee = "(ε, δ)-DP per client for the noisy clusters, as claimed by DPLC Thm. 2"
         else:
             guarantee = "(ε, δ)-DP per class center"
-        return PrivacySummary(delta=_DELTA, formal_epsilon=formal, epsilon_per_round=per_round, per_party=rows,
-                              empirical=empirical, flags=flags, guarantee=guarantee)
-    raw = {"shared-centers": "none: raw class centers reach the server and every client",
-           "fedface": "none: raw class centers reach the server",
-           "fedgc": "none: raw class centers reach the server (private from other clients only)",
-           "fedfr": "none: public-class embeddings and backbones reach the server",
-           "privacyface-nonoise": "none: exact cluster centers p reach everyone"}
-    return PrivacySummary(delta=None, formal_epsilon={"basic": math.inf},
-                          guarantee=raw.get(name, "none: backbone updates reach the server"))
+        return PrivacySummary(
+            delta=_DELTA,
+            formal_epsilon=formal,
+            epsilon_per_round=per_round,
+            per_party=rows,
+            empirical=empirical,
+            flags=flags,
+            guarantee=guarantee,
+        )
+    raw = {
+        "shared-centers": "none: raw class centers reach the server and every client",
+        "fedface": "none: raw class centers reach the server",
+        "fedgc": "none: raw class centers reach the server (private from other clients only)",
+        "fedfr": "none: public-class embeddings and backbones reach the server",
+        "privacyface-nonoise": "none: exact cluster centers p reach everyone",
+    }
+    return PrivacySummary(
+        delta=None,
+        formal_epsilon={"basic": math.inf},
+        guarantee=raw.get(name, "none: backbone updates reach the server"),
+    )
 
 
-def _attacks(name: str, shares: list[str], strength: float, rng: np.random.Generator,
-             image_rng: np.random.Generator, folder: Path | None) -> list[AttackFinding]:
+def _attacks(
+    name: str,
+    shares: list[str],
+    strength: float,
+    rng: np.random.Generator,
+    image_rng: np.random.Generator,
+    folder: Path | None,
+) -> list[AttackFinding]:
     if not shares:
         return []
     center_kinds = [k for k in shares if k != "backbone"]
@@ -158,13 +268,26 @@ def _attacks(name: str, shares: list[str], strength: float, rng: np.random.Gener
     for kind in center_kinds:
         top1 = float(np.clip(stats.norm.cdf(strength - 1.6) + rng.normal(0, 0.01), 0, 1))
         auc = float(stats.norm.cdf(strength / math.sqrt(2)))
-        out.append(AttackFinding(
-            "knn", "server", kind,
-            metrics={"top1_rate": top1, "topk_rate": min(1.0, top1 * 1.3 + 0.02), "membership_auc": auc,
-                     "tpr@fpr=1e-3": float(stats.norm.cdf(strength + stats.norm.ppf(1e-3)))},
-            intervals={"top1_rate": (max(0.0, top1 - 0.04), min(1.0, top1 + 0.04)),
-                       "membership_auc": (max(0.0, auc - 0.03), min(1.0, auc + 0.03))},
-            roc=_roc(strength), success_metric="top1_rate", notes="SAMPLE"))
+        out.append(
+            AttackFinding(
+                "knn",
+                "server",
+                kind,
+                metrics={
+                    "top1_rate": top1,
+                    "topk_rate": min(1.0, top1 * 1.3 + 0.02),
+                    "membership_auc": auc,
+                    "tpr@fpr=1e-3": float(stats.norm.cdf(strength + stats.norm.ppf(1e-3))),
+                },
+                intervals={
+                    "top1_rate": (max(0.0, top1 - 0.04), min(1.0, top1 + 0.04)),
+                    "membership_auc": (max(0.0, auc - 0.03), min(1.0, auc + 0.03)),
+                },
+                roc=_roc(strength),
+                success_metric="top1_rate",
+                notes="SAMPLE",
+            )
+        )
         quality = float(np.clip(0.25 + 0.22 * strength, 0.05, 0.95))
         grid = None
         if folder is not None:
@@ -172,14 +295,30 @@ def _attacks(name: str, shares: list[str], strength: float, rng: np.random.Gener
 
             real = _faces(image_rng, 6)
             grid_rel = f"grids/{name}_inversion_{kind}.png"
-            write_image_grid(folder / grid_rel, real, _reconstruct(real, image_rng, quality), max_images=6,
-                             title=f"SAMPLE inversion of {kind} ({name})")
+            write_image_grid(
+                folder / grid_rel,
+                real,
+                _reconstruct(real, image_rng, quality),
+                max_images=6,
+                title=f"SAMPLE inversion of {kind} ({name})",
+            )
             grid = grid_rel
-        out.append(AttackFinding(
-            "inversion", "server", kind,
-            metrics={"rank1": float(np.clip(quality - 0.2, 0, 1)), "identity_similarity": quality * 0.8,
-                     "ssim": quality * 0.5, "psnr": 10 + 8 * quality},
-            image_grid=grid, success_metric="rank1", notes="SAMPLE"))
+        out.append(
+            AttackFinding(
+                "inversion",
+                "server",
+                kind,
+                metrics={
+                    "rank1": float(np.clip(quality - 0.2, 0, 1)),
+                    "identity_similarity": quality * 0.8,
+                    "ssim": quality * 0.5,
+                    "psnr": 10 + 8 * quality,
+                },
+                image_grid=grid,
+                success_metric="rank1",
+                notes="SAMPLE",
+            )
+        )
     if name == "fedpe":
         psnr = 17.5
         grid = None
@@ -188,15 +327,30 @@ def _attacks(name: str, shares: list[str], strength: float, rng: np.random.Gener
 
             real = _faces(image_rng, 4)
             grid = "grids/fedpe_gradient_client0.png"
-            write_image_grid(folder / grid, real, {"1 step": _reconstruct(real, image_rng, 0.8),
-                                                   "3 steps": _reconstruct(real, image_rng, 0.5)},
-                             title="SAMPLE gradient inversion, client 0")
-        out.append(AttackFinding("gradient", "server", "backbone",
-                                 metrics={"psnr": psnr, "ssim": 0.41, "rank1": 0.5, "label_accuracy": 1.0},
-                                 image_grid=grid, success_metric="rank1",
-                                 notes="SAMPLE: one client's single update, 2 images"))
-    knn_membership = AttackFinding("knn", "outsider", "backbone", metrics={"membership_auc": 0.5 + 0.03 * strength},
-                                   notes="SAMPLE: an outsider sees only the released model")
+            write_image_grid(
+                folder / grid,
+                real,
+                {"1 step": _reconstruct(real, image_rng, 0.8), "3 steps": _reconstruct(real, image_rng, 0.5)},
+                title="SAMPLE gradient inversion, client 0",
+            )
+        out.append(
+            AttackFinding(
+                "gradient",
+                "server",
+                "backbone",
+                metrics={"psnr": psnr, "ssim": 0.41, "rank1": 0.5, "label_accuracy": 1.0},
+                image_grid=grid,
+                success_metric="rank1",
+                notes="SAMPLE: one client's single update, 2 images",
+            )
+        )
+    knn_membership = AttackFinding(
+        "knn",
+        "outsider",
+        "backbone",
+        metrics={"membership_auc": 0.5 + 0.03 * strength},
+        notes="SAMPLE: an outsider sees only the released model",
+    )
     out.append(knn_membership)
     return out
 
@@ -212,47 +366,82 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
     base = None if folder is None else Path(folder)
     methods = []
     for name, description, shares, observers, acc, strength in _METHODS:
-        far = {f: float(np.clip(acc - 0.1 - 0.22 * (-math.log10(f) - 1) + rng.normal(0, 0.01), 0, 1))
-               for f in (1e-1, 1e-2)}
-        utility = {"accuracy": float(acc + rng.normal(0, 0.004)), "auroc": float(min(0.999, acc + 0.07)),
-                   "tar@far=1e-1": far[1e-1], "tar@far=1e-2": far[1e-2],
-                   "tar@far=1e-3": math.nan}  # unsupported at the sample's pair count
-        personal = {} if name not in ("fedfr", "fedfs", "local") else {
-            "client_tar@far=1e-2": float(far[1e-2] + 0.05), "client_auroc": float(min(0.999, acc + 0.09))}
-        per_round = [{"accuracy": float(acc - 0.09 * math.exp(-r / 2.5) + rng.normal(0, 0.003))}
-                     for r in range(1, _ROUNDS + 1)]
+        far = {
+            f: float(np.clip(acc - 0.1 - 0.22 * (-math.log10(f) - 1) + rng.normal(0, 0.01), 0, 1)) for f in (1e-1, 1e-2)
+        }
+        utility = {
+            "accuracy": float(acc + rng.normal(0, 0.004)),
+            "auroc": float(min(0.999, acc + 0.07)),
+            "tar@far=1e-1": far[1e-1],
+            "tar@far=1e-2": far[1e-2],
+            "tar@far=1e-3": math.nan,
+        }  # unsupported at the sample's pair count
+        personal = (
+            {}
+            if name not in ("fedfr", "fedfs", "local")
+            else {"client_tar@far=1e-2": float(far[1e-2] + 0.05), "client_auroc": float(min(0.999, acc + 0.09))}
+        )
+        per_round = [
+            {"accuracy": float(acc - 0.09 * math.exp(-r / 2.5) + rng.normal(0, 0.003))} for r in range(1, _ROUNDS + 1)
+        ]
         bytes_up = 0.0 if not shares else 4 * (180_000 + 512 * (60 if len(shares) > 1 else 0))
-        methods.append(MethodResult(
-            name=name, description=description, shares=list(shares), observers=dict(observers),
-            utility=utility, personalised_utility=personal, utility_per_round=per_round,
-            bytes_per_round={"client_upload": bytes_up, "server_broadcast": bytes_up * (4 if len(shares) > 1 else 1)},
-            privacy=_privacy(name, rng), attacks=_attacks(name, shares, strength, rng, image_rng, base),
-            params={"epsilon": _EPSILON, "rho": 1.3} if name in ("privacyface", "noisy-centers") else {}))
+        methods.append(
+            MethodResult(
+                name=name,
+                description=description,
+                shares=list(shares),
+                observers=dict(observers),
+                utility=utility,
+                personalised_utility=personal,
+                utility_per_round=per_round,
+                bytes_per_round={
+                    "client_upload": bytes_up,
+                    "server_broadcast": bytes_up * (4 if len(shares) > 1 else 1),
+                },
+                privacy=_privacy(name, rng),
+                attacks=_attacks(name, shares, strength, rng, image_rng, base),
+                params={"epsilon": _EPSILON, "rho": 1.3} if name in ("privacyface", "noisy-centers") else {},
+            )
+        )
 
     rho = np.linspace(0.8, 1.6, 41)
     occupancy = {str(d): {"rho": rho.tolist(), "ratio": occupancy_ratio(rho, d).tolist()} for d in (64, 128, 256, 512)}
     cos = []
     for eps, r, q in [(1.0, 1.1, 1), (1.0, 1.2, 1), (1.0, 1.3, 1), (1.0, 1.4, 1), (0.33, 1.3, 1), (3.0, 1.3, 1)]:
-        centre = 0.95 - 0.5 * (r - 1.1) / eps ** 0.5
-        values = np.tanh(np.arctanh(np.clip(centre, -0.99, 0.99)) + rng.normal(0, 0.25 / eps ** 0.5, 300))
+        centre = 0.95 - 0.5 * (r - 1.1) / eps**0.5
+        values = np.tanh(np.arctanh(np.clip(centre, -0.99, 0.99)) + rng.normal(0, 0.25 / eps**0.5, 300))
         cos.append({"epsilon": eps, "rho": r, "queries": q, "values": values.tolist(), "calibration": "analytic"})
     rounds = list(range(1, _ROUNDS + 1))
     analyses = Analyses(
-        occupancy=occupancy, cos_p_phat=cos,
-        epsilon_vs_rounds={"basic": {"rounds": rounds, "epsilon": [_EPSILON * r for r in rounds]},
-                           "rdp": {"rounds": rounds, "epsilon": [0.99 * math.sqrt(r) + 0.02 * r for r in rounds]}},
-        extra={"note": "occupancy ratios computed from PrivacyFace Thm. 1; everything else is SAMPLE"})
-    scenario = {"name": "SAMPLE scenario", "scale": "demo", "seed": seed, "device": "cpu",
-                "data": {"kind": "synthetic", "resolution": 32, "identities": 400, "images_per_identity": 12},
-                "partition": {"kind": "by_group", "clients": 4},
-                "methods": [m[0] for m in _METHODS],
-                "dp": {"epsilon": _EPSILON, "delta": _DELTA, "rho": 1.3, "cluster_size": 512},
-                "attacks": ["knn", "inversion", "gradient"]}
+        occupancy=occupancy,
+        cos_p_phat=cos,
+        epsilon_vs_rounds={
+            "basic": {"rounds": rounds, "epsilon": [_EPSILON * r for r in rounds]},
+            "rdp": {"rounds": rounds, "epsilon": [0.99 * math.sqrt(r) + 0.02 * r for r in rounds]},
+        },
+        extra={"note": "occupancy ratios computed from PrivacyFace Thm. 1; everything else is SAMPLE"},
+    )
+    scenario = {
+        "name": "SAMPLE scenario",
+        "scale": "demo",
+        "seed": seed,
+        "device": "cpu",
+        "data": {"kind": "synthetic", "resolution": 32, "identities": 400, "images_per_identity": 12},
+        "partition": {"kind": "by_group", "clients": 4},
+        "methods": [m[0] for m in _METHODS],
+        "dp": {"epsilon": _EPSILON, "delta": _DELTA, "rho": 1.3, "cluster_size": 512},
+        "attacks": ["knn", "inversion", "gradient"],
+    }
     return AuditResult(
-        title="SAMPLE audit — illustrative numbers, not measured", methods=methods, scenario=scenario,
-        analyses=analyses, flags=[SAMPLE_NOTE], software=software_versions(),
+        title="SAMPLE audit — illustrative numbers, not measured",
+        methods=methods,
+        scenario=scenario,
+        analyses=analyses,
+        flags=[SAMPLE_NOTE],
+        software=software_versions(),
         timings={"data": 4.1, "pretrain": 95.0, "methods": 240.5, "attacks": 120.2, "report": 6.3},
-        created="2025-01-01T00:00:00+00:00")
+        created="2025-01-01T00:00:00+00:00",
+    )
 
 
 def write_sample(folder: str | os.PathLike[str], seed: int = 0) -> Path:

@@ -120,8 +120,10 @@ def _free(obj: Any, path: tuple[str | int, ...]) -> Any:
         return {_key(k, format_path(path)): _free(v, path + (k,)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_free(v, path + (i,)) for i, v in enumerate(obj)]
-    raise ValueError(f"{format_path(path)}: a value of type {type(obj).__name__} is not JSON-able "
-                     "(use str, int, float, bool, None, list or dict)")
+    raise ValueError(
+        f"{format_path(path)}: a value of type {type(obj).__name__} is not JSON-able "
+        "(use str, int, float, bool, None, list or dict)"
+    )
 
 
 def _unfree(obj: Any) -> Any:
@@ -190,21 +192,39 @@ class AuditFinding:
 
     def to_dict(self) -> dict[str, Any]:
         w = f"audit {self.name!r}"
-        return {"name": self.name, "claimed_epsilon": _num(self.claimed_epsilon, f"{w}.claimed_epsilon"),
-                "epsilon_lower_bound": _num(self.epsilon_lower_bound, f"{w}.epsilon_lower_bound"),
-                "confidence": float(self.confidence), "trials": int(self.trials), "statistic": self.statistic,
-                "refutes_claim": bool(self.refutes_claim),
-                "delta": None if self.delta is None else float(self.delta), "notes": self.notes,
-                **({"unit": self.unit, "scope": self.scope, "parameters": _free(self.parameters, ("parameters",))}
-                   if self.unit is not None or self.scope else {})}
+        return {
+            "name": self.name,
+            "claimed_epsilon": _num(self.claimed_epsilon, f"{w}.claimed_epsilon"),
+            "epsilon_lower_bound": _num(self.epsilon_lower_bound, f"{w}.epsilon_lower_bound"),
+            "confidence": float(self.confidence),
+            "trials": int(self.trials),
+            "statistic": self.statistic,
+            "refutes_claim": bool(self.refutes_claim),
+            "delta": None if self.delta is None else float(self.delta),
+            "notes": self.notes,
+            **(
+                {"unit": self.unit, "scope": self.scope, "parameters": _free(self.parameters, ("parameters",))}
+                if self.unit is not None or self.scope
+                else {}
+            ),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditFinding:
-        return cls(name=d["name"], claimed_epsilon=_unnum(d["claimed_epsilon"]),
-                   epsilon_lower_bound=_unnum(d["epsilon_lower_bound"]), confidence=float(d["confidence"]),
-                   trials=int(d["trials"]), statistic=d["statistic"], refutes_claim=bool(d["refutes_claim"]),
-                   delta=None if d["delta"] is None else float(d["delta"]), notes=d["notes"],
-                   unit=d.get("unit"), scope=d.get("scope", ""), parameters=_unfree(d.get("parameters", {})))
+        return cls(
+            name=d["name"],
+            claimed_epsilon=_unnum(d["claimed_epsilon"]),
+            epsilon_lower_bound=_unnum(d["epsilon_lower_bound"]),
+            confidence=float(d["confidence"]),
+            trials=int(d["trials"]),
+            statistic=d["statistic"],
+            refutes_claim=bool(d["refutes_claim"]),
+            delta=None if d["delta"] is None else float(d["delta"]),
+            notes=d["notes"],
+            unit=d.get("unit"),
+            scope=d.get("scope", ""),
+            parameters=_unfree(d.get("parameters", {})),
+        )
 
 
 @dataclass
@@ -236,11 +256,14 @@ class AttackFinding:
             if set(self.roc) != {"fpr", "tpr"}:
                 raise ValueError(f"{who}.roc must have exactly the keys 'fpr' and 'tpr', got {sorted(self.roc)}")
             if len(self.roc["fpr"]) != len(self.roc["tpr"]):
-                raise ValueError(f"{who}.roc: fpr and tpr must have the same length, got "
-                                 f"{len(self.roc['fpr'])} and {len(self.roc['tpr'])}")
+                raise ValueError(
+                    f"{who}.roc: fpr and tpr must have the same length, got "
+                    f"{len(self.roc['fpr'])} and {len(self.roc['tpr'])}"
+                )
         if self.success_metric is not None and self.success_metric not in self.metrics:
-            raise ValueError(f"{who}.success_metric {self.success_metric!r} is not a key of metrics "
-                             f"({sorted(self.metrics)})")
+            raise ValueError(
+                f"{who}.success_metric {self.success_metric!r} is not a key of metrics ({sorted(self.metrics)})"
+            )
         for name, pair in self.intervals.items():
             if len(pair) != 2:
                 raise ValueError(f"{who}.intervals[{name!r}] must be a pair [lo, hi], got {pair!r}")
@@ -259,20 +282,36 @@ class AttackFinding:
         roc = None
         if self.roc is not None:
             roc = {k: [float(v) for v in np.asarray(self.roc[k], dtype=float).reshape(-1)] for k in ("fpr", "tpr")}
-        return {"attack": self.attack, "observer": self.observer, "target_kind": self.target_kind,
-                "metrics": _num_map(self.metrics, f"{w}.metrics"),
-                "intervals": {_key(k, w): _nums(list(v), f"{w}.intervals.{k}") for k, v in self.intervals.items()},
-                "roc": roc, "image_grid": None if self.image_grid is None else str(self.image_grid),
-                "success_metric": self.success_metric, "notes": self.notes}
+        return {
+            "attack": self.attack,
+            "observer": self.observer,
+            "target_kind": self.target_kind,
+            "metrics": _num_map(self.metrics, f"{w}.metrics"),
+            "intervals": {_key(k, w): _nums(list(v), f"{w}.intervals.{k}") for k, v in self.intervals.items()},
+            "roc": roc,
+            "image_grid": None if self.image_grid is None else str(self.image_grid),
+            "success_metric": self.success_metric,
+            "notes": self.notes,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttackFinding:
-        roc = None if d["roc"] is None else {"fpr": [float(v) for v in d["roc"]["fpr"]],
-                                             "tpr": [float(v) for v in d["roc"]["tpr"]]}
-        return cls(attack=d["attack"], observer=d["observer"], target_kind=d["target_kind"],
-                   metrics={k: _unnum(v) for k, v in d["metrics"].items()},
-                   intervals={k: (_unnum(v[0]), _unnum(v[1])) for k, v in d["intervals"].items()},
-                   roc=roc, image_grid=d["image_grid"], success_metric=d["success_metric"], notes=d["notes"])
+        roc = (
+            None
+            if d["roc"] is None
+            else {"fpr": [float(v) for v in d["roc"]["fpr"]], "tpr": [float(v) for v in d["roc"]["tpr"]]}
+        )
+        return cls(
+            attack=d["attack"],
+            observer=d["observer"],
+            target_kind=d["target_kind"],
+            metrics={k: _unnum(v) for k, v in d["metrics"].items()},
+            intervals={k: (_unnum(v[0]), _unnum(v[1])) for k, v in d["intervals"].items()},
+            roc=roc,
+            image_grid=d["image_grid"],
+            success_metric=d["success_metric"],
+            notes=d["notes"],
+        )
 
 
 def _tightest(epsilons: dict[str, float]) -> tuple[str, float] | None:
@@ -348,14 +387,24 @@ class PrivacySummary:
                 else:
                     out[k] = v
             rows.append(out)
-        doc: dict[str, Any] = {"delta": None if self.delta is None else float(self.delta),
-                               "formal_epsilon": _num_map(self.formal_epsilon, "formal_epsilon")}
+        doc: dict[str, Any] = {
+            "delta": None if self.delta is None else float(self.delta),
+            "formal_epsilon": _num_map(self.formal_epsilon, "formal_epsilon"),
+        }
         if self.formal_epsilon_all:  # absent = not computed: a 1.0 document round-trips unchanged
             doc["formal_epsilon_all"] = _num_map(self.formal_epsilon_all, "formal_epsilon_all")
-        doc.update({"epsilon_per_round": {_key(k, "epsilon_per_round"): _nums(v, f"epsilon_per_round.{k}")
-                                          for k, v in self.epsilon_per_round.items()},
-                    "per_party": rows, "empirical": [a.to_dict() for a in self.empirical],
-                    "flags": _strings(self.flags, "privacy.flags"), "guarantee": self.guarantee})
+        doc.update(
+            {
+                "epsilon_per_round": {
+                    _key(k, "epsilon_per_round"): _nums(v, f"epsilon_per_round.{k}")
+                    for k, v in self.epsilon_per_round.items()
+                },
+                "per_party": rows,
+                "empirical": [a.to_dict() for a in self.empirical],
+                "flags": _strings(self.flags, "privacy.flags"),
+                "guarantee": self.guarantee,
+            }
+        )
         if self.guarantees:
             doc["guarantees"] = [_encode_epsilons(g, f"privacy.guarantees[{i}]") for i, g in enumerate(self.guarantees)]
         if self.per_person:
@@ -371,14 +420,19 @@ class PrivacySummary:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PrivacySummary:
         rows = [{k: (_unnum(v) if k == "epsilon" else v) for k, v in row.items()} for row in d["per_party"]]
-        return cls(delta=d["delta"], formal_epsilon={k: _unnum(v) for k, v in d["formal_epsilon"].items()},
-                   formal_epsilon_all={k: _unnum(v) for k, v in d.get("formal_epsilon_all", {}).items()},
-                   epsilon_per_round={k: [_unnum(x) for x in v] for k, v in d["epsilon_per_round"].items()},
-                   per_party=rows, empirical=[AuditFinding.from_dict(a) for a in d["empirical"]],
-                   flags=list(d["flags"]), guarantee=d["guarantee"],
-                   guarantees=[_decode_epsilons(g) for g in d.get("guarantees", [])],
-                   per_person=_decode_epsilons(d["per_person"]) if "per_person" in d else {},
-                   verdict=dict(d.get("verdict", {})))
+        return cls(
+            delta=d["delta"],
+            formal_epsilon={k: _unnum(v) for k, v in d["formal_epsilon"].items()},
+            formal_epsilon_all={k: _unnum(v) for k, v in d.get("formal_epsilon_all", {}).items()},
+            epsilon_per_round={k: [_unnum(x) for x in v] for k, v in d["epsilon_per_round"].items()},
+            per_party=rows,
+            empirical=[AuditFinding.from_dict(a) for a in d["empirical"]],
+            flags=list(d["flags"]),
+            guarantee=d["guarantee"],
+            guarantees=[_decode_epsilons(g) for g in d.get("guarantees", [])],
+            per_person=_decode_epsilons(d["per_person"]) if "per_person" in d else {},
+            verdict=dict(d.get("verdict", {})),
+        )
 
 
 _EPSILON_MAPS = ("epsilon", "epsilon_at_reference_delta")
@@ -439,31 +493,46 @@ class MethodResult:
 
     def to_dict(self) -> dict[str, Any]:
         w = f"methods[{self.name!r}]"
-        return {"name": self.name, "description": self.description, "params": _free(self.params, ("params",)),
-                "shares": _strings(self.shares, f"{w}.shares"),
-                "observers": {_key(k, f"{w}.observers"): _strings(v, f"{w}.observers.{k}")
-                              for k, v in self.observers.items()},
-                "utility": _num_map(self.utility, f"{w}.utility"),
-                "personalised_utility": _num_map(self.personalised_utility, f"{w}.personalised_utility"),
-                "utility_per_round": [_num_map(r, f"{w}.utility_per_round[{i}]")
-                                      for i, r in enumerate(self.utility_per_round)],
-                "bytes_per_round": _num_map(self.bytes_per_round, f"{w}.bytes_per_round"),
-                "privacy": self.privacy.to_dict(), "attacks": [a.to_dict() for a in self.attacks],
-                **({"flags": _strings(self.flags, f"{w}.flags")} if self.flags else {}),
-                **({"fidelity": _free(self.fidelity, ("fidelity",))} if self.fidelity else {})}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "params": _free(self.params, ("params",)),
+            "shares": _strings(self.shares, f"{w}.shares"),
+            "observers": {
+                _key(k, f"{w}.observers"): _strings(v, f"{w}.observers.{k}") for k, v in self.observers.items()
+            },
+            "utility": _num_map(self.utility, f"{w}.utility"),
+            "personalised_utility": _num_map(self.personalised_utility, f"{w}.personalised_utility"),
+            "utility_per_round": [
+                _num_map(r, f"{w}.utility_per_round[{i}]") for i, r in enumerate(self.utility_per_round)
+            ],
+            "bytes_per_round": _num_map(self.bytes_per_round, f"{w}.bytes_per_round"),
+            "privacy": self.privacy.to_dict(),
+            "attacks": [a.to_dict() for a in self.attacks],
+            **({"flags": _strings(self.flags, f"{w}.flags")} if self.flags else {}),
+            **({"fidelity": _free(self.fidelity, ("fidelity",))} if self.fidelity else {}),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MethodResult:
         def nm(m: dict[str, Any]) -> dict[str, float]:
             return {k: _unnum(v) for k, v in m.items()}
 
-        return cls(name=d["name"], description=d["description"], params=_unfree(d["params"]),
-                   shares=list(d["shares"]), observers={k: list(v) for k, v in d["observers"].items()},
-                   utility=nm(d["utility"]), personalised_utility=nm(d["personalised_utility"]),
-                   utility_per_round=[nm(r) for r in d["utility_per_round"]],
-                   bytes_per_round=nm(d["bytes_per_round"]), privacy=PrivacySummary.from_dict(d["privacy"]),
-                   attacks=[AttackFinding.from_dict(a) for a in d["attacks"]],
-                   flags=list(d.get("flags", [])), fidelity=_unfree(d.get("fidelity", {})))
+        return cls(
+            name=d["name"],
+            description=d["description"],
+            params=_unfree(d["params"]),
+            shares=list(d["shares"]),
+            observers={k: list(v) for k, v in d["observers"].items()},
+            utility=nm(d["utility"]),
+            personalised_utility=nm(d["personalised_utility"]),
+            utility_per_round=[nm(r) for r in d["utility_per_round"]],
+            bytes_per_round=nm(d["bytes_per_round"]),
+            privacy=PrivacySummary.from_dict(d["privacy"]),
+            attacks=[AttackFinding.from_dict(a) for a in d["attacks"]],
+            flags=list(d.get("flags", [])),
+            fidelity=_unfree(d.get("fidelity", {})),
+        )
 
     def _repr_html_(self) -> str:
         from reports.notebook import method_html
@@ -492,30 +561,50 @@ class Analyses:
         def arr(x: Any) -> list[Any]:
             return np.asarray(x).reshape(-1).tolist()
 
-        occ = {_key(str(k) if isinstance(k, (int, np.integer)) else k, "occupancy"):
-               {"rho": [float(v) for v in arr(c["rho"])], "ratio": [float(v) for v in arr(c["ratio"])]}
-               for k, c in self.occupancy.items()}
+        occ = {
+            _key(str(k) if isinstance(k, (int, np.integer)) else k, "occupancy"): {
+                "rho": [float(v) for v in arr(c["rho"])],
+                "ratio": [float(v) for v in arr(c["ratio"])],
+            }
+            for k, c in self.occupancy.items()
+        }
         cos = []
-        for i, r in enumerate(self.cos_p_phat):
-            rec: dict[str, Any] = {"epsilon": float(r["epsilon"]), "rho": float(r["rho"]),
-                                   "queries": int(r["queries"]), "values": [float(v) for v in arr(r["values"])]}
+        for r in self.cos_p_phat:
+            rec: dict[str, Any] = {
+                "epsilon": float(r["epsilon"]),
+                "rho": float(r["rho"]),
+                "queries": int(r["queries"]),
+                "values": [float(v) for v in arr(r["values"])],
+            }
             for k, v in r.items():
                 if k not in rec:
                     rec[k] = v
             cos.append(rec)
-        evr = {_key(k, "epsilon_vs_rounds"): {"rounds": [int(v) for v in arr(c["rounds"])],
-                                               "epsilon": _nums(arr(c["epsilon"]), f"epsilon_vs_rounds.{k}")}
-               for k, c in self.epsilon_vs_rounds.items()}
-        return {"occupancy": occ, "cos_p_phat": cos, "epsilon_vs_rounds": evr,
-                "extra": _free(self.extra, ("analyses", "extra"))}
+        evr = {
+            _key(k, "epsilon_vs_rounds"): {
+                "rounds": [int(v) for v in arr(c["rounds"])],
+                "epsilon": _nums(arr(c["epsilon"]), f"epsilon_vs_rounds.{k}"),
+            }
+            for k, c in self.epsilon_vs_rounds.items()
+        }
+        return {
+            "occupancy": occ,
+            "cos_p_phat": cos,
+            "epsilon_vs_rounds": evr,
+            "extra": _free(self.extra, ("analyses", "extra")),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Analyses:
-        return cls(occupancy={k: {"rho": list(c["rho"]), "ratio": list(c["ratio"])} for k, c in d["occupancy"].items()},
-                   cos_p_phat=[dict(r) for r in d["cos_p_phat"]],
-                   epsilon_vs_rounds={k: {"rounds": list(c["rounds"]), "epsilon": [_unnum(x) for x in c["epsilon"]]}
-                                      for k, c in d["epsilon_vs_rounds"].items()},
-                   extra=_unfree(d["extra"]))
+        return cls(
+            occupancy={k: {"rho": list(c["rho"]), "ratio": list(c["ratio"])} for k, c in d["occupancy"].items()},
+            cos_p_phat=[dict(r) for r in d["cos_p_phat"]],
+            epsilon_vs_rounds={
+                k: {"rounds": list(c["rounds"]), "epsilon": [_unnum(x) for x in c["epsilon"]]}
+                for k, c in d["epsilon_vs_rounds"].items()
+            },
+            extra=_unfree(d["extra"]),
+        )
 
     def is_empty(self) -> bool:
         return not (self.occupancy or self.cos_p_phat or self.epsilon_vs_rounds or self.extra)
@@ -533,9 +622,20 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
-def software_versions(packages: tuple[str, ...] = ("privaudit", "torch", "torchvision", "numpy", "scipy",
-                                                   "scikit-learn", "opacus", "diffprivlib", "matplotlib",
-                                                   "facenet-pytorch")) -> dict[str, str]:
+def software_versions(
+    packages: tuple[str, ...] = (
+        "privaudit",
+        "torch",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "opacus",
+        "diffprivlib",
+        "matplotlib",
+        "facenet-pytorch",
+    ),
+) -> dict[str, str]:
     """Python, platform and the installed versions of ``packages`` (absent ones are left out).
 
     Reads package metadata only; imports none of them.
@@ -588,7 +688,9 @@ class AuditResult:
             raise ValueError(f"AuditResult.methods: method names must be unique, repeated: {dupes}")
         for stage, seconds in self.timings.items():
             if not (math.isfinite(float(seconds)) and float(seconds) >= 0):
-                raise ValueError(f"AuditResult.timings[{stage!r}] must be a finite number of seconds >= 0, got {seconds!r}")
+                raise ValueError(
+                    f"AuditResult.timings[{stage!r}] must be a finite number of seconds >= 0, got {seconds!r}"
+                )
 
     def method(self, name: str) -> MethodResult:
         """The method called ``name`` (``KeyError`` listing the names otherwise)."""
@@ -608,21 +710,29 @@ class AuditResult:
             out += [f"{m.name}: {g['scope']}: {f}" for g in m.privacy.guarantees for f in g.get("flags", [])]
             for a in m.privacy.empirical:
                 if a.refutes_claim:
-                    out.append(f"{m.name}: audit {a.name!r} refutes the claimed epsilon {_fmt(a.claimed_epsilon)}: "
-                               f"empirical lower bound {_fmt(a.epsilon_lower_bound)} at confidence {a.confidence:g} "
-                               f"over {a.trials} trials")
+                    out.append(
+                        f"{m.name}: audit {a.name!r} refutes the claimed epsilon {_fmt(a.claimed_epsilon)}: "
+                        f"empirical lower bound {_fmt(a.epsilon_lower_bound)} at confidence {a.confidence:g} "
+                        f"over {a.trials} trials"
+                    )
         return list(dict.fromkeys(out))
 
     # ---- JSON
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (validated against the shipped schema; ``ValueError`` if invalid)."""
-        doc = {"schema_version": self.schema_version, "privaudit_version": self.privaudit_version,
-               "created": self.created, "title": self.title, "scenario": _free(self.scenario, ("scenario",)),
-               "software": {_key(k, "software"): str(v) for k, v in self.software.items()},
-               "timings": {_key(k, "timings"): float(v) for k, v in self.timings.items()},
-               "methods": [m.to_dict() for m in self.methods], "analyses": self.analyses.to_dict(),
-               "flags": _strings(self.flags, "flags")}
+        doc = {
+            "schema_version": self.schema_version,
+            "privaudit_version": self.privaudit_version,
+            "created": self.created,
+            "title": self.title,
+            "scenario": _free(self.scenario, ("scenario",)),
+            "software": {_key(k, "software"): str(v) for k, v in self.software.items()},
+            "timings": {_key(k, "timings"): float(v) for k, v in self.timings.items()},
+            "methods": [m.to_dict() for m in self.methods],
+            "analyses": self.analyses.to_dict(),
+            "flags": _strings(self.flags, "flags"),
+        }
         validate_results(doc)
         return doc
 
@@ -636,11 +746,18 @@ class AuditResult:
         if doc["schema_version"] not in SUPPORTED_SCHEMA_VERSIONS:
             raise ValueError(_version_message(doc["schema_version"]))
         validate_results(doc)
-        return cls(schema_version=doc["schema_version"], privaudit_version=doc["privaudit_version"],
-                   created=doc["created"], title=doc["title"], scenario=_unfree(doc["scenario"]),
-                   software=dict(doc["software"]), timings={k: float(v) for k, v in doc["timings"].items()},
-                   methods=[MethodResult.from_dict(m) for m in doc["methods"]],
-                   analyses=Analyses.from_dict(doc["analyses"]), flags=list(doc["flags"]))
+        return cls(
+            schema_version=doc["schema_version"],
+            privaudit_version=doc["privaudit_version"],
+            created=doc["created"],
+            title=doc["title"],
+            scenario=_unfree(doc["scenario"]),
+            software=dict(doc["software"]),
+            timings={k: float(v) for k, v in doc["timings"].items()},
+            methods=[MethodResult.from_dict(m) for m in doc["methods"]],
+            analyses=Analyses.from_dict(doc["analyses"]),
+            flags=list(doc["flags"]),
+        )
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the validated document to ``path`` (UTF-8, indented; atomic replace)."""
@@ -675,9 +792,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _version_message(version: Any) -> str:
-    return (f"results schema_version {version!r} is not supported: this privaudit reads "
-            f"{', '.join(repr(v) for v in SUPPORTED_SCHEMA_VERSIONS)}. Re-run the audit with this version, "
-            "or read the file with the privaudit that wrote it.")
+    return (
+        f"results schema_version {version!r} is not supported: this privaudit reads "
+        f"{', '.join(repr(v) for v in SUPPORTED_SCHEMA_VERSIONS)}. Re-run the audit with this version, "
+        "or read the file with the privaudit that wrote it."
+    )
 
 
 def _fmt(x: float) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-
 from collections.abc import Sequence
 
 from reports.schema import AuditResult, MethodResult

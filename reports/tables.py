@@ -80,7 +80,7 @@ def fmt_number(x: Any, digits: int = 3) -> str:
         return "∞" if v > 0 else "-∞"
     if v == int(v) and abs(v) < 1e15 and isinstance(x, int):
         return f"{int(v):,}" if abs(v) >= 1e4 else str(int(v))
-    if 0 < abs(v) < 10 ** -digits:
+    if 0 < abs(v) < 10**-digits:
         return f"{v:.2g}"
     if abs(v) <= 1:
         return f"{v:.{digits}f}"
@@ -167,31 +167,65 @@ def summary_table(methods: Sequence[MethodResult], metric: str | None) -> Table:
         if audit is None:
             empirical: str | Cell = "—"
         else:
-            empirical = Cell(f"≥ {fmt_epsilon(audit.epsilon_lower_bound)}"
-                             + ("\nrefutes the claim" if audit.refutes_claim else ""),
-                             "bad" if audit.refutes_claim else "", detail=audit.name)
+            empirical = Cell(
+                f"≥ {fmt_epsilon(audit.epsilon_lower_bound)}" + ("\nrefutes the claim" if audit.refutes_claim else ""),
+                "bad" if audit.refutes_claim else "",
+                detail=audit.name,
+            )
         best = m.best_attack()
-        attack: str | Cell = "—" if best is None else Cell(
-            f"{fmt_number(best.success)} {best.success_metric}{_evidence(best)}\n"
-            f"{best.attack} by {best.observer} on {best.target_kind}"
-            + (f"\noracle {_with_ci(best, 'oracle_' + ceiling_name(best))}, null "
-               f"{_with_ci(best, 'null_' + ceiling_name(best))}"
-               if f"oracle_{ceiling_name(best)}" in best.metrics else ""))
+        attack: str | Cell = (
+            "—"
+            if best is None
+            else Cell(
+                f"{fmt_number(best.success)} {best.success_metric}{_evidence(best)}\n"
+                f"{best.attack} by {best.observer} on {best.target_kind}"
+                + (
+                    f"\noracle {_with_ci(best, 'oracle_' + ceiling_name(best))}, null "
+                    f"{_with_ci(best, 'null_' + ceiling_name(best))}"
+                    if f"oracle_{ceiling_name(best)}" in best.metrics
+                    else ""
+                )
+            )
+        )
         utility = "—" if metric is None else fmt_number(m.utility.get(metric))
         fidelity = f"\nfidelity: {m.fidelity['preset']}" if m.fidelity else ""
         if m.fidelity and m.fidelity.get("deviations"):
             fidelity += f" (deviates in {', '.join(sorted(m.fidelity['deviations']))})"
         problems = f"\n{len(m.flags)} flag(s): see Flags" if m.flags else ""
-        rows.append([Cell(m.name, "name", m.description + fidelity + problems),
-                     ", ".join(m.shares) or "nothing", _observed(m), guarantee_cell(m), formal, empirical,
-                     attack, utility, verdict(m)])
-    headers = ["method", "leaves a client", "observed by (party: kinds)", "guarantee", "formal ε (tightest)",
-               "empirical ε lower bound", "best attack (success)", metric or "utility", "verdict"]
-    return Table("Summary", "summary", headers, rows,
-                 "Formal ε: of the class information a client uploads, the smallest over the accountants (∞ = no "
-                 "guarantee); \"all uploads\": the same with the backbone included, shown where it is finite "
-                 "(DP-SGD). Empirical bound: the largest lower bound any distinguishing game proved. Best attack: "
-                 "the highest success rate of any observer's attack.")
+        rows.append(
+            [
+                Cell(m.name, "name", m.description + fidelity + problems),
+                ", ".join(m.shares) or "nothing",
+                _observed(m),
+                guarantee_cell(m),
+                formal,
+                empirical,
+                attack,
+                utility,
+                verdict(m),
+            ]
+        )
+    headers = [
+        "method",
+        "leaves a client",
+        "observed by (party: kinds)",
+        "guarantee",
+        "formal ε (tightest)",
+        "empirical ε lower bound",
+        "best attack (success)",
+        metric or "utility",
+        "verdict",
+    ]
+    return Table(
+        "Summary",
+        "summary",
+        headers,
+        rows,
+        "Formal ε: of the class information a client uploads, the smallest over the accountants (∞ = no "
+        'guarantee); "all uploads": the same with the backbone included, shown where it is finite '
+        "(DP-SGD). Empirical bound: the largest lower bound any distinguishing game proved. Best attack: "
+        "the highest success rate of any observer's attack.",
+    )
 
 
 def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -> Table | None:
@@ -199,20 +233,31 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
     columns = _metric_columns(maps)
     if not columns:
         return None
-    rows: list[list[str | Cell]] = [[m.name] + [fmt_number(d.get(c)) if c in d else "—" for c in columns]
-                                    for m, d in zip(methods, maps)]
+    rows: list[list[str | Cell]] = [
+        [m.name] + [fmt_number(d.get(c)) if c in d else "—" for c in columns] for m, d in zip(methods, maps)
+    ]
     if personalised:
         models = [str(m.params.get("personalised_model")) for m in methods if m.params.get("personalised_model")]
         header = ["method"] + (["model"] if models else []) + columns
         if models:
             rows = [[r[0], str(m.params.get("personalised_model", "—"))] + r[1:] for r, m in zip(rows, methods)]
-        return Table("Utility (personalised protocols)", "utility-personalised", header, rows,
-                     "Per-client protocols (FedFR, FedFS) on held-out images of each client's own identities, "
-                     "averaged over clients; model: what each client evaluates with (its personalised model where "
-                     "the method has one, else the global model). n/a = not supported.")
-    return Table("Utility (generic protocol)", "utility", ["method"] + columns, rows,
-                 "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
-                 "n/a = not supported at this number of pairs.")
+        return Table(
+            "Utility (personalised protocols)",
+            "utility-personalised",
+            header,
+            rows,
+            "Per-client protocols (FedFR, FedFS) on held-out images of each client's own identities, "
+            "averaged over clients; model: what each client evaluates with (its personalised model where "
+            "the method has one, else the global model). n/a = not supported.",
+        )
+    return Table(
+        "Utility (generic protocol)",
+        "utility",
+        ["method"] + columns,
+        rows,
+        "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
+        "n/a = not supported at this number of pairs.",
+    )
 
 
 ALL_UPLOADS = "all uploads (incl. backbone)"
@@ -234,24 +279,36 @@ def privacy_table(methods: Sequence[MethodResult]) -> Table | None:
     rows: list[list[str | Cell]] = []
     for m in methods:
         info = m.privacy.guarantee_of("class information")
-        rows.append([m.name, guarantee_cell(m),
-                     "—" if info is None else UNIT_WORDS.get(info.get("unit") or "", "—"),
-                     "—" if info is None else info["status"],
-                     "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}"]
-                    + cells(m.privacy.formal_epsilon, accountants)
-                    + cells(m.privacy.formal_epsilon_all, accountants_all)
-                    + [str(len(m.privacy.flags)) if m.privacy.flags else "0"])
+        rows.append(
+            [
+                m.name,
+                guarantee_cell(m),
+                "—" if info is None else UNIT_WORDS.get(info.get("unit") or "", "—"),
+                "—" if info is None else info["status"],
+                "—" if m.privacy.delta is None else f"{m.privacy.delta:.3g}",
+            ]
+            + cells(m.privacy.formal_epsilon, accountants)
+            + cells(m.privacy.formal_epsilon_all, accountants_all)
+            + [str(len(m.privacy.flags)) if m.privacy.flags else "0"]
+        )
     note = "ε over the whole run at δ, one column per accountant (∞ = no guarantee)"
     if accountants_all:
-        note += (f": first of the class information (every upload but the backbone), then of {ALL_UPLOADS}; "
-                 "a backbone sent without DP-SGD makes the latter ∞ (— = not computed).")
+        note += (
+            f": first of the class information (every upload but the backbone), then of {ALL_UPLOADS}; "
+            "a backbone sent without DP-SGD makes the latter ∞ (— = not computed)."
+        )
     else:
         note += "."
-    return Table("Formal privacy (accountants)", "privacy",
-                 ["method", "guarantee", "unit (class information)", "status", "δ"]
-                 + [f"ε ({a}){CLASS_INFORMATION if accountants_all else ''}"
-                                                 for a in accountants]
-                 + [f"ε ({a}): {ALL_UPLOADS}" for a in accountants_all] + ["flags"], rows, note)
+    return Table(
+        "Formal privacy (accountants)",
+        "privacy",
+        ["method", "guarantee", "unit (class information)", "status", "δ"]
+        + [f"ε ({a}){CLASS_INFORMATION if accountants_all else ''}" for a in accountants]
+        + [f"ε ({a}): {ALL_UPLOADS}" for a in accountants_all]
+        + ["flags"],
+        rows,
+        note,
+    )
 
 
 def audits_table(methods: Sequence[MethodResult]) -> Table | None:
@@ -260,20 +317,46 @@ def audits_table(methods: Sequence[MethodResult]) -> Table | None:
     for m in methods:
         for a in m.privacy.empirical:
             params = ", ".join(f"{k}={fmt_number(v)}" for k, v in a.parameters.items()) if a.parameters else ""
-            rows.append([m.name, a.name, UNIT_WORDS.get(a.unit or "", "—"), a.scope or "—",
-                         "—" if a.delta is None else f"{a.delta:.2g}", fmt_epsilon(a.claimed_epsilon),
-                         Cell(fmt_epsilon(a.epsilon_lower_bound), "bad" if a.refutes_claim else ""),
-                         f"{a.confidence:g}", fmt_number(a.trials), a.statistic or "—",
-                         Cell("yes", "bad") if a.refutes_claim else Cell("no", "good"),
-                         a.notes + (f" Deployed parameters: {params}." if params else "")])
+            rows.append(
+                [
+                    m.name,
+                    a.name,
+                    UNIT_WORDS.get(a.unit or "", "—"),
+                    a.scope or "—",
+                    "—" if a.delta is None else f"{a.delta:.2g}",
+                    fmt_epsilon(a.claimed_epsilon),
+                    Cell(fmt_epsilon(a.epsilon_lower_bound), "bad" if a.refutes_claim else ""),
+                    f"{a.confidence:g}",
+                    fmt_number(a.trials),
+                    a.statistic or "—",
+                    Cell("yes", "bad") if a.refutes_claim else Cell("no", "good"),
+                    a.notes + (f" Deployed parameters: {params}." if params else ""),
+                ]
+            )
     if not rows:
         return None
-    return Table("Empirical privacy audits", "audits",
-                 ["method", "audit", "unit", "scope", "δ", "claimed ε", "ε lower bound", "confidence", "trials",
-                  "statistic", "refutes claim", "notes"], rows,
-                 "Lower bounds proved by distinguishing games on neighbouring datasets: an experiment, "
-                 "not a promise. Each bound is about the scope it names (one release), at the δ shown, and is "
-                 "compared with the claim of that same scope, never with the ε composed over the run.")
+    return Table(
+        "Empirical privacy audits",
+        "audits",
+        [
+            "method",
+            "audit",
+            "unit",
+            "scope",
+            "δ",
+            "claimed ε",
+            "ε lower bound",
+            "confidence",
+            "trials",
+            "statistic",
+            "refutes claim",
+            "notes",
+        ],
+        rows,
+        "Lower bounds proved by distinguishing games on neighbouring datasets: an experiment, "
+        "not a promise. Each bound is about the scope it names (one release), at the δ shown, and is "
+        "compared with the claim of that same scope, never with the ε composed over the run.",
+    )
 
 
 def per_party_table(methods: Sequence[MethodResult], max_rows: int = 40) -> Table | None:
@@ -299,9 +382,24 @@ def per_party_table(methods: Sequence[MethodResult], max_rows: int = 40) -> Tabl
 
 
 # attack settings that are counts, not rates: shown as integers ("batch_size = 1", not "1.000")
-COUNT_METRICS = frozenset({"batch_size", "local_steps", "resolution", "num_images", "num_samples", "granted_classes",
-                           "negatives", "iterations", "num_observations", "num_identifiable", "num_gallery_identities",
-                           "num_member_identities_in_gallery", "restarts", "round"})
+COUNT_METRICS = frozenset(
+    {
+        "batch_size",
+        "local_steps",
+        "resolution",
+        "num_images",
+        "num_samples",
+        "granted_classes",
+        "negatives",
+        "iterations",
+        "num_observations",
+        "num_identifiable",
+        "num_gallery_identities",
+        "num_member_identities_in_gallery",
+        "restarts",
+        "round",
+    }
+)
 
 
 def _metric_value(key: str, value: Any) -> str:
@@ -383,27 +481,52 @@ def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
     rows: list[list[str | Cell]] = []
     for m in methods:
         for a in m.attacks:
-            rows.append([m.name, a.attack, a.observer, a.target_kind or "—",
-                         "—" if a.success_metric is None else f"{fmt_number(a.success)} ({a.success_metric})",
-                         *ceiling_cells(a)[:3], _metrics_text(a), a.notes])
+            rows.append(
+                [
+                    m.name,
+                    a.attack,
+                    a.observer,
+                    a.target_kind or "—",
+                    "—" if a.success_metric is None else f"{fmt_number(a.success)} ({a.success_metric})",
+                    *ceiling_cells(a)[:3],
+                    _metrics_text(a),
+                    a.notes,
+                ]
+            )
     if not rows:
         return None
-    return Table("Attacks", "attacks", ["method", "attack", "observer", "target kind", "success (raw)",
-                                        "oracle (ceiling)", "null (floor)", "normalised [95% CI]",
-                                        "metrics [95% CI]", "notes"], rows,
-                 "What each observer recovered from what it saw on the wire. Oracle: the same attacker given the "
-                 "true class centers W_k (and real unseen images) of the same identities; null: random unit "
-                 "vectors. Normalised = (raw − null)/(oracle − null), its interval a bootstrap over the independent "
-                 "units (source identities or clients). A low raw rate with a low oracle says the attack is "
-                 "blind here, not that the release is private.")
+    return Table(
+        "Attacks",
+        "attacks",
+        [
+            "method",
+            "attack",
+            "observer",
+            "target kind",
+            "success (raw)",
+            "oracle (ceiling)",
+            "null (floor)",
+            "normalised [95% CI]",
+            "metrics [95% CI]",
+            "notes",
+        ],
+        rows,
+        "What each observer recovered from what it saw on the wire. Oracle: the same attacker given the "
+        "true class centers W_k (and real unseen images) of the same identities; null: random unit "
+        "vectors. Normalised = (raw − null)/(oracle − null), its interval a bootstrap over the independent "
+        "units (source identities or clients). A low raw rate with a low oracle says the attack is "
+        "blind here, not that the release is private.",
+    )
 
 
 def communication_table(methods: Sequence[MethodResult]) -> Table | None:
     columns = sorted({k for m in methods for k in m.bytes_per_round})
     if not columns:
         return None
-    rows: list[list[str | Cell]] = [[m.name] + [fmt_bytes(m.bytes_per_round[c]) if c in m.bytes_per_round else "—"
-                                                for c in columns] for m in methods]
+    rows: list[list[str | Cell]] = [
+        [m.name] + [fmt_bytes(m.bytes_per_round[c]) if c in m.bytes_per_round else "—" for c in columns]
+        for m in methods
+    ]
     return Table("Communication per round", "communication", ["method"] + columns, rows)
 
 
@@ -429,8 +552,11 @@ def _value_text(v: Any) -> str:
     if isinstance(v, float):
         return fmt_number(v, 6) if not math.isfinite(v) else repr(v)
     if isinstance(v, list):
-        return "[" + ", ".join(_value_text(x) if not isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-                               for x in v) + "]"
+        return (
+            "["
+            + ", ".join(_value_text(x) if not isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in v)
+            + "]"
+        )
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -438,8 +564,14 @@ def _value_text(v: Any) -> str:
     return str(v)
 
 
-def key_value_table(title: str, anchor: str, data: dict[str, Any], headers: tuple[str, str] = ("key", "value"),
-                    max_rows: int = 400, note: str = "") -> Table | None:
+def key_value_table(
+    title: str,
+    anchor: str,
+    data: dict[str, Any],
+    headers: tuple[str, str] = ("key", "value"),
+    max_rows: int = 400,
+    note: str = "",
+) -> Table | None:
     rows_kv = flatten(data)
     if not data:
         return None
@@ -456,22 +588,44 @@ def fidelity_table(methods: Sequence[MethodResult]) -> Table | None:
         if not m.fidelity:
             continue
         deviations = m.fidelity.get("deviations") or {}
-        shown = "; ".join(f"{k}: preset {v.get('preset')!r}, used {v.get('used')!r}" if isinstance(v, dict) else f"{k}: {v}"
-                          for k, v in sorted(deviations.items()))
-        rows.append([m.name, m.fidelity["preset"], m.fidelity.get("note", ""),
-                     Cell(shown, "warn") if shown else Cell("none", "good")])
+        shown = "; ".join(
+            f"{k}: preset {v.get('preset')!r}, used {v.get('used')!r}" if isinstance(v, dict) else f"{k}: {v}"
+            for k, v in sorted(deviations.items())
+        )
+        rows.append(
+            [
+                m.name,
+                m.fidelity["preset"],
+                m.fidelity.get("note", ""),
+                Cell(shown, "warn") if shown else Cell("none", "good"),
+            ]
+        )
     if not rows:
         return None
-    return Table("Fidelity to the papers", "fidelity", ["method", "preset", "what it means", "deviations"], rows,
-                 "default: this package's choices (no faithfulness claim); paper / official-code: the source's "
-                 "settings, with every explicit departure listed.", align_numbers=False)
+    return Table(
+        "Fidelity to the papers",
+        "fidelity",
+        ["method", "preset", "what it means", "deviations"],
+        rows,
+        "default: this package's choices (no faithfulness claim); paper / official-code: the source's "
+        "settings, with every explicit departure listed.",
+        align_numbers=False,
+    )
 
 
 def method_tables(methods: Sequence[MethodResult], metric: str | None) -> list[Table]:
     """The per-method tables, in report order (absent ones skipped)."""
-    tables = [summary_table(methods, metric), utility_table(methods), utility_table(methods, personalised=True),
-              privacy_table(methods), audits_table(methods), per_party_table(methods), attacks_table(methods),
-              communication_table(methods), fidelity_table(methods)]
+    tables = [
+        summary_table(methods, metric),
+        utility_table(methods),
+        utility_table(methods, personalised=True),
+        privacy_table(methods),
+        audits_table(methods),
+        per_party_table(methods),
+        attacks_table(methods),
+        communication_table(methods),
+        fidelity_table(methods),
+    ]
     return [t for t in tables if t is not None]
 
 

@@ -37,10 +37,27 @@ __all__ = [
     "format_path",
 ]
 
-SUPPORTED_KEYWORDS = frozenset({
-    "type", "required", "properties", "additionalProperties", "items", "enum", "const", "anyOf", "$ref",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minLength", "pattern",
-})
+SUPPORTED_KEYWORDS = frozenset(
+    {
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "anyOf",
+        "$ref",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "pattern",
+    }
+)
 _ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_REPORTED = 20
@@ -123,8 +140,10 @@ def check_schema_keywords(schema: Any, path: tuple[str | int, ...] = ()) -> None
                     check_schema_keywords(sub, path + ("$defs", name))
             continue
         if key not in SUPPORTED_KEYWORDS:
-            raise ValueError(f"schema at {format_path(path)} uses keyword {key!r}, which reports.validator does not "
-                             f"implement (supported: {', '.join(sorted(SUPPORTED_KEYWORDS))})")
+            raise ValueError(
+                f"schema at {format_path(path)} uses keyword {key!r}, which reports.validator does not "
+                f"implement (supported: {', '.join(sorted(SUPPORTED_KEYWORDS))})"
+            )
         if key == "properties":
             for name, sub in value.items():
                 check_schema_keywords(sub, path + ("properties", name))
@@ -134,8 +153,9 @@ def check_schema_keywords(schema: Any, path: tuple[str | int, ...] = ()) -> None
             for i, sub in enumerate(value):
                 check_schema_keywords(sub, path + ("anyOf", i))
         elif key == "$ref" and not (isinstance(value, str) and value.startswith("#/$defs/")):
-            raise ValueError(f"schema at {format_path(path)}: only local references '#/$defs/NAME' are supported, "
-                             f"got {value!r}")
+            raise ValueError(
+                f"schema at {format_path(path)}: only local references '#/$defs/NAME' are supported, got {value!r}"
+            )
 
 
 class _Validator:
@@ -198,8 +218,12 @@ class _Validator:
     def _number(value: float, schema: dict[str, Any], path: tuple[str | int, ...]) -> list[_Error]:
         if isinstance(value, float) and not math.isfinite(value):
             return [_Error(path, "a finite number (write non-finite values as 'inf', '-inf' or 'nan')", value)]
-        checks = (("minimum", lambda b: value >= b, ">="), ("maximum", lambda b: value <= b, "<="),
-                  ("exclusiveMinimum", lambda b: value > b, ">"), ("exclusiveMaximum", lambda b: value < b, "<"))
+        checks = (
+            ("minimum", lambda b: value >= b, ">="),
+            ("maximum", lambda b: value <= b, "<="),
+            ("exclusiveMinimum", lambda b: value > b, ">"),
+            ("exclusiveMaximum", lambda b: value < b, "<"),
+        )
         out = []
         for key, ok, sign in checks:
             if key in schema and not ok(schema[key]):
@@ -210,8 +234,15 @@ class _Validator:
     def _string(value: str, schema: dict[str, Any], path: tuple[str | int, ...]) -> list[_Error]:
         out = []
         if "minLength" in schema and len(value) < schema["minLength"]:
-            out.append(_Error(path, "a non-empty string" if schema["minLength"] == 1
-                              else f"a string of at least {schema['minLength']} characters", value))
+            out.append(
+                _Error(
+                    path,
+                    "a non-empty string"
+                    if schema["minLength"] == 1
+                    else f"a string of at least {schema['minLength']} characters",
+                    value,
+                )
+            )
         if "pattern" in schema and not re.search(schema["pattern"], value):
             out.append(_Error(path, f"a string matching {schema['pattern']}", value))
         return out
@@ -280,27 +311,35 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
 
     def same_length(obj: dict[str, Any], a: str, b: str, path: tuple[str | int, ...]) -> None:
         if len(obj[a]) != len(obj[b]):
-            out.append(f"{format_path(path)}: {a} and {b} must have the same length, got {len(obj[a])} and {len(obj[b])}")
+            out.append(
+                f"{format_path(path)}: {a} and {b} must have the same length, got {len(obj[a])} and {len(obj[b])}"
+            )
 
     for i, method in enumerate(document.get("methods", [])):
         privacy = method.get("privacy", {})
         if "formal_epsilon_all" in privacy and document.get("schema_version") == "1.0":
-            out.append(f"{format_path(('methods', i, 'privacy', 'formal_epsilon_all'))}: new in schema_version "
-                       "1.1, but the document says 1.0")
+            out.append(
+                f"{format_path(('methods', i, 'privacy', 'formal_epsilon_all'))}: new in schema_version "
+                "1.1, but the document says 1.0"
+            )
         if document.get("schema_version") in ("1.0", "1.1"):
             new = [k for k in ("guarantees", "per_person", "verdict") if k in privacy]
             new += [k for k in ("flags", "fidelity") if k in method]
             for key in new:
-                out.append(f"{format_path(('methods', i, key))}: new in schema_version 1.2, but the document says "
-                           f"{document.get('schema_version')}")
+                out.append(
+                    f"{format_path(('methods', i, key))}: new in schema_version 1.2, but the document says "
+                    f"{document.get('schema_version')}"
+                )
         for j, attack in enumerate(method.get("attacks", [])):
             base = ("methods", i, "attacks", j)
             if attack.get("roc") is not None:
                 same_length(attack["roc"], "fpr", "tpr", base + ("roc",))
             metric = attack.get("success_metric")
             if metric is not None and metric not in attack.get("metrics", {}):
-                out.append(f"{format_path(base + ('success_metric',))}: {metric!r} is not a key of metrics "
-                           f"(keys: {', '.join(sorted(attack.get('metrics', {}))) or 'none'})")
+                out.append(
+                    f"{format_path(base + ('success_metric',))}: {metric!r} is not a key of metrics "
+                    f"(keys: {', '.join(sorted(attack.get('metrics', {}))) or 'none'})"
+                )
             for name, pair in attack.get("intervals", {}).items():
                 lo, hi = (_decode_simple(v) for v in pair)
                 if lo > hi:
@@ -333,5 +372,6 @@ def _raise(errors: list[str], what: str) -> None:
         return
     shown = errors[:_MAX_REPORTED]
     more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-    raise ValueError(f"invalid {what} ({len(errors)} problem{'s' if len(errors) != 1 else ''}):\n  "
-                     + "\n  ".join(shown) + more)
+    raise ValueError(
+        f"invalid {what} ({len(errors)} problem{'s' if len(errors) != 1 else ''}):\n  " + "\n  ".join(shown) + more
+    )

@@ -43,8 +43,12 @@ RULES: tuple[tuple[str, str], ...] = (
     ("R6", "every upload covered by a proof, finite ε per person"),
     ("R7", "proven per unit of each part, but no conversion to a bound per person"),
 )
-UNIT_WORDS = {"image": "per face image", "identity": "per person", "class-center": "per class-center record",
-              "client": "per client"}
+UNIT_WORDS = {
+    "image": "per face image",
+    "identity": "per person",
+    "class-center": "per class-center record",
+    "client": "per client",
+}
 
 
 @dataclass(frozen=True)
@@ -123,20 +127,28 @@ def verdict_of(m: Any) -> Verdict:
     elif c == "absent" and b == "absent":
         v = Verdict("nothing leaves a client", "good", "R3")
     elif b == "none":
-        head = {"absent": "no class information shared",
-                "proven": f"class information DP {info_unit} (ε ≤ {_fmt(info_eps)}, proven)",
-                "claimed": f"class information: claimed ε ≤ {_fmt(info_eps)} {info_unit}, not proven"}[c]
+        head = {
+            "absent": "no class information shared",
+            "proven": f"class information DP {info_unit} (ε ≤ {_fmt(info_eps)}, proven)",
+            "claimed": f"class information: claimed ε ≤ {_fmt(info_eps)} {info_unit}, not proven",
+        }[c]
         v = Verdict(f"{head}; backbone not DP-protected (no DP-SGD): no bound per person", "warn", "R4")
     elif c == "claimed":
         v = Verdict(f"claimed, not proven: ε ≤ {_fmt(info_eps)} {info_unit}", "warn", "R5")
     elif math.isfinite(person):
         v = Verdict(f"DP per person, ε ≤ {_fmt(person)} (proven)", "good", "R6")
     elif c == "absent":
-        v = Verdict(f"no class information shared; backbone DP per face image (ε ≤ {_fmt(all_eps)}); "
-                    "no bound per person", "warn", "R7")
+        v = Verdict(
+            f"no class information shared; backbone DP per face image (ε ≤ {_fmt(all_eps)}); no bound per person",
+            "warn",
+            "R7",
+        )
     else:
-        v = Verdict(f"proven per part (class information {info_unit}, backbone per face image); "
-                    "no bound per person", "warn", "R7")
+        v = Verdict(
+            f"proven per part (class information {info_unit}, backbone per face image); no bound per person",
+            "warn",
+            "R7",
+        )
     leak = attack_evidence(m)
     if leak:
         v = Verdict(f"{v.text}; {leak}", "warn" if v.level == "good" else v.level, v.rule)

@@ -43,7 +43,19 @@ def __getattr__(name: str) -> Any:  # PEP 562: import the heavier modules on fir
 
 
 __all__ = [
-    "FaceSet", "IMAGE_EXTENSIONS", "PairSet", "UnsafePickleError", "list_folder_tree", "load_folder_tree",
-    "load_insightface_bin", "load_lfw_pairs", "partition_balanced", "partition_by_group", "partition_lognormal",
-    "partition_one_identity", "split_identities", "split_images_per_identity", *_LAZY,
+    "FaceSet",
+    "IMAGE_EXTENSIONS",
+    "PairSet",
+    "UnsafePickleError",
+    "list_folder_tree",
+    "load_folder_tree",
+    "load_insightface_bin",
+    "load_lfw_pairs",
+    "partition_balanced",
+    "partition_by_group",
+    "partition_lognormal",
+    "partition_one_identity",
+    "split_identities",
+    "split_images_per_identity",
+    *_LAZY,
 ]

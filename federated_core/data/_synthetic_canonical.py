@@ -34,16 +34,29 @@ from federated_core.data._synthetic_identity import PARAMS
 
 # Palettes (RGB in [0, 1]); a tone in [0, 1] interpolates piecewise-linearly along a palette.
 SKIN_PALETTE = (
-    (0.97, 0.84, 0.74), (0.92, 0.74, 0.60), (0.80, 0.59, 0.44),
-    (0.64, 0.45, 0.32), (0.45, 0.31, 0.22), (0.30, 0.20, 0.15),
+    (0.97, 0.84, 0.74),
+    (0.92, 0.74, 0.60),
+    (0.80, 0.59, 0.44),
+    (0.64, 0.45, 0.32),
+    (0.45, 0.31, 0.22),
+    (0.30, 0.20, 0.15),
 )
 HAIR_PALETTE = (
-    (0.05, 0.045, 0.045), (0.12, 0.09, 0.07), (0.22, 0.15, 0.10), (0.36, 0.24, 0.14),
-    (0.52, 0.37, 0.22), (0.70, 0.55, 0.34), (0.86, 0.75, 0.50),
+    (0.05, 0.045, 0.045),
+    (0.12, 0.09, 0.07),
+    (0.22, 0.15, 0.10),
+    (0.36, 0.24, 0.14),
+    (0.52, 0.37, 0.22),
+    (0.70, 0.55, 0.34),
+    (0.86, 0.75, 0.50),
 )
 IRIS_PALETTE = (
-    (0.18, 0.11, 0.07), (0.36, 0.21, 0.10), (0.44, 0.36, 0.17),
-    (0.30, 0.44, 0.25), (0.33, 0.48, 0.68), (0.47, 0.54, 0.60),
+    (0.18, 0.11, 0.07),
+    (0.36, 0.21, 0.10),
+    (0.44, 0.36, 0.17),
+    (0.30, 0.44, 0.25),
+    (0.33, 0.48, 0.68),
+    (0.47, 0.54, 0.60),
 )
 FRAME_PALETTE = ((0.05, 0.05, 0.05), (0.35, 0.20, 0.10), (0.70, 0.62, 0.45), (0.55, 0.56, 0.60))
 
@@ -366,8 +379,15 @@ class CanonicalRenderer:
         with self._window(canvas, self.windows["mouth"] if windowed else None) as sub:
             self._mouth(sub, p, c, g, expr)
 
-    def _eye(self, canvas: _Canvas, p: dict[str, torch.Tensor], c: dict[str, torch.Tensor],
-             g: dict[str, torch.Tensor], expr: dict[str, torch.Tensor], s: float) -> None:
+    def _eye(
+        self,
+        canvas: _Canvas,
+        p: dict[str, torch.Tensor],
+        c: dict[str, torch.Tensor],
+        g: dict[str, torch.Tensor],
+        expr: dict[str, torch.Tensor],
+        s: float,
+    ) -> None:
         """Eye socket, sclera, iris, pupil, glint, upper lid, crease and brow of side ``s``."""
         b = p["face_w"].shape[0]
         x, y = self.x, self.y
@@ -410,8 +430,14 @@ class CanonicalRenderer:
         brow = self._soft((y - curve).abs() - thick / 2) * self._band(t, -1.0, 1.0, 0.08)
         canvas.paint(brow * 0.92, c["brow"])
 
-    def _mouth(self, canvas: _Canvas, p: dict[str, torch.Tensor], c: dict[str, torch.Tensor],
-               g: dict[str, torch.Tensor], expr: dict[str, torch.Tensor]) -> None:
+    def _mouth(
+        self,
+        canvas: _Canvas,
+        p: dict[str, torch.Tensor],
+        c: dict[str, torch.Tensor],
+        g: dict[str, torch.Tensor],
+        expr: dict[str, torch.Tensor],
+    ) -> None:
         """Mouth: upper lip, opening (with teeth when wide open), lower lip, tapered to the corners."""
         b = p["face_w"].shape[0]
         x, y = self.x, self.y

@@ -89,9 +89,7 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2 or src.shape != dst.shape:
-        raise ValueError(
-            f"src and dst must both be [n, 2] point arrays with n >= 2, got {src.shape} and {dst.shape}"
-        )
+        raise ValueError(f"src and dst must both be [n, 2] point arrays with n >= 2, got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("src and dst must be finite (no NaN/inf landmarks)")
     n = src.shape[0]
@@ -205,11 +203,7 @@ class MtcnnDetector:
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
     ) -> None:
-        if (
-            isinstance(min_face_size, bool)
-            or not isinstance(min_face_size, (int, np.integer))
-            or min_face_size < 12
-        ):
+        if isinstance(min_face_size, bool) or not isinstance(min_face_size, (int, np.integer)) or min_face_size < 12:
             raise ValueError(
                 f"min_face_size must be an int >= 12 (pixels; MTCNN's smallest window), got {min_face_size!r}"
             )
@@ -334,9 +328,7 @@ def align_faces(
             continue
         landmarks[i] = detection.landmarks
         crops.append(warp_to_template(tensor, detection.landmarks, output_size, device).cpu())
-    stacked = (
-        torch.stack(crops) if crops else torch.empty((0, 3, output_size, output_size), dtype=torch.uint8)
-    )
+    stacked = torch.stack(crops) if crops else torch.empty((0, 3, output_size, output_size), dtype=torch.uint8)
     return AlignedFaces(
         images=stacked,
         found=torch.tensor(found, dtype=torch.bool),

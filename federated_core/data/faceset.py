@@ -45,8 +45,7 @@ class FaceSet:
         if self.groups is not None:
             if self.groups.shape != self.labels.shape:
                 raise ValueError(
-                    f"groups must have the shape of labels {tuple(self.labels.shape)}, "
-                    f"got {tuple(self.groups.shape)}"
+                    f"groups must have the shape of labels {tuple(self.labels.shape)}, got {tuple(self.groups.shape)}"
                 )
             self.groups = self.groups.to(torch.int64)
 

@@ -99,9 +99,7 @@ def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def list_folder_tree(
-    root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS
-) -> dict[str, list[Path]]:
+def list_folder_tree(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> dict[str, list[Path]]:
     """Identity folder name -> sorted image files, for every identity folder under ``root``.
 
     Identity folders are the sub-directories of ``root`` (hidden ones, starting with ``.``, are
@@ -123,13 +121,9 @@ def list_folder_tree(
         (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
     )
     if not identity_dirs:
-        raise ValueError(
-            f"no identity folders under {root}: expected one sub-folder per identity holding its images"
-        )
+        raise ValueError(f"no identity folders under {root}: expected one sub-folder per identity holding its images")
     return {
-        d.name: sorted(
-            (f for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts), key=lambda p: p.name
-        )
+        d.name: sorted((f for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts), key=lambda p: p.name)
         for d in identity_dirs
     }
 

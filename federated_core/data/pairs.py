@@ -83,8 +83,7 @@ class PairSet:
         p = self.first.shape[0]
         if self.is_same.shape != (p,) or self.is_same.dtype != torch.bool:
             raise ValueError(
-                f"is_same must be a bool tensor [{p}], got dtype={self.is_same.dtype} "
-                f"shape={tuple(self.is_same.shape)}"
+                f"is_same must be a bool tensor [{p}], got dtype={self.is_same.dtype} shape={tuple(self.is_same.shape)}"
             )
         if self.fold.shape != (p,):
             raise ValueError(f"fold must be a tensor [{p}], got shape={tuple(self.fold.shape)}")
@@ -169,9 +168,7 @@ def read_lfw_pairs(pairs_file: str | Path, num_folds: int = 10) -> list[LfwPair]
     for line_no, tokens in lines:
         if len(tokens) == 3:
             name = tokens[0]
-            records.append(
-                (name, _parse_index(tokens[1], path, line_no), name, _parse_index(tokens[2], path, line_no))
-            )
+            records.append((name, _parse_index(tokens[1], path, line_no), name, _parse_index(tokens[2], path, line_no)))
         elif len(tokens) == 4:
             records.append(
                 (tokens[0], _parse_index(tokens[1], path, line_no), tokens[2], _parse_index(tokens[3], path, line_no))
@@ -250,8 +247,7 @@ def load_lfw_pairs(
         file = root / path_pattern.format(name=name, index=index)
         if not file.is_file():
             raise FileNotFoundError(
-                f"image of {name} #{index} listed in {pairs_file} not found: {file} "
-                f"(path_pattern={path_pattern!r})"
+                f"image of {name} #{index} listed in {pairs_file} not found: {file} (path_pattern={path_pattern!r})"
             )
         image = read_image(file, resolution)
         if cache is None:
@@ -295,9 +291,7 @@ def _numpy_core_module(name: str) -> Any:
 def _safe_latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     # Python 3 writes ``bytes`` at pickle protocol <= 2 as ``_codecs.encode(str, "latin1")``.
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-        raise UnsafePickleError(
-            f"_codecs.encode is allowed only as encode(<str>, 'latin1'), got encoding={encoding!r}"
-        )
+        raise UnsafePickleError(f"_codecs.encode is allowed only as encode(<str>, 'latin1'), got encoding={encoding!r}")
     return text.encode("latin1")
 
 
@@ -401,7 +395,9 @@ def read_insightface_bin(path: str | Path) -> tuple[list[bytes], np.ndarray]:
         except UnsafePickleError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-            raise ValueError(f"{source} is not a readable insightface .bin pickle: {type(err).__name__}: {err}") from err
+            raise ValueError(
+                f"{source} is not a readable insightface .bin pickle: {type(err).__name__}: {err}"
+            ) from err
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise ValueError(
             f"{source}: expected a pickled pair (bins, issame_list), got {type(obj).__name__}"

@@ -80,9 +80,7 @@ def _to_tensor(ids: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.sort(ids).astype(np.int64))
 
 
-def split_identities(
-    identities: IdentityLike, sizes: Mapping[str, int], seed: SeedLike
-) -> dict[str, torch.Tensor]:
+def split_identities(identities: IdentityLike, sizes: Mapping[str, int], seed: SeedLike) -> dict[str, torch.Tensor]:
     """Split a pool of identities into named disjoint parts of the given sizes, at random.
 
     Example: ``split_identities(range(1000), {"public": 300, "clients": 400, "test": 200}, seed=0)``;
@@ -130,17 +128,13 @@ def partition_balanced(identities: IdentityLike, num_clients: int, seed: SeedLik
     ids = _as_ids(identities)
     k = _check_count(num_clients, "num_clients", 1)
     if k > ids.size:
-        raise ValueError(
-            f"num_clients={k} exceeds the {ids.size} identities; allowed: 1 <= num_clients <= {ids.size}"
-        )
+        raise ValueError(f"num_clients={k} exceeds the {ids.size} identities; allowed: 1 <= num_clients <= {ids.size}")
     sizes = np.full(k, ids.size // k, dtype=np.int64)
     sizes[: ids.size % k] += 1
     return _cut(ids, sizes, _rng(seed))
 
 
-def lognormal_client_sizes(
-    num_identities: int, num_clients: int, rng: np.random.Generator, sigma: float
-) -> np.ndarray:
+def lognormal_client_sizes(num_identities: int, num_clients: int, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Client sizes for :func:`partition_lognormal`: one identity each, the other
     ``num_identities - num_clients`` apportioned proportionally to ``X_k = exp(sigma * Z_k)``,
     ``Z_k ~ N(0, 1)`` (FedGC's ``ln X ~ N(0, 1)`` for sigma = 1) by the largest-remainder rule.
@@ -174,8 +168,10 @@ def partition_lognormal(
             f"num_clients={k} exceeds the {ids.size} identities (every client needs >= 1); "
             f"allowed: 1 <= num_clients <= {ids.size}"
         )
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)) or not (
-        np.isfinite(sigma) and sigma >= 0
+    if (
+        isinstance(sigma, bool)
+        or not isinstance(sigma, (int, float, np.floating, np.integer))
+        or not (np.isfinite(sigma) and sigma >= 0)
     ):
         raise ValueError(f"sigma must be a finite float >= 0 (std of ln X), got {sigma!r}")
     rng = _rng(seed)
@@ -200,9 +196,7 @@ def partition_by_group(identities: IdentityLike, groups: IdentityLike) -> list[t
     ids = _as_ids(identities)
     grp = groups.detach().cpu().numpy() if isinstance(groups, torch.Tensor) else np.asarray(groups)
     if grp.shape != ids.shape:
-        raise ValueError(
-            f"groups must give one group id per identity (shape {ids.shape}), got shape {grp.shape}"
-        )
+        raise ValueError(f"groups must give one group id per identity (shape {ids.shape}), got shape {grp.shape}")
     if grp.size and not np.issubdtype(grp.dtype, np.integer):
         raise ValueError(f"groups must hold integer group ids, got dtype {grp.dtype}")
     return [_to_tensor(ids[grp == g]) for g in np.unique(grp)]
@@ -235,8 +229,10 @@ def split_images_per_identity(
     labels = faceset.labels.cpu().numpy()
     uniq, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     if train_fraction is not None:
-        if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float, np.floating)) or not (
-            0.0 < float(train_fraction) < 1.0
+        if (
+            isinstance(train_fraction, bool)
+            or not isinstance(train_fraction, (int, float, np.floating))
+            or not (0.0 < float(train_fraction) < 1.0)
         ):
             raise ValueError(f"train_fraction must be a float in (0, 1), got {train_fraction!r}")
         n_train = np.floor(float(train_fraction) * counts + 0.5).astype(np.int64)

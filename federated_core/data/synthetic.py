@@ -146,9 +146,7 @@ class SyntheticFaces:
         self.seed = _check_int("seed", seed, 0, 2**62)
         self.resolution = _check_int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
         self.groups = _check_int("groups", groups, 1, 64)
-        self.difficulty = _check_float(
-            "difficulty", DEFAULT_DIFFICULTY if difficulty is None else difficulty, 0.0, 1.0
-        )
+        self.difficulty = _check_float("difficulty", DEFAULT_DIFFICULTY if difficulty is None else difficulty, 0.0, 1.0)
         self.nuisance_scale = (
             nuisance_scale_for(self.difficulty)
             if nuisance_scale is None
@@ -265,9 +263,7 @@ class SyntheticFaces:
         ids = _as_ids("identities", identities, MAX_IDENTITY)
         idx = _as_ids("indices", indices, MAX_INDEX)
         if ids.shape != idx.shape:
-            raise ValueError(
-                f"identities and indices must have the same length, got {ids.numel()} and {idx.numel()}"
-            )
+            raise ValueError(f"identities and indices must have the same length, got {ids.numel()} and {idx.numel()}")
         return ids, idx
 
     def render(self, identities: Sequence[int] | torch.Tensor, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -305,8 +301,12 @@ class SyntheticFaces:
         ids = _as_ids("identities", identities, MAX_IDENTITY)
         ids_hash = hashlib.sha256(ids.numpy().astype("<i8").tobytes()).hexdigest()
         blob = json.dumps(
-            {**self.config(), "identities": ids_hash, "images_per_identity": int(images_per_identity),
-             "start_index": int(start_index)},
+            {
+                **self.config(),
+                "identities": ids_hash,
+                "images_per_identity": int(images_per_identity),
+                "start_index": int(start_index),
+            },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:24]

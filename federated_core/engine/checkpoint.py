@@ -56,11 +56,15 @@ def save_engine_state(run_dir: str | Path, state: EngineState) -> Path:
         inboxes.append(party)
     pending_log.save(tmp / "pending", release_tensors=False)
     (tmp / "pending" / "inboxes.json").write_text(json.dumps(inboxes))
-    (tmp / "progress.json").write_text(json.dumps({
-        "completed_rounds": state.completed_rounds,
-        "fingerprint": state.fingerprint,
-        "method": state.method,
-    }))
+    (tmp / "progress.json").write_text(
+        json.dumps(
+            {
+                "completed_rounds": state.completed_rounds,
+                "fingerprint": state.fingerprint,
+                "method": state.method,
+            }
+        )
+    )
     old = run_dir / (STATE_DIRNAME + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -74,7 +78,9 @@ def save_engine_state(run_dir: str | Path, state: EngineState) -> Path:
 
 def has_engine_state(run_dir: str | Path) -> bool:
     run_dir = Path(run_dir)
-    return (run_dir / STATE_DIRNAME / "progress.json").is_file() or (run_dir / (STATE_DIRNAME + ".old") / "progress.json").is_file()
+    return (run_dir / STATE_DIRNAME / "progress.json").is_file() or (
+        run_dir / (STATE_DIRNAME + ".old") / "progress.json"
+    ).is_file()
 
 
 def load_engine_state(run_dir: str | Path) -> EngineState:

@@ -23,7 +23,9 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _check_float(name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+def _check_float(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
     if ok:
         v = float(value)
@@ -162,7 +164,9 @@ class FederatedConfig:
         _check_float("participation", self.participation, 0.0, 1.0, low_open=True)
         _check_float("offline_probability", self.offline_probability, 0.0, 1.0)
         if self.offline_policy not in OFFLINE_POLICIES:
-            raise ValueError(f"offline_policy must be one of {', '.join(OFFLINE_POLICIES)}, got {self.offline_policy!r}")
+            raise ValueError(
+                f"offline_policy must be one of {', '.join(OFFLINE_POLICIES)}, got {self.offline_policy!r}"
+            )
         _check_int("local_epochs", self.local_epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_float("lr", self.lr, 0.0, math.inf, low_open=True, high_open=True)
@@ -175,8 +179,11 @@ class FederatedConfig:
         if not isinstance(self.tolerate_client_failures, bool):
             raise ValueError(f"tolerate_client_failures must be True or False, got {self.tolerate_client_failures!r}")
         if self.max_update_norm is not None:
-            object.__setattr__(self, "max_update_norm", _check_float(
-                "max_update_norm", self.max_update_norm, 0.0, math.inf, low_open=True, high_open=True))
+            object.__setattr__(
+                self,
+                "max_update_norm",
+                _check_float("max_update_norm", self.max_update_norm, 0.0, math.inf, low_open=True, high_open=True),
+            )
         if isinstance(self.dp_sgd, dict):
             object.__setattr__(self, "dp_sgd", DpSgdConfig(**self.dp_sgd))
         if isinstance(self.evaluation, dict):
@@ -188,7 +195,9 @@ class FederatedConfig:
         try:
             torch.device(self.device)
         except RuntimeError as exc:
-            raise ValueError(f"device must be a torch device name (cpu, cuda, cuda:1), got {self.device!r}: {exc}") from None
+            raise ValueError(
+                f"device must be a torch device name (cpu, cuda, cuda:1), got {self.device!r}: {exc}"
+            ) from None
 
     def eval_rounds(self) -> list[int]:
         """Rounds after which the global model is evaluated (0 = the initial model)."""

@@ -137,7 +137,9 @@ def per_sample_gradients(
 _NOT_VMAPPABLE: set[type] = set()
 
 
-def _per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _per_sample_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     per_param: list[list[torch.Tensor]] = [[] for _ in params]

@@ -132,7 +132,9 @@ def _initial_model(config: FederatedConfig, initial_model: nn.Module | None) -> 
     if initial_model is not None:
         spec = getattr(initial_model, "build_config", None)
         if spec is None:
-            raise ValueError("initial_model must be made by federated_core.models.build_backbone (it needs .build_config)")
+            raise ValueError(
+                "initial_model must be made by federated_core.models.build_backbone (it needs .build_config)"
+            )
         import copy
 
         return copy.deepcopy(initial_model).cpu().eval(), dict(spec)
@@ -169,16 +171,22 @@ def _check_broadcasts(messages: list[Message], round: int, phase: str, allowed: 
         if m.sender != SERVER:
             raise ValueError(f"{who} returned a message from {m.sender!r}; the server's messages have sender 'server'")
         if m.round != round or m.phase != phase:
-            raise ValueError(f"{who} returned a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}")
+            raise ValueError(
+                f"{who} returned a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}"
+            )
         outside = [r for r in m.receivers if r not in allowed]
         if outside:
-            raise ValueError(f"{who} addressed {outside[:3]} which are not clients of this run" + (
-                " taking part in this phase" if who.endswith("configure") else ""))
+            raise ValueError(
+                f"{who} addressed {outside[:3]} which are not clients of this run"
+                + (" taking part in this phase" if who.endswith("configure") else "")
+            )
 
 
 def _check_uploads(messages: Any, party: str, round: int, phase: str) -> list[Message]:
     if not isinstance(messages, list):
-        raise TypeError(f"client_update must return (ClientState, list[Message]), got uploads of type {type(messages).__name__}")
+        raise TypeError(
+            f"client_update must return (ClientState, list[Message]), got uploads of type {type(messages).__name__}"
+        )
     for m in messages:
         if not isinstance(m, Message):
             raise TypeError(f"client_update must return Message uploads, got {type(m).__name__}")
@@ -187,7 +195,9 @@ def _check_uploads(messages: Any, party: str, round: int, phase: str) -> list[Me
         if m.receivers != (SERVER,):
             raise ValueError(f"{party} addressed {m.receivers}; clients send only to the server (star topology)")
         if m.round != round or m.phase != phase:
-            raise ValueError(f"{party} uploaded a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}")
+            raise ValueError(
+                f"{party} uploaded a message for round {m.round} phase {m.phase!r} during round {round} phase {phase!r}"
+            )
     return messages
 
 
@@ -208,11 +218,12 @@ def _write_ground_truth_start(out_dir: Path, clients: dict[int, ClientData], dat
         "each client's images. Nothing here crossed the wire; see ../wire/ for what was observed.\n"
     )
     partition = {
-        client_party(cid): {"identities": data.identities, "num_images": len(data)}
-        for cid, data in clients.items()
+        client_party(cid): {"identities": data.identities, "num_images": len(data)} for cid, data in clients.items()
     }
     (folder / "partition.json").write_text(json.dumps(partition))
-    (folder / "data_spec.json").write_text(json.dumps(data_spec or {"source": "in-memory FaceSet (no regeneration spec given)"}))
+    (folder / "data_spec.json").write_text(
+        json.dumps(data_spec or {"source": "in-memory FaceSet (no regeneration spec given)"})
+    )
 
 
 def _write_ground_truth_final(out_dir: Path, method: Any, client_states: dict[int, ClientState]) -> None:
@@ -278,7 +289,12 @@ class _RoundLog:
 
 
 def _update_clients(
-    run: _Run, r: int, phase_index: int, phase: str, participants: list[int], broadcasts: list[Message],
+    run: _Run,
+    r: int,
+    phase_index: int,
+    phase: str,
+    participants: list[int],
+    broadcasts: list[Message],
     log: _RoundLog,
 ) -> list[tuple[int, list[Message]]]:
     """Run ``client_update`` on each participant; returns each surviving client's uploads.
@@ -325,7 +341,11 @@ def _expectation(run: _Run, phase: str, server_state: ServerState) -> UploadExpe
 
 
 def _screen_uploads(
-    run: _Run, r: int, phase: str, per_client: list[tuple[int, list[Message]]], expected: UploadExpectation,
+    run: _Run,
+    r: int,
+    phase: str,
+    per_client: list[tuple[int, list[Message]]],
+    expected: UploadExpectation,
     log: _RoundLog,
 ) -> list[Message]:
     """Validate every upload, append all of them to the wire log (rejected ones marked with their
@@ -343,7 +363,9 @@ def _screen_uploads(
             entry = {"client": cid, "phase": phase, "kind": m.kind, "reason": reason}
             log.rejected.append(entry)
             rejected_here.append(entry)
-            logger.warning("round %d phase %s: the server rejected %s's %r upload: %s", r, phase, m.sender, m.kind, reason)
+            logger.warning(
+                "round %d phase %s: the server rejected %s's %r upload: %s", r, phase, m.sender, m.kind, reason
+            )
     if rejected_here and not accepted:
         detail = "; ".join(f"client:{e['client']} {e['kind']}: {e['reason']}" for e in rejected_here[:5])
         raise AllUploadsRejectedError(
@@ -353,14 +375,23 @@ def _screen_uploads(
 
 
 def _run_phase(
-    run: _Run, r: int, phase_index: int, phase: str, participants: list[int], server_state: ServerState,
-    seconds: dict[str, float], log: _RoundLog, context: str,
+    run: _Run,
+    r: int,
+    phase_index: int,
+    phase: str,
+    participants: list[int],
+    server_state: ServerState,
+    seconds: dict[str, float],
+    log: _RoundLog,
+    context: str,
 ) -> tuple[ServerState, list[int]]:
     """One exchange: configure, client updates, upload checks, server step. Returns the new server
     state and the participants that did not fail."""
     method = run.method
     if not participants:
-        raise RuntimeError(f"round {r} phase {phase!r}: no client survived ({context}); lower offline_probability or raise participation")
+        raise RuntimeError(
+            f"round {r} phase {phase!r}: no client survived ({context}); lower offline_probability or raise participation"
+        )
     names = [client_party(c) for c in participants]
     expected = _expectation(run, phase, server_state)
     broadcasts = method.configure(phase, server_state, r, names)
@@ -387,8 +418,15 @@ def _run_phase(
 
 
 def _summarise_round(
-    round: int, sampled: list[int], offline: list[int], log: _RoundLog, participants: list[int],
-    client_states: dict[int, ClientState], wire: WireLog, first_message: int, seconds: dict[str, float],
+    round: int,
+    sampled: list[int],
+    offline: list[int],
+    log: _RoundLog,
+    participants: list[int],
+    client_states: dict[int, ClientState],
+    wire: WireLog,
+    first_message: int,
+    seconds: dict[str, float],
     server_state: ServerState,
 ) -> dict[str, Any]:
     losses = {}
@@ -406,7 +444,9 @@ def _summarise_round(
         else:
             uploads += m.nbytes
         by_kind[m.kind] = by_kind.get(m.kind, 0) + m.nbytes * copies
-    server_info = {k: v for k, v in server_state.meta.items() if k.startswith("last_") or k in ("reg_form", "regularizer")}
+    server_info = {
+        k: v for k, v in server_state.meta.items() if k.startswith("last_") or k in ("reg_form", "regularizer")
+    }
     return {
         "round": round,
         "sampled": sampled,
@@ -503,11 +543,22 @@ def run_federated(
         t0 = time.perf_counter()
         server_state = method.init(global_model, config, generator(config.seed, "server_init"))
         client_states = {
-            cid: method.client_init(cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid))
-            for cid in tqdm(client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False)
+            cid: method.client_init(
+                cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid)
+            )
+            for cid in tqdm(
+                client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False
+            )
         }
-        run = _Run(config, method, client_data, {client_party(c) for c in client_ids},
-                   WireLog(keep_tensors=config.keep_wire_tensors), {}, client_states)
+        run = _Run(
+            config,
+            method,
+            client_data,
+            {client_party(c) for c in client_ids},
+            WireLog(keep_tensors=config.keep_wire_tensors),
+            {},
+            client_states,
+        )
         metrics = _initial_metrics(config, method, spec, client_data, time.perf_counter() - t0)
         if 0 in eval_rounds:
             metrics["evaluation"]["0"] = evaluator.evaluate(model, device)  # type: ignore[union-attr]
@@ -538,7 +589,10 @@ def run_federated(
             run.wire.save(out)
             save_global_checkpoint(out, _backbone_of(method, server_state, spec), _checkpoint_info(config, method, r))
             _write_metrics(out, metrics, run.wire)
-            save_engine_state(out, EngineState(r, server_state, run.client_states, run.pending, config.fingerprint_dict(), method.name))
+            save_engine_state(
+                out,
+                EngineState(r, server_state, run.client_states, run.pending, config.fingerprint_dict(), method.name),
+            )
     bar.close()
 
     completed = last if last >= start else start - 1
@@ -593,7 +647,9 @@ def _resume(
     metrics["rounds"] = [_upgrade_record(r) for r in metrics["rounds"] if r["round"] <= done]
     metrics["evaluation"] = {k: v for k, v in metrics["evaluation"].items() if int(k) <= done}
     metrics["client_failures"] = _failure_summary(metrics["rounds"])
-    run = _Run(config, method, client_data, {client_party(c) for c in client_data}, wire, saved.pending, saved.client_states)
+    run = _Run(
+        config, method, client_data, {client_party(c) for c in client_data}, wire, saved.pending, saved.client_states
+    )
     return saved.server_state, run, metrics, done + 1
 
 
@@ -613,7 +669,11 @@ def _run_round(run: _Run, r: int, server_state: ServerState) -> tuple[ServerStat
         server_state, participants = _run_phase(
             run, r, phase_index, phase, participants, server_state, seconds, log, context
         )
-    bad = [k for k, v in method.global_backbone_state(server_state).items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [
+        k
+        for k, v in method.global_backbone_state(server_state).items()
+        if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if bad:
         raise RuntimeError(
             f"round {r}: the global backbone has non-finite weights ({bad[:3]}...): training diverged "
@@ -621,7 +681,16 @@ def _run_round(run: _Run, r: int, server_state: ServerState) -> tuple[ServerStat
             f"method's step sizes. The checkpoint of round {r - 1} is kept."
         )
     record = _summarise_round(
-        r, sampled, offline, log, participants, run.client_states, run.wire, first_message, seconds, server_state,
+        r,
+        sampled,
+        offline,
+        log,
+        participants,
+        run.client_states,
+        run.wire,
+        first_message,
+        seconds,
+        server_state,
     )
     return server_state, record
 
@@ -639,13 +708,20 @@ def _backbone_of(method: Any, server_state: ServerState, spec: dict[str, Any]) -
     from federated_core.models import build_backbone
 
     with torch.random.fork_rng(devices=[]):
-        model = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"], **spec.get("kwargs", {}))
+        model = build_backbone(
+            spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"], **spec.get("kwargs", {})
+        )
     model.load_state_dict(method.global_backbone_state(server_state), strict=True)
     return model.eval()
 
 
 def _checkpoint_info(config: FederatedConfig, method: Any, round: int) -> dict[str, Any]:
-    return {"round": round, "method": method.name, "hyperparameters": method.hyperparameters(), "config": config.artifact_dict()}
+    return {
+        "round": round,
+        "method": method.name,
+        "hyperparameters": method.hyperparameters(),
+        "config": config.artifact_dict(),
+    }
 
 
 def _bytes_table(wire: WireLog) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class PartyState:
 
     def with_prefix(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors whose name starts with ``prefix``, with the prefix removed."""
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
 @dataclass

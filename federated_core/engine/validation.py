@@ -27,7 +27,14 @@ import torch
 from federated_core.engine.messages import Message
 
 REJECTION_CODES = (
-    "unexpected_kind", "missing_tensor", "extra_tensor", "shape", "dtype", "non_finite", "update_norm", "companion",
+    "unexpected_kind",
+    "missing_tensor",
+    "extra_tensor",
+    "shape",
+    "dtype",
+    "non_finite",
+    "update_norm",
+    "companion",
 )
 
 

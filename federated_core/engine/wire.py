@@ -35,7 +35,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from federated_core.integrity import file_sha256
 from federated_core.engine.messages import (
     MESSAGE_KINDS,
     SERVER,
@@ -45,15 +44,27 @@ from federated_core.engine.messages import (
     event_to_dict,
     register_message_kind,
 )
+from federated_core.integrity import file_sha256
 
 WIRE_FORMAT_VERSION = 2
 WIRE_DIRNAME = "wire"
 INDEX_NAME = "index.json"
 
-_DTYPES = {str(d).removeprefix("torch."): d for d in (
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
-    torch.int16, torch.int32, torch.int64, torch.bool,
-)}
+_DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    )
+}
 
 
 _ITEMSIZE = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in _DTYPES.items()}
@@ -319,8 +330,12 @@ class WireLog:
                             t = t.clone()  # safetensors refuses tensors that share memory
                         storages.add(t.untyped_storage().data_ptr())
                         payload[key] = t
-                        specs[name] = {"shape": list(t.shape), "dtype": _dtype_name(t.dtype),
-                                       "file": chunk_name, "key": key}
+                        specs[name] = {
+                            "shape": list(t.shape),
+                            "dtype": _dtype_name(t.dtype),
+                            "file": chunk_name,
+                            "key": key,
+                        }
                     else:
                         spec = m.tensors._specs[name]  # type: ignore[attr-defined]
                         specs[name] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "file": None, "key": None}
@@ -346,13 +361,19 @@ class WireLog:
                 verifier = ChunkVerifier(wire_dir, self._chunks)
                 for i in pending:
                     self._messages[i] = _replace_tensors(
-                        self._messages[i], _lazy_from_record(wire_dir, self._records[i], verifier)  # type: ignore[arg-type]
+                        self._messages[i],
+                        _lazy_from_record(wire_dir, self._records[i], verifier),  # type: ignore[arg-type]
                     )
         kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in self._records}
         used = sorted(self._used_chunks())
         self._chunks = {name: self._chunks[name] for name in used}
-        index = {"format": WIRE_FORMAT_VERSION, "keep_tensors": self.keep_tensors, "kinds": kinds,
-                 "chunks": self._chunks, "messages": self._records}
+        index = {
+            "format": WIRE_FORMAT_VERSION,
+            "keep_tensors": self.keep_tensors,
+            "kinds": kinds,
+            "chunks": self._chunks,
+            "messages": self._records,
+        }
         tmp_index = wire_dir / (INDEX_NAME + ".tmp")
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, wire_dir / INDEX_NAME)

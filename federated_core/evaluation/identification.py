@@ -107,9 +107,7 @@ def search(gallery: Any, gallery_ids: Any, probes: Any, probe_ids: Any) -> Searc
     return SearchResult(top, mated, mate_score, mate_rank)
 
 
-def tpir_at_fpir(
-    gallery: Any, gallery_ids: Any, probes: Any, probe_ids: Any, fpir: float, rank: int = 1
-) -> float:
+def tpir_at_fpir(gallery: Any, gallery_ids: Any, probes: Any, probe_ids: Any, fpir: float, rank: int = 1) -> float:
     """Open-set TPIR at a target FPIR (NIST FRVT 1:N; see the module docstring for the protocol).
 
     Args:

@@ -85,7 +85,11 @@ def make_verification_pairs(
             f"({n} images of {int(is_block_start.sum())} identities)"
         )
     ga, gb = _sample_pairs(genuine_counts, block_start, num_genuine, rng) if num_genuine else (np.zeros(0, int),) * 2
-    ia, ib = _sample_pairs(impostor_counts, np.zeros(n, dtype=np.int64), num_impostor, rng) if num_impostor else (np.zeros(0, int),) * 2
+    ia, ib = (
+        _sample_pairs(impostor_counts, np.zeros(n, dtype=np.int64), num_impostor, rng)
+        if num_impostor
+        else (np.zeros(0, int),) * 2
+    )
     i = order[np.r_[ga, ia].astype(np.int64)]
     j = order[np.r_[gb, ib].astype(np.int64)]
     is_same = np.r_[np.ones(num_genuine, dtype=bool), np.zeros(num_impostor, dtype=bool)]

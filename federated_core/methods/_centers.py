@@ -60,8 +60,15 @@ class MarginClientModel(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, centers: torch.Tensor, negatives: torch.Tensor | None,
-        kind: str, s: float, m: float, train_centers: bool = True, positive_margin: float | None = None,
+        self,
+        backbone: nn.Module,
+        centers: torch.Tensor,
+        negatives: torch.Tensor | None,
+        kind: str,
+        s: float,
+        m: float,
+        train_centers: bool = True,
+        positive_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -136,7 +143,11 @@ class CenterMethod(BackboneMethod):
     train_centers: ClassVar[bool] = True
 
     def __init__(
-        self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "auto",
+        self,
+        loss: str = "cosface",
+        s: float = 30.0,
+        m: float = 0.35,
+        center_init: str = "auto",
         fidelity: str = "default",
     ) -> None:
         super().__init__()
@@ -168,19 +179,32 @@ class CenterMethod(BackboneMethod):
                 if key in server_state.tensors:
                     # After the server's correction this row block depends on every client's raw
                     # class embeddings (through the regulariser's gradient): not private.
-                    messages.append(make_message(
-                        "class_centers", SERVER, (party,), round, phase,
-                        {"centers": server_state.tensors[key]}, event=non_private_event(),
-                        meta={"note": "the server's corrected copy of this client's own class embeddings; "
-                                      "it depends on all clients' class embeddings"},
-                    ))
+                    messages.append(
+                        make_message(
+                            "class_centers",
+                            SERVER,
+                            (party,),
+                            round,
+                            phase,
+                            {"centers": server_state.tensors[key]},
+                            event=non_private_event(),
+                            meta={
+                                "note": "the server's corrected copy of this client's own class embeddings; "
+                                "it depends on all clients' class embeddings"
+                            },
+                        )
+                    )
         messages += self.extra_broadcast(server_state, round, phase, participants)
         return messages
 
-    def extra_broadcast(self, server_state: ServerState, round: int, phase: str, participants: list[str]) -> list[Message]:
+    def extra_broadcast(
+        self, server_state: ServerState, round: int, phase: str, participants: list[str]
+    ) -> list[Message]:
         return []
 
-    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+    def server_step(
+        self, phase: str, server_state: ServerState, uploads: list[Message]
+    ) -> tuple[ServerState, list[Message]]:
         avg = FedAvg()
         tensors = dict(server_state.tensors)
         meta = dict(server_state.meta)
@@ -192,7 +216,9 @@ class CenterMethod(BackboneMethod):
                 if "identities" in message.tensors:
                     tensors["identities/" + message.sender] = message.tensors["identities"].clone()
             else:
-                raise ValueError(f"method {self.name!r} does not expect uploads of kind {message.kind!r} from {message.sender}")
+                raise ValueError(
+                    f"method {self.name!r} does not expect uploads of kind {message.kind!r} from {message.sender}"
+                )
         state = self.with_backbone(ServerState(tensors, meta), avg.finalize())
         state = self.process_centers(state)
         return state, []
@@ -206,13 +232,15 @@ class CenterMethod(BackboneMethod):
         """All class embeddings the server holds, stacked in client-id order:
         ``(parties, W [R, d], owners [R])``."""
         parties = sorted(
-            (k[len(CENTERS_PREFIX):] for k in server_state.tensors if k.startswith(CENTERS_PREFIX)),
+            (k[len(CENTERS_PREFIX) :] for k in server_state.tensors if k.startswith(CENTERS_PREFIX)),
             key=client_id_of,
         )
         if not parties:
             return [], torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64)
         blocks = [server_state.tensors[CENTERS_PREFIX + p] for p in parties]
-        owners = torch.cat([torch.full((b.shape[0],), client_id_of(p), dtype=torch.int64) for p, b in zip(parties, blocks)])
+        owners = torch.cat(
+            [torch.full((b.shape[0],), client_id_of(p), dtype=torch.int64) for p, b in zip(parties, blocks)]
+        )
         return parties, torch.cat(blocks), owners
 
     @staticmethod
@@ -227,7 +255,11 @@ class CenterMethod(BackboneMethod):
 
     # ---------------------------------------------------------------- client side
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         state = self.base_client_state(client_id, data, config)
@@ -246,7 +278,11 @@ class CenterMethod(BackboneMethod):
         return None
 
     def client_update(
-        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        self,
+        phase: str,
+        client_state: ClientState,
+        broadcast: list[Message],
+        data: ClientData,
         rng: torch.Generator,
     ) -> tuple[ClientState, list[Message]]:
         training = LocalTrainingConfig.from_dict(client_state.meta["training"])
@@ -262,16 +298,24 @@ class CenterMethod(BackboneMethod):
                 )
         negatives = self.negatives_for(client_state, broadcast)
         model = MarginClientModel(
-            backbone, centers.to(training.device),
+            backbone,
+            centers.to(training.device),
             None if negatives is None else negatives.to(training.device),
-            self.loss, self.s, self.m, train_centers=self.train_centers, positive_margin=self.positive_margin,
+            self.loss,
+            self.s,
+            self.m,
+            train_centers=self.train_centers,
+            positive_margin=self.positive_margin,
         )
         result = train_local(model, data, training, rng)
         new_centers = model.centers.detach().cpu().clone()
         meta = dict(client_state.meta)
         meta["last_update"] = {
-            "round": int(client_state.meta["round"]), "loss": result.mean_loss, "steps": result.steps,
-            "examples": result.examples, "positive_only": model.positive_only,
+            "round": int(client_state.meta["round"]),
+            "loss": result.mean_loss,
+            "steps": result.steps,
+            "examples": result.examples,
+            "positive_only": model.positive_only,
         }
         uploads = [self.backbone_upload(client_state, backbone, phase, result.event, len(data))]
         if self.uploads_centers:
@@ -291,8 +335,14 @@ class CenterMethod(BackboneMethod):
         if self.uploads_identity_keys:
             tensors["identities"] = torch.tensor(data.identities, dtype=torch.int64)
         return make_message(
-            "class_centers", self.party(client_state), (SERVER,), int(client_state.meta["round"]), phase,
-            tensors, event=event, meta={"protection": unit},
+            "class_centers",
+            self.party(client_state),
+            (SERVER,),
+            int(client_state.meta["round"]),
+            phase,
+            tensors,
+            event=event,
+            meta={"protection": unit},
         )
 
     uploads_identity_keys: ClassVar[bool] = False

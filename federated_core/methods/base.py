@@ -1,4 +1,4 @@
-'''The method protocol: every federated method is a few functions over explicit state and
+"""The method protocol: every federated method is a few functions over explicit state and
 explicit messages (DESIGN §3), so the same code runs in the in-process engine, on Flower and on
 batched clients.
 
@@ -76,7 +76,7 @@ alone (`federated_core.methods.fedpe` is the full version)::
 Register a method by decorating its class with ``@register_method("name", **default_params)``
 in a module of `federated_core.methods`; `get_method(name, **hyperparams)` finds it (every
 submodule of the package is imported on first use).
-'''
+"""
 
 from __future__ import annotations
 
@@ -196,7 +196,9 @@ class BackboneWorkspace:
         if self._model is None or self._key != key:
             with torch.random.fork_rng(devices=[]):  # weights are overwritten; keep global RNG untouched
                 self._model = build_backbone(
-                    spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
+                    spec["name"],
+                    embedding_dim=spec["embedding_dim"],
+                    resolution=spec["resolution"],
                     **spec.get("kwargs", {}),
                 )
             self._key, self._device = key, None
@@ -220,7 +222,9 @@ class BackboneWorkspace:
             for name, target in self._targets.items():
                 source = tensors[name]
                 if source.shape != target.shape:
-                    raise ValueError(f"backbone entry {name!r} has shape {tuple(source.shape)}, expected {tuple(target.shape)}")
+                    raise ValueError(
+                        f"backbone entry {name!r} has shape {tuple(source.shape)}, expected {tuple(target.shape)}"
+                    )
                 target.copy_(source, non_blocking=True)
         return model
 
@@ -240,7 +244,11 @@ class Method:
         raise NotImplementedError
 
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         raise NotImplementedError
@@ -249,12 +257,18 @@ class Method:
         raise NotImplementedError
 
     def client_update(
-        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        self,
+        phase: str,
+        client_state: ClientState,
+        broadcast: list[Message],
+        data: ClientData,
         rng: torch.Generator,
     ) -> tuple[ClientState, list[Message]]:
         raise NotImplementedError
 
-    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+    def server_step(
+        self, phase: str, server_state: ServerState, uploads: list[Message]
+    ) -> tuple[ServerState, list[Message]]:
         raise NotImplementedError
 
     # -- what the engine reads -------------------------------------------------------------------
@@ -262,7 +276,9 @@ class Method:
         """The global backbone's state dict (tensors under `BACKBONE_PREFIX`)."""
         state = server_state.with_prefix(BACKBONE_PREFIX)
         if not state:
-            raise ValueError(f"method {self.name!r} keeps no global backbone under {BACKBONE_PREFIX!r} in its server state")
+            raise ValueError(
+                f"method {self.name!r} keeps no global backbone under {BACKBONE_PREFIX!r} in its server state"
+            )
         return state
 
     def upload_kinds(self, phase: str) -> frozenset[str] | None:
@@ -292,7 +308,11 @@ class Method:
     fidelities: ClassVar[tuple[str, ...]] = ("default",)
 
     def apply_fidelity(
-        self, fidelity: str, given: Mapping[str, Any], defaults: Mapping[str, Any], presets: Mapping[str, Any],
+        self,
+        fidelity: str,
+        given: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        presets: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Resolve the preset-controlled constructor arguments ``given`` (``UNSET`` = not passed)
         under ``fidelity`` (`federated_core.methods.fidelity.resolve_fidelity`), remember the
@@ -319,7 +339,9 @@ class Method:
             raise ValueError(f"expected at most one {kind!r} message, got {len(found)}")
         if not found:
             if required:
-                raise ValueError(f"expected a {kind!r} message in the broadcast, got kinds {[m.kind for m in broadcast]}")
+                raise ValueError(
+                    f"expected a {kind!r} message in the broadcast, got kinds {[m.kind for m in broadcast]}"
+                )
             return None
         return found[0]
 
@@ -365,8 +387,13 @@ class BackboneMethod(Method):
     def backbone_broadcast(self, server_state: ServerState, round: int, phase: str, participants: list[str]) -> Message:
         """One ``"backbone"`` message from the server to every participant."""
         return make_message(
-            "backbone", SERVER, tuple(participants), round, phase,
-            server_state.with_prefix(BACKBONE_PREFIX), meta={"spec": server_state.meta["spec"]},
+            "backbone",
+            SERVER,
+            tuple(participants),
+            round,
+            phase,
+            server_state.with_prefix(BACKBONE_PREFIX),
+            meta={"spec": server_state.meta["spec"]},
         )
 
     @staticmethod
@@ -387,14 +414,24 @@ class BackboneMethod(Method):
         return client_party(int(client_state.meta["client_id"]))
 
     def backbone_upload(
-        self, client_state: ClientState, backbone: nn.Module, phase: str, event: Any, num_samples: int,
+        self,
+        client_state: ClientState,
+        backbone: nn.Module,
+        phase: str,
+        event: Any,
+        num_samples: int,
         spec: Mapping[str, Any] | None = None,
     ) -> Message:
         """A client's ``"backbone"`` upload to the server (``meta["num_samples"]`` = n_k, the
         FedAvg weight of FedGC Alg. 1 line 11)."""
         return make_message(
-            "backbone", self.party(client_state), (SERVER,), int(client_state.meta["round"]), phase,
-            backbone.state_dict(), event=event,
+            "backbone",
+            self.party(client_state),
+            (SERVER,),
+            int(client_state.meta["round"]),
+            phase,
+            backbone.state_dict(),
+            event=event,
             meta={"num_samples": int(num_samples), **({"spec": dict(spec)} if spec else {})},
         )
 

@@ -69,8 +69,10 @@ def _check_max_queries(max_queries: int) -> int:
 
 def check_privacy_parameters(epsilon: float, delta: float) -> None:
     """Raise `ValueError` unless ``epsilon > 0`` is finite and ``0 < delta < 1``."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (
-        math.isfinite(float(epsilon)) and float(epsilon) > 0
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, (int, float))
+        or not (math.isfinite(float(epsilon)) and float(epsilon) > 0)
     ):
         raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (0.0 < float(delta) < 1.0):
@@ -103,7 +105,9 @@ def resolve_min_cluster_size(min_cluster_size: int | float, num_classes: int) ->
     raise ValueError(f"min_cluster_size (T) must be an int >= 1 or a float in (0, 1], got {min_cluster_size!r}")
 
 
-def _as_centers(centers: torch.Tensor | np.ndarray, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+def _as_centers(
+    centers: torch.Tensor | np.ndarray, dtype: torch.dtype, device: torch.device | str | None
+) -> torch.Tensor:
     w = torch.as_tensor(centers)
     if w.dim() != 2 or w.shape[1] < 1:
         raise ValueError(f"centers must be a 2-d array [n, d] with d >= 1, got shape {tuple(w.shape)}")
@@ -169,9 +173,7 @@ def _row_block(num_cols: int, max_block_elements: int) -> int:
     return max(1, max_block_elements // max(1, num_cols))
 
 
-def _neighbour_counts(
-    rows: torch.Tensor, cols: torch.Tensor, cos_rho: float, max_block_elements: int
-) -> torch.Tensor:
+def _neighbour_counts(rows: torch.Tensor, cols: torch.Tensor, cos_rho: float, max_block_elements: int) -> torch.Tensor:
     """For each row ``r``: ``#{c in cols : r . c >= cos_rho}``, in row blocks of ``rows @ cols^T``."""
     counts = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
     if rows.shape[0] == 0 or cols.shape[0] == 0:
@@ -398,8 +400,14 @@ def _check_calibration(epsilon: float, delta: float, calibration: str, bound: st
 
 
 def _make_release(
-    clustering: DPLCClustering, noisy: torch.Tensor, sigmas: list[float], epsilon: float, delta: float,
-    calibration: str, bound: str, removal: str,
+    clustering: DPLCClustering,
+    noisy: torch.Tensor,
+    sigmas: list[float],
+    epsilon: float,
+    delta: float,
+    calibration: str,
+    bound: str,
+    removal: str,
 ) -> DPLCRelease:
     from accountants import GaussianEvent
 
@@ -466,7 +474,6 @@ def release_clusters(
     return _make_release(clustering, noisy, sigmas, epsilon, delta, calibration, bound, "mean")
 
 
-
 @dataclass(frozen=True)
 class DPLCConfig:
     """Parameters of Algorithm 1 (defaults: PrivacyFace §4 -- rho = 1.3, Q = 1, eps = 1, T = 512;
@@ -521,15 +528,23 @@ def dplc(
     normal draws row by row in query order; otherwise ``generator`` draws them.
     """
     kwargs = dict(
-        dtype=config.torch_dtype, device=device, max_block_elements=config.max_block_elements, progress=progress,
+        dtype=config.torch_dtype,
+        device=device,
+        max_block_elements=config.max_block_elements,
+        progress=progress,
     )
     if config.removal == "mean":
         clustering = local_clustering(centers, config.rho, config.min_cluster_size, config.max_queries, **kwargs)
         if standard_noise is not None:
             standard_noise = torch.as_tensor(standard_noise)[: clustering.num_clusters]
         return release_clusters(
-            clustering, config.epsilon, config.delta, calibration=config.calibration, bound=config.bound,
-            generator=generator, standard_noise=standard_noise,
+            clustering,
+            config.epsilon,
+            config.delta,
+            calibration=config.calibration,
+            bound=config.bound,
+            generator=generator,
+            standard_noise=standard_noise,
         )
     if standard_noise is None and generator is None:
         raise ValueError("dplc needs a torch.Generator (generator=...) or standard_noise")

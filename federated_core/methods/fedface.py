@@ -40,12 +40,22 @@ from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CenterMethod, resolve_center_init
 from federated_core.methods.base import GlobalModel, register_method
 from federated_core.methods.fidelity import UNSET, Preset
-from federated_core.methods.regularizers import cross_client_mask, server_gradient_step, spreadout_cosine, spreadout_distance
+from federated_core.methods.regularizers import (
+    cross_client_mask,
+    server_gradient_step,
+    spreadout_cosine,
+    spreadout_distance,
+)
 
 FEDFACE_FORMS = ("distance", "cosine")
 
 
-FEDFACE_DEFAULTS: dict[str, Any] = {"form": "distance", "cos_threshold": 0.3, "train_centers": True, "single_identity": False}
+FEDFACE_DEFAULTS: dict[str, Any] = {
+    "form": "distance",
+    "cos_threshold": 0.3,
+    "train_centers": True,
+    "single_identity": False,
+}
 
 
 def fedface_official_code_preset(explicit: Mapping[str, Any]) -> Preset:
@@ -95,8 +105,14 @@ class FedFace(CenterMethod):
     ) -> None:
         hp = self.apply_fidelity(
             fidelity,
-            {"form": form, "cos_threshold": cos_threshold, "train_centers": train_centers, "single_identity": single_identity},
-            FEDFACE_DEFAULTS, {"official-code": fedface_official_code_preset},
+            {
+                "form": form,
+                "cos_threshold": cos_threshold,
+                "train_centers": train_centers,
+                "single_identity": single_identity,
+            },
+            FEDFACE_DEFAULTS,
+            {"official-code": fedface_official_code_preset},
         )
         form, cos_threshold = hp["form"], hp["cos_threshold"]
         super().__init__(loss=loss, s=s, m=m, center_init=center_init, fidelity=fidelity)
@@ -105,7 +121,9 @@ class FedFace(CenterMethod):
                 raise ValueError(f"{name} must be True or False, got {hp[name]!r}")
         self.train_centers, self.single_identity = hp["train_centers"], hp["single_identity"]
         if not (-1.0 < positive_margin <= 1.0):
-            raise ValueError(f"positive_margin (ν of the positive-only loss) must be in (-1, 1], got {positive_margin!r}")
+            raise ValueError(
+                f"positive_margin (ν of the positive-only loss) must be in (-1, 1], got {positive_margin!r}"
+            )
         self.positive_margin = float(positive_margin)
         if form not in FEDFACE_FORMS:
             raise ValueError(f"form must be one of {FEDFACE_FORMS}, got {form!r}")
@@ -144,7 +162,11 @@ class FedFace(CenterMethod):
         return resolve_center_init(self.center_init, config)
 
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         if self.single_identity and data.num_classes != 1:
@@ -171,8 +193,11 @@ class FedFace(CenterMethod):
             return server_state
         lr = self.server_lr_multiplier * float(server_state.meta["lr"])
         new_w, values = server_gradient_step(
-            w.to(server_state.meta.get("device", "cpu")), lambda v: self.regularizer(v, owners), lr=lr,
-            weight=self.lam, steps=self.server_steps,
+            w.to(server_state.meta.get("device", "cpu")),
+            lambda v: self.regularizer(v, owners),
+            lr=lr,
+            weight=self.lam,
+            steps=self.server_steps,
         )
         state = self.write_back(server_state, parties, new_w)
         state.meta = {**state.meta, "last_regularizer": values[0]}

@@ -95,9 +95,9 @@ from federated_core.engine.messages import SERVER, Message, make_message, regist
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CENTER_INITS, init_centers, resolve_center_init
 from federated_core.methods.base import BackboneMethod, BackboneWorkspace, FedAvg, GlobalModel, register_method
-from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.fedfr_losses import margin_bce, model_contrastive, select_hard_negatives
 from federated_core.methods.fedfr_public import PublicData, check_public_set, describe_public_set, tensors_digest
+from federated_core.methods.fidelity import UNSET, Preset
 
 PUBLIC_KIND = "public_class_embeddings"
 register_message_kind(
@@ -221,8 +221,9 @@ class FedFRClientModel(nn.Module):
                 cos = F.normalize(f_dfc, dim=1) @ F.normalize(self.branches, dim=1).t()
                 l_dfc = margin_bce(cos, local_target, self.branch_bias, hp.lam, hp.s_prime, hp.m_prime, hp.t_prime)
             else:  # Table 2's "Cosface" branch: multi-class CosFace on the branches, local samples only
-                branch_logits = margin_logits(f_dfc, self.branches, local_target, "cosface", hp.s_prime, hp.m_prime,
-                                              check_labels=False)
+                branch_logits = margin_logits(
+                    f_dfc, self.branches, local_target, "cosface", hp.s_prime, hp.m_prime, check_labels=False
+                )
                 has = (local_target >= 0).to(branch_logits.dtype)
                 l_dfc = F.cross_entropy(branch_logits, local_target.clamp(min=0), reduction="none") * has
             total = total + hp.alpha_bce * l_dfc
@@ -244,7 +245,9 @@ def _in_range(name: str, value: Any, low: float, high: float, high_open: bool = 
     return float(value)
 
 
-def _load_state(workspace: BackboneWorkspace, spec: dict[str, Any], state: dict[str, torch.Tensor], device: str) -> nn.Module:
+def _load_state(
+    workspace: BackboneWorkspace, spec: dict[str, Any], state: dict[str, torch.Tensor], device: str
+) -> nn.Module:
     """``workspace``'s model on ``device`` with every parameter and buffer overwritten from ``state``."""
     model = workspace.build(spec, device)
     model.load_state_dict(state, strict=True)
@@ -252,9 +255,23 @@ def _load_state(workspace: BackboneWorkspace, spec: dict[str, Any], state: dict[
 
 
 FEDFR_DEFAULTS: dict[str, Any] = {
-    "public_data": True, "hard_negative": True, "t_hn": 0.4, "contrastive": True, "dfc": True, "dfc_loss": "bce",
-    "s": 30.0, "m": 0.4, "tau": 0.5, "lam": 0.7, "s_prime": 30.0, "m_prime": 0.4, "t_prime": 3.0,
-    "alpha_cos": 1.0, "alpha_con": 5.0, "alpha_bce": 10.0, "fedavg_weight": "local+selected",
+    "public_data": True,
+    "hard_negative": True,
+    "t_hn": 0.4,
+    "contrastive": True,
+    "dfc": True,
+    "dfc_loss": "bce",
+    "s": 30.0,
+    "m": 0.4,
+    "tau": 0.5,
+    "lam": 0.7,
+    "s_prime": 30.0,
+    "m_prime": 0.4,
+    "t_prime": 3.0,
+    "alpha_cos": 1.0,
+    "alpha_con": 5.0,
+    "alpha_bce": 10.0,
+    "fedavg_weight": "local+selected",
 }
 FEDFR_PAPER_VALUES: dict[str, Any] = {
     **{k: v for k, v in FEDFR_DEFAULTS.items() if k != "fedavg_weight"},  # § Implementation, Table 1's full row
@@ -322,16 +339,32 @@ class FedFR(BackboneMethod):
     ) -> None:
         given = {name: value for name, value in locals().items() if name in FEDFR_DEFAULTS}
         hp = self.apply_fidelity(
-            fidelity, given, FEDFR_DEFAULTS,
+            fidelity,
+            given,
+            FEDFR_DEFAULTS,
             {"paper": fedfr_paper_preset, "official-code": fedfr_official_code_preset},
         )
-        public_data, hard_negative, t_hn, contrastive = hp["public_data"], hp["hard_negative"], hp["t_hn"], hp["contrastive"]
+        public_data, hard_negative, t_hn, contrastive = (
+            hp["public_data"],
+            hp["hard_negative"],
+            hp["t_hn"],
+            hp["contrastive"],
+        )
         dfc, dfc_loss, s, m, tau, lam = hp["dfc"], hp["dfc_loss"], hp["s"], hp["m"], hp["tau"], hp["lam"]
         s_prime, m_prime, t_prime = hp["s_prime"], hp["m_prime"], hp["t_prime"]
-        alpha_cos, alpha_con, alpha_bce, fedavg_weight = hp["alpha_cos"], hp["alpha_con"], hp["alpha_bce"], hp["fedavg_weight"]
+        alpha_cos, alpha_con, alpha_bce, fedavg_weight = (
+            hp["alpha_cos"],
+            hp["alpha_con"],
+            hp["alpha_bce"],
+            hp["fedavg_weight"],
+        )
         super().__init__()
-        for name, value in (("public_data", public_data), ("hard_negative", hard_negative),
-                            ("contrastive", contrastive), ("dfc", dfc)):
+        for name, value in (
+            ("public_data", public_data),
+            ("hard_negative", hard_negative),
+            ("contrastive", contrastive),
+            ("dfc", dfc),
+        ):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
         if dfc_loss not in DFC_LOSSES:
@@ -373,8 +406,10 @@ class FedFR(BackboneMethod):
 
     @classmethod
     def fidelity_note_for(cls, name: str, fidelity: str) -> str:
-        leak = ("the FedAvg weight (local + selected public images) tells the server, un-noised, how many public "
-                "images resembled the client's faces")
+        leak = (
+            "the FedAvg weight (local + selected public images) tells the server, un-noised, how many public "
+            "images resembled the client's faces"
+        )
         if fidelity == "paper":
             return (
                 f"{name} (paper: FedFR, Liu et al. AAAI 2022): the full method of Table 1 with § Implementation's "
@@ -403,14 +438,22 @@ class FedFR(BackboneMethod):
     def configure(self, phase: str, server_state: ServerState, round: int, participants: list[str]) -> list[Message]:
         messages = [self.backbone_broadcast(server_state, round, phase, participants)]
         if self.public_data:
-            messages.append(make_message(
-                PUBLIC_KIND, SERVER, tuple(participants), round, phase,
-                {"embeddings": server_state.tensors[PUBLIC_EMBEDDINGS]},
-                meta={"identities": server_state.meta["public_identities"]},
-            ))
+            messages.append(
+                make_message(
+                    PUBLIC_KIND,
+                    SERVER,
+                    tuple(participants),
+                    round,
+                    phase,
+                    {"embeddings": server_state.tensors[PUBLIC_EMBEDDINGS]},
+                    meta={"identities": server_state.meta["public_identities"]},
+                )
+            )
         return messages
 
-    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+    def server_step(
+        self, phase: str, server_state: ServerState, uploads: list[Message]
+    ) -> tuple[ServerState, list[Message]]:
         backbones, publics = FedAvg(), FedAvg()
         senders: dict[str, set[str]] = {"backbone": set(), PUBLIC_KIND: set()}
         for message in uploads:
@@ -419,7 +462,9 @@ class FedFR(BackboneMethod):
             elif message.kind == PUBLIC_KIND and self.public_data:
                 publics.accumulate({"embeddings": message.tensors["embeddings"]}, weight=message.meta["num_samples"])
             else:
-                raise ValueError(f"method {self.name!r} does not expect uploads of kind {message.kind!r} from {message.sender}")
+                raise ValueError(
+                    f"method {self.name!r} does not expect uploads of kind {message.kind!r} from {message.sender}"
+                )
             senders[message.kind].add(message.sender)
         if self.public_data and senders["backbone"] != senders[PUBLIC_KIND]:
             raise ValueError(
@@ -441,7 +486,11 @@ class FedFR(BackboneMethod):
             )
 
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         self._refuse_dp(config)
@@ -476,7 +525,12 @@ class FedFR(BackboneMethod):
         return out
 
     def _training_data(
-        self, data: ClientData, global_backbone: nn.Module, backbone_key: str, resolution: int, device: str,
+        self,
+        data: ClientData,
+        global_backbone: nn.Module,
+        backbone_key: str,
+        resolution: int,
+        device: str,
     ) -> tuple[ClientData, dict[str, int]]:
         """D_l ∪ D_HN with labels ``0..K_l−1`` (local) and ``K_l + j`` (public class j)."""
         if not self.public_data:
@@ -497,7 +551,11 @@ class FedFR(BackboneMethod):
         return ClientData(faces, label_map), {"kept": int(keep.sum()), "public_total": len(public)}
 
     def client_update(
-        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        self,
+        phase: str,
+        client_state: ClientState,
+        broadcast: list[Message],
+        data: ClientData,
         rng: torch.Generator,
     ) -> tuple[ClientState, list[Message]]:
         training = LocalTrainingConfig.from_dict(client_state.meta["training"])
@@ -522,8 +580,15 @@ class FedFR(BackboneMethod):
             branch_bias = client_state.tensors[DFC_BRANCH_BIAS].to(device)
         local = self.workspace.load(backbone_message, device)  # Θ^t_l ← Θ^t_g (line 14), trained
         model = FedFRClientModel(
-            local, client_state.tensors["centers"].to(device), public, transform, branches, branch_bias,
-            global_copy if self.contrastive else None, previous, self,
+            local,
+            client_state.tensors["centers"].to(device),
+            public,
+            transform,
+            branches,
+            branch_bias,
+            global_copy if self.contrastive else None,
+            previous,
+            self,
         )
         result = train_local(model, train_data, training, rng)
         model.train(False)
@@ -544,17 +609,30 @@ class FedFR(BackboneMethod):
         meta = dict(client_state.meta)
         meta["hn_history"] = list(client_state.meta.get("hn_history", [])) + [record]
         meta["last_update"] = {
-            "round": rnd, "loss": result.mean_loss, "steps": result.steps, "examples": result.examples,
-            "loss_terms": parts, "hn_kept": hn["kept"], "hn_public_total": hn["public_total"],
+            "round": rnd,
+            "loss": result.mean_loss,
+            "steps": result.steps,
+            "examples": result.examples,
+            "loss_terms": parts,
+            "hn_kept": hn["kept"],
+            "hn_public_total": hn["public_total"],
             "contrastive_active": previous is not None,
         }
         weight = len(data) + (hn["kept"] if self.fedavg_weight == "local+selected" else 0)
         uploads = [self.backbone_upload(client_state, local, phase, result.event, weight)]
         if self.public_data:
-            uploads.append(make_message(
-                PUBLIC_KIND, self.party(client_state), (SERVER,), rnd, phase,
-                {"embeddings": model.public}, event=result.event, meta={"num_samples": int(weight)},
-            ))
+            uploads.append(
+                make_message(
+                    PUBLIC_KIND,
+                    self.party(client_state),
+                    (SERVER,),
+                    rnd,
+                    phase,
+                    {"embeddings": model.public},
+                    event=result.event,
+                    meta={"num_samples": int(weight)},
+                )
+            )
         return ClientState(tensors, meta), uploads
 
     # ------------------------------------------------------------------------------- evaluation
@@ -573,8 +651,12 @@ class FedFR(BackboneMethod):
             )
         spec = client_state.meta["spec"]
         with torch.random.fork_rng(devices=[]):
-            backbone = build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                                      **spec.get("kwargs", {}))
+            backbone = build_backbone(
+                spec["name"],
+                embedding_dim=spec["embedding_dim"],
+                resolution=spec["resolution"],
+                **spec.get("kwargs", {}),
+            )
         backbone.load_state_dict(local_state, strict=True)
         if which == "local":
             return backbone.eval()

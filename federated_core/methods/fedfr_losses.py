@@ -105,7 +105,9 @@ def model_contrastive(f: torch.Tensor, f_glob: torch.Tensor, f_prev: torch.Tenso
     return F.softplus(neg - pos)
 
 
-def select_hard_negatives(public_features: torch.Tensor, local_features: torch.Tensor, threshold: float) -> torch.Tensor:
+def select_hard_negatives(
+    public_features: torch.Tensor, local_features: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Boolean mask ``[P]`` of the public samples whose cosine similarity to *any* local sample
     is strictly above ``threshold`` (t_HN of FedFR; the paper sets it to the CosFace margin m).
 

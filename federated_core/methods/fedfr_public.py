@@ -21,7 +21,12 @@ from torch import nn
 
 from federated_core.data.faceset import FaceSet
 
-DEFAULT_PUBLIC_SET: dict[str, Any] = {"identities": [0, 100], "images_per_identity": 8, "start_index": 0, "generator": {"seed": 0}}
+DEFAULT_PUBLIC_SET: dict[str, Any] = {
+    "identities": [0, 100],
+    "images_per_identity": 8,
+    "start_index": 0,
+    "generator": {"seed": 0},
+}
 
 
 def check_public_set(spec: Any) -> dict[str, Any] | FaceSet:
@@ -41,13 +46,17 @@ def check_public_set(spec: Any) -> dict[str, Any] | FaceSet:
         )
     unknown = sorted(set(spec) - {"identities", "images_per_identity", "start_index", "generator"})
     if unknown:
-        raise ValueError(f"public_set has unknown key(s) {unknown}; allowed: identities, images_per_identity, start_index, generator")
+        raise ValueError(
+            f"public_set has unknown key(s) {unknown}; allowed: identities, images_per_identity, start_index, generator"
+        )
     try:
         start, stop = (int(v) for v in spec["identities"])
     except (TypeError, ValueError):
         raise ValueError(f"public_set['identities'] must be [start, stop], got {spec['identities']!r}") from None
     if not 0 <= start < stop:
-        raise ValueError(f"public_set['identities'] must be [start, stop) with 0 <= start < stop, got {spec['identities']!r}")
+        raise ValueError(
+            f"public_set['identities'] must be [start, stop) with 0 <= start < stop, got {spec['identities']!r}"
+        )
     per = spec.get("images_per_identity", DEFAULT_PUBLIC_SET["images_per_identity"])
     if isinstance(per, bool) or not isinstance(per, int) or per < 1:
         raise ValueError(f"public_set['images_per_identity'] must be an integer >= 1, got {per!r}")
@@ -63,7 +72,13 @@ def check_public_set(spec: Any) -> dict[str, Any] | FaceSet:
 def describe_public_set(spec: dict[str, Any] | FaceSet) -> dict[str, Any]:
     """A JSON-able description (for the run's recorded hyper-parameters)."""
     if isinstance(spec, FaceSet):
-        return {"faceset": {"images": len(spec), "identities": int(spec.identities().numel()), "resolution": spec.resolution}}
+        return {
+            "faceset": {
+                "images": len(spec),
+                "identities": int(spec.identities().numel()),
+                "resolution": spec.resolution,
+            }
+        }
     return dict(spec)
 
 
@@ -94,7 +109,9 @@ class PublicData:
                 )
             start, stop = self.spec["identities"]
             ids = torch.arange(start, stop, dtype=torch.int64)
-            faces = SyntheticFaces(**kwargs).make_set(ids, self.spec["images_per_identity"], start_index=self.spec["start_index"])
+            faces = SyntheticFaces(**kwargs).make_set(
+                ids, self.spec["images_per_identity"], start_index=self.spec["start_index"]
+            )
             self._faces = (int(resolution), faces)
         return self._faces[1]
 

@@ -145,8 +145,9 @@ def _build(spec: dict[str, Any]) -> nn.Module:
     from federated_core.models import build_backbone
 
     with torch.random.fork_rng(devices=[]):
-        return build_backbone(spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"],
-                              **spec.get("kwargs", {}))
+        return build_backbone(
+            spec["name"], embedding_dim=spec["embedding_dim"], resolution=spec["resolution"], **spec.get("kwargs", {})
+        )
 
 
 @register_method("fedfs")
@@ -206,11 +207,15 @@ class FedFS(BackboneMethod):
     def configure(self, phase: str, server_state: ServerState, round: int, participants: list[str]) -> list[Message]:
         return [self.backbone_broadcast(server_state, round, phase, participants)]
 
-    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+    def server_step(
+        self, phase: str, server_state: ServerState, uploads: list[Message]
+    ) -> tuple[ServerState, list[Message]]:
         avg = FedAvg()
         for message in uploads:
             if message.kind != "backbone":
-                raise ValueError(f"method {self.name!r} expects only 'backbone' uploads, got {message.kind!r} from {message.sender}")
+                raise ValueError(
+                    f"method {self.name!r} expects only 'backbone' uploads, got {message.kind!r} from {message.sender}"
+                )
             avg.accumulate(message.tensors, weight=message.meta["num_samples"])
         return self.with_backbone(server_state, avg.finalize()), []
 
@@ -224,7 +229,11 @@ class FedFS(BackboneMethod):
             )
 
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         self._refuse_dp(config)
@@ -241,7 +250,11 @@ class FedFS(BackboneMethod):
         return {}
 
     def client_update(
-        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        self,
+        phase: str,
+        client_state: ClientState,
+        broadcast: list[Message],
+        data: ClientData,
         rng: torch.Generator,
     ) -> tuple[ClientState, list[Message]]:
         training = LocalTrainingConfig.from_dict(client_state.meta["training"])
@@ -265,7 +278,10 @@ class FedFS(BackboneMethod):
         examples = float(model.parts["examples"]) if "examples" in model.parts else 0.0
         meta = dict(client_state.meta)
         meta["last_update"] = {
-            "round": rnd, "loss": result.mean_loss, "steps": result.steps, "examples": result.examples,
+            "round": rnd,
+            "loss": result.mean_loss,
+            "steps": result.steps,
+            "examples": result.examples,
             "loss_terms": {k: float(v) / examples for k, v in model.parts.items() if k != "examples" and examples},
         }
         upload = self.backbone_upload(client_state, global_copy, phase, result.event, len(data))

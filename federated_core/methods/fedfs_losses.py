@@ -46,7 +46,9 @@ def _check_allowed(allowed: torch.Tensor | None, b: int, device: torch.device) -
     if allowed is None:
         return torch.ones(b, b, dtype=torch.bool, device=device)
     if allowed.shape != (b, b) or allowed.dtype != torch.bool:
-        raise ValueError(f"allowed must be a boolean [{b}, {b}] mask, got dtype {allowed.dtype} shape {tuple(allowed.shape)}")
+        raise ValueError(
+            f"allowed must be a boolean [{b}, {b}] mask, got dtype {allowed.dtype} shape {tuple(allowed.shape)}"
+        )
     if not bool(allowed.diagonal().all()):
         raise ValueError("allowed must allow every instance with itself (its diagonal must be True)")
     return allowed
@@ -85,8 +87,10 @@ def adaptive_soft_labels(
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     if weighting not in LABEL_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {LABEL_WEIGHTINGS}, got {weighting!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(float(temperature)) and float(temperature) > 0
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(float(temperature)) and float(temperature) > 0)
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     b = dots.shape[0]
@@ -123,8 +127,10 @@ def intra_subject_loss(
     b = aggregated.shape[0]
     if soft_labels.shape != (b, b):
         raise ValueError(f"soft_labels must have shape [{b}, {b}], got {tuple(soft_labels.shape)}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(float(temperature)) and float(temperature) > 0
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(float(temperature)) and float(temperature) > 0)
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     allowed = _check_allowed(allowed, b, aggregated.device)

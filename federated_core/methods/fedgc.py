@@ -106,7 +106,9 @@ class FedGC(CenterMethod):
         fidelity: str = "default",
     ) -> None:
         hp = self.apply_fidelity(
-            fidelity, {"lam": lam, "reg_form": reg_form, "loss": loss, "s": s, "m": m}, FEDGC_DEFAULTS,
+            fidelity,
+            {"lam": lam, "reg_form": reg_form, "loss": loss, "s": s, "m": m},
+            FEDGC_DEFAULTS,
             {"paper": fedgc_paper_preset},
         )
         lam, reg_form = hp["lam"], hp["reg_form"]
@@ -126,7 +128,11 @@ class FedGC(CenterMethod):
 
     @classmethod
     def fidelity_note_for(cls, name: str, fidelity: str) -> str:
-        reg = "the Remark's cosine regulariser (FedCos, Table 4)" if name == "fedgc-cos" else "Eq. 5's softmax regulariser"
+        reg = (
+            "the Remark's cosine regulariser (FedCos, Table 4)"
+            if name == "fedgc-cos"
+            else "Eq. 5's softmax regulariser"
+        )
         if fidelity == "paper":
             return (
                 f"{name} (paper: FedGC, Niu & Deng AAAI 2022, Alg. 1): Softmax local loss with {reg} in Eq. 5's "

@@ -46,9 +46,15 @@ class FedPEFixed(CenterMethod):
         )
 
     def __init__(
-        self, loss: str = "cosface", s: float = 30.0, m: float = 0.35, center_init: str = "random",
+        self,
+        loss: str = "cosface",
+        s: float = 30.0,
+        m: float = 0.35,
+        center_init: str = "random",
         fidelity: str = "default",
     ) -> None:
         if center_init not in ("random", "auto"):
-            raise ValueError(f"center_init of fedpe-fixed must be 'random' (W frozen at random init), got {center_init!r}")
+            raise ValueError(
+                f"center_init of fedpe-fixed must be 'random' (W frozen at random init), got {center_init!r}"
+            )
         super().__init__(loss=loss, s=s, m=m, center_init="random", fidelity=fidelity)

@@ -77,7 +77,6 @@ from federated_core.engine.messages import (
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CenterMethod, MarginClientModel, init_centers, resolve_center_init
 from federated_core.methods.base import BACKBONE_PREFIX, FedAvg, GlobalModel, register_method
-from federated_core.methods.fidelity import UNSET, Preset
 from federated_core.methods.consensus_loss import CONSENSUS_KINDS, consensus_loss
 from federated_core.methods.dplc import (
     CALIBRATIONS,
@@ -89,6 +88,7 @@ from federated_core.methods.dplc import (
     local_clustering,
     resolve_min_cluster_size,
 )
+from federated_core.methods.fidelity import UNSET, Preset
 
 register_message_kind(
     "backbone_gradient",
@@ -112,8 +112,14 @@ class ConsensusClientModel(nn.Module):
     embeddings against the client's ``W_k`` and the other clients' cluster centers (a buffer)."""
 
     def __init__(
-        self, backbone: nn.Module, centers: torch.Tensor, clusters: torch.Tensor | None, rho: float,
-        kind: str, s: float, m: float,
+        self,
+        backbone: nn.Module,
+        centers: torch.Tensor,
+        clusters: torch.Tensor | None,
+        rho: float,
+        kind: str,
+        s: float,
+        m: float,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -123,7 +129,14 @@ class ConsensusClientModel(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return consensus_loss(
-            self.backbone(x), self.centers, y, self.clusters, rho=self.rho, kind=self.kind, s=self.s, m=self.m,
+            self.backbone(x),
+            self.centers,
+            y,
+            self.clusters,
+            rho=self.rho,
+            kind=self.kind,
+            s=self.s,
+            m=self.m,
             reduction="none",
         )
 
@@ -152,18 +165,33 @@ def _check_public_set(spec: Any) -> dict[str, Any] | None:
         )
     start, stop = spec["identities"]
     if not (0 <= int(start) < int(stop)):
-        raise ValueError(f"public_set['identities'] must be [start, stop) with 0 <= start < stop, got {spec['identities']!r}")
+        raise ValueError(
+            f"public_set['identities'] must be [start, stop) with 0 <= start < stop, got {spec['identities']!r}"
+        )
     if int(spec.get("images_per_identity", 4)) < 1 or int(spec.get("epochs", 1)) < 1:
         raise ValueError(f"public_set images_per_identity and epochs must be >= 1, got {spec!r}")
     return dict(spec)
 
 
 PRIVACYFACE_DEFAULTS: dict[str, Any] = {
-    "rho": 1.3, "min_cluster_size": 0.1, "max_queries": 1, "epsilon": 1.0, "delta": None, "calibration": "analytic",
-    "bound": "tight", "aggregation": "fedavg", "public_set": None, "dplc_removal": "mean",
+    "rho": 1.3,
+    "min_cluster_size": 0.1,
+    "max_queries": 1,
+    "epsilon": 1.0,
+    "delta": None,
+    "calibration": "analytic",
+    "bound": "tight",
+    "aggregation": "fedavg",
+    "public_set": None,
+    "dplc_removal": "mean",
 }
 PAPER_T_FRACTION = 512 / 7000  # §4: T = 512 with 7K classes per client
-PAPER_PUBLIC_SET: dict[str, Any] = {"identities": [0, 100], "images_per_identity": 4, "generator": {"seed": 0}, "epochs": 1}
+PAPER_PUBLIC_SET: dict[str, Any] = {
+    "identities": [0, 100],
+    "images_per_identity": 4,
+    "generator": {"seed": 0},
+    "epochs": 1,
+}
 """The paper preset's public fine-tuning set: 100 synthetic identities standing in for §4's "first
 100 classes from CASIA-WebFace" (φ0's pre-training set), 4 images each (this method's default
 ``images_per_identity``), the default generator (seed 0) at the backbone's resolution, one epoch."""
@@ -174,11 +202,20 @@ def privacyface_paper_preset(explicit: Mapping[str, Any]) -> Preset:
     ``Q = 1``, ``ρ = 1.3``, ``ε = 1``, ``δ = 5e-5``, the classic Gaussian calibration of Definition
     3 / Theorem 2, the tight bound, FedAvg, the clean-mean removal of line 8, and the lightweight
     public fine-tuning step (`PAPER_PUBLIC_SET`)."""
-    return Preset({
-        "rho": 1.3, "min_cluster_size": PAPER_T_FRACTION, "max_queries": 1, "epsilon": 1.0, "delta": 5e-5,
-        "calibration": "classic", "bound": "tight", "aggregation": "fedavg",
-        "public_set": {**PAPER_PUBLIC_SET, "generator": dict(PAPER_PUBLIC_SET["generator"])}, "dplc_removal": "mean",
-    })
+    return Preset(
+        {
+            "rho": 1.3,
+            "min_cluster_size": PAPER_T_FRACTION,
+            "max_queries": 1,
+            "epsilon": 1.0,
+            "delta": 5e-5,
+            "calibration": "classic",
+            "bound": "tight",
+            "aggregation": "fedavg",
+            "public_set": {**PAPER_PUBLIC_SET, "generator": dict(PAPER_PUBLIC_SET["generator"])},
+            "dplc_removal": "mean",
+        }
+    )
 
 
 @register_method("privacyface", release="noisy")
@@ -225,16 +262,35 @@ class PrivacyFace(CenterMethod):
         dplc_removal: str = UNSET,
         fidelity: str = "default",
     ) -> None:
-        hp = self.apply_fidelity(fidelity, {
-            "rho": rho, "min_cluster_size": min_cluster_size, "max_queries": max_queries, "epsilon": epsilon,
-            "delta": delta, "calibration": calibration, "bound": bound, "aggregation": aggregation,
-            "public_set": public_set, "dplc_removal": dplc_removal,
-        }, PRIVACYFACE_DEFAULTS, {"paper": privacyface_paper_preset})
-        rho, min_cluster_size, max_queries, epsilon = hp["rho"], hp["min_cluster_size"], hp["max_queries"], hp["epsilon"]
+        hp = self.apply_fidelity(
+            fidelity,
+            {
+                "rho": rho,
+                "min_cluster_size": min_cluster_size,
+                "max_queries": max_queries,
+                "epsilon": epsilon,
+                "delta": delta,
+                "calibration": calibration,
+                "bound": bound,
+                "aggregation": aggregation,
+                "public_set": public_set,
+                "dplc_removal": dplc_removal,
+            },
+            PRIVACYFACE_DEFAULTS,
+            {"paper": privacyface_paper_preset},
+        )
+        rho, min_cluster_size, max_queries, epsilon = (
+            hp["rho"],
+            hp["min_cluster_size"],
+            hp["max_queries"],
+            hp["epsilon"],
+        )
         delta, calibration, bound, aggregation = hp["delta"], hp["calibration"], hp["bound"], hp["aggregation"]
         public_set, dplc_removal = hp["public_set"], hp["dplc_removal"]
         if loss not in CONSENSUS_KINDS:
-            raise ValueError(f"loss must be one of {CONSENSUS_KINDS} for PrivacyFace (Eq. 5 uses cosines), got {loss!r}")
+            raise ValueError(
+                f"loss must be one of {CONSENSUS_KINDS} for PrivacyFace (Eq. 5 uses cosines), got {loss!r}"
+            )
         super().__init__(loss=loss, s=s, m=m, center_init=center_init, fidelity=fidelity)
         if release not in RELEASES:
             raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
@@ -277,7 +333,7 @@ class PrivacyFace(CenterMethod):
             "privacyface-nonoise": " (φ+p: no noise, so δ and the calibration are unused)",
             "noisy-centers": " (φ+W̃, App. A.2.2's naive baseline: the calibration and δ apply to every class center)",
             "privacyface-e2e": " (the end-to-end private DPLC is this package's own, not the paper's: only its "
-                               "parameters follow the paper)",
+            "parameters follow the paper)",
         }.get(name, "")
         return (
             f"{name} (paper: PrivacyFace, Meng et al. ICLR 2022 §4){variant}: classic Gaussian calibration "
@@ -294,11 +350,20 @@ class PrivacyFace(CenterMethod):
         per-client ``T`` and ``delta`` are in each client's state and release meta)."""
         return {
             **super().hyperparameters(),
-            "loss": self.loss, "s": self.s, "m": self.m, "center_init": self.center_init,
-            "rho": self.rho, "min_cluster_size": self.min_cluster_size, "max_queries": self.max_queries,
-            "epsilon": self.epsilon, "delta": self.delta if self.delta is not None else "1/|D_k|",
-            "calibration": self.calibration, "bound": self.bound, "release": self.release,
-            "aggregation": self.aggregation, "public_set": self.public_set,
+            "loss": self.loss,
+            "s": self.s,
+            "m": self.m,
+            "center_init": self.center_init,
+            "rho": self.rho,
+            "min_cluster_size": self.min_cluster_size,
+            "max_queries": self.max_queries,
+            "epsilon": self.epsilon,
+            "delta": self.delta if self.delta is not None else "1/|D_k|",
+            "calibration": self.calibration,
+            "bound": self.bound,
+            "release": self.release,
+            "aggregation": self.aggregation,
+            "public_set": self.public_set,
             "disclose_release_meta": self.disclose_release_meta,
             "dplc_dtype": "float64" if self.dplc_dtype == torch.float64 else "float32",
             "dplc_removal": self.dplc_removal,
@@ -350,20 +415,28 @@ class PrivacyFace(CenterMethod):
         ):
             owners = server_state.tensors[CLUSTERS_PREFIX + "owners"]
             raw = self.release == "clean"
-            messages.append(make_message(
-                self.release_kind, SERVER, tuple(participants), round, phase,
-                {"centers": centers, "owners": owners},
-                event=non_private_event() if raw else None,
-                meta={
-                    "relay": True,
-                    "note": "the server relays this round's client releases (post-processing); each "
-                            "release's DP event is on its upload (see owners_events)",
-                    "owners_events": server_state.meta.get("gathered_events", {}),
-                },
-            ))
+            messages.append(
+                make_message(
+                    self.release_kind,
+                    SERVER,
+                    tuple(participants),
+                    round,
+                    phase,
+                    {"centers": centers, "owners": owners},
+                    event=non_private_event() if raw else None,
+                    meta={
+                        "relay": True,
+                        "note": "the server relays this round's client releases (post-processing); each "
+                        "release's DP event is on its upload (see owners_events)",
+                        "owners_events": server_state.meta.get("gathered_events", {}),
+                    },
+                )
+            )
         return messages
 
-    def server_step(self, phase: str, server_state: ServerState, uploads: list[Message]) -> tuple[ServerState, list[Message]]:
+    def server_step(
+        self, phase: str, server_state: ServerState, uploads: list[Message]
+    ) -> tuple[ServerState, list[Message]]:
         if phase == "clusters":
             return self._gather(server_state, uploads), []
         tensors = dict(server_state.tensors)
@@ -372,13 +445,17 @@ class PrivacyFace(CenterMethod):
             avg = FedAvg()
             for message in uploads:
                 if message.kind != "backbone":
-                    raise ValueError(f"{self.name!r} expects 'backbone' uploads in phase 'train', got {message.kind!r} from {message.sender}")
+                    raise ValueError(
+                        f"{self.name!r} expects 'backbone' uploads in phase 'train', got {message.kind!r} from {message.sender}"
+                    )
                 avg.accumulate(message.tensors, weight=message.meta["num_samples"])
             return self.with_backbone(ServerState(tensors, meta), avg.finalize()), []
         avg = FedAvg()
         for message in uploads:
             if message.kind != "backbone_gradient":
-                raise ValueError(f"{self.name!r} (fedsgd) expects 'backbone_gradient' uploads, got {message.kind!r} from {message.sender}")
+                raise ValueError(
+                    f"{self.name!r} (fedsgd) expects 'backbone_gradient' uploads, got {message.kind!r} from {message.sender}"
+                )
             avg.accumulate(message.tensors, weight=message.meta["num_samples"])
         grad = avg.finalize()
         lr, wd = float(meta["lr"]), float(meta["weight_decay"])
@@ -395,7 +472,9 @@ class PrivacyFace(CenterMethod):
         blocks, owners, events = [], [], {}
         for message in sorted(uploads, key=lambda m: client_id_of(m.sender)):
             if message.kind != self.release_kind:
-                raise ValueError(f"{self.name!r} expects {self.release_kind!r} uploads in phase 'clusters', got {message.kind!r}")
+                raise ValueError(
+                    f"{self.name!r} expects {self.release_kind!r} uploads in phase 'clusters', got {message.kind!r}"
+                )
             block = message.tensors["centers"]
             blocks.append(block)
             cid = client_id_of(message.sender)
@@ -410,14 +489,20 @@ class PrivacyFace(CenterMethod):
 
     # ------------------------------------------------------------------------------- client side
     def client_init(
-        self, client_id: int, data: ClientData, global_model: GlobalModel, config: FederatedConfig,
+        self,
+        client_id: int,
+        data: ClientData,
+        global_model: GlobalModel,
+        config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
         state = super().client_init(client_id, data, global_model, config, rng)
         if self.aggregation == "fedsgd" and config.dp_sgd is not None:
             raise ValueError("aggregation='fedsgd' uploads exact gradients; it cannot be combined with dp_sgd")
         state.meta["min_cluster_size"] = resolve_min_cluster_size(self.min_cluster_size, data.num_classes)
-        state.meta["delta"] = self.client_delta(data) if self.release in ("noisy", "noisy-class-centers", "private-e2e") else None
+        state.meta["delta"] = (
+            self.client_delta(data) if self.release in ("noisy", "noisy-class-centers", "private-e2e") else None
+        )
         state.meta["dplc_releases"] = []
         public = self._public(int(global_model.spec["resolution"]))
         if public is not None:
@@ -429,14 +514,20 @@ class PrivacyFace(CenterMethod):
         return {"centers": client_state.tensors["centers"]}
 
     def client_update(
-        self, phase: str, client_state: ClientState, broadcast: list[Message], data: ClientData,
+        self,
+        phase: str,
+        client_state: ClientState,
+        broadcast: list[Message],
+        data: ClientData,
         rng: torch.Generator,
     ) -> tuple[ClientState, list[Message]]:
         if phase == "clusters":
             return self._release(client_state, data, rng)
         return self._train(client_state, broadcast, data, rng)
 
-    def _release(self, client_state: ClientState, data: ClientData, rng: torch.Generator) -> tuple[ClientState, list[Message]]:
+    def _release(
+        self, client_state: ClientState, data: ClientData, rng: torch.Generator
+    ) -> tuple[ClientState, list[Message]]:
         """Alg. 2 line 4: DPLC (or the variant's release) on this client's current ``W_k``."""
         if self.release == "none":
             return client_state, []
@@ -451,37 +542,61 @@ class PrivacyFace(CenterMethod):
             members = [[i] for i in range(w.shape[0])]
             meta = {"sensitivity": 2.0, "epsilon": self.epsilon, "delta": delta, "calibration": self.calibration}
         elif self.release == "random-control":
-            payload = F.normalize(torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1)
+            payload = F.normalize(
+                torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1
+            )
             event, records = None, [{**base, "control": "random direction, independent of the data"}] * self.max_queries
             meta = {"control": "random unit vectors independent of the client's data (no privacy cost)"}
             members = [[] for _ in range(self.max_queries)]
         elif self.release == "private-e2e":
-            payload, event, records, meta, members = self._private_e2e(w, delta, noise_gen, base, client_state, training)
+            payload, event, records, meta, members = self._private_e2e(
+                w, delta, noise_gen, base, client_state, training
+            )
         elif self.release == "noisy":  # Algorithm 1 (φ + p̂)
             config = DPLCConfig(
-                rho=self.rho, min_cluster_size=int(client_state.meta["min_cluster_size"]), max_queries=self.max_queries,
-                epsilon=self.epsilon, delta=delta, calibration=self.calibration, bound=self.bound,
-                removal=self.dplc_removal, dtype="float64" if self.dplc_dtype == torch.float64 else "float32",
+                rho=self.rho,
+                min_cluster_size=int(client_state.meta["min_cluster_size"]),
+                max_queries=self.max_queries,
+                epsilon=self.epsilon,
+                delta=delta,
+                calibration=self.calibration,
+                bound=self.bound,
+                removal=self.dplc_removal,
+                dtype="float64" if self.dplc_dtype == torch.float64 else "float32",
             )
             rel = dplc(w, config, noise_gen, device=training.device)
             payload, event = rel.noisy_centers, rel.composed_event()
             members = [m.tolist() for m in rel.clustering.members]
             records = [{**base, **r} for r in rel.records()]
             meta = {
-                "rho": self.rho, "min_cluster_size": config.min_cluster_size, "max_queries": self.max_queries,
-                "stopped_below_threshold": rel.clustering.stopped_below_threshold, "epsilon": self.epsilon,
-                "delta": delta, "calibration": self.calibration, "bound": self.bound, "removal": self.dplc_removal,
+                "rho": self.rho,
+                "min_cluster_size": config.min_cluster_size,
+                "max_queries": self.max_queries,
+                "stopped_below_threshold": rel.clustering.stopped_below_threshold,
+                "epsilon": self.epsilon,
+                "delta": delta,
+                "calibration": self.calibration,
+                "bound": self.bound,
+                "removal": self.dplc_removal,
             }
         else:  # clean p (φ + p): Algorithm 1 without noise (then p_hat = p/||p||: every removal rule agrees)
             clustering = local_clustering(
-                w, self.rho, client_state.meta["min_cluster_size"], self.max_queries,
-                dtype=self.dplc_dtype, device=training.device,
+                w,
+                self.rho,
+                client_state.meta["min_cluster_size"],
+                self.max_queries,
+                dtype=self.dplc_dtype,
+                device=training.device,
             )
             payload, event = clustering.centers, non_private_event()
             members = [m.tolist() for m in clustering.members]
-            records = [{**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()]
+            records = [
+                {**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()
+            ]
             meta = {
-                "rho": self.rho, "min_cluster_size": clustering.min_cluster_size, "max_queries": self.max_queries,
+                "rho": self.rho,
+                "min_cluster_size": clustering.min_cluster_size,
+                "max_queries": self.max_queries,
                 "stopped_below_threshold": clustering.stopped_below_threshold,
             }
         new_meta = dict(client_state.meta)
@@ -498,12 +613,23 @@ class PrivacyFace(CenterMethod):
             return new_state, []  # nothing reached T: no noise drawn, no release this round
         # (the end-to-end private variant always uploads: its noisy counts were spent even when
         # nothing passed the noisy threshold, and its event must reach the ledger)
-        meta["releases"] = records if self.disclose_release_meta else [
-            {"client": r["client"], "round": r["round"], "noise_multiplier": r.get("noise_multiplier")} for r in records
-        ]
+        meta["releases"] = (
+            records
+            if self.disclose_release_meta
+            else [
+                {"client": r["client"], "round": r["round"], "noise_multiplier": r.get("noise_multiplier")}
+                for r in records
+            ]
+        )
         message = make_message(
-            self.release_kind, self.party(client_state), (SERVER,), rnd, "clusters",
-            {"centers": payload.to(torch.float32)}, event=event, meta=meta,
+            self.release_kind,
+            self.party(client_state),
+            (SERVER,),
+            rnd,
+            "clusters",
+            {"centers": payload.to(torch.float32)},
+            event=event,
+            meta=meta,
         )
         return new_state, [message]
 
@@ -521,12 +647,25 @@ class PrivacyFace(CenterMethod):
         unit = F.normalize(w.to(torch.float64), dim=1)
         noisy = unit + sigma * torch.randn(unit.shape, generator=gen, dtype=torch.float64)
         noisy = F.normalize(noisy, dim=1)
-        records = [{**base, "sigma": sigma, "sensitivity": 2.0, "cluster_size": 1, "noise_multiplier": sigma / 2.0,
-                    "rows": int(w.shape[0])}]
+        records = [
+            {
+                **base,
+                "sigma": sigma,
+                "sensitivity": 2.0,
+                "cluster_size": 1,
+                "noise_multiplier": sigma / 2.0,
+                "rows": int(w.shape[0]),
+            }
+        ]
         return noisy, GaussianEvent(sigma / 2.0, unit="class-center"), records
 
     def _private_e2e(
-        self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any], client_state: ClientState,
+        self,
+        w: torch.Tensor,
+        delta: float,
+        gen: torch.Generator,
+        base: dict[str, Any],
+        client_state: ClientState,
         training: LocalTrainingConfig,
     ) -> tuple[torch.Tensor, Any, list[dict[str, Any]], dict[str, Any], list[list[int]]]:
         """`accountants.private_dplc` (mean-shift mode: no public candidates needed): selection,
@@ -539,16 +678,29 @@ class PrivacyFace(CenterMethod):
 
         seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         out = private_dplc(
-            F.normalize(w.to(torch.float64), dim=1).numpy(), None, rho=self.rho,
-            min_cluster_size=int(client_state.meta["min_cluster_size"]), max_queries=self.max_queries,
-            epsilon=self.epsilon, delta=delta, rng=np.random.default_rng(seed),
+            F.normalize(w.to(torch.float64), dim=1).numpy(),
+            None,
+            rho=self.rho,
+            min_cluster_size=int(client_state.meta["min_cluster_size"]),
+            max_queries=self.max_queries,
+            epsilon=self.epsilon,
+            delta=delta,
+            rng=np.random.default_rng(seed),
         )
         payload = torch.as_tensor(np.asarray(out.centers), dtype=torch.float64).reshape(-1, w.shape[1])
         public = list(getattr(out, "public_records", ()) or ())
-        records = [{**base, "release": i, **dict(public[i] if i < len(public) else {})} for i in range(payload.shape[0])]
-        meta = {"rho": self.rho, "min_cluster_size": int(client_state.meta["min_cluster_size"]), "epsilon": self.epsilon,
-                "delta": delta, "mechanism": "accountants.private_dplc", "end_to_end_private": bool(out.end_to_end_private),
-                "noisy_counts": [float(c) for c in getattr(out, "noisy_counts", ())]}
+        records = [
+            {**base, "release": i, **dict(public[i] if i < len(public) else {})} for i in range(payload.shape[0])
+        ]
+        meta = {
+            "rho": self.rho,
+            "min_cluster_size": int(client_state.meta["min_cluster_size"]),
+            "epsilon": self.epsilon,
+            "delta": delta,
+            "mechanism": "accountants.private_dplc",
+            "end_to_end_private": bool(out.end_to_end_private),
+            "noisy_counts": [float(c) for c in getattr(out, "noisy_counts", ())],
+        }
         event = out.events[0] if len(out.events) == 1 else out.event
         return payload, event, records, meta, [list(m) for m in out.member_indices]
 
@@ -575,8 +727,13 @@ class PrivacyFace(CenterMethod):
         # the naive baseline's W̃ are single-class centers: plain negatives (rho = 0)
         rho = 0.0 if self.release == "noisy-class-centers" else self.rho
         model = ConsensusClientModel(
-            backbone, client_state.tensors["centers"].to(training.device),
-            None if clusters is None else clusters.to(training.device), rho, self.loss, self.s, self.m,
+            backbone,
+            client_state.tensors["centers"].to(training.device),
+            None if clusters is None else clusters.to(training.device),
+            rho,
+            self.loss,
+            self.s,
+            self.m,
         )
         public = self._public(int(backbone_message.meta["spec"]["resolution"]))
         tensors = dict(client_state.tensors)
@@ -587,41 +744,81 @@ class PrivacyFace(CenterMethod):
             loss, event = result.mean_loss, result.event
             if public is not None:  # §4: fine-tune the local model on the public set before upload
                 pub_model = MarginClientModel(
-                    backbone, client_state.tensors["public_centers"].to(training.device), None, self.loss, self.s, self.m
+                    backbone,
+                    client_state.tensors["public_centers"].to(training.device),
+                    None,
+                    self.loss,
+                    self.s,
+                    self.m,
                 )
-                pub_training = LocalTrainingConfig(**{**training.to_dict(), "local_epochs": int(self.public_set.get("epochs", 1)),  # type: ignore[union-attr]
-                                                      "noise_multiplier": None, "max_grad_norm": None})
+                pub_training = LocalTrainingConfig(
+                    **{
+                        **training.to_dict(),
+                        "local_epochs": int(self.public_set.get("epochs", 1)),  # type: ignore[union-attr]
+                        "noise_multiplier": None,
+                        "max_grad_norm": None,
+                    }
+                )
                 train_local(pub_model, public, pub_training, rng)
                 tensors["public_centers"] = pub_model.centers.detach().cpu().clone()
             upload = self.backbone_upload(client_state, backbone, "train", event, len(data))
             steps = result.steps
         else:
-            grads, loss, examples = _average_gradients(model, data, training, rng, public_model=(
-                None if public is None else MarginClientModel(
-                    backbone, client_state.tensors["public_centers"].to(training.device), None, self.loss, self.s, self.m)
-            ), public=public)
+            grads, loss, examples = _average_gradients(
+                model,
+                data,
+                training,
+                rng,
+                public_model=(
+                    None
+                    if public is None
+                    else MarginClientModel(
+                        backbone,
+                        client_state.tensors["public_centers"].to(training.device),
+                        None,
+                        self.loss,
+                        self.s,
+                        self.m,
+                    )
+                ),
+                public=public,
+            )
             with torch.no_grad():
                 g_w = grads.pop("centers")
                 model.centers -= training.lr * (g_w + training.weight_decay * model.centers)
                 if "public_centers" in grads:
                     pc = tensors["public_centers"].to(training.device)
-                    tensors["public_centers"] = (pc - training.lr * (grads.pop("public_centers") + training.weight_decay * pc)).cpu()
+                    tensors["public_centers"] = (
+                        pc - training.lr * (grads.pop("public_centers") + training.weight_decay * pc)
+                    ).cpu()
             upload = make_message(
-                "backbone_gradient", self.party(client_state), (SERVER,), rnd, "train", grads,
-                event=None, meta={"num_samples": int(len(data))},
+                "backbone_gradient",
+                self.party(client_state),
+                (SERVER,),
+                rnd,
+                "train",
+                grads,
+                event=None,
+                meta={"num_samples": int(len(data))},
             )
             steps = 1
         tensors["centers"] = model.centers.detach().cpu().clone()
         meta["last_update"] = {
-            "round": rnd, "loss": loss, "steps": steps,
+            "round": rnd,
+            "loss": loss,
+            "steps": steps,
             "clusters_received": 0 if clusters is None else int(clusters.shape[0]),
         }
         return ClientState(tensors, meta), [upload]
 
 
 def _average_gradients(
-    model: ConsensusClientModel, data: ClientData, training: LocalTrainingConfig, rng: torch.Generator,
-    public_model: MarginClientModel | None = None, public: ClientData | None = None,
+    model: ConsensusClientModel,
+    data: ClientData,
+    training: LocalTrainingConfig,
+    rng: torch.Generator,
+    public_model: MarginClientModel | None = None,
+    public: ClientData | None = None,
 ) -> tuple[dict[str, torch.Tensor], float, int]:
     """FedSGD's local pass (App. A.2.1): the model stays frozen; the gradient of the mean loss
     over all local examples (and the public set, when given) is accumulated batch by batch.
@@ -650,8 +847,10 @@ def _average_gradients(
             losses = module(x, part.local_labels[idx].to(device))
             (losses.sum() / total).backward()
             loss_sum += float(losses.detach().sum())
-    grads = {name: (p.grad.detach().cpu().clone() if p.grad is not None else torch.zeros_like(p).cpu())
-             for name, p in model.backbone.named_parameters()}
+    grads = {
+        name: (p.grad.detach().cpu().clone() if p.grad is not None else torch.zeros_like(p).cpu())
+        for name, p in model.backbone.named_parameters()
+    }
     grads["centers"] = model.centers.grad.detach().clone()
     if public_model is not None:
         grads["public_centers"] = public_model.centers.grad.detach().clone()

@@ -40,7 +40,9 @@ def _check_w(w: torch.Tensor, negatives: torch.Tensor | None = None) -> None:
     if w.dim() != 2:
         raise ValueError(f"W must be a 2-d tensor [C, d], got shape {tuple(w.shape)}")
     if negatives is not None and negatives.shape != (w.shape[0], w.shape[0]):
-        raise ValueError(f"negatives must be a boolean [C, C] = [{w.shape[0]}, {w.shape[0]}] mask, got {tuple(negatives.shape)}")
+        raise ValueError(
+            f"negatives must be a boolean [C, C] = [{w.shape[0]}, {w.shape[0]}] mask, got {tuple(negatives.shape)}"
+        )
 
 
 def cross_client_mask(owners: torch.Tensor) -> torch.Tensor:
@@ -181,7 +183,9 @@ def merge_shared_identities(
     """
     _check_w(w)
     if owners.shape != (w.shape[0],) or keys.shape != (w.shape[0],):
-        raise ValueError(f"owners and keys must have shape [{w.shape[0]}], got {tuple(owners.shape)} and {tuple(keys.shape)}")
+        raise ValueError(
+            f"owners and keys must have shape [{w.shape[0]}], got {tuple(owners.shape)} and {tuple(keys.shape)}"
+        )
     unique_keys, assignment = torch.unique(keys, return_inverse=True)
     num = unique_keys.shape[0]
     sums = torch.zeros(num, w.shape[1], dtype=w.dtype, device=w.device).index_add_(0, assignment.to(w.device), w)

@@ -32,15 +32,24 @@ class SharedCenters(CenterMethod):
             "receives every other client's raw class embeddings (the privacy-leaking upper bound)."
         )
 
-    def extra_broadcast(self, server_state: ServerState, round: int, phase: str, participants: list[str]) -> list[Message]:
+    def extra_broadcast(
+        self, server_state: ServerState, round: int, phase: str, participants: list[str]
+    ) -> list[Message]:
         parties, w, owners = self.stored_centers(server_state)
         if not parties:
             return []
-        return [make_message(
-            "global_class_embeddings", SERVER, tuple(participants), round, phase,
-            {"centers": w, "owners": owners}, event=non_private_event(),
-            meta={"clients": len(parties)},
-        )]
+        return [
+            make_message(
+                "global_class_embeddings",
+                SERVER,
+                tuple(participants),
+                round,
+                phase,
+                {"centers": w, "owners": owners},
+                event=non_private_event(),
+                meta={"clients": len(parties)},
+            )
+        ]
 
     def negatives_for(self, client_state: ClientState, broadcast: list[Message]) -> torch.Tensor | None:
         message = self.find(broadcast, "global_class_embeddings", required=False)

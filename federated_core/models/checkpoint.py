@@ -38,8 +38,7 @@ def _checkpoint_config(model: nn.Module, config: dict[str, Any] | None) -> dict[
         for key in _BUILD_KEYS:
             if key in config and config[key] != built[key]:
                 raise ValueError(
-                    f"config[{key!r}]={config[key]!r} contradicts the model, which was built with "
-                    f"{key}={built[key]!r}"
+                    f"config[{key!r}]={config[key]!r} contradicts the model, which was built with {key}={built[key]!r}"
                 )
             config.setdefault(key, built[key])
     config.setdefault("kwargs", {})
@@ -51,7 +50,9 @@ def _checkpoint_config(model: nn.Module, config: dict[str, Any] | None) -> dict[
     return config
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
     """`safetensors.torch.save_file` with a deterministic header: metadata keys sorted (the
     tensors' order and the data section are already deterministic), so equal inputs give equal
     bytes. Written to a temporary file and renamed into place."""
@@ -119,7 +120,9 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> tuple
     config = read_checkpoint_config(path)
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the caller's RNG
         model = build_backbone(
-            config["name"], embedding_dim=config["embedding_dim"], resolution=config["resolution"],
+            config["name"],
+            embedding_dim=config["embedding_dim"],
+            resolution=config["resolution"],
             **config.get("kwargs", {}),
         )
     model.load_state_dict(load_file(str(path), device="cpu"), strict=True)

@@ -204,8 +204,10 @@ def margin_loss(
     if labels is None:
         raise ValueError("labels must be given to margin_loss (use -1 for rows without a positive center)")
     s_val, _ = _resolve_scale_margin(kind, s, m)
-    if isinstance(negative_slack, bool) or not isinstance(negative_slack, numbers.Real) or not (
-        0.0 <= negative_slack <= math.pi
+    if (
+        isinstance(negative_slack, bool)
+        or not isinstance(negative_slack, numbers.Real)
+        or not (0.0 <= negative_slack <= math.pi)
     ):
         raise ValueError(f"negative_slack must be a number in [0, π] (radians), got {negative_slack!r}")
     if kind == "softmax" and negative_slack != 0.0:
@@ -270,8 +272,15 @@ class MarginHead(nn.Module):
     ) -> torch.Tensor:
         """Mean margin loss of ``embeddings`` with ``labels`` (see `margin_loss`)."""
         return margin_loss(
-            embeddings, self.weight, labels, self.kind, self.s, self.m,
-            extra_negatives=extra_negatives, negative_slack=negative_slack, bias=self.bias,
+            embeddings,
+            self.weight,
+            labels,
+            self.kind,
+            self.s,
+            self.m,
+            extra_negatives=extra_negatives,
+            negative_slack=negative_slack,
+            bias=self.bias,
         )
 
     def extra_repr(self) -> str:

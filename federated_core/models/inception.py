@@ -116,9 +116,7 @@ class InceptionResnetV1Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            raise ValueError(
-                f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}")
         if self.resolution != FACENET_RESOLUTION:
             x = F.interpolate(
                 x,

@@ -130,9 +130,7 @@ class IResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            raise ValueError(
-                f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}")
         x = self.bn2(self.stages(self.stem(x)))
         x = self.fc(torch.flatten(self.dropout(x), 1))
         return self.features(x)

@@ -66,8 +66,9 @@ class ConvBN(nn.Sequential):
         norm: str = "batch",
     ) -> None:
         layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2 if kernel == 3 else 0,
-                      groups=groups, bias=False),
+            nn.Conv2d(
+                cin, cout, kernel, stride=stride, padding=kernel // 2 if kernel == 3 else 0, groups=groups, bias=False
+            ),
             norm2d(norm, cout),
         ]
         if not linear:
@@ -109,9 +110,7 @@ class MobileFaceNet(nn.Module):
     def __init__(self, embedding_dim: int = 512, resolution: int = 112, norm: str = "batch") -> None:
         super().__init__()
         self.embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        self.resolution = check_resolution(
-            "resolution", resolution, multiple=16, minimum=32, backbone="mobilefacenet"
-        )
+        self.resolution = check_resolution("resolution", resolution, multiple=16, minimum=32, backbone="mobilefacenet")
         self.norm = check_norm(norm)
         self.stem = nn.Sequential(
             ConvBN(3, STEM_CHANNELS, 3, stride=2, norm=norm),
@@ -140,9 +139,7 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            raise ValueError(
-                f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}")
         x = self.conv(self.blocks(self.stem(x)))
         x = self.linear(self.gdc(x))
         return self.bn(torch.flatten(x, 1))

@@ -58,9 +58,7 @@ def build_backbone(name: str, embedding_dim: int = 512, resolution: int = 64, **
     constructor, allowed = _BACKBONES[name]
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ValueError(
-            f"backbone {name!r} takes no argument(s) {unknown}; its extra arguments are {sorted(allowed)}"
-        )
+        raise ValueError(f"backbone {name!r} takes no argument(s) {unknown}; its extra arguments are {sorted(allowed)}")
     model = constructor(embedding_dim, resolution, **kwargs)
     model.build_config = {
         "name": name,

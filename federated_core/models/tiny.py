@@ -68,7 +68,5 @@ class TinyFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            raise ValueError(
-                f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, 3, {self.resolution}, {self.resolution}], got {tuple(x.shape)}")
         return self.embedding(torch.flatten(self.features(x), 1))

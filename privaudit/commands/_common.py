@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """--out, --seed, --device and --quiet, the same for every command that runs something."""
-    parser.add_argument("--out", type=Path, default=Path(default_out), help=f"output directory (default: {default_out})")
+    parser.add_argument(
+        "--out", type=Path, default=Path(default_out), help=f"output directory (default: {default_out})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -18,7 +20,9 @@ def resolve_device(name: str) -> str:
     import torch
 
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r} was asked for, but CUDA is not available on this machine; use --device cpu")
+        raise ValueError(
+            f"--device {name!r} was asked for, but CUDA is not available on this machine; use --device cpu"
+        )
     try:
         torch.device(name)
     except RuntimeError as exc:

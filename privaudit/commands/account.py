@@ -22,11 +22,18 @@ ACCOUNTANT_ORDER = ("basic", "advanced", "rdp", "prv", "gdp")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("account", help="formal DP accounting (DPLC: sensitivity, sigma, epsilon)",
-                                   description="Formal differential-privacy accounting.")
+    parser = subparsers.add_parser(
+        "account",
+        help="formal DP accounting (DPLC: sensitivity, sigma, epsilon)",
+        description="Formal differential-privacy accounting.",
+    )
     targets = parser.add_subparsers(dest="account_target", metavar="TARGET")
-    dplc = targets.add_parser("dplc", help="PrivacyFace's DPLC: Theorems 1-3, sigma, epsilon over queries x rounds",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dplc = targets.add_parser(
+        "dplc",
+        help="PrivacyFace's DPLC: Theorems 1-3, sigma, epsilon over queries x rounds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     dplc.add_argument("--rho", type=float, required=True, help="cluster margin rho in (0, pi]")
     dplc.add_argument("--epsilon", type=float, required=True, help="per-query epsilon > 0")
     dplc.add_argument("--delta", type=float, required=True, help="per-query delta in (0, 1)")
@@ -44,13 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=no_target)
 
 
-def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim: int = 512, queries: int = 1,
-                rounds: int = 1) -> dict[str, Any]:
+def dplc_report(
+    rho: float, epsilon: float, delta: float, cluster_size: int, dim: int = 512, queries: int = 1, rounds: int = 1
+) -> dict[str, Any]:
     """Everything `privaudit account dplc` prints, as a plain dict."""
     from accountants import (
         ClassicGaussianRangeWarning,
-        SelfComposedEvent,
         GaussianEvent,
+        SelfComposedEvent,
         compute_epsilon,
         dplc_cosine_lower_bound,
         dplc_sensitivity,
@@ -69,21 +77,32 @@ def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim
     releases = queries * rounds
     delta_total = releases * delta
     if not delta_total < 1.0:
-        raise ValueError(f"--delta x --queries x --rounds (the total delta of Property 2) must be in (0, 1); "
-                         f"got {delta!r} x {queries} x {rounds} = {delta_total!r}")
+        raise ValueError(
+            f"--delta x --queries x --rounds (the total delta of Property 2) must be in (0, 1); "
+            f"got {delta!r} x {queries} x {rounds} = {delta_total!r}"
+        )
 
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tight = dplc_sensitivity(rho, cluster_size, "tight")
         weak = dplc_sensitivity(rho, cluster_size, "weak")
-        sigma = {"classic": gaussian_sigma(tight, epsilon, delta, method="classic"),
-                 "analytic": gaussian_sigma(tight, epsilon, delta, method="analytic")}
+        sigma = {
+            "classic": gaussian_sigma(tight, epsilon, delta, method="classic"),
+            "analytic": gaussian_sigma(tight, epsilon, delta, method="analytic"),
+        }
     notes += [str(item.message) for item in caught]
 
     report: dict[str, Any] = {
-        "inputs": {"rho": rho, "epsilon": epsilon, "delta": delta, "cluster_size": cluster_size, "dim": dim,
-                   "queries": queries, "rounds": rounds},
+        "inputs": {
+            "rho": rho,
+            "epsilon": epsilon,
+            "delta": delta,
+            "cluster_size": cluster_size,
+            "dim": dim,
+            "queries": queries,
+            "rounds": rounds,
+        },
         "unit": "class-center",  # neighbours: one class center replaced (PrivacyFace Definition 1)
         "sensitivity": {"tight": tight, "weak": weak},
         "sigma": sigma,
@@ -92,7 +111,9 @@ def dplc_report(rho: float, epsilon: float, delta: float, cluster_size: int, dim
         "per_query_epsilon_exact": {m: gaussian_epsilon(s, tight, delta, method="analytic") for m, s in sigma.items()},
         "occupancy_ratio": occupancy_ratio(rho, dim),
         "expected_noise_norm": {m: expected_noise_norm(s, dim) for m, s in sigma.items()},
-        "cosine_lower_bound_95": {m: dplc_cosine_lower_bound(rho, cluster_size, s, dim, 0.95) for m, s in sigma.items()},
+        "cosine_lower_bound_95": {
+            m: dplc_cosine_lower_bound(rho, cluster_size, s, dim, 0.95) for m, s in sigma.items()
+        },
         "releases": releases,
         "delta_total": delta_total,
         "claimed_total_epsilon": releases * epsilon,
@@ -146,8 +167,10 @@ def format_dplc_report(report: dict[str, Any]) -> str:
         f"    {'accountant':<10} {'classic sigma':>15} {'analytic sigma':>15}",
     ]
     for name in ACCOUNTANT_ORDER:
-        row = f"    {name:<10} {_fmt(report['epsilon_total']['classic'][name]):>15} " \
-              f"{_fmt(report['epsilon_total']['analytic'][name]):>15}"
+        row = (
+            f"    {name:<10} {_fmt(report['epsilon_total']['classic'][name]):>15} "
+            f"{_fmt(report['epsilon_total']['analytic'][name]):>15}"
+        )
         used = {report["accountant_used"][m][name] for m in ("classic", "analytic")}
         if used != {name}:
             row += f"   (answered by {', '.join(sorted(used))})"

@@ -15,22 +15,37 @@ from privaudit.commands._common import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for name, help_text in (("audit", "run the privacy audit (default scenario: synthetic faces, demo scale)"),
-                            ("demo", "alias of `audit` with the default scenario")):
+    for name, help_text in (
+        ("audit", "run the privacy audit (default scenario: synthetic faces, demo scale)"),
+        ("demo", "alias of `audit` with the default scenario"),
+    ):
         p = subparsers.add_parser(name, help=help_text)
         if name == "audit":
-            p.add_argument("scenario", nargs="?", type=Path, default=None,
-                           help="a scenario file (.toml, .yaml); default: the embedded demo scenario")
-        p.add_argument("--scale", choices=("tiny", "demo", "paper"), default=None,
-                       help="preset to start from (default: the file's, else demo)")
+            p.add_argument(
+                "scenario",
+                nargs="?",
+                type=Path,
+                default=None,
+                help="a scenario file (.toml, .yaml); default: the embedded demo scenario",
+            )
+        p.add_argument(
+            "--scale",
+            choices=("tiny", "demo", "paper"),
+            default=None,
+            help="preset to start from (default: the file's, else demo)",
+        )
         p.add_argument("--methods", default=None, help="comma-separated methods to run (default: the scenario's)")
         p.add_argument("--out", type=Path, default=None, help="output directory (default: the scenario's, 'out')")
         p.add_argument("--seed", type=int, default=None, help="seed (default: the scenario's, 0)")
         p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the scenario's)")
         p.add_argument("--quiet", action="store_true", help="no progress output")
-        p.add_argument("--force", action="append", default=[], metavar="STAGE",
-                       help="recompute this stage even when cached (repeatable): phi0, train, personal, audit, "
-                            "attacks, analyses")
+        p.add_argument(
+            "--force",
+            action="append",
+            default=[],
+            metavar="STAGE",
+            help="recompute this stage even when cached (repeatable): phi0, train, personal, audit, attacks, analyses",
+        )
         p.add_argument("--no-cache", action="store_true", help="recompute every stage (the caches are rewritten)")
         p.set_defaults(func=run)
 

@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise FileNotFoundError(f"output folder {str(out)!r} does not exist")
     if not (out / "manifest.json").is_file() and not (out / "scenario.json").is_file():
-        raise ValueError(f"{str(out)!r} is not a privaudit output folder (no manifest.json or scenario.json): "
-                         "nothing was deleted")
+        raise ValueError(
+            f"{str(out)!r} is not a privaudit output folder (no manifest.json or scenario.json): nothing was deleted"
+        )
     removed = []
     for name in CACHED:
         path = out / name

@@ -41,10 +41,17 @@ def timed_pretrain(config, out, device: str, progress: bool):
 def print_pretrain_result(result, seconds: float, as_json: bool = False) -> None:
     m = result.metrics
     if as_json:
-        print(json.dumps({"metrics": m, "checkpoint": str(result.path), "cached": result.cached, "seconds": seconds}, default=float))
+        print(
+            json.dumps(
+                {"metrics": m, "checkpoint": str(result.path), "cached": result.cached, "seconds": seconds},
+                default=float,
+            )
+        )
         return
     source = "loaded from cache" if result.cached else f"trained in {seconds:.1f} s"
-    print(f"φ0 ({result.config['name']}, d={result.config['embedding_dim']}, {result.config['resolution']} px): {source}")
+    print(
+        f"φ0 ({result.config['name']}, d={result.config['embedding_dim']}, {result.config['resolution']} px): {source}"
+    )
     print(f"  checkpoint: {result.path}")
     print(f"  training: {m.get('train_identities')} identities, {m.get('train_images')} images")
     print(f"  verification on unseen identities: accuracy {m['accuracy']:.4f}, AUROC {m['auroc']:.4f}")

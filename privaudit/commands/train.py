@@ -33,12 +33,24 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train one federated method (checkpoint, metrics, wire log)")
-    p.add_argument("--method", required=True, help="method name (fedpe, fedpe-fixed, shared-centers, fedface, fedgc, fedgc-cos, ...)")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="method name (fedpe, fedpe-fixed, shared-centers, fedface, fedgc, fedgc-cos, ...)",
+    )
     p.add_argument("--scale", choices=("tiny", "demo", "paper"), default="demo", help="preset (default: demo)")
     p.add_argument("--rounds", type=int, default=None, help="communication rounds (default: the scale's)")
-    p.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="method hyper-parameter, value parsed as JSON when it is JSON, e.g. --param lam=20 --param loss=softmax")
-    p.add_argument("--from-scratch", action="store_true", help="start from a random backbone instead of φ0 (FedGC's setting)")
+    p.add_argument(
+        "--param",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="method hyper-parameter, value parsed as JSON when it is JSON, e.g. --param lam=20 --param loss=softmax",
+    )
+    p.add_argument(
+        "--from-scratch", action="store_true", help="start from a random backbone instead of φ0 (FedGC's setting)"
+    )
     p.add_argument("--clients", type=int, default=None, help="number of clients (default: the scale's)")
     p.add_argument("--identities-per-client", type=int, default=None)
     p.add_argument("--images-per-identity", type=int, default=None)
@@ -95,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     started = time.perf_counter()
     data = build_federated_data(scale, pcfg.data, seed=args.seed)
-    data.data_spec["public"] = {"identities": list(pcfg.train_identities), "note": "half-open id range of φ0's pre-training"}
+    data.data_spec["public"] = {
+        "identities": list(pcfg.train_identities),
+        "note": "half-open id range of φ0's pre-training",
+    }
 
     phi0: dict[str, Any] = {"from_scratch": bool(args.from_scratch)}
     initial_backbone = None
@@ -107,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
         initial_backbone = str(result.path)
         phi0.update({"checkpoint": initial_backbone, "cached": result.cached, "metrics": result.metrics})
     config = federated_config(
-        scale, args.method, seed=args.seed,
+        scale,
+        args.method,
+        seed=args.seed,
         method_params=dict(args.param),
         participation=args.participation,
         offline_probability=args.offline_probability,
@@ -122,16 +139,27 @@ def run(args: argparse.Namespace) -> int:
         resolution=pcfg.resolution,
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({
-        "command": "privaudit train",
-        "scale": scale.name,
-        "federated": config.to_dict(),
-        "data": {k: v for k, v in data.data_spec.items() if k not in ("clients", "test")},
-        "phi0": {k: v for k, v in phi0.items() if k != "metrics"},
-        "pretrain": pcfg.to_dict(),
-    }, indent=2, default=str))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "command": "privaudit train",
+                "scale": scale.name,
+                "federated": config.to_dict(),
+                "data": {k: v for k, v in data.data_spec.items() if k not in ("clients", "test")},
+                "phi0": {k: v for k, v in phi0.items() if k != "metrics"},
+                "pretrain": pcfg.to_dict(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     result = run_federated(
-        config, data.clients, out_dir=out, eval_faces=data.test, data_spec=data.data_spec, resume=args.resume,
+        config,
+        data.clients,
+        out_dir=out,
+        eval_faces=data.test,
+        data_spec=data.data_spec,
+        resume=args.resume,
     )
     seconds = time.perf_counter() - started
     _print_summary(result.metrics, phi0, out, seconds, as_json=args.json)
@@ -142,28 +170,52 @@ def _print_summary(metrics: dict[str, Any], phi0: dict[str, Any], out: Path, sec
     last = metrics["rounds"][-1] if metrics["rounds"] else None
     final_eval = metrics["evaluation"].get(str(metrics.get("completed_rounds")))
     if as_json:
-        print(json.dumps({"out": str(out), "seconds": seconds, "final_evaluation": final_eval,
-                          "bytes_per_round": metrics.get("bytes_per_round"), "phi0": phi0.get("metrics")}, default=float))
+        print(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "seconds": seconds,
+                    "final_evaluation": final_eval,
+                    "bytes_per_round": metrics.get("bytes_per_round"),
+                    "phi0": phi0.get("metrics"),
+                },
+                default=float,
+            )
+        )
         return
     method = metrics["method"]
-    print(f"{method['name']} ({metrics['num_clients']} clients, {metrics['num_train_images']} images, "
-          f"{metrics.get('completed_rounds')} rounds, {'from scratch' if phi0['from_scratch'] else 'from φ0'}): "
-          f"{seconds:.1f} s -> {out}")
-    print(f"  {'round':>5} {'client loss':>11} {'ver. acc':>8} {'AUROC':>6} {'rank-1':>6} {'up B/client':>11} {'down B/client':>13}")
+    print(
+        f"{method['name']} ({metrics['num_clients']} clients, {metrics['num_train_images']} images, "
+        f"{metrics.get('completed_rounds')} rounds, {'from scratch' if phi0['from_scratch'] else 'from φ0'}): "
+        f"{seconds:.1f} s -> {out}"
+    )
+    print(
+        f"  {'round':>5} {'client loss':>11} {'ver. acc':>8} {'AUROC':>6} {'rank-1':>6} {'up B/client':>11} {'down B/client':>13}"
+    )
     evaluations = metrics["evaluation"]
     if "0" in evaluations:
         e = evaluations["0"]
-        print(f"  {0:>5} {'':>11} {e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} "
-              f"{_fmt(e['identification'].get('rank1'))}")
+        print(
+            f"  {0:>5} {'':>11} {e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} "
+            f"{_fmt(e['identification'].get('rank1'))}"
+        )
     for record in metrics["rounds"]:
         e = record.get("evaluation")
-        acc = f"{e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} {_fmt(e['identification'].get('rank1'))}" if e else f"{'':>8} {'':>6} {'':>6}"
+        acc = (
+            f"{e['verification']['accuracy']:8.4f} {e['verification']['auroc']:6.3f} {_fmt(e['identification'].get('rank1'))}"
+            if e
+            else f"{'':>8} {'':>6} {'':>6}"
+        )
         loss = f"{record['client_loss']:11.4f}" if record["client_loss"] is not None else f"{'':>11}"
         b = record["bytes"]
-        print(f"  {record['round']:>5} {loss} {acc} {b['uploaded_per_participant']:11.0f} {b['broadcast_per_participant']:13.0f}")
+        print(
+            f"  {record['round']:>5} {loss} {acc} {b['uploaded_per_participant']:11.0f} {b['broadcast_per_participant']:13.0f}"
+        )
     if final_eval:
         tars = ", ".join(f"TAR@FAR={float(k):g}: {v:.4f}" for k, v in final_eval["verification"]["tar_at_far"].items())
-        tpirs = ", ".join(f"TPIR@FPIR={float(k):g}: {v:.4f}" for k, v in final_eval["identification"]["tpir_at_fpir"].items())
+        tpirs = ", ".join(
+            f"TPIR@FPIR={float(k):g}: {v:.4f}" for k, v in final_eval["identification"]["tpir_at_fpir"].items()
+        )
         print(f"  final: {tars}; {tpirs}")
     if last and last["failed"]:
         print(f"  clients that failed in the last round: {last['failed']}")

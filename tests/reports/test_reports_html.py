@@ -293,7 +293,9 @@ def test_attack_settings_that_are_counts_print_as_integers():
     result.methods[0].attacks.append(AttackFinding("gradient", "server", "backbone_update",
                                                    metrics={"batch_size": 1.0, "num_samples": 1200.0, "rank1": 1.0,
                                                             "psnr": 9.25}, success_metric="rank1"))
-    text = [r for r in attacks_table(result.methods).rows if r[3] == "backbone_update"][0][5]
+    table = attacks_table(result.methods)
+    column = table.headers.index("metrics [95% CI]")
+    text = [r for r in table.rows if r[3] == "backbone_update"][0][column]
     assert "batch_size = 1\n" in text and "num_samples = 1,200" in text
     assert "rank1 = 1.000" in text and "psnr = 9.25" in text
 
