@@ -11,11 +11,13 @@ test:
 	bash scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q tests
 
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 bench: setup
 	.venv/bin/python bench/run_all.py

@@ -221,8 +221,8 @@ def _candidate_thresholds(*sorted_arrays: np.ndarray) -> np.ndarray:
 
 
 def audit_scores(
-    scores_0: Sequence[float],
-    scores_1: Sequence[float],
+    scores_0: Sequence[float] | np.ndarray,
+    scores_1: Sequence[float] | np.ndarray,
     delta: float,
     confidence: float = 0.95,
     threshold: str | float = "split",

@@ -409,6 +409,7 @@ def private_dplc(
     in_cap = (centers @ units.T) >= cos_rho if mode == "candidates" else None
     for _ in range(max_queries):
         if mode == "candidates":
+            assert in_cap is not None  # computed above in "candidates" mode
             counts = (in_cap & active[:, None]).sum(axis=0).astype(np.float64)
             noisy = counts + generator.normal(0.0, sigma_count, size=counts.shape)
             best = int(np.argmax(noisy))

@@ -91,7 +91,7 @@ class GaussianEvent(DpEvent):
     """The Gaussian mechanism with noise standard deviation `noise_multiplier` x l2-sensitivity."""
 
     noise_multiplier: float
-    unit: str | None = None  # type: ignore[assignment]
+    unit: str | None = None
     kind: str = field(default="gaussian", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +108,7 @@ class PoissonSampledGaussianEvent(DpEvent):
 
     noise_multiplier: float
     sampling_probability: float
-    unit: str | None = None  # type: ignore[assignment]
+    unit: str | None = None
     kind: str = field(default="poisson_sampled_gaussian", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +145,7 @@ class SelfComposedEvent(DpEvent):
         object.__setattr__(self, "count", check_int("count", self.count, 0))
 
     @property
-    def unit(self) -> str | None:  # type: ignore[override]
+    def unit(self) -> str | None:
         return self.event.unit
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class ComposedEvent(DpEvent):
         object.__setattr__(self, "events", events)
 
     @property
-    def unit(self) -> str | None:  # type: ignore[override]
+    def unit(self) -> str | None:
         return common_unit(self.events)
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +182,7 @@ class NonPrivateEvent(DpEvent):
     kind: str = field(default="non_private", init=False, repr=False)
 
     @property
-    def unit(self) -> str | None:  # type: ignore[override]
+    def unit(self) -> str | None:
         return None  # no guarantee under any relation
 
     def to_dict(self) -> dict[str, Any]:

@@ -118,11 +118,16 @@ class PrivacyLedger:
             self._check_claim(entry)
 
     def _check_claim(self, entry: LedgerEntry) -> None:
+        claimed_epsilon, claimed_delta = entry.claimed_epsilon, entry.claimed_delta
+        if claimed_epsilon is None or claimed_delta is None:
+            raise ValueError(
+                f"entry needs a claimed (epsilon, delta) to check; got ({claimed_epsilon!r}, {claimed_delta!r})"
+            )
         atoms = flatten(entry.event)
         accountant = "gdp" if not atoms.sampled else "prv"
-        result = compute_epsilon(entry.event, entry.claimed_delta, accountant)
+        result = compute_epsilon(entry.event, claimed_delta, accountant)
         self._absorb(result.warnings)
-        if result.epsilon > entry.claimed_epsilon * (1.0 + 1e-9) + 1e-12:
+        if result.epsilon > claimed_epsilon * (1.0 + 1e-9) + 1e-12:
             self.flag(
                 f"{entry.party} round {entry.round}: claimed (epsilon={entry.claimed_epsilon:.6g}, "
                 f"delta={entry.claimed_delta:.3g}) is not backed by the event; the {accountant} accountant "
@@ -145,7 +150,7 @@ class PrivacyLedger:
         """Rounds with at least one release, ascending."""
         return sorted({entry.round for entry in self.entries})
 
-    def event(self, party: str | None = None, up_to_round: int | None = None) -> DpEvent:
+    def event(self, party: str | None = None, up_to_round: int | None = None) -> ComposedEvent:
         """The composition of a party's events (all parties' if party is None) up to a round."""
         if party is not None:
             self._check_party(party)

@@ -26,7 +26,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class Evaluator:
 
     @property
     def resolution(self) -> int:
-        return int(getattr(self.model, "resolution", 0) or self.model.build_config["resolution"])
+        return int(getattr(self.model, "resolution", 0) or cast(dict[str, Any], self.model.build_config)["resolution"])
 
 
 def evaluator_config(phi0_config: Any, identity_offset: int = 5_000_000, seed_offset: int = 1) -> Any:

@@ -39,7 +39,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -85,6 +85,8 @@ class ClientModel(nn.Module):
     the shared-centers / PrivacyFace methods), or ``"positive"``: ``1 − cos(f, w_y)``, the
     positive-only loss of one-identity clients (FedFace / FedAwS).
     """
+
+    extra_negatives: torch.Tensor | None  # a buffer (None when there are none)
 
     def __init__(
         self,
@@ -136,10 +138,13 @@ class ClientModel(nn.Module):
         Eq. 5 with ρ = 0)."""
         from federated_core.models.heads import DEFAULT_SCALE, margin_logits
 
+        extra = self.extra_negatives
+        if extra is None:
+            raise ValueError("this ClientModel has no extra_negatives (extra_negatives is None)")
         if self.loss == "softmax":
-            return margin_logits(f, self.extra_negatives, None, kind="softmax")
+            return margin_logits(f, extra, None, kind="softmax")
         s = DEFAULT_SCALE[self.loss] if self.s is None else self.s
-        return margin_logits(f, self.extra_negatives, None, kind="cosface", s=s)
+        return margin_logits(f, extra, None, kind="cosface", s=s)
 
     def soft_label_loss(self, x: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         """DLG's loss with soft labels ``[B, C]`` (probabilities): cross-entropy against the
@@ -190,7 +195,7 @@ class LocalSgd:
 
 
 def _trainable(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
     return params if names is None else {n: params[n] for n in names}
 
 
@@ -270,6 +275,8 @@ def unrolled_update(
         params = {**theta, **buffers}
         if soft_labels is not None:
             per = _soft_call(model, params, images[idx], soft_labels[idx])
+        elif labels is None:
+            raise ValueError("unrolled_update needs labels or soft_labels; got neither (labels is None)")
         else:
             per = functional_call(model, params, (images[idx], labels[idx]))
         loss = per.mean()
@@ -289,8 +296,11 @@ def unrolled_update(
 def _soft_call(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     from torch.func import functional_call
 
+    if not isinstance(model, ClientModel):
+        raise ValueError(f"soft labels need a ClientModel (its soft_label_loss), got {type(model).__name__}")
+
     class _Soft(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
+        def __init__(self, inner: ClientModel) -> None:
             super().__init__()
             self.inner = inner
 
@@ -329,15 +339,23 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
+def _tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum(terms)``, a tensor: ``terms`` (one per parameter) must not be empty."""
+    total = sum(terms)
+    if not isinstance(total, torch.Tensor):
+        raise ValueError("no parameters to compare: the update is empty")
+    return total
+
+
 def _cosine_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    dot = sum((a[n] * b[n]).sum() for n in b)
-    na = torch.sqrt(sum(a[n].pow(2).sum() for n in b))
-    nb = torch.sqrt(sum(b[n].pow(2).sum() for n in b))
+    dot = _tensor_sum((a[n] * b[n]).sum() for n in b)
+    na = torch.sqrt(_tensor_sum(a[n].pow(2).sum() for n in b))
+    nb = torch.sqrt(_tensor_sum(b[n].pow(2).sum() for n in b))
     return 1.0 - dot / (na * nb).clamp_min(1e-12)
 
 
 def _l2_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return sum((a[n] - b[n]).pow(2).sum() for n in b)
+    return _tensor_sum((a[n] - b[n]).pow(2).sum() for n in b)
 
 
 @dataclass(frozen=True)
@@ -551,7 +569,8 @@ def dlg(
         history.append(loss)
         if loss < best_loss:
             best_loss, best_x = loss, x.detach().clone()
-    out_labels = labels.cpu() if z is None else z.detach().argmax(1).cpu()
+    # labels were given exactly when there are no soft labels z to optimise
+    out_labels = cast(torch.Tensor, labels).cpu() if z is None else z.detach().argmax(1).cpu()
     return ReconstructionOutput(
         best_x.clamp(-1, 1).cpu(), out_labels, history, [best_loss], time.perf_counter() - t0, evaluations
     )

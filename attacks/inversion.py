@@ -284,7 +284,8 @@ def train_decoder(
             f"got {tuple(embeddings.shape)}"
         )
     z_all = F.normalize(embeddings.float(), dim=1)
-    decoder, start, losses = _build(config).to(device), 0, []
+    decoder, start = _build(config).to(device), 0
+    losses: list[float] = []
     opt = _optimizer(decoder, config)
     if checkpoint is not None and Path(checkpoint).is_file():
         saved, saved_cfg, start, losses, adam = _load(checkpoint, device)
@@ -463,7 +464,7 @@ def invert_and_score(
     unit_list = [i if units is None else units[i] for i in keep]
     ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = {}
     for metric, values in raw.items():
-        pair = tuple(
+        true_center, real_image = (
             None
             if o is None
             else normalised_success(
@@ -479,7 +480,8 @@ def invert_and_score(
             )
             for o in oracles
         )
-        ceilings[metric] = pair  # type: ignore[assignment]
+        pair = (true_center, real_image)
+        ceilings[metric] = pair
         notes += [
             f"vs the {which} oracle: {n}"
             for which, c in zip(("true-center", "real-image"), pair)

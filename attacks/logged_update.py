@@ -66,6 +66,8 @@ class ProxyHeadModel(nn.Module):
     class and no negative (FedFace's positive-only loss). The engine's ``model(x, y) -> [B]``
     contract, so `attacks.gradient.unrolled_update` can differentiate it."""
 
+    negatives: torch.Tensor | None  # a buffer (None when there are none)
+
     def __init__(
         self,
         backbone: nn.Module,

@@ -21,7 +21,9 @@ that rate (about ``10 / far`` impostors or more).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -411,7 +413,7 @@ def normalised_success(
     raw: np.ndarray,
     oracle: np.ndarray,
     null: np.ndarray,
-    units: np.ndarray | list,
+    units: np.ndarray | Sequence[Any],
     metric: str = "success",
     unit_name: str = "unit",
     confidence: float = 0.95,

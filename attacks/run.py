@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -512,7 +512,9 @@ def _dp_kmeans_vectors(
     """DP k-means centers (diffprivlib) of every client's true class centers — a sanitised release
     the clients *could* make instead of DPLC (the attacked vectors, not something observed) —
     with the client each center comes from."""
-    blocks, ids, senders = [], [], []
+    blocks: list[torch.Tensor] = []
+    ids: list[frozenset[int]] = []
+    senders: list[str] = []
     for party in sorted(gt.private):
         if party == config.observer:
             continue
@@ -847,14 +849,17 @@ def _gradient(
         faces = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
         faces = faces.subset(torch.arange(min(len(faces), config.gradient_images)))
         n_classes = len(set(faces.labels.tolist()))
-        plan = [(state, steps, None) for state in models for steps in config.gradient_local_steps]
+        plan: list[tuple[str, int, float | None]] = [
+            (state, steps, None) for state in models for steps in config.gradient_local_steps
+        ]
         plan += [("trained", 1, sigma) for sigma in config.gradient_dp_noise_multipliers]
         for state, steps, sigma in plan:
             model = models[state]
             cfg = GradientProbeConfig(
-                backbone=model.build_config["name"],
-                embedding_dim=int(model.embedding_dim),
-                resolution=int(model.resolution),
+                # backbone_from_state builds through build_backbone: the attributes are set
+                backbone=cast(dict[str, Any], model.build_config)["name"],
+                embedding_dim=int(cast(int, model.embedding_dim)),
+                resolution=int(cast(int, model.resolution)),
                 model_state="trained",
                 head="cosface",
                 extra_negatives=8 if n_classes == 1 else 0,

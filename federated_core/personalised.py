@@ -202,7 +202,7 @@ def _sample_pairs(total: int, limit: int | None, rng: np.random.Generator) -> np
 
 def fedfr_verification_pairs(
     labels: Any,
-    local_identities: Sequence[int],
+    local_identities: Sequence[int] | np.ndarray,
     max_genuine: int | None = None,
     max_impostor: int | None = None,
     seed: int | np.random.Generator = 0,

@@ -185,7 +185,11 @@ def build_federated_data(scale: FederatedScale, synthetic: Any, seed: int = 0) -
     test = generator.make_set(split["test"], scale.test_images_per_identity)
     data_spec = {
         "source": "synthetic",
-        "generator": dataclasses.asdict(synthetic) if dataclasses.is_dataclass(synthetic) else dict(synthetic),
+        "generator": (
+            dataclasses.asdict(synthetic)
+            if dataclasses.is_dataclass(synthetic) and not isinstance(synthetic, type)
+            else dict(synthetic)
+        ),
         "render": "federated_core.data.SyntheticFaces(**generator).make_set(identities, images_per_identity, start_index)",
         "clients": spec_clients,
         "test": {

@@ -53,7 +53,7 @@ def epsilon_vs_rounds(
     from accountants.composition import epsilon as compose
 
     z = gaussian_sigma(1.0, epsilon, delta, method=calibration)
-    out = {}
+    out: dict[str, dict[str, list[float]]] = {}
     for acc in accountants:
         values = [
             compose(SelfComposedEvent(GaussianEvent(z, unit="class-center"), queries * r), delta, accountant=acc)

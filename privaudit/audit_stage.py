@@ -88,7 +88,6 @@ def _pairs(p: dict[str, Any], seed: int) -> tuple[list[Any], list[str]]:
 def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
     from accountants.dplc_audit import audit_algorithm1, audit_private, audit_theorem2
 
-    common = dict(trials=trials, confidence=CONFIDENCE, seed=seed)
     shown = {
         k: p[k]
         for k in ("dim", "rho", "cluster_size", "min_cluster_size", "max_queries", "epsilon", "delta", "calibration")
@@ -103,7 +102,9 @@ def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[d
             epsilon=p["epsilon"],
             delta=p["delta"],
             method=p["calibration"],
-            **common,
+            trials=trials,
+            confidence=CONFIDENCE,
+            seed=seed,
         )
         findings.append(
             _finding(a, "Theorem 2 mechanism (fixed S)", "projection on the swap direction", "one release", shown)
@@ -117,7 +118,9 @@ def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[d
                 delta=p["delta"],
                 method=p["calibration"],
                 max_queries=p["max_queries"],
-                **common,
+                trials=trials,
+                confidence=CONFIDENCE,
+                seed=seed,
             )
             findings.append(
                 _finding(
@@ -138,7 +141,9 @@ def _run(method: str, p: dict[str, Any], trials: int, seed: int) -> tuple[list[d
                 epsilon=p["epsilon"],
                 delta=p["delta"],
                 max_queries=p["max_queries"],
-                **common,
+                trials=trials,
+                confidence=CONFIDENCE,
+                seed=seed,
             )
             findings.append(
                 _finding(

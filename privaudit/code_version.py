@@ -33,7 +33,10 @@ PIPELINE_MODULES = (
 def _sources() -> list[tuple[str, Path]]:
     files: list[tuple[str, Path]] = []
     for name in COMPUTING_PACKAGES:
-        root = Path(importlib.import_module(name).__file__).resolve().parent
+        module_file = importlib.import_module(name).__file__
+        if module_file is None:
+            raise ValueError(f"package {name!r} of the computation has no source file (__file__ is None)")
+        root = Path(module_file).resolve().parent
         files += [(f"{name}/{p.relative_to(root).as_posix()}", p) for p in root.rglob("*.py")]
     for name in PIPELINE_MODULES:
         spec = importlib.util.find_spec(name)

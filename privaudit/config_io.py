@@ -52,8 +52,10 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     label = where or cls.__name__
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__}")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -99,7 +101,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, args))}")
         return value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
+        return from_dict(typing.cast(type, tp), value, where)  # a type hint: a dataclass type, never an instance
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")

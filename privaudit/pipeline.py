@@ -130,7 +130,7 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
         # FedFR's public data D_g: public identities rendered by the scenario's generator (the
         # same domain as φ0's pre-training set; public, so it never crosses the wire).
         d = scenario.data
-        generator = {"seed": d.seed, "groups": d.groups}
+        generator: dict[str, Any] = {"seed": d.seed, "groups": d.groups}
         if d.difficulty is not None:
             generator["difficulty"] = d.difficulty
         params["public_set"] = {

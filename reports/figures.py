@@ -109,7 +109,7 @@ def new_figure(width: float = 7.0, height: float = 4.2) -> Figure:
     """
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    fig._repr_png_ = lambda: _png_bytes(fig)  # type: ignore[attr-defined]
+    fig._repr_png_ = lambda: _png_bytes(fig)  # type: ignore[attr-defined]  # IPython's display hook; not in the stub
     return fig
 
 
@@ -135,7 +135,9 @@ def save_figure(
     with matplotlib.rc_context({"svg.hashsalt": "privaudit", "svg.fonttype": "none"}):
         for fmt in formats:
             path = folder / f"{name}.{fmt}"
-            metadata = {"Date": None} if fmt in ("svg", "pdf") else {"Software": "privaudit reports (matplotlib)"}
+            metadata: dict[str, str | None] = (
+                {"Date": None} if fmt in ("svg", "pdf") else {"Software": "privaudit reports (matplotlib)"}
+            )
             if fmt == "pdf":
                 metadata["CreationDate"] = None
                 del metadata["Date"]
@@ -661,7 +663,7 @@ def utility_figure(
         ax.legend(
             handles=handles,
             fontsize=8,
-            ncols=_legend_columns([h.get_label() for h in handles], fig),
+            ncols=_legend_columns([str(h.get_label()) for h in handles], fig),
             loc="lower left",
             bbox_to_anchor=(0, 1.01),
             frameon=False,
@@ -734,7 +736,7 @@ def render_all_figures(
     a = result.analyses
     if a.epsilon_vs_rounds:
         put("epsilon_vs_rounds", epsilon_rounds_figure(a.epsilon_vs_rounds))
-    per_method = {}
+    per_method: dict[str, dict[str, Sequence[float]]] = {}
     for m in result.methods:
         for acc, eps in m.privacy.epsilon_per_round.items():
             if any(math.isfinite(float(e)) for e in eps):

@@ -77,19 +77,19 @@ def render_markdown(result: AuditResult, figures: Mapping[str, str] | None = Non
         out += ["", "## Figures", ""]
         for name, path in figures.items():
             out += [f"![{_inline(name)}]({_link(path)})", "", f"_{_inline(figure_caption(name, result))}_", ""]
-    grids = [(m, a) for m in result.methods for a in m.attacks if a.image_grid is not None]
+    grids = [(m, a, a.image_grid) for m in result.methods for a in m.attacks if a.image_grid is not None]
     if grids:
         out += ["", "## Reconstructions", ""]
-        for m, a in grids:
+        for m, a, grid in grids:
             title = f"{m.name}: {a.attack} by {a.observer} on {a.target_kind}"
-            out += [f"![{_inline(title)}]({_link(a.image_grid)})", "", f"_{_inline(title)}_", ""]
-    for t in (
+            out += [f"![{_inline(title)}]({_link(grid)})", "", f"_{_inline(title)}_", ""]
+    for kv in (
         key_value_table("Other analyses", "extra", result.analyses.extra),
         key_value_table("Scenario", "scenario", result.scenario, ("setting", "value")),
         key_value_table("Software", "software", result.software, ("package", "version")),
     ):
-        if t is not None:
-            out += ["", markdown_table(t)]
+        if kv is not None:
+            out += ["", markdown_table(kv)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -411,7 +411,7 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
         centre = 0.95 - 0.5 * (r - 1.1) / eps**0.5
         values = np.tanh(np.arctanh(np.clip(centre, -0.99, 0.99)) + rng.normal(0, 0.25 / eps**0.5, 300))
         cos.append({"epsilon": eps, "rho": r, "queries": q, "values": values.tolist(), "calibration": "analytic"})
-    rounds = list(range(1, _ROUNDS + 1))
+    rounds: list[float] = list(range(1, _ROUNDS + 1))
     analyses = Analyses(
         occupancy=occupancy,
         cos_p_phat=cos,

@@ -440,7 +440,7 @@ _EPSILON_MAPS = ("epsilon", "epsilon_at_reference_delta")
 
 def _encode_epsilons(d: dict[str, Any], where: str) -> dict[str, Any]:
     """A guarantee dict -> JSON: its ε maps typed (inf as "inf"), the rest as given."""
-    out = {k: (_num_map(v, f"{where}.{k}") if k in _EPSILON_MAPS else v) for k, v in d.items()}
+    out: dict[str, Any] = {k: (_num_map(v, f"{where}.{k}") if k in _EPSILON_MAPS else v) for k, v in d.items()}
     for key in ("delta", "reference_delta"):
         if key in out:
             out[key] = float(out[key])
@@ -653,7 +653,8 @@ def _check_created(created: str) -> None:
         moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
     except (TypeError, ValueError):
         raise ValueError(f"AuditResult.created must be an ISO 8601 date-time in UTC, got {created!r}") from None
-    if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:
+    offset = moment.utcoffset()
+    if offset is None or offset.total_seconds() != 0:
         raise ValueError(f"AuditResult.created must be in UTC (suffix Z or +00:00), got {created!r}")
 
 

@@ -234,7 +234,7 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
     if not columns:
         return None
     rows: list[list[str | Cell]] = [
-        [m.name] + [fmt_number(d.get(c)) if c in d else "—" for c in columns] for m, d in zip(methods, maps)
+        [m.name, *(fmt_number(d.get(c)) if c in d else "—" for c in columns)] for m, d in zip(methods, maps)
     ]
     if personalised:
         models = [str(m.params.get("personalised_model")) for m in methods if m.params.get("personalised_model")]
@@ -524,7 +524,7 @@ def communication_table(methods: Sequence[MethodResult]) -> Table | None:
     if not columns:
         return None
     rows: list[list[str | Cell]] = [
-        [m.name] + [fmt_bytes(m.bytes_per_round[c]) if c in m.bytes_per_round else "—" for c in columns]
+        [m.name, *(fmt_bytes(m.bytes_per_round[c]) if c in m.bytes_per_round else "—" for c in columns)]
         for m in methods
     ]
     return Table("Communication per round", "communication", ["method"] + columns, rows)

@@ -84,8 +84,9 @@ class FaceSet:
         if not sets:
             raise ValueError("concat needs at least one FaceSet, got an empty list")
         groups = None
-        if all(s.groups is not None for s in sets):
-            groups = torch.cat([s.groups for s in sets])  # type: ignore[misc]
+        known = [s.groups for s in sets if s.groups is not None]
+        if len(known) == len(sets):
+            groups = torch.cat(known)
         names: dict[int, str] = {}
         for s in sets:
             names.update(s.names)

@@ -17,7 +17,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -91,8 +91,9 @@ def load_engine_state(run_dir: str | Path) -> EngineState:
     if not (folder / "progress.json").is_file():
         raise FileNotFoundError(f"no engine checkpoint under {str(run_dir)!r} (expected {STATE_DIRNAME}/progress.json)")
     progress = json.loads((folder / "progress.json").read_text())
-    server = load_states(folder / "server")["server"]
-    clients = {int(k.removeprefix("client")): v for k, v in load_states(folder / "clients").items()}
+    # save_engine_state wrote them from EngineState's fields, so each loads back as its own class
+    server = cast(ServerState, load_states(folder / "server")["server"])
+    clients = {int(k.removeprefix("client")): cast(ClientState, v) for k, v in load_states(folder / "clients").items()}
     pending: dict[str, list[Message]] = {}
     inboxes = json.loads((folder / "pending" / "inboxes.json").read_text())
     for party, m in zip(inboxes, WireLog.load(folder / "pending"), strict=True):
@@ -100,8 +101,8 @@ def load_engine_state(run_dir: str | Path) -> EngineState:
         pending.setdefault(party, []).append(eager)
     return EngineState(
         completed_rounds=int(progress["completed_rounds"]),
-        server_state=server,  # type: ignore[arg-type]
-        client_states=clients,  # type: ignore[arg-type]
+        server_state=server,
+        client_states=clients,
         pending=pending,
         fingerprint=progress["fingerprint"],
         method=progress["method"],

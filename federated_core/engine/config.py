@@ -290,10 +290,15 @@ def local_training_config(config: FederatedConfig, num_examples: int) -> LocalTr
         if noise is None:
             from federated_core.engine.dp_sgd import calibrate_noise_multiplier, dp_sgd_schedule
 
+            target_epsilon, delta = config.dp_sgd.target_epsilon, config.dp_sgd.delta
+            if target_epsilon is None or delta is None:
+                raise ValueError(
+                    f"dp_sgd without noise_multiplier needs target_epsilon and delta, got {target_epsilon!r} and {delta!r}"
+                )
             q, steps_per_round = dp_sgd_schedule(num_examples, config.batch_size, config.local_epochs)
             noise = calibrate_noise_multiplier(
-                target_epsilon=float(config.dp_sgd.target_epsilon),  # type: ignore[arg-type]
-                delta=float(config.dp_sgd.delta),  # type: ignore[arg-type]
+                target_epsilon=float(target_epsilon),
+                delta=float(delta),
                 sampling_probability=q,
                 steps=steps_per_round * config.rounds,
             )

@@ -194,6 +194,6 @@ class DpSgdStep:
         grads, losses = per_sample_gradients(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         for name, p in self.named:
-            p.grad_sample = grads[name]  # type: ignore[attr-defined]
+            p.grad_sample = grads[name]  # type: ignore[attr-defined]  # opacus's attribute; torch's stub lacks it
         self.optimizer.step()
         return float(losses.mean()) if losses.numel() else float("nan")

@@ -93,6 +93,12 @@ def train_local(
 
     from federated_core.engine.dp_sgd import DpSgdStep, check_dp_compatible, dp_sgd_event, dp_sgd_schedule
 
+    noise_multiplier, max_grad_norm = training.noise_multiplier, training.max_grad_norm
+    if noise_multiplier is None or max_grad_norm is None:
+        raise ValueError(
+            f"DP-SGD needs noise_multiplier and max_grad_norm, got {noise_multiplier!r} and {max_grad_norm!r}"
+        )
+
     check_dp_compatible(model)
     q, steps_per_round = dp_sgd_schedule(n, training.batch_size, training.local_epochs)
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=rng))
@@ -102,8 +108,8 @@ def train_local(
         lr=training.lr,
         momentum=training.momentum,
         weight_decay=training.weight_decay,
-        noise_multiplier=float(training.noise_multiplier),  # type: ignore[arg-type]
-        max_grad_norm=float(training.max_grad_norm),  # type: ignore[arg-type]
+        noise_multiplier=float(noise_multiplier),
+        max_grad_norm=float(max_grad_norm),
         expected_batch_size=max(1, round(q * n)),
         generator=noise_gen,
     )
@@ -124,5 +130,5 @@ def train_local(
                 delattr(p, attr)
         p.grad = None
     mean = total_loss / total_examples if total_examples else float("nan")
-    event = dp_sgd_event(float(training.noise_multiplier), q, steps)  # type: ignore[arg-type]
+    event = dp_sgd_event(float(noise_multiplier), q, steps)
     return LocalTrainingResult(mean_loss=mean, steps=steps, examples=total_examples, event=event)

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -61,14 +61,14 @@ def client_party(client_id: int) -> str:
     return f"client:{client_id}"
 
 
-def is_party(name: object) -> bool:
+def is_party(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and (name == SERVER or _CLIENT_RE.match(name) is not None)
 
 
 def check_party(name: object, what: str = "party") -> str:
     if not is_party(name):
         raise ValueError(f"{what} must be 'server' or 'client:<id>' with id an integer >= 0, got {name!r}")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def client_id_of(party: str) -> int:

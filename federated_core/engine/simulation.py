@@ -44,7 +44,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -145,7 +145,7 @@ def _initial_model(config: FederatedConfig, initial_model: nn.Module | None) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "model"))
         model = build_backbone(config.backbone, embedding_dim=config.embedding_dim, resolution=config.resolution)
-    return model.eval(), dict(model.build_config)
+    return model.eval(), dict(cast(dict[str, Any], model.build_config))  # set by build_backbone
 
 
 def _as_client_map(clients: Sequence[ClientData] | Mapping[int, ClientData]) -> dict[int, ClientData]:
@@ -560,8 +560,8 @@ def run_federated(
             client_states,
         )
         metrics = _initial_metrics(config, method, spec, client_data, time.perf_counter() - t0)
-        if 0 in eval_rounds:
-            metrics["evaluation"]["0"] = evaluator.evaluate(model, device)  # type: ignore[union-attr]
+        if evaluator is not None and 0 in eval_rounds:  # eval_rounds is empty without an evaluator
+            metrics["evaluation"]["0"] = evaluator.evaluate(model, device)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             _write_ground_truth_start(out, client_data, data_spec)
@@ -571,9 +571,9 @@ def run_federated(
     for r in bar:
         t_round = time.perf_counter()
         server_state, record = _run_round(run, r, server_state)
-        if r in eval_rounds:
+        if evaluator is not None and r in eval_rounds:
             t_eval = time.perf_counter()
-            evaluation = evaluator.evaluate(_backbone_of(method, server_state, spec), device)  # type: ignore[union-attr]
+            evaluation = evaluator.evaluate(_backbone_of(method, server_state, spec), device)
             metrics["evaluation"][str(r)] = evaluation
             record["evaluation"] = evaluation
             record["seconds"]["evaluation"] = time.perf_counter() - t_eval

@@ -29,7 +29,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import safe_open
@@ -318,6 +318,7 @@ class WireLog:
             chunk_path = wire_dir / chunk_name
             payload: dict[str, torch.Tensor] = {}
             storages: set[int] = set()
+            written: dict[int, dict[str, Any]] = {}
             for i in pending:
                 m = self._messages[i]
                 kept = self.keep_tensors and not (isinstance(m.tensors, LazyTensors) and not m.tensors.kept)
@@ -337,9 +338,11 @@ class WireLog:
                             "key": key,
                         }
                     else:
-                        spec = m.tensors._specs[name]  # type: ignore[attr-defined]
+                        # not kept: append() made the payload a LazyTensors, or it was read back as one
+                        assert isinstance(m.tensors, LazyTensors)
+                        spec = m.tensors._specs[name]
                         specs[name] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "file": None, "key": None}
-                self._records[i] = {
+                written[i] = self._records[i] = {
                     "index": i,
                     "round": m.round,
                     "phase": m.phase,
@@ -362,9 +365,11 @@ class WireLog:
                 for i in pending:
                     self._messages[i] = _replace_tensors(
                         self._messages[i],
-                        _lazy_from_record(wire_dir, self._records[i], verifier),  # type: ignore[arg-type]
+                        _lazy_from_record(wire_dir, written[i], verifier),
                     )
-        kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in self._records}
+        # every message has its record now: the pending ones were just written
+        records = cast(list[dict[str, Any]], self._records)
+        kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in records}
         used = sorted(self._used_chunks())
         self._chunks = {name: self._chunks[name] for name in used}
         index = {

@@ -9,7 +9,7 @@ or sequences; results are Python floats / numpy arrays.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, overload
 
 import numpy as np
 from scipy.stats import rankdata
@@ -148,6 +148,18 @@ def best_threshold(scores: np.ndarray, is_same: np.ndarray) -> float:
     return float((upper + lower) / 2.0)
 
 
+@overload
+def verification_accuracy(
+    scores: Any, is_same: Any, folds: int = ..., return_std: Literal[False] = ..., fold_ids: Any = ...
+) -> float: ...
+@overload
+def verification_accuracy(
+    scores: Any, is_same: Any, folds: int = ..., *, return_std: Literal[True], fold_ids: Any = ...
+) -> tuple[float, float]: ...
+@overload
+def verification_accuracy(
+    scores: Any, is_same: Any, folds: int = ..., return_std: bool = ..., fold_ids: Any = ...
+) -> float | tuple[float, float]: ...
 def verification_accuracy(
     scores: Any, is_same: Any, folds: int = 10, return_std: bool = False, fold_ids: Any = None
 ) -> float | tuple[float, float]:

@@ -59,6 +59,8 @@ class MarginClientModel(nn.Module):
             identically zero and trains nothing. None keeps the margin softmax.
     """
 
+    negatives: torch.Tensor | None  # a buffer (None when there are none)
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -140,7 +142,7 @@ class CenterMethod(BackboneMethod):
     positive_margin: float | None = None  # FedFace sets ν: positive-only loss for one-class clients
     uploads_centers: ClassVar[bool] = False  # W_k leaves the client
     returns_centers: ClassVar[bool] = False  # the server sends each participant its own W_k back
-    train_centers: ClassVar[bool] = True
+    train_centers: bool = True  # a class default; FedFace sets it per instance
 
     def __init__(
         self,
@@ -345,4 +347,4 @@ class CenterMethod(BackboneMethod):
             meta={"protection": unit},
         )
 
-    uploads_identity_keys: ClassVar[bool] = False
+    uploads_identity_keys: bool = False  # a class default; FedGC sets it per instance

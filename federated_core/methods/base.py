@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, overload
 
 import torch
 from torch import nn
@@ -238,6 +238,8 @@ class Method:
     #: rejects any other upload before ``server_step`` (`federated_core.engine.validation`).
     #: None (the default): not declared; `upload_kinds` says what is accepted then.
     client_upload_kinds: ClassVar[Mapping[str, tuple[str, ...]] | None] = None
+    #: The hyper-parameters `get_method` built the instance with (unset on a direct construction).
+    _hyperparameters: dict[str, Any]
 
     # -- the protocol --------------------------------------------------------------------------
     def init(self, global_model: GlobalModel, config: FederatedConfig, rng: torch.Generator) -> ServerState:
@@ -331,6 +333,12 @@ class Method:
         return f"{name}: this package's implementation; no paper or official-code preset exists."
 
     # -- helpers for subclasses --------------------------------------------------------------------
+    @overload
+    @staticmethod
+    def find(broadcast: Iterable[Message], kind: str, required: Literal[True] = ...) -> Message: ...
+    @overload
+    @staticmethod
+    def find(broadcast: Iterable[Message], kind: str, required: bool) -> Message | None: ...
     @staticmethod
     def find(broadcast: Iterable[Message], kind: str, required: bool = True) -> Message | None:
         """The single message of ``kind`` in ``broadcast`` (None if absent and not required)."""
@@ -487,7 +495,7 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def method_class(name: str) -> type:
+def method_class(name: str) -> type[Method]:
     """The class registered as ``name`` (a `ValueError` listing the names if there is none)."""
     _discover()
     if name not in _REGISTRY:

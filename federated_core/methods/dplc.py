@@ -527,14 +527,17 @@ def dplc(
     within ``rho`` of it. ``standard_noise`` (optional, ``[>= k, d]``) supplies the standard
     normal draws row by row in query order; otherwise ``generator`` draws them.
     """
-    kwargs = dict(
-        dtype=config.torch_dtype,
-        device=device,
-        max_block_elements=config.max_block_elements,
-        progress=progress,
-    )
     if config.removal == "mean":
-        clustering = local_clustering(centers, config.rho, config.min_cluster_size, config.max_queries, **kwargs)
+        clustering = local_clustering(
+            centers,
+            config.rho,
+            config.min_cluster_size,
+            config.max_queries,
+            dtype=config.torch_dtype,
+            device=device,
+            max_block_elements=config.max_block_elements,
+            progress=progress,
+        )
         if standard_noise is not None:
             standard_noise = torch.as_tensor(standard_noise)[: clustering.num_clusters]
         return release_clusters(
@@ -571,7 +574,15 @@ def dplc(
         return p_hat
 
     clustering = local_clustering(
-        centers, config.rho, config.min_cluster_size, config.max_queries, removal_direction=release_one, **kwargs
+        centers,
+        config.rho,
+        config.min_cluster_size,
+        config.max_queries,
+        dtype=config.torch_dtype,
+        device=device,
+        max_block_elements=config.max_block_elements,
+        progress=progress,
+        removal_direction=release_one,
     )
     d = clustering.centers.shape[1]
     stacked = torch.stack(noisy) if noisy else clustering.centers.new_zeros((0, d))

@@ -215,14 +215,17 @@ class FedFRClientModel(nn.Module):
             total = total + hp.alpha_con * l_con
             self._add("con", l_con)
         if self.transform is not None:
+            branches, branch_bias = self.branches, self.branch_bias
+            if branches is None or branch_bias is None:
+                raise ValueError("the DFC transform needs its branches and branch_bias; got None")
             local_target = torch.where(y < self.num_local, y, torch.full_like(y, -1))
             f_dfc = self.transform(f)
             if hp.dfc_loss == "bce":
-                cos = F.normalize(f_dfc, dim=1) @ F.normalize(self.branches, dim=1).t()
-                l_dfc = margin_bce(cos, local_target, self.branch_bias, hp.lam, hp.s_prime, hp.m_prime, hp.t_prime)
+                cos = F.normalize(f_dfc, dim=1) @ F.normalize(branches, dim=1).t()
+                l_dfc = margin_bce(cos, local_target, branch_bias, hp.lam, hp.s_prime, hp.m_prime, hp.t_prime)
             else:  # Table 2's "Cosface" branch: multi-class CosFace on the branches, local samples only
                 branch_logits = margin_logits(
-                    f_dfc, self.branches, local_target, "cosface", hp.s_prime, hp.m_prime, check_labels=False
+                    f_dfc, branches, local_target, "cosface", hp.s_prime, hp.m_prime, check_labels=False
                 )
                 has = (local_target >= 0).to(branch_logits.dtype)
                 l_dfc = F.cross_entropy(branch_logits, local_target.clamp(min=0), reduction="none") * has
@@ -598,10 +601,12 @@ class FedFR(BackboneMethod):
         for name, value in local.state_dict().items():
             tensors[LOCAL_BACKBONE + name] = value.detach().cpu().clone()
         if self.dfc:
-            tensors[DFC_WEIGHT] = transform.weight.detach().cpu().clone()  # type: ignore[union-attr]
-            tensors[DFC_BIAS] = transform.bias.detach().cpu().clone()  # type: ignore[union-attr]
-            tensors[DFC_BRANCHES] = model.branches.detach().cpu().clone()  # type: ignore[union-attr]
-            tensors[DFC_BRANCH_BIAS] = model.branch_bias.detach().cpu().clone()  # type: ignore[union-attr]
+            if transform is None or model.branches is None or model.branch_bias is None:
+                raise ValueError("FedFR's DFC state is incomplete (transform, branches or branch_bias is None)")
+            tensors[DFC_WEIGHT] = transform.weight.detach().cpu().clone()
+            tensors[DFC_BIAS] = transform.bias.detach().cpu().clone()
+            tensors[DFC_BRANCHES] = model.branches.detach().cpu().clone()
+            tensors[DFC_BRANCH_BIAS] = model.branch_bias.detach().cpu().clone()
         rnd = int(client_state.meta["round"])
         examples = float(model.parts["examples"]) if "examples" in model.parts else 0.0
         parts = {k: float(v) / examples for k, v in model.parts.items() if k != "examples" and examples}
@@ -621,6 +626,10 @@ class FedFR(BackboneMethod):
         weight = len(data) + (hn["kept"] if self.fedavg_weight == "local+selected" else 0)
         uploads = [self.backbone_upload(client_state, local, phase, result.event, weight)]
         if self.public_data:
+            if model.public is None:
+                raise ValueError(
+                    "public_data is on but the client model has no public embeddings (model.public is None)"
+                )
             uploads.append(
                 make_message(
                     PUBLIC_KIND,

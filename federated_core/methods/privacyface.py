@@ -111,6 +111,8 @@ class ConsensusClientModel(nn.Module):
     """``forward(x, y) -> [B]`` per-example consensus-aware loss (Eq. 5) of the backbone's
     embeddings against the client's ``W_k`` and the other clients' cluster centers (a buffer)."""
 
+    clusters: torch.Tensor | None  # a buffer (None when there are none)
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -621,8 +623,11 @@ class PrivacyFace(CenterMethod):
                 for r in records
             ]
         )
+        release_kind = self.release_kind
+        if release_kind is None:
+            raise ValueError(f"release {self.release!r} uploads nothing (it has no message kind)")
         message = make_message(
-            self.release_kind,
+            release_kind,
             self.party(client_state),
             (SERVER,),
             rnd,
@@ -751,10 +756,12 @@ class PrivacyFace(CenterMethod):
                     self.s,
                     self.m,
                 )
+                if self.public_set is None:
+                    raise ValueError("a public set was rendered without its spec (public_set is None)")
                 pub_training = LocalTrainingConfig(
                     **{
                         **training.to_dict(),
-                        "local_epochs": int(self.public_set.get("epochs", 1)),  # type: ignore[union-attr]
+                        "local_epochs": int(self.public_set.get("epochs", 1)),
                         "noise_multiplier": None,
                         "max_grad_norm": None,
                     }
@@ -785,7 +792,7 @@ class PrivacyFace(CenterMethod):
             )
             with torch.no_grad():
                 g_w = grads.pop("centers")
-                model.centers -= training.lr * (g_w + training.weight_decay * model.centers)
+                model.centers.sub_(training.lr * (g_w + training.weight_decay * model.centers))
                 if "public_centers" in grads:
                     pc = tensors["public_centers"].to(training.device)
                     tensors["public_centers"] = (
@@ -851,8 +858,12 @@ def _average_gradients(
         name: (p.grad.detach().cpu().clone() if p.grad is not None else torch.zeros_like(p).cpu())
         for name, p in model.backbone.named_parameters()
     }
+    if model.centers.grad is None:
+        raise ValueError("the client's centers got no gradient (centers.grad is None): it has no local batch")
     grads["centers"] = model.centers.grad.detach().clone()
     if public_model is not None:
+        if public_model.centers.grad is None:
+            raise ValueError("the public centers got no gradient (public_centers.grad is None): no public batch")
         grads["public_centers"] = public_model.centers.grad.detach().clone()
     for module, _ in parts:
         for p in module.parameters():

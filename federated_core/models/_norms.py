@@ -46,7 +46,7 @@ def norm2d(norm: str, channels: int, eps: float = 1e-5) -> nn.Module:
     return nn.GroupNorm(num_groups(channels), channels, eps=eps)
 
 
-def norm1d(norm: str, features: int, eps: float = 1e-5) -> nn.Module:
+def norm1d(norm: str, features: int, eps: float = 1e-5) -> nn.BatchNorm1d | nn.LayerNorm:
     """Normalisation of a ``[B, features]`` embedding: ``BatchNorm1d`` for ``"batch"``,
     ``LayerNorm(features)`` (over the features of each example) for ``"group"``."""
     if check_norm(norm) == "batch":

@@ -60,7 +60,7 @@ def build_backbone(name: str, embedding_dim: int = 512, resolution: int = 64, **
     if unknown:
         raise ValueError(f"backbone {name!r} takes no argument(s) {unknown}; its extra arguments are {sorted(allowed)}")
     model = constructor(embedding_dim, resolution, **kwargs)
-    model.build_config = {
+    model.build_config = {  # type: ignore[assignment]  # torch stub: Module attributes typed Tensor | Module
         "name": name,
         "embedding_dim": int(embedding_dim),
         "resolution": int(resolution),

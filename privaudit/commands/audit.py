@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from privaudit.commands._common import resolve_device
 
@@ -64,7 +65,7 @@ def build_scenario(args: argparse.Namespace):
         scenario = Scenario.from_dict(document)  # the preset, with every table of the file deep-merged
     else:
         scenario = Scenario.preset(args.scale or "demo")
-    changes = {}
+    changes: dict[str, Any] = {}
     if args.methods:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         changes["methods"] = [MethodSpec(n) for n in names]

@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
         from federated_core.pretrain import pretrain
 
         cache = args.cache_dir if args.cache_dir is not None else out.resolve().parent / "cache"
-        result = pretrain(pcfg, cache_dir=cache, device=device, progress=not args.quiet)
-        initial_backbone = str(result.path)
-        phi0.update({"checkpoint": initial_backbone, "cached": result.cached, "metrics": result.metrics})
+        pretrained = pretrain(pcfg, cache_dir=cache, device=device, progress=not args.quiet)
+        initial_backbone = str(pretrained.path)
+        phi0.update({"checkpoint": initial_backbone, "cached": pretrained.cached, "metrics": pretrained.metrics})
     config = federated_config(
         scale,
         args.method,
