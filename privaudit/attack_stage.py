@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-CENTER_KINDS = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
-
 
 def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool = True) -> Any:
     from attacks.run import AttackRunConfig
@@ -178,6 +176,7 @@ def attack_run(
     Cached through ``cache`` (a `privaudit.cache.StageCache`) under a key of the trained run
     (``run_key``), the attack settings and the code; the image grids are recorded with it."""
     from attacks.run import run_attacks
+    from attacks.views import CENTER_KINDS  # the one list of center-like kinds
     from privaudit.cache import files_under
     from privaudit.code_version import code_fingerprint, fingerprint
 

@@ -36,8 +36,6 @@ from typing import Any, Callable
 from privaudit.code_version import fingerprint
 from privaudit.scenario import MethodSpec, Scenario
 
-CENTER_LIKE = ("class_centers", "cluster_centers", "noisy_cluster_centers", "noisy_class_centers")
-
 DESCRIPTIONS = {
     "fedpe": "FedAvg of the backbone; class embeddings stay on the client (FedGC 'FedPE', PrivacyFace 'φ')",
     "fedpe-fixed": "FedPE with class embeddings frozen at random init (FedGC 'Fixed')",

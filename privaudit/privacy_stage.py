@@ -35,6 +35,7 @@ from typing import Any, Iterable
 
 BACKBONE_KINDS = ("backbone", "backbone_gradient")
 REFERENCE_DELTA = 1e-5
+SCOPE_UNITS = {"class information": "class-center", "all uploads": "identity"}  # when no event states one
 PER_PERSON_ACCOUNTANT = "rdp"
 NON_PRIVATE_NOTE = "contains a NonPrivateEvent"
 UNIT_PHRASES = {
@@ -226,7 +227,8 @@ def _guarantee(scope: str, uploads: list[Any], delta: float, accountants: list[s
     from accountants.events import common_unit
 
     ledger = _ledger(uploads)
-    unit = common_unit(_event_of(m) for m in uploads)
+    # releases without noise state no unit; their (absent) guarantee is about the record they carry
+    unit = common_unit(_event_of(m) for m in uploads) or SCOPE_UNITS[scope]
     proofs = [proof_of(m) for m in uploads]
     epsilon = _epsilons(ledger, delta, accountants)
     at_reference = epsilon if math.isclose(delta, REFERENCE_DELTA) else _epsilons(ledger, REFERENCE_DELTA, accountants)

@@ -436,6 +436,7 @@ class PrivacySummary:
 
 
 _EPSILON_MAPS = ("epsilon", "epsilon_at_reference_delta")
+COMPARISON_KINDS = ("dp_kmeans_centers",)  # attacked for comparison; no party observed them
 
 
 def _encode_epsilons(d: dict[str, Any], where: str) -> dict[str, Any]:
@@ -482,8 +483,10 @@ class MethodResult:
             raise ValueError(f"MethodResult.name must be a non-empty string, got {self.name!r}")
 
     def best_attack(self) -> AttackFinding | None:
-        """The attack with the highest finite success rate, or None when no attack has one."""
-        scored = [a for a in self.attacks if math.isfinite(a.success)]
+        """The attack with the highest finite success rate on something a party observed, or None.
+        Attacks on a hypothetical release (`COMPARISON_KINDS`: DP k-means of the true centers, which
+        no party saw) are comparisons, never the method's leak."""
+        scored = [a for a in self.attacks if math.isfinite(a.success) and a.target_kind not in COMPARISON_KINDS]
         return max(scored, key=lambda a: a.success) if scored else None
 
     def attack_success(self) -> float:

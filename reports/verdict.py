@@ -98,14 +98,18 @@ def backbone_status(m: Any) -> str:
 
 def attack_evidence(m: Any) -> str | None:
     """A short phrase naming the first attack whose success interval lies above its chance level."""
+    from reports.schema import COMPARISON_KINDS
+
     for a in m.attacks:
         metric = a.success_metric
+        if a.target_kind in COMPARISON_KINDS:  # a hypothetical release no party observed
+            continue
         if metric is None or metric not in a.intervals:
             continue
         chance = a.metrics.get(f"{metric}_chance")
         low = float(a.intervals[metric][0])
         if chance is not None and math.isfinite(float(chance)) and low > float(chance):
-            return f"{a.attack} on {a.target_kind} above chance ({metric} ≥ {low:.2f} vs {float(chance):.2f})"
+            return f"{a.attack} on {a.target_kind} above chance ({metric} ≥ {low:.3f} vs {float(chance):.3f})"
     return None
 
 

@@ -81,7 +81,7 @@ def build_scenario(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from privaudit.pipeline import run_audit
     from reports.html import write_report
-    from reports.markdown import summary_markdown
+    from reports.terminal import summary_text
 
     scenario = build_scenario(args)
     resolve_device(scenario.device)
@@ -89,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_audit(scenario, progress=not args.quiet, force=tuple(args.force), use_cache=not args.no_cache)
     report = write_report(result, scenario.out_dir)
     seconds = time.perf_counter() - started
-    print(summary_markdown(result))
+    print(summary_text(result))
     print(f"\nreport: {report}  (results: {scenario.out_dir / 'results.json'}; {seconds:.0f} s)")
     return 0

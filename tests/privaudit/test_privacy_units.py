@@ -133,4 +133,6 @@ def test_raw_centers_are_none():
     p = account_run([msg("class_centers", 0, 1, NonPrivateEvent()), msg("backbone", 0, 1)], 1e-5, ["rdp"],
                     rounds=1, counts=COUNTS)
     assert p.scope("class information").status == "none"
+    assert p.scope("class information").unit == "class-center"  # what the absent guarantee would be about
+    assert p.scope("all uploads").unit == "identity"
     assert "no guarantee for class information" in p.guarantee

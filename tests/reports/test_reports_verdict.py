@@ -55,7 +55,7 @@ def test_an_attack_above_chance_turns_good_into_warn_and_is_named():
                          intervals={"top1": (0.2, 0.6)}, success_metric="top1")
     v = verdict_of(method(info=None, backbone="dp", person=3.0, attacks=(leak,)))
     assert (v.rule, v.level) == ("R6", "warn")
-    assert "knn on backbone above chance (top1 ≥ 0.20 vs 0.05)" in v.text
+    assert "knn on backbone above chance (top1 ≥ 0.200 vs 0.050)" in v.text
     at_chance = AttackFinding("knn", "server", "backbone", metrics={"top1": 0.06, "top1_chance": 0.05},
                               intervals={"top1": (0.01, 0.12)}, success_metric="top1")
     assert verdict_of(method(info=None, backbone="dp", person=3.0, attacks=(at_chance,))).level == "good"
