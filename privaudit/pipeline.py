@@ -515,7 +515,46 @@ def _method_flags(metrics: dict[str, Any]) -> list[str]:
 def run_audit(
     scenario: Scenario | None = None, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True
 ) -> Any:
-    """Run every stage of the audit described by ``scenario`` (default: `Scenario.demo()`).
+    """Run the audit of ``scenario`` (default: `Scenario.demo()`) once per seed of
+    `Scenario.seed_list`. With one seed, see `run_one_seed`. With several, each seed's audit goes
+    to ``OUT/seeds/seed-<s>/`` and ``OUT/results.json`` is the first seed's result with a
+    ``repeats`` block: per-seed values, means with t intervals over seeds, and paired comparisons
+    with ``compare_to`` (`privaudit.comparisons`)."""
+    import dataclasses
+
+    from privaudit.comparisons import paired_comparisons, per_seed_values, summarise
+    from reports.schema import save_results
+
+    scenario = scenario or Scenario.demo()
+    seeds = scenario.seed_list()
+    if len(seeds) == 1:
+        return run_one_seed(dataclasses.replace(scenario, seed=seeds[0]), progress, force, use_cache)
+    results: list[Any] = []
+    for s in seeds:
+        _progress(progress)(f"seed {s} ({len(results) + 1}/{len(seeds)})")
+        one = dataclasses.replace(
+            scenario, seed=s, seeds=None, repeats=1, out=str(scenario.out_dir / "seeds" / f"seed-{s}")
+        )
+        results.append(run_one_seed(one, progress, force, use_cache))
+    values = per_seed_values(results)
+    main = results[0]
+    main.scenario = scenario.to_dict()
+    main.title = f"privaudit audit: {scenario.name} ({len(seeds)} seeds)"
+    main.timings = {f"seed {s}: {k}": v for s, r in zip(seeds, results) for k, v in r.timings.items()}
+    main.repeats = {
+        "seeds": seeds,
+        "unit": "seed",
+        "baseline": scenario.compare_to,
+        "per_seed": values,
+        "summary": summarise(values),
+        "comparisons": paired_comparisons(values, scenario.compare_to),
+    }
+    save_results(main, scenario.out_dir)
+    return main
+
+
+def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True) -> Any:
+    """Run every stage of the audit described by ``scenario`` for its one seed.
 
     Pre-flight first (data rendered in memory, δ checked against the privacy units a client holds,
     every method built): a refused scenario raises ValueError and leaves no files behind. Stages

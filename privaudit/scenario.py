@@ -326,8 +326,24 @@ class Scenario:
     methods: list[MethodSpec] = field(default_factory=default_methods)
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
     attacks: AttackSpec = field(default_factory=AttackSpec)
+    # several seeds: `seeds` (a list) or `repeats` (seed, seed + 1, ...); each method is run per seed
+    # and compared with `compare_to` by paired differences over seeds (privaudit.comparisons)
+    seeds: list[int] | None = None
+    repeats: int = 1
+    compare_to: str = "fedpe"
 
     def __post_init__(self) -> None:
+        _positive_int("repeats", self.repeats)
+        if self.seeds is not None:
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds}")
+            if self.repeats != 1 and self.repeats != len(self.seeds):
+                raise ValueError(f"give seeds or repeats, not both (seeds={self.seeds}, repeats={self.repeats})")
+        if len(self.seed_list()) > 1 and self.compare_to not in [m.key for m in self.methods]:
+            raise ValueError(
+                f"compare_to must name one of the scenario's methods {[m.key for m in self.methods]} "
+                f"to compare the others with over seeds, got {self.compare_to!r}"
+            )
         keys = [m.key for m in self.methods]
         repeated = sorted({k for k in keys if keys.count(k) > 1})
         if repeated:
@@ -434,3 +450,7 @@ class Scenario:
     @property
     def out_dir(self) -> Path:
         return Path(self.out)
+
+    def seed_list(self) -> list[int]:
+        """The seeds every method runs with: ``seeds``, else ``seed, seed + 1, ...`` (``repeats``)."""
+        return list(self.seeds) if self.seeds is not None else [self.seed + i for i in range(self.repeats)]

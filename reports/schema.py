@@ -681,6 +681,8 @@ class AuditResult:
     privaudit_version: str = field(default_factory=lambda: _installed_version("privaudit") or "unknown")
     created: str = field(default_factory=utc_now_iso)
     schema_version: str = SCHEMA_VERSION
+    # several seeds (schema 1.2): per-seed values, means with intervals, paired comparisons
+    repeats: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
@@ -737,6 +739,8 @@ class AuditResult:
             "analyses": self.analyses.to_dict(),
             "flags": _strings(self.flags, "flags"),
         }
+        if self.repeats:
+            doc["repeats"] = _free(self.repeats, ("repeats",))
         validate_results(doc)
         return doc
 
@@ -761,6 +765,7 @@ class AuditResult:
             methods=[MethodResult.from_dict(m) for m in doc["methods"]],
             analyses=Analyses.from_dict(doc["analyses"]),
             flags=list(doc["flags"]),
+            repeats=_unfree(doc.get("repeats", {})),
         )
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:

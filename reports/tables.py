@@ -31,6 +31,7 @@ __all__ = [
     "attacks_table",
     "communication_table",
     "fidelity_table",
+    "seeds_table",
     "key_value_table",
     "flatten",
     "method_tables",
@@ -629,9 +630,63 @@ def method_tables(methods: Sequence[MethodResult], metric: str | None) -> list[T
     return [t for t in tables if t is not None]
 
 
+def _num_or_nan(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) else math.nan  # JSON-decoded NaN may be absent
+
+
+def seeds_table(result: AuditResult, metric: str | None) -> Table | None:
+    """Paired comparisons over seeds (``result.repeats``) on the headline metric and the attack
+    success: mean difference with its t interval, the Holm-corrected sign-flip p, "not significant"
+    wherever the interval covers 0 or p ≥ 0.05, and what this number of seeds could detect."""
+    rep = result.repeats
+    if not rep:
+        return None
+    wanted = {metric, "attack_success"}
+    rows: list[list[str | Cell]] = []
+    for c in rep.get("comparisons", []):
+        if c["metric"] not in wanted:
+            continue
+        low, high = _num_or_nan(c.get("ci_low")), _num_or_nan(c.get("ci_high"))
+        verdict = Cell("significant", "warn") if c.get("significant") else Cell("not significant", "muted")
+        rows.append(
+            [
+                c["method"],
+                c["metric"],
+                f"{fmt_number(_num_or_nan(c.get('mean')))} [{fmt_number(low)}, {fmt_number(high)}]",
+                fmt_number(_num_or_nan(c.get("p_holm"))),
+                fmt_number(_num_or_nan(c.get("min_attainable_p"))),
+                verdict,
+                fmt_number(_num_or_nan(c.get("detectable"))),
+            ]
+        )
+    if not rows:
+        return None
+    seeds = rep.get("seeds", [])
+    return Table(
+        f"Comparisons over {len(seeds)} seeds (baseline {rep.get('baseline')})",
+        "seeds",
+        [
+            "method",
+            "metric",
+            "mean difference [95% t CI]",
+            "p (sign-flip, Holm)",
+            "smallest attainable p",
+            "verdict",
+            "detectable difference (80% power)",
+        ],
+        rows,
+        f"Paired by seed ({', '.join(map(str, seeds))}): each method minus the baseline on the same seed. "
+        "Significant only when the Holm-corrected p < 0.05 and the interval excludes 0; with n seeds the "
+        "exact sign-flip test cannot go below 2/2^n, so a few seeds can only say 'not significant'.",
+    )
+
+
 def result_tables(result: AuditResult) -> list[Table]:
     """Every table of the report: method tables, then timings (scenario and software come separately)."""
     tables = method_tables(result.methods, headline_utility_metric(result))
+    seeds = seeds_table(result, headline_utility_metric(result))
+    if seeds is not None:
+        tables.insert(1, seeds)
     if result.timings:
         rows: list[list[str | Cell]] = [[k, f"{float(v):.1f}"] for k, v in result.timings.items()]
         rows.append([Cell("total", "muted"), Cell(f"{sum(float(v) for v in result.timings.values()):.1f}", "muted")])

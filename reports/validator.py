@@ -315,6 +315,8 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
                 f"{format_path(path)}: {a} and {b} must have the same length, got {len(obj[a])} and {len(obj[b])}"
             )
 
+    if "repeats" in document and document.get("schema_version") in ("1.0", "1.1"):
+        out.append(f"repeats: new in schema_version 1.2, but the document says {document.get('schema_version')}")
     for i, method in enumerate(document.get("methods", [])):
         privacy = method.get("privacy", {})
         if "formal_epsilon_all" in privacy and document.get("schema_version") == "1.0":
