@@ -36,13 +36,4 @@ def tiny_config(**overrides) -> FederatedConfig:
     return FederatedConfig(**base)
 
 
-def events_available() -> bool:
-    try:
-        import accountants
-    except ImportError:
-        return False
-    return all(hasattr(accountants, n) for n in ("NonPrivateEvent", "event_from_dict", "PoissonSampledGaussianEvent", "SelfComposedEvent"))
-
-
-needs_events = pytest.mark.skipif(not events_available(), reason="accountants' DP events are not available yet")
 

@@ -11,7 +11,7 @@ from federated_core.engine import run_federated
 from federated_core.engine.simulation import TIMINGS_NAME
 from federated_core.models import build_backbone, state_dict_to_safetensors
 
-from engine_helpers import needs_events, tiny_config
+from engine_helpers import tiny_config
 
 TIMING_FILES = {TIMINGS_NAME}
 
@@ -32,7 +32,7 @@ def _assert_same_bytes(a: Path, b: Path) -> dict[str, bytes]:
     return fa
 
 
-@pytest.mark.parametrize("method", ["fedpe", pytest.param("fedgc", marks=needs_events)])
+@pytest.mark.parametrize("method", ["fedpe", "fedgc"])
 def test_two_runs_write_identical_bytes(method, clients, test_faces, tmp_path):
     config = tiny_config(method=method, rounds=2, participation=0.75, eval_initial=True, eval_every=1)
     threads = torch.get_num_threads()

@@ -8,18 +8,8 @@ import torch
 from federated_core.engine import WireLog
 from federated_core.scales import FederatedScale, federated_config, federated_scale
 
-from engine_helpers import events_available
 
 
-def _synthetic_available() -> bool:
-    try:
-        from federated_core.data import SyntheticFaces  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_synthetic = pytest.mark.skipif(not _synthetic_available(), reason="federated_core.data.SyntheticFaces is not available yet")
 
 
 def test_scale_presets_and_validation():
@@ -38,7 +28,6 @@ def test_scale_presets_and_validation():
         FederatedScale("x", 2, 2, 2, 4, 1, 1, 1, 4, 0.1)
 
 
-@needs_synthetic
 @pytest.mark.parametrize("partition, clients, per_client", [("balanced", 3, 4), ("lognormal", 3, 4), ("one-identity", 5, 1)])
 def test_federated_data_is_identity_disjoint(partition, clients, per_client):
     from federated_core.pretrain import SyntheticSpec
@@ -62,8 +51,6 @@ def test_federated_data_is_identity_disjoint(partition, clients, per_client):
     assert torch.equal(again.images, data.clients[1].faces.images)  # the spec regenerates the images
 
 
-@needs_synthetic
-@pytest.mark.skipif(not events_available(), reason="accountants' DP events are not available yet")
 def test_train_command_end_to_end(tmp_path, capsys):
     from privaudit.cli import main
 
@@ -89,7 +76,6 @@ def test_train_command_end_to_end(tmp_path, capsys):
                  "--from-scratch"]) == 2
 
 
-@needs_synthetic
 def test_train_command_from_phi0(tmp_path):
     from privaudit.cli import main
 

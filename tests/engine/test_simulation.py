@@ -12,7 +12,7 @@ from federated_core.engine.simulation import generator, offline_clients, sample_
 from federated_core.methods import GlobalModel
 from federated_core.methods.fedpe import FedPE
 
-from engine_helpers import make_clients, needs_events, tiny_config
+from engine_helpers import make_clients, tiny_config
 
 # DESIGN.md §3: what leaves each client, and what the server sends.
 CLIENT_KINDS = {
@@ -31,18 +31,13 @@ SERVER_KINDS = {
     "fedgc": ["backbone", "class_centers"],
     "fedgc-cos": ["backbone", "class_centers"],
 }
-NEEDS_EVENTS = {"shared-centers", "fedface", "fedgc", "fedgc-cos"}
-
-
-def _params(method):
-    return [pytest.param(m, marks=needs_events) if m in NEEDS_EVENTS else m for m in method]
 
 
 def _same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("method", _params(sorted(CLIENT_KINDS)))
+@pytest.mark.parametrize("method", sorted(CLIENT_KINDS))
 def test_two_round_run_sends_exactly_the_designed_kinds(method, clients, test_faces, tmp_path):
     config = tiny_config(method=method, eval_initial=True, eval_every=1)
     result = run_federated(config, clients, out_dir=tmp_path, eval_faces=test_faces)
@@ -123,7 +118,7 @@ def _noting():
     return method
 
 
-@pytest.mark.parametrize("method", _params(["fedpe", "fedgc"]))
+@pytest.mark.parametrize("method", ["fedpe", "fedgc"])
 def test_resume_gives_the_uninterrupted_result(method, clients, test_faces, tmp_path):
     kwargs = dict(method=method, rounds=3, participation=0.5, eval_every=1)
     full = run_federated(tiny_config(**kwargs), clients, tmp_path / "full", eval_faces=test_faces)
@@ -276,7 +271,6 @@ def test_config_roundtrip_and_run_argument_checks(clients):
         run_federated(tiny_config(method_params={"lambda": 3}), clients)
 
 
-@needs_events
 def test_dp_sgd_run_tags_uploads_with_events(clients):
     from accountants import PoissonSampledGaussianEvent, SelfComposedEvent
 

@@ -23,12 +23,3 @@ def tiny_config(**overrides) -> FederatedConfig:
     return FederatedConfig(**base)
 
 
-def events_available() -> bool:
-    try:
-        import accountants
-    except ImportError:
-        return False
-    return all(hasattr(accountants, n) for n in ("NonPrivateEvent", "event_from_dict"))
-
-
-needs_events = pytest.mark.skipif(not events_available(), reason="accountants' DP events are not available yet")

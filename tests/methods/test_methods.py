@@ -13,7 +13,7 @@ from federated_core.methods._centers import CENTERS_PREFIX, MarginClientModel
 from federated_core.methods.regularizers import cross_client_mask, spreadout_distance
 from federated_core.models.heads import margin_loss
 
-from methods_helpers import needs_events, random_faces, tiny_config
+from methods_helpers import random_faces, tiny_config
 
 OURS = ["fedface", "fedgc", "fedgc-cos", "fedpe", "fedpe-fixed", "shared-centers"]
 
@@ -137,7 +137,6 @@ def test_fedface_server_step_is_the_spreadout_step():
     assert state.meta["last_regularizer"] == pytest.approx(float(reg.detach()))
 
 
-@needs_events
 def test_shared_centers_uses_other_clients_rows_as_negatives():
     method = get_method("shared-centers")
     state = _server_with_centers(method, {0: torch.ones(2, 3), 1: torch.zeros(1, 3), 2: torch.full((2, 3), 2.0)})
@@ -149,7 +148,6 @@ def test_shared_centers_uses_other_clients_rows_as_negatives():
     assert torch.equal(negatives, torch.cat([torch.ones(2, 3), torch.full((2, 3), 2.0)]))
 
 
-@needs_events
 def test_fedgc_shared_identities_end_to_end():
     """Identity 7 is held by clients 0 and 1: after the server step both hold the same, corrected row."""
     faces = [random_faces([5, 7], 3, seed=0), random_faces([7, 9], 3, seed=1), random_faces([11], 3, seed=2)]

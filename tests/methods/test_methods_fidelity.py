@@ -21,7 +21,7 @@ from federated_core.methods.privacyface import PAPER_PUBLIC_SET
 from federated_core.methods.regularizers import cross_client_mask, softmax_regularizer
 from federated_core.models import build_backbone
 
-from methods_helpers import needs_events, random_faces, tiny_config
+from methods_helpers import random_faces, tiny_config
 
 # ---------------------------------------------------------------------------------- the presets
 
@@ -262,7 +262,6 @@ def test_fedfs_default_trains_one_round():
     assert result.completed_rounds == 1
 
 
-@needs_events
 @pytest.mark.parametrize("name", ["privacyface", "noisy-centers"])
 @pytest.mark.parametrize("fidelity", ["default", "paper"])
 def test_privacyface_presets_train_one_round(name, fidelity):
