@@ -260,19 +260,18 @@ def tpr_at_fpr_point(pos: np.ndarray, neg: np.ndarray, fpr: float) -> tuple[floa
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) two-sided binomial confidence interval for a proportion."""
-    from scipy.stats import beta
+    """Exact (Clopper–Pearson) two-sided binomial confidence interval for a proportion: the two
+    one-sided bounds of `accountants.audit` (the one implementation) at (1 + confidence) / 2."""
+    from accountants.audit import clopper_pearson_lower, clopper_pearson_upper
 
-    if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    if not 0 <= successes <= trials:
-        raise ValueError(f"successes must be in [0, trials={trials}], got {successes}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    alpha = 1 - confidence
-    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
-    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
-    return low, high
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials={trials}], got {successes}")
+    one_sided = (1 + confidence) / 2
+    return float(clopper_pearson_lower(successes, trials, one_sided)), float(
+        clopper_pearson_upper(successes, trials, one_sided)
+    )
 
 
 def tpr_at_fpr(

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 from reports.schema import (
     Analyses,
@@ -117,17 +117,12 @@ _DELTA = 5e-5
 
 
 def occupancy_ratio(rho: np.ndarray, dim: int) -> np.ndarray:
-    """Fraction of the unit sphere in R^dim within angle rho of a point (PrivacyFace Thm. 1),
-    ``0.5 * I_{sin^2 rho}((dim - 1) / 2, 1 / 2)`` for rho <= pi / 2, and ``1 - (that at pi - rho)``
-    above (the cap's complement)."""
-    if dim < 2:
-        raise ValueError(f"dim must be an integer >= 2, got {dim}")
+    """PrivacyFace Thm. 1's occupancy ratio over an array of ρ: `accountants.dplc.occupancy_ratio`
+    (the one implementation) applied element-wise."""
+    from accountants.dplc import occupancy_ratio as ratio
+
     rho = np.asarray(rho, dtype=float)
-    if np.any((rho < 0) | (rho > math.pi)):
-        raise ValueError(f"rho must lie in [0, pi], got values in [{rho.min()}, {rho.max()}]")
-    small = np.minimum(rho, math.pi - rho)
-    half = 0.5 * special.betainc((dim - 1) / 2, 0.5, np.sin(small) ** 2)
-    return np.where(rho <= math.pi / 2, half, 1.0 - half)
+    return np.array([ratio(float(r), dim) for r in rho.reshape(-1)]).reshape(rho.shape)
 
 
 def _roc(separation: float, points: int = 60) -> dict[str, list[float]]:

@@ -139,7 +139,7 @@ def test_occupancy_ratio_matches_closed_forms():
     np.testing.assert_allclose(occupancy_ratio(rho, 2), rho / math.pi, atol=1e-12)
     # d = 3: Archimedes, a cap of angle rho covers (1 - cos rho) / 2 of the sphere.
     np.testing.assert_allclose(occupancy_ratio(rho, 3), (1 - np.cos(rho)) / 2, atol=1e-12)
-    with pytest.raises(ValueError, match="rho must lie in"):
+    with pytest.raises(ValueError, match=r"rho must be in \[0.0, 3.14159"):
         occupancy_ratio(np.array([4.0]), 3)
     fig = F.occupancy_figure({"3": {"rho": rho.tolist(), "ratio": ((1 - np.cos(rho)) / 2).tolist()}})
     ax = fig.axes[0]
