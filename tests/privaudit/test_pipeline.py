@@ -167,7 +167,13 @@ def test_audit_carries_the_analyses_and_their_figures(audit, tmp_path):
 
 def test_logged_gradient_findings_carry_a_rank1_interval(audit):
     _, result = audit
+    from scipy.stats import binomtest
+
     logged = [a for a in result.method("fedpe").attacks if a.target_kind == "backbone_update"]
+    assert logged
     for a in logged:
-        lo, hi = a.intervals["rank1"]
-        assert 0.0 <= lo <= a.metrics["rank1"] <= hi <= 1.0 and hi > lo
+        n = int(a.metrics["num_images"])
+        hits = round(a.metrics["rank1"] * n)
+        # the exact interval, from scipy's binomial test rather than our own Clopper–Pearson
+        exact = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert a.intervals["rank1"] == pytest.approx((exact.low, exact.high), abs=1e-9)
