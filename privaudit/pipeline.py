@@ -325,13 +325,23 @@ def check_delta_against_units(scenario: Scenario, counts: Any) -> list[str]:
 def check_method_params(scenario: Scenario) -> None:
     """Build every variant's method object now (unknown or bad hyper-parameters are a ValueError
     naming the variant) rather than after φ0 has trained."""
+    from types import SimpleNamespace
+
     from federated_core.methods import get_method
 
     for spec in scenario.methods:
         try:
-            get_method(spec.name, **method_params(spec, scenario))
+            method = get_method(spec.name, **method_params(spec, scenario))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"methods: variant {spec.key!r} ({spec.name}): {exc}") from exc
+        refuse = getattr(method, "_refuse_dp", None)  # methods whose DP-SGD refusal needs no client data
+        if spec.dp_sgd is not None and refuse is not None:
+            try:
+                refuse(SimpleNamespace(dp_sgd=spec.dp_sgd.to_config()))
+            except ValueError as exc:
+                raise ValueError(
+                    f"methods: variant {spec.key!r} ({spec.name} with dp_sgd) cannot be trained: {exc}"
+                ) from exc
 
 
 # ---------------------------------------------------------------------------- the pipeline

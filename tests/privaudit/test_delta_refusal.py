@@ -46,3 +46,16 @@ def test_the_default_delta_passes() -> None:
     counts = UnitCounts(images=24, identities=6, max_images_per_identity=4)
     assert Scenario.tiny().privacy.delta == 1e-5
     assert check_delta_against_units(Scenario.tiny(), counts) == []
+
+
+def test_a_method_that_refuses_dp_sgd_is_refused_before_any_file(tmp_path: Path) -> None:
+    import pytest
+
+    import privaudit as pa
+
+    out = tmp_path / "out"
+    scenario = Scenario.tiny(out=str(out), methods=[MethodSpec("fedfr", dp_sgd={"noise_multiplier": 1.0})])
+    with pytest.raises(ValueError, match=r"variant 'fedfr\+dpsgd' \(fedfr with dp_sgd\) cannot be trained: fedfr does "
+                                         r"not support dp_sgd"):
+        pa.run_audit(scenario, progress=False)
+    assert not out.exists()  # refused in pre-flight: φ0 never trained, nothing written
