@@ -25,6 +25,24 @@ from reports.schema import (
 )
 from reports.validator import load_results_schema, validate_results
 
+
+def _result_html(result: AuditResult) -> str:
+    from reports.notebook import result_html  # matplotlib and the renderers load on first display
+
+    return result_html(result)
+
+
+def _method_html(method: MethodResult) -> str:
+    from reports.notebook import method_html
+
+    return method_html(method)
+
+
+# Jupyter's rich display: bound here, above both modules, so that reports.schema (the data) never
+# imports reports.notebook (its rendering), which imports the schema.
+AuditResult._repr_html_ = _result_html  # type: ignore[attr-defined]  # Jupyter's display protocol
+MethodResult._repr_html_ = _method_html  # type: ignore[attr-defined]  # Jupyter's display protocol
+
 __all__ = [
     "RESULTS_FILENAME",
     "SCHEMA_VERSION",

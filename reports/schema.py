@@ -537,11 +537,6 @@ class MethodResult:
             fidelity=_unfree(d.get("fidelity", {})),
         )
 
-    def _repr_html_(self) -> str:
-        from reports.notebook import method_html
-
-        return method_html(self)
-
 
 @dataclass
 class Analyses:
@@ -789,11 +784,6 @@ class AuditResult:
             return cls.from_dict(doc)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-
-    def _repr_html_(self) -> str:
-        from reports.notebook import result_html
-
-        return result_html(self)
 
 
 def _reject_constant(name: str) -> Any:
