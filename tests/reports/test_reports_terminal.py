@@ -15,7 +15,7 @@ def test_plain_wrapped_blocks_per_method():
     assert all(len(line) <= 60 for line in text.splitlines())
     for m in result.methods:
         assert any(line.startswith(f"{m.name}: ") for line in text.splitlines())
-    assert "best attack (success):" in text and "flag(s)" in text
+    assert "attacks per family (success):" in text and "flag(s)" in text
 
 
 def test_a_comparison_release_is_never_the_best_attack():
