@@ -134,11 +134,15 @@ def paired_comparisons(per_seed: Mapping[str, Mapping[str, Sequence[float]]], ba
 
 def per_seed_values(results: Sequence[Any]) -> dict[str, dict[str, list[float]]]:
     """method -> metric -> one value per seed, from one `AuditResult` per seed: every generic
-    utility metric and the best observed attack's success rate ("attack_success")."""
+    utility metric and, per attack family, the raw success of its strongest attack on an observed
+    kind (``attack:knn``, ``attack:inversion``, ``attack:gradient``; `reports.tables.strongest_per_family`)."""
+    from reports.tables import strongest_per_family
+
     out: dict[str, dict[str, list[float]]] = {}
     for result in results:
         for m in result.methods:
-            values = {**{k: float(v) for k, v in m.utility.items()}, "attack_success": float(m.attack_success())}
+            values = {k: float(v) for k, v in m.utility.items()}
+            values.update({f"attack:{family}": float(a.success) for family, a in strongest_per_family(m).items()})
             for metric, value in values.items():
                 out.setdefault(m.name, {}).setdefault(metric, []).append(value)
     n = len(results)

@@ -659,16 +659,15 @@ def _num_or_nan(x: Any) -> float:
 
 
 def seeds_table(result: AuditResult, metric: str | None) -> Table | None:
-    """Paired comparisons over seeds (``result.repeats``) on the headline metric and the attack
-    success: mean difference with its t interval, the Holm-corrected sign-flip p, "not significant"
+    """Paired comparisons over seeds (``result.repeats``) on the headline metric and each attack
+    family's success: mean difference with its t interval, the Holm-corrected sign-flip p, "not significant"
     wherever the interval covers 0 or p ≥ 0.05, and what this number of seeds could detect."""
     rep = result.repeats
     if not rep:
         return None
-    wanted = {metric, "attack_success"}
     rows: list[list[str | Cell]] = []
     for c in rep.get("comparisons", []):
-        if c["metric"] not in wanted:
+        if c["metric"] != metric and not str(c["metric"]).startswith("attack:"):
             continue
         low, high = _num_or_nan(c.get("ci_low")), _num_or_nan(c.get("ci_high"))
         verdict = Cell("significant", "warn") if c.get("significant") else Cell("not significant", "muted")
