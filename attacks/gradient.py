@@ -13,7 +13,10 @@ images:
   (``argmin_c Σ_{c'≠c} cos(g_c, g_c')``), exact for one sample and for one-identity batches.
 * **Inverting Gradients** (Geiping et al. 2020, Eq. 4): ``1 − cos(∇θ L(x'), ∇θ L(x)) + α·TV(x')``,
   Adam on signed gradients, images boxed to the valid range, learning rate ÷10 at 3/8, 5/8, 7/8
-  of the iterations, several restarts keeping the best loss; and its **multi-step FedAvg variant**
+  of the iterations, several restarts keeping the best loss — by default breaching's recipe
+  (``invertinggradients.yaml``: cosine objective, TV scale 0.2, signed Adam at 0.1, step decay;
+  4 restarts here), with the iteration budget per scale read off the PSNR-vs-iterations curve of
+  ``bench/bench_gradient_budget.py``; and its **multi-step FedAvg variant**
   (Geiping et al. §6): the client's ``local_steps`` SGD steps (with momentum and weight decay) are
   unrolled differentiably on the dummy data and the cosine distance is taken between the
   simulated and the observed parameter *differences*.
@@ -29,6 +32,9 @@ client's local optimiser settings, the number of local images and steps, and the
 (Geiping et al.'s assumptions); it does *not* know the images, and knows the labels only when
 ``label_source="known"``. The head's update is observed only when ``head_observed`` (methods that
 upload class centers); iDLG needs it.
+
+Every score is a lower bound on what an attacker with this knowledge can do: a longer budget, more
+restarts, a learned image prior or a better label guess can only add to it.
 """
 
 from __future__ import annotations
@@ -360,12 +366,15 @@ def _l2_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
 
 @dataclass(frozen=True)
 class InvertingGradientsConfig:
-    """Geiping et al. (2020): cosine distance + α·TV, Adam on signed gradients, restarts."""
+    """Geiping et al. (2020): cosine distance + α·TV, Adam on signed gradients, step decay
+    (÷10 at 3/8, 5/8, 7/8 of ``iterations``), ``restarts`` from fresh random images keeping the
+    best final loss. Defaults: breaching's Inverting Gradients (TV scale 0.2, lr 0.1, signed,
+    boxed) with 4 restarts; ``iterations`` counts the steps of one restart."""
 
     iterations: int = 2000
-    restarts: int = 1
+    restarts: int = 4
     lr: float = 0.1
-    tv_weight: float = 1e-4
+    tv_weight: float = 0.2
     signed: bool = True
     boxed: bool = True
     seed: int = 0
@@ -598,6 +607,8 @@ class GradientProbeConfig:
         label_source: ``"idlg"`` (recover from the head update; needs ``head_observed``) or
             ``"known"``; DLG also accepts ``"dlg"`` (soft labels optimised jointly).
         head_observed: whether the head's update reaches the attacker with the backbone's.
+        iterations, restarts, attack_lr, tv_weight: Inverting Gradients' budget and prior
+            (`InvertingGradientsConfig`; ``iterations`` per restart; DLG uses ``iterations`` only).
     """
 
     backbone: str = "tiny"
@@ -620,10 +631,10 @@ class GradientProbeConfig:
     attack: str = "inverting_gradients"
     label_source: str = "idlg"
     head_observed: bool = True
-    iterations: int = 500
-    restarts: int = 1
+    iterations: int = 1000
+    restarts: int = 4
     attack_lr: float = 0.1
-    tv_weight: float = 1e-4
+    tv_weight: float = 0.2
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
@@ -858,10 +869,16 @@ def run_gradient_probe(
         id_sim, rank1, evaluator = sc.identity_similarity, sc.rank1, sc.evaluator
         imp_sim = sc.impostor_identity_similarity
         recovered = bool(rank1.any())
+    budget = (
+        f"{config.iterations} iterations x {config.restarts} restart(s), TV {config.tv_weight:g}"
+        if config.attack == "inverting_gradients"
+        else f"{config.iterations} L-BFGS steps"
+    )
     threat = (
         "attacker knows the start model, local SGD settings, image count, step count and batch order; "
         f"labels {'given' if config.label_source == 'known' else 'recovered by ' + config.label_source}; "
-        f"head update {'observed' if config.head_observed else 'not observed'}"
+        f"head update {'observed' if config.head_observed else 'not observed'}; "
+        f"{config.attack} with {budget}: a lower bound on what an attacker with this knowledge can do"
     )
     return GradientProbeResult(
         config=config.to_dict(),
