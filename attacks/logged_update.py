@@ -25,9 +25,13 @@ What the server knows and does (stated in every result):
   that round (other parties' centers or clusters) are added as fixed negatives, as the client's
   loss uses them;
 * the number of the client's identities is *granted* (``granted_classes``, read from the ground
-  truth) and the dummies are spread evenly over them — more than a real server knows, so the
-  result bounds this attacker from above. With one identity the loss is the positive-only
-  ``1 − cos(f, w)`` (FedFace / FedAwS), the worst case of the survey.
+  truth) and the dummies are spread evenly over them — more than a real server knows. With one
+  identity the loss is the positive-only ``1 − cos(f, w)`` (FedFace / FedAwS), the worst case of
+  the survey.
+
+Every result is a lower bound on what an attacker with this knowledge can do (a longer budget,
+more restarts, an image prior or a model of the shuffled steps can only add to it), not a bound
+on what leaks.
 
 The attack reconstructs ``dummies`` images (fewer than the client holds: each dummy can only be a
 blend of the client's faces). Scores: PSNR / SSIM of each reconstruction against its *nearest*
@@ -36,13 +40,22 @@ similarity to the client's best-matching identity and rank-1 match against the e
 gallery (identity leak), each with the impostor baseline the evaluator provides, and
 ``rank1_chance``: the share of gallery images that belong to the client's identities (what a
 random face would score).
+
+**Null over clients.** The unit of this attack is the client update: the dummies of one
+optimisation share its noise and are not independent trials, so no rate or interval is taken over
+them. The same reconstructions are scored, the same way, against the real images (and identities)
+of every client that was *not* attacked (`score_against_clients`); under the null hypothesis that
+the reconstructions single out no client, the attacked one is exchangeable with the others, and
+the exact permutation p-value over the ``K`` clients is ``#{k : T_k >= T_attacked} / K`` (ties
+count against the attack; the smallest possible p is ``1/K``). ``T`` is the identity similarity
+under the independent evaluator when there is one, otherwise the nearest-image PSNR.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -53,7 +66,15 @@ from attacks.gradient import InvertingGradientsConfig, LocalSgd, inverting_gradi
 from attacks.metrics import psnr, ssim
 from attacks.views import backbone_from_state
 
-__all__ = ["LoggedUpdateProbeConfig", "LoggedUpdateResult", "ProxyHeadModel", "invert_logged_update"]
+__all__ = [
+    "ClientNull",
+    "LoggedUpdateProbeConfig",
+    "LoggedUpdateResult",
+    "ProxyHeadModel",
+    "invert_logged_update",
+    "permutation_p_value",
+    "score_against_clients",
+]
 
 HEAD_LOSSES = ("cosface", "softmax")
 
@@ -118,7 +139,8 @@ class LoggedUpdateProbeConfig:
             are the dummies' own class means, a tighter fit than a trained head, so the default
             scale is tempered (16, not CosFace's 64): at 64 the proxy's softmax saturates and its
             gradient vanishes in float32, leaving nothing to match.
-        iterations, restarts, attack_lr, tv_weight: Inverting Gradients (Geiping et al. 2020).
+        iterations, restarts, attack_lr, tv_weight: Inverting Gradients (Geiping et al. 2020;
+            breaching's recipe: TV 0.2, 4 restarts; ``iterations`` per restart).
         seed, device, progress: as everywhere.
     """
 
@@ -128,10 +150,10 @@ class LoggedUpdateProbeConfig:
     loss: str = "cosface"
     scale: float = 16.0
     margin: float = 0.35
-    iterations: int = 300
-    restarts: int = 1
+    iterations: int = 100
+    restarts: int = 4
     attack_lr: float = 0.1
-    tv_weight: float = 1e-4
+    tv_weight: float = 0.2
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
@@ -185,10 +207,12 @@ class LoggedUpdateResult:
     threat_model: str
     notes: list[str] = field(default_factory=list)
     grid_path: str | None = None
+    null: "ClientNull | None" = None
 
     def summary(self) -> dict[str, Any]:
         finite = self.psnr[np.isfinite(self.psnr)]
         imp = self.impostor_identity_similarity
+        null = self.null.summary() if self.null is not None else ClientNull.empty(self.config["client"]).summary()
         return {
             "attack": "inverting_gradients (logged update)",
             "client": self.config["client"],
@@ -209,8 +233,159 @@ class LoggedUpdateResult:
             "identity_recovered": None if self.rank1 is None else bool(self.rank1.any()),
             "update_cosine": self.update_cosine,
             "decay_share": self.decay_share,
+            "iterations": self.config["iterations"],
+            "restarts": self.config["restarts"],
+            "tv_weight": self.config["tv_weight"],
             "iterations_per_second": self.iterations / self.seconds if self.seconds > 0 else float("nan"),
+            **null,
         }
+
+
+@dataclass
+class ClientNull:
+    """The same reconstructions scored against every client's real images: the attacked one and
+    those that were not attacked (`score_against_clients`).
+
+    Attributes:
+        attacked: the attacked client.
+        scores: per client (attacked included), the per-update scores: ``psnr`` / ``ssim`` (mean
+            over the dummies of the nearest real image of that client), and under the evaluator
+            ``identity_similarity`` (mean over dummies of the best cosine to that client's
+            identities) and ``rank1`` (share of dummies whose nearest gallery image is one of
+            that client's identities); None where there is no evaluator.
+        statistic: the score the permutation test ranks (``identity_similarity`` or ``psnr``).
+        permutation_p: exact permutation p-value over the clients on ``statistic``;
+            ``permutation_p_psnr`` the same on ``psnr``. None with a single client.
+    """
+
+    attacked: str
+    scores: dict[str, dict[str, float | None]]
+    statistic: str | None
+    permutation_p: float | None
+    permutation_p_psnr: float | None
+
+    @classmethod
+    def empty(cls, attacked: str) -> "ClientNull":
+        """No null: the attacked update alone (one unit), nothing to compare it with."""
+        return cls(attacked, {}, None, None, None)
+
+    @property
+    def units(self) -> int:
+        return len(self.scores)
+
+    def attacked_rank(self) -> int | None:
+        """Rank of the attacked client among all clients on ``statistic`` (1 = highest; ties
+        counted against the attack)."""
+        if self.statistic is None or self.attacked not in self.scores:
+            return None
+        statistic = self.statistic
+        t = self.scores[self.attacked][statistic]
+        if t is None:
+            return None
+        values = [v[statistic] for v in self.scores.values()]
+        return sum(1 for x in values if x is not None and x >= t)
+
+    def summary(self) -> dict[str, Any]:
+        others = [v for k, v in self.scores.items() if k != self.attacked]
+
+        def mean(metric: str) -> float | None:
+            vals = [x for x in (v.get(metric) for v in others) if x is not None]
+            return float(np.mean(vals)) if vals else None
+
+        return {
+            "units": max(1, self.units),  # without a null: the attacked update alone
+            "unit_name": "client (one update each; the dummies of one update are not independent trials)",
+            "null_clients": len(others),
+            "null_psnr": mean("psnr"),
+            "null_ssim": mean("ssim"),
+            "null_identity_similarity": mean("identity_similarity"),
+            "null_rank1": mean("rank1"),
+            "permutation_statistic": self.statistic,
+            "permutation_p": self.permutation_p,
+            "permutation_p_psnr": self.permutation_p_psnr,
+            "attacked_rank": self.attacked_rank(),
+            "null_by_client": {k: dict(v) for k, v in self.scores.items() if k != self.attacked},
+        }
+
+
+def permutation_p_value(statistics: Mapping[str, float], attacked: str) -> float:
+    """Exact permutation p-value over clients: ``#{k : T_k >= T_attacked} / K``.
+
+    Under the null hypothesis that the reconstructions carry nothing that singles out the
+    attacked client, which of the ``K`` clients was attacked is a uniform draw, so the attacked
+    client's statistic is at least as large as ``j`` of the ``K`` with probability ``j/K``. The
+    attacked client counts itself (``p >= 1/K``); ties count against the attack.
+    """
+    if attacked not in statistics:
+        raise ValueError(f"the attacked client {attacked!r} has no statistic (clients: {sorted(statistics)})")
+    values = {k: float(v) for k, v in statistics.items()}
+    if any(math.isnan(v) for v in values.values()):
+        raise ValueError(f"statistics must not be NaN, got {values}")
+    t = values[attacked]
+    return sum(1 for v in values.values() if v >= t) / len(values)
+
+
+def _unit_images(faces: Any, resolution: int) -> torch.Tensor:
+    """A FaceSet's images at ``resolution``, in ``[0, 1]``."""
+    real = faces.as_float()
+    if real.shape[-1] != resolution:
+        real = F.interpolate(real, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return ((real.clamp(-1, 1) + 1) / 2).cpu()
+
+
+def _nearest(rec: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per reconstruction: PSNR and SSIM to its nearest (highest-PSNR) real image, and its index."""
+    pair_psnr = torch.stack([psnr(rec[i : i + 1].expand_as(real), real) for i in range(len(rec))])
+    nearest = pair_psnr.argmax(1)
+    return pair_psnr.max(1).values, ssim(rec, real[nearest]), nearest
+
+
+def score_against_clients(
+    reconstructions: torch.Tensor,
+    attacked: str,
+    faces: Mapping[str, Any],
+    identities: Mapping[str, Sequence[int]] | None = None,
+    reference: Any | None = None,
+) -> ClientNull:
+    """Score ``reconstructions`` (``[N, 3, R, R]`` in ``[0, 1]``, the dummies of one update)
+    against every client's real images ``faces`` (client -> `FaceSet`, the attacked one
+    included) the same way, and rank the attacked client among them (`permutation_p_value`).
+
+    With ``reference`` (an `attacks.evaluator.IdentityReference`) and ``identities`` (client ->
+    its identity ids), identity similarity and rank-1 are scored too and are the permutation
+    statistic; otherwise the nearest-image PSNR is."""
+    if attacked not in faces:
+        raise ValueError(f"the attacked client {attacked!r} is not among the scored clients {sorted(faces)}")
+    if reconstructions.dim() != 4 or reconstructions.shape[1] != 3:
+        raise ValueError(f"reconstructions must be [N, 3, R, R], got shape {tuple(reconstructions.shape)}")
+    rec = reconstructions.detach().float().cpu()
+    with_ids = reference is not None and identities is not None
+    scores: dict[str, dict[str, float | None]] = {}
+    for client in sorted(faces):
+        if len(faces[client]) == 0:
+            raise ValueError(f"client {client!r} has no images to score against")
+        best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces[client], rec.shape[-1]))
+        row: dict[str, float | None] = {
+            "psnr": float(best_psnr.double().mean()),
+            "ssim": float(best_ssim.double().mean()),
+            "identity_similarity": None,
+            "rank1": None,
+        }
+        if with_ids:
+            assert identities is not None and reference is not None
+            ids = [int(i) for i in identities.get(client, [])]
+            if not ids:
+                raise ValueError(f"client {client!r} has no identities to score against")
+            sc = reference.score(rec, [frozenset(ids)] * len(rec))
+            row["identity_similarity"] = float(np.mean(sc.identity_similarity))
+            row["rank1"] = float(np.mean(sc.rank1))
+        scores[client] = row
+    statistic = "identity_similarity" if with_ids else "psnr"
+    p = p_psnr = None
+    if len(scores) > 1:
+        p = permutation_p_value({k: cast(float, v[statistic]) for k, v in scores.items()}, attacked)
+        p_psnr = permutation_p_value({k: cast(float, v["psnr"]) for k, v in scores.items()}, attacked)
+    return ClientNull(attacked, scores, statistic, p, p_psnr)
 
 
 def _pick_update(view: Any, config: LoggedUpdateProbeConfig) -> Any:
@@ -288,6 +463,8 @@ def invert_logged_update(
     batch_size: int | None = None,
     reference: Any | None = None,
     client_identities: Sequence[int] | None = None,
+    null_faces: Mapping[str, Any] | None = None,
+    null_identities: Mapping[str, Sequence[int]] | None = None,
 ) -> LoggedUpdateResult:
     """Invert ``config.client``'s logged backbone update seen by ``view`` (the server's).
 
@@ -296,6 +473,10 @@ def invert_logged_update(
     ``local_lr`` / ``weight_decay`` come from the protocol (the run's configuration);
     ``local_epochs`` / ``batch_size`` only estimate the number of local steps for the record.
     ``reference`` (an `attacks.evaluator.IdentityReference`) adds the identity scores.
+    ``null_faces`` / ``null_identities`` (client -> real images / identity ids of clients that
+    were *not* attacked; ground truth, scoring only) add the null over clients
+    (`score_against_clients`): the same reconstructions scored against them, and the exact
+    permutation p-value of the attacked client among all of them.
     """
     if isinstance(granted_classes, bool) or not isinstance(granted_classes, int) or granted_classes < 1:
         raise ValueError(f"granted_classes must be an integer >= 1, got {granted_classes!r}")
@@ -357,14 +538,8 @@ def invert_logged_update(
     )
     update_cos = 1.0 - out.restart_losses[int(np.argmin(out.restart_losses))]
     rec = (out.images.cpu() + 1) / 2
-    real = client_faces.as_float()
-    if real.shape[-1] != resolution:
-        real = F.interpolate(real, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
-    real = ((real.clamp(-1, 1) + 1) / 2).cpu()
-    pair_psnr = torch.stack([psnr(rec[i : i + 1].expand_as(real), real) for i in range(len(rec))])
-    nearest = pair_psnr.argmax(1)
-    best_psnr = pair_psnr.max(1).values
-    best_ssim = ssim(rec, real[nearest])
+    real = _unit_images(client_faces, resolution)
+    best_psnr, best_ssim, nearest = _nearest(rec, real)
     id_sim = imp_sim = rank1 = rank1_chance = None
     evaluator = None
     if reference is not None:
@@ -380,6 +555,24 @@ def invert_logged_update(
         )
         gallery_ids = torch.as_tensor(reference.gallery.identity_ids)
         rank1_chance = float(torch.isin(gallery_ids, torch.tensor(list(client_identities))).double().mean())
+    null = None
+    if null_faces:
+        if config.client in null_faces:
+            raise ValueError(f"null_faces must hold clients that were not attacked; it holds {config.client!r}")
+        ids_by_client = None
+        if reference is not None and client_identities:
+            ids_by_client = {**(null_identities or {}), config.client: list(client_identities)}
+            lacking = sorted(set(null_faces) - set(ids_by_client))
+            if lacking:
+                raise ValueError(f"null_identities lacks clients {lacking[:3]} (needed to score identities)")
+        null = score_against_clients(
+            rec, config.client, {**null_faces, config.client: client_faces}, ids_by_client, reference
+        )
+        notes.append(
+            f"null over clients: the same {len(rec)} reconstructions scored against the {null.units - 1} clients "
+            f"that were not attacked; exact permutation p over {null.units} clients (smallest possible "
+            f"{1 / null.units:.3g}); rank-1 and identity similarity are per update (dummies are not independent)"
+        )
     steps = None
     if n_samples and local_epochs and batch_size:
         steps = int(local_epochs) * math.ceil(n_samples / int(batch_size))
@@ -389,7 +582,9 @@ def invert_logged_update(
         "batch order (update matched in direction as one step: FedSGD approximation), not the client's class "
         "centers (head approximated by the dummies' mean features"
         + (f", plus {negatives.shape[0]} centers it broadcast as negatives" if negatives is not None else "")
-        + f"); the identity count ({granted_classes}) is granted: an upper bound on this attacker"
+        + f"); the identity count ({granted_classes}) is granted (a real server does not know it); "
+        f"Inverting Gradients with {config.iterations} iterations x {config.restarts} restart(s), "
+        f"TV {config.tv_weight:g}: a lower bound on what an attacker with this knowledge can do"
     )
     return LoggedUpdateResult(
         config=asdict(config),
@@ -415,4 +610,5 @@ def invert_logged_update(
         evaluator=evaluator,
         threat_model=threat,
         notes=notes,
+        null=null,
     )
