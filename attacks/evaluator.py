@@ -58,6 +58,7 @@ class Evaluator:
     description: str
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_identities: tuple[int, int] | None = None  # its own held-out identities (threshold calibration)
+    cache_problems: tuple[str, ...] = ()  # its cached checkpoint failed its checksum and was retrained
 
     @property
     def resolution(self) -> int:
@@ -120,6 +121,7 @@ def train_evaluator(
         desc,
         dict(result.metrics),
         tuple(getattr(config, "eval_identities", None) or ()) or None,
+        tuple(result.cache_problems),
     )
 
 

@@ -492,6 +492,7 @@ def run_attacks(
         )
         reference = _reference(ev, gt, render, members, scoring_gallery, config)
         report.evaluator = ev.description
+        report.failures.extend(f"evaluator cache failed its checksum and was retrained: {p}" for p in ev.cache_problems)
         _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
     report.seconds["evaluator"] = time.perf_counter() - t0
 

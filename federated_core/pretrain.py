@@ -138,6 +138,7 @@ class PretrainResult:
     metrics: dict[str, Any]
     path: Path | None
     cached: bool = False
+    cache_problems: list[str] = field(default_factory=list)  # a damaged cache that was retrained: flags
 
 
 def _identity_range(span: tuple[int, int]) -> torch.Tensor:
@@ -251,6 +252,7 @@ def pretrain(
 
     config = config or PretrainConfig()
     folder = None if cache_dir is None else Path(cache_dir) / f"phi0-{config.fingerprint()}"
+    cache_problems: list[str] = []
     if folder is not None and folder.is_dir():
         problems = verify_checksums(folder, PHI0_FILES)
         if not problems:
@@ -275,6 +277,7 @@ def pretrain(
                 write_checksums(folder, PHI0_FILES)
             return PretrainResult(backbone, saved, metrics, folder / "backbone.safetensors", cached=True)
         warnings.warn(f"cached φ0 not used, it is retrained: {'; '.join(problems)}", CachedFileWarning, stacklevel=2)
+        cache_problems = problems
 
     train, evaluation = build_sets(config)
     backbone, losses = train_backbone(config, train, device=device, progress=progress)
@@ -298,4 +301,4 @@ def pretrain(
         state_dict_to_safetensors(path, backbone, model_config)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         write_checksums(folder, PHI0_FILES)
-    return PretrainResult(backbone, model_config, metrics, path, cached=False)
+    return PretrainResult(backbone, model_config, metrics, path, cached=False, cache_problems=cache_problems)

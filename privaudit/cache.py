@@ -36,6 +36,7 @@ class StageCache:
             raise ValueError(f"--force: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
         self.enabled = bool(enabled)
         self.path = self.root / MANIFEST_NAME
+        self.problems: list[str] = []  # damaged or unrecorded cached files (recomputed): the audit's flags
         self.entries: dict[str, dict[str, Any]] = self._read()
         self.events: list[tuple[str, str]] = []  # (stage, "cached" | "computed"), for progress lines
 
@@ -45,9 +46,8 @@ class StageCache:
         try:
             data = json.loads(self.path.read_text())
         except ValueError:
-            warnings.warn(
-                f"{self.path} is not valid JSON: every cached stage is recomputed", CachedFileWarning, stacklevel=3
-            )
+            self.problems.append(f"{self.path} is not valid JSON: every cached stage is recomputed")
+            warnings.warn(self.problems[-1], CachedFileWarning, stacklevel=3)
             return {}
         return data.get("entries", {}) if isinstance(data, dict) else {}
 
@@ -86,7 +86,9 @@ class StageCache:
             elif file_sha256(path) != entry.get("sha256"):
                 problems.append(f"{path} differs from its recorded SHA-256 (altered)")
         if problems:
-            warnings.warn(f"{stage} stage recomputed: {'; '.join(problems)}", CachedFileWarning, stacklevel=2)
+            message = f"{stage} stage recomputed: {'; '.join(problems)}"
+            self.problems.append(message)
+            warnings.warn(message, CachedFileWarning, stacklevel=2)
             return False
         if all(self._relative(p) in self.entries for p in paths):
             self.events.append((stage, "cached"))

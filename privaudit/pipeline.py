@@ -484,7 +484,7 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
         flags=_run_flags(metrics)
         + _method_flags(metrics)
         + [f"audit not run: {s}" for s in skipped]
-        + [f"attack failed: {f}" for f in failures]
+        + [f"attacks: {f}" for f in failures]
         + ctx["delta_flags"],
         fidelity=fidelity_of(spec, metrics),
     )
@@ -629,10 +629,12 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
         scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache, ctx["run_keys"]
     )
     timings["analyses"] = time.perf_counter() - t
+    cache_flags = [f"cache: φ0 failed its checksum and was retrained: {p}" for p in phi0.cache_problems]
+    cache_flags += [f"cache: {p}" for p in cache.problems]
     result = AuditResult(
         methods=methods,
         scenario=scenario.to_dict(),
-        flags=[],
+        flags=cache_flags,
         timings=timings,
         analyses=analyses,
         title=f"privaudit audit: {scenario.name}",

@@ -27,7 +27,8 @@ def test_a_damaged_checkpoint_is_retrained_with_a_warning(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.warns(CachedFileWarning, match="backbone.safetensors"):
         third = pretrain(config, cache_dir=tmp_path, progress=False)
-    assert not third.cached
+    assert not third.cached and third.cache_problems and "backbone.safetensors" in third.cache_problems[0]
+    assert not again.cache_problems
     for (name, a), (_, b) in zip(first.backbone.state_dict().items(), third.backbone.state_dict().items()):
         assert torch.equal(a, b), name
 

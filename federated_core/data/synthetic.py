@@ -35,6 +35,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -356,23 +357,47 @@ def _save_set(path: Path, faces: FaceSet) -> None:
     save_file(
         {"images": faces.images.contiguous(), "labels": faces.labels.contiguous(), "groups": faces.groups.contiguous()},
         str(tmp),
-        metadata={"format": "privaudit.synthetic_set", "generator_version": str(GENERATOR_VERSION)},
+        metadata={
+            "format": "privaudit.synthetic_set",
+            "generator_version": str(GENERATOR_VERSION),
+            "sha256": _set_digest(faces.images, faces.labels, faces.groups),
+        },
     )
     os.replace(tmp, path)
 
 
+def _set_digest(images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> str:
+    """SHA-256 of a set's tensors (stored in the cache file's metadata, checked on load)."""
+    h = hashlib.sha256()
+    for t in (images, labels, groups):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _load_set(path: Path, labels: torch.Tensor, resolution: int) -> FaceSet | None:
-    """The cached set at ``path``, or ``None`` if absent or not the expected set."""
+    """The cached set at ``path``, or ``None`` if absent or not the expected set. A file that does
+    not load, has no checksum or fails it is re-rendered with a `CachedFileWarning` naming it."""
     if not path.is_file():
         return None
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
+
+    from federated_core.integrity import CachedFileWarning
 
     try:
         t = load_file(str(path))
-    except Exception:  # a truncated or foreign file is re-rendered and overwritten
+        with safe_open(str(path), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get("sha256")
+    except (OSError, SafetensorError, ValueError) as exc:
+        warnings.warn(f"{path} does not load ({exc}): re-rendered", CachedFileWarning, stacklevel=3)
         return None
     images, stored_labels, groups = t.get("images"), t.get("labels"), t.get("groups")
     if images is None or stored_labels is None or groups is None:
+        return None
+    if recorded != _set_digest(images, stored_labels, groups):
+        warnings.warn(
+            f"{path} has no recorded checksum or fails it (altered): re-rendered", CachedFileWarning, stacklevel=3
+        )
         return None
     if tuple(images.shape) != (labels.numel(), 3, resolution, resolution) or images.dtype != torch.uint8:
         return None

@@ -80,7 +80,7 @@ def check_fidelity(method: str, fidelity: Any, allowed: Sequence[str]) -> str:
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(a == b)
-    except Exception:  # noqa: BLE001 - e.g. tensors: compare by identity
+    except (TypeError, ValueError, RuntimeError):  # e.g. a tensor's truth value is ambiguous: compare by identity
         return a is b
 
 

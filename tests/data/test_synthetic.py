@@ -270,10 +270,22 @@ def test_make_set_cache_round_trip(tmp_path, monkeypatch) -> None:
     SyntheticFaces(**kwargs).make_set([3, 4], 2, start_index=1)
     SyntheticFaces(**kwargs, difficulty=0.9).make_set([3, 4], 2)
     assert len(list(tmp_path.glob("synthetic_*.safetensors"))) == 3
-    # a corrupted cache file is re-rendered, not trusted
+    # a corrupted cache file is re-rendered, not trusted, with a warning naming it
+    from federated_core.integrity import CachedFileWarning
+
     files[0].write_bytes(b"garbage")
-    again = SyntheticFaces(**kwargs).make_set([3, 4], 2)
+    with pytest.warns(CachedFileWarning, match=files[0].name):
+        again = SyntheticFaces(**kwargs).make_set([3, 4], 2)
     assert torch.equal(again.images, first.images)
+    # a valid file whose pixels were altered fails its checksum and is re-rendered too
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(files[0]))
+    tensors["images"][0, 0, 0, 0] ^= 1
+    save_file(tensors, str(files[0]), metadata={"sha256": "0" * 64})
+    with pytest.warns(CachedFileWarning, match="fails it"):
+        third = SyntheticFaces(**kwargs).make_set([3, 4], 2)
+    assert torch.equal(third.images, first.images)
 
 
 def test_canonical_lru_cache_is_bounded_and_transparent() -> None:

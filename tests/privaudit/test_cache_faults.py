@@ -23,7 +23,7 @@ def scenario(out: Path) -> "pa.Scenario":
 def numbers(result) -> str:
     """Everything that is a result (timings and creation time aside)."""
     doc = result.to_dict()
-    doc.pop("timings"), doc.pop("created")
+    doc.pop("timings"), doc.pop("created"), doc.pop("flags")  # flags are checked on their own
     doc["scenario"].pop("out")  # where the folder is: not a result
     return json.dumps(doc, sort_keys=True)
 
@@ -47,7 +47,8 @@ def copy_of(out: Path, tmp_path: Path) -> Path:
 def test_a_rerun_and_a_moved_folder_reuse_every_stage_without_a_warning(clean, tmp_path, recwarn):
     out, expected = clean
     moved = copy_of(out, tmp_path)
-    assert numbers(rerun(moved, progress=True)) == expected  # progress output is not part of any key
+    again = rerun(moved, progress=True)
+    assert numbers(again) == expected and again.flags == []  # progress output is not part of any key
     assert not [w for w in recwarn if issubclass(w.category, CachedFileWarning)]
     manifest = json.loads((moved / "manifest.json").read_text())["entries"]
     assert all(not Path(p).is_absolute() for p in manifest)
@@ -94,6 +95,8 @@ def test_each_damaged_artifact_is_recomputed_with_a_warning_naming_it(clean, tmp
     with pytest.warns(CachedFileWarning, match=named.replace(".", r"\.")):
         again = rerun(moved)
     assert numbers(again) == expected
+    # the recomputation is in the results' flags, not only in a warning (DESIGN §8)
+    assert any(f.startswith("cache: ") and named in f for f in again.flags), again.flags
 
 
 def test_force_and_no_cache_recompute_without_warnings(clean, tmp_path, recwarn):
