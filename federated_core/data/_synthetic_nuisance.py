@@ -125,93 +125,127 @@ def _muted(rgb: torch.Tensor, saturation: float) -> torch.Tensor:
     return grey + (rgb - grey) * saturation
 
 
-def draw_nuisance(
-    seed: int, identities: torch.Tensor, indices: torch.Tensor, scale: float, resolution: int
-) -> ImageNuisance:
-    """Nuisance parameters of images ``indices[k]`` of identities ``identities[k]`` at nuisance
-    scale ``scale`` (0: none; 1: the default amplitudes; 2: doubled)."""
-    dev = identities.device
-    key = rh.hash_key(seed, rh.STREAM_IMAGE, identities, indices, device=dev)
-    u = rh.uniform(key, len(_SLOTS))  # float64
-    z = (torch.erfinv(u * 2 - 1) * math.sqrt(2.0)).clamp(-2.5, 2.5)
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to a contiguous float32 tensor (per-image parameters are computed in float64)."""
+    return t.to(torch.float32).contiguous()
 
-    def U(name: str) -> torch.Tensor:
-        return u[:, _SLOT[name]]
 
-    def Z(name: str) -> torch.Tensor:
-        return z[:, _SLOT[name]]
+class _Uniforms:
+    """The per-image uniforms of `_SLOTS` (float64 ``[N, S]``) and their normal scores (clamped to +-2.5)."""
 
-    def f32(t: torch.Tensor) -> torch.Tensor:
-        return t.to(torch.float32).contiguous()
+    def __init__(self, u: torch.Tensor) -> None:
+        self.u = u
+        self.z = (torch.erfinv(u * 2 - 1) * math.sqrt(2.0)).clamp(-2.5, 2.5)
 
-    s = float(scale)
-    n = identities.shape[0]
-    expr_on = U("expr_on") < min(0.85, 0.4 * s)
-    which = 1 + (U("expr_which") * (len(EXPRESSIONS) - 1)).floor().long()
-    expression = torch.where(expr_on, which, torch.zeros_like(which))
+    def U(self, name: str) -> torch.Tensor:
+        """The uniform ``[N]`` of slot ``name``."""
+        return self.u[:, _SLOT[name]]
 
-    zoom = torch.exp(0.07 * s * Z("scale"))
-    roll = 0.11 * s * Z("roll")
-    shift = torch.stack([0.05 * s * Z("tx"), 0.05 * s * Z("ty")], dim=-1)
-    yaw = (0.22 * s * Z("yaw")).clamp(-0.55, 0.55)
+    def Z(self, name: str) -> torch.Tensor:
+        """The clamped standard-normal score ``[N]`` of slot ``name``."""
+        return self.z[:, _SLOT[name]]
 
-    angle = 2 * math.pi * U("light_angle")
-    strength = 0.45 * s * U("light_strength")
+    def rgb(self, prefix: str) -> torch.Tensor:
+        """The uniforms of slots ``prefix_r``, ``prefix_g``, ``prefix_b`` as ``[N, 3]``."""
+        return torch.stack([self.U(f"{prefix}_r"), self.U(f"{prefix}_g"), self.U(f"{prefix}_b")], dim=-1)
+
+
+def _draw_expression(d: _Uniforms, s: float) -> dict[str, torch.Tensor]:
+    """Step 1: the expression variant (0 = neutral with probability ``1 - min(0.85, 0.4 s)``)."""
+    expr_on = d.U("expr_on") < min(0.85, 0.4 * s)
+    which = 1 + (d.U("expr_which") * (len(EXPRESSIONS) - 1)).floor().long()
+    return {"expression": torch.where(expr_on, which, torch.zeros_like(which))}
+
+
+def _draw_pose(d: _Uniforms, s: float) -> dict[str, torch.Tensor]:
+    """Step 2: scale, roll and shift (the affine part of the sampling grid) and yaw."""
+    zoom = torch.exp(0.07 * s * d.Z("scale"))
+    roll = 0.11 * s * d.Z("roll")
+    shift = torch.stack([0.05 * s * d.Z("tx"), 0.05 * s * d.Z("ty")], dim=-1)
+    yaw = (0.22 * s * d.Z("yaw")).clamp(-0.55, 0.55)
+    return {
+        "cos_over_scale": _f32(torch.cos(roll) / zoom),
+        "sin_over_scale": _f32(torch.sin(roll) / zoom),
+        "shift": _f32(shift),
+        "yaw": _f32(yaw),
+    }
+
+
+def _draw_illumination(d: _Uniforms, s: float) -> dict[str, torch.Tensor]:
+    """Step 5: light gradient direction and strength, ambient gain, colour gains, contrast."""
+    angle = 2 * math.pi * d.U("light_angle")
+    strength = 0.45 * s * d.U("light_strength")
     light_dir = torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1) * strength[:, None]
-    ambient = torch.exp(0.12 * s * Z("ambient"))
-    gains = torch.exp(0.05 * s * torch.stack([Z("gain_r"), Z("gain_g"), Z("gain_b")], dim=-1))
-    contrast = torch.exp(0.10 * s * Z("contrast"))
+    ambient = torch.exp(0.12 * s * d.Z("ambient"))
+    gains = torch.exp(0.05 * s * torch.stack([d.Z("gain_r"), d.Z("gain_g"), d.Z("gain_b")], dim=-1))
+    contrast = torch.exp(0.10 * s * d.Z("contrast"))
+    return {"light_dir": _f32(light_dir), "ambient": _f32(ambient), "gains": _f32(gains), "contrast": _f32(contrast)}
 
-    occ_on = U("occ_on") < min(0.8, 0.22 * s)
-    bar = U("occ_type") < 0.5
-    cx, cy = U("occ_x") * 1.2 - 0.6, U("occ_y") * 1.2 - 0.5
-    half_w = torch.where(bar, 0.45 + 0.55 * U("occ_w"), 0.12 + 0.28 * U("occ_w"))
-    half_h = torch.where(bar, 0.05 + 0.08 * U("occ_h"), 0.12 + 0.28 * U("occ_h"))
+
+def _draw_occlusion(d: _Uniforms, s: float) -> dict[str, torch.Tensor]:
+    """Step 4: with probability ``min(0.8, 0.22 s)`` a bar or box occluder, its box and colour."""
+    occ_on = d.U("occ_on") < min(0.8, 0.22 * s)
+    bar = d.U("occ_type") < 0.5
+    cx, cy = d.U("occ_x") * 1.2 - 0.6, d.U("occ_y") * 1.2 - 0.5
+    half_w = torch.where(bar, 0.45 + 0.55 * d.U("occ_w"), 0.12 + 0.28 * d.U("occ_w"))
+    half_h = torch.where(bar, 0.05 + 0.08 * d.U("occ_h"), 0.12 + 0.28 * d.U("occ_h"))
     occluder = torch.stack([cx - half_w, cx + half_w, cy - half_h, cy + half_h], dim=-1)
-    occ_colour = _muted(torch.stack([U("occ_r"), U("occ_g"), U("occ_b")], dim=-1) * 0.8 + 0.1, 0.6)
+    occ_colour = _muted(d.rgb("occ") * 0.8 + 0.1, 0.6)
+    return {"occluder": _f32(occluder), "occluder_on": occ_on, "occluder_colour": _f32(occ_colour)}
 
-    blur = 0.9 * s * U("blur") * U("blur") * (resolution / 64)
-    noise = (1.0 + 6.0 * s * U("noise")) / 255.0
-    tile = (U("noise_tile") * NOISE_TILES).floor().long()
-    offset = torch.stack([(U("noise_y") * resolution).floor(), (U("noise_x") * resolution).floor()], dim=-1).long()
 
-    background = _muted(torch.stack([U("bg_r"), U("bg_g"), U("bg_b")], dim=-1) * 0.7 + 0.15, 0.5)
-    bg_amp = 0.15 + 0.35 * U("bg_amp")
-    bg_key = rh.hash_key(seed, rh.STREAM_BACKGROUND, identities, indices, device=dev)
+def _draw_blur_and_noise(d: _Uniforms, s: float, resolution: int) -> dict[str, torch.Tensor]:
+    """Steps 6-7: blur width (px, float64) and sensor-noise strength, noise-bank tile and offset."""
+    blur = 0.9 * s * d.U("blur") * d.U("blur") * (resolution / 64)
+    noise = (1.0 + 6.0 * s * d.U("noise")) / 255.0
+    tile = (d.U("noise_tile") * NOISE_TILES).floor().long()
+    offset = torch.stack([(d.U("noise_y") * resolution).floor(), (d.U("noise_x") * resolution).floor()], dim=-1).long()
+    return {"blur_sigma_px": blur, "noise_sigma": _f32(noise), "noise_tile": tile, "noise_offset": offset}
+
+
+def _draw_background(
+    d: _Uniforms, seed: int, identities: torch.Tensor, indices: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Step 3: background colour, amplitude and colour grid, two clutter boxes, clothing colour."""
+    n = identities.shape[0]
+    background = _muted(d.rgb("bg") * 0.7 + 0.15, 0.5)
+    bg_amp = 0.15 + 0.35 * d.U("bg_amp")
+    bg_key = rh.hash_key(seed, rh.STREAM_BACKGROUND, identities, indices, device=identities.device)
     grid = rh.uniform(bg_key, 3 * _BG_GRID * _BG_GRID).reshape(n, 3, _BG_GRID, _BG_GRID) - 0.5
     grid_grey = grid.mean(1, keepdim=True)
     grid = grid_grey + (grid - grid_grey) * 0.5
     boxes, colours = [], []
     for c in ("c1", "c2"):
-        bx, by = U(f"{c}_x") * 2 - 1, U(f"{c}_y") * 2 - 1
-        bw, bh = 0.08 + 0.4 * U(f"{c}_w"), 0.08 + 0.4 * U(f"{c}_h")
+        bx, by = d.U(f"{c}_x") * 2 - 1, d.U(f"{c}_y") * 2 - 1
+        bw, bh = 0.08 + 0.4 * d.U(f"{c}_w"), 0.08 + 0.4 * d.U(f"{c}_h")
         boxes.append(torch.stack([bx - bw, bx + bw, by - bh, by + bh], dim=-1))
-        colours.append(_muted(torch.stack([U(f"{c}_r"), U(f"{c}_g"), U(f"{c}_b")], dim=-1), 0.6))
-    clothing = torch.stack([U("cloth_r"), U("cloth_g"), U("cloth_b")], dim=-1) * 0.75 + 0.05
+        colours.append(_muted(d.rgb(c), 0.6))
+    clothing = d.rgb("cloth") * 0.75 + 0.05
+    return {
+        "background": _f32(background),
+        "background_amp": _f32(bg_amp),
+        "background_grid": _f32(grid),
+        "clutter": _f32(torch.stack(boxes, dim=1)),
+        "clutter_colour": _f32(torch.stack(colours, dim=1)),
+        "clothing": _f32(clothing),
+    }
 
+
+def draw_nuisance(
+    seed: int, identities: torch.Tensor, indices: torch.Tensor, scale: float, resolution: int
+) -> ImageNuisance:
+    """Nuisance parameters of images ``indices[k]`` of identities ``identities[k]`` at nuisance
+    scale ``scale`` (0: none; 1: the default amplitudes; 2: doubled)."""
+    key = rh.hash_key(seed, rh.STREAM_IMAGE, identities, indices, device=identities.device)
+    d = _Uniforms(rh.uniform(key, len(_SLOTS)))  # float64
+    s = float(scale)
     return ImageNuisance(
-        expression=expression,
-        cos_over_scale=f32(torch.cos(roll) / zoom),
-        sin_over_scale=f32(torch.sin(roll) / zoom),
-        shift=f32(shift),
-        yaw=f32(yaw),
-        light_dir=f32(light_dir),
-        ambient=f32(ambient),
-        gains=f32(gains),
-        contrast=f32(contrast),
-        occluder=f32(occluder),
-        occluder_on=occ_on,
-        occluder_colour=f32(occ_colour),
-        blur_sigma_px=blur,
-        noise_sigma=f32(noise),
-        noise_tile=tile,
-        noise_offset=offset,
-        background=f32(background),
-        background_amp=f32(bg_amp),
-        background_grid=f32(grid),
-        clutter=f32(torch.stack(boxes, dim=1)),
-        clutter_colour=f32(torch.stack(colours, dim=1)),
-        clothing=f32(clothing),
+        **_draw_expression(d, s),
+        **_draw_pose(d, s),
+        **_draw_illumination(d, s),
+        **_draw_occlusion(d, s),
+        **_draw_blur_and_noise(d, s, resolution),
+        **_draw_background(d, seed, identities, indices),
     )
 
 

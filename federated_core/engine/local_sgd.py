@@ -43,6 +43,22 @@ def _flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
+def _training_device(training: LocalTrainingConfig) -> torch.device:
+    """The device of ``training``, with a bare ``cuda`` pinned to the current CUDA device."""
+    device = torch.device(training.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _prepare_model(model: nn.Module, device: torch.device) -> list[nn.Parameter]:
+    """Move ``model`` to ``device`` (when any tensor is elsewhere), set train mode; its trainable parameters."""
+    if any(t.device != device for t in list(model.parameters()) + list(model.buffers())):
+        model.to(device)
+    model.train()
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def train_local(
     model: nn.Module,
     data: ClientData,
@@ -58,47 +74,81 @@ def train_local(
         training: local epochs, batch size, SGD settings, DP-SGD settings.
         rng: CPU generator for batch order, flips and (seeding) DP noise.
     """
-    device = torch.device(training.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if any(t.device != device for t in list(model.parameters()) + list(model.buffers())):
-        model.to(device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    n = len(data)
-    images, labels = data.faces.images, data.local_labels
+    device = _training_device(training)
+    params = _prepare_model(model, device)
     if not params:
         return LocalTrainingResult(mean_loss=float("nan"), steps=0, examples=0)
-    total_loss, total_examples, steps = 0.0, 0, 0
-
     if not training.dp:
-        opt = torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
-        for _epoch in range(training.local_epochs):
-            order = torch.randperm(n, generator=rng)
-            for start in range(0, n, training.batch_size):
-                idx = order[start : start + training.batch_size]
-                x = _float_batch(images[idx], device)
-                if training.flip:
-                    x = _flip(x, rng)
-                y = labels[idx].to(device)
-                loss = model(x, y).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                steps += 1
-                total_loss += float(loss.detach()) * len(idx)
-                total_examples += len(idx)
-        mean = total_loss / total_examples if total_examples else float("nan")
-        return LocalTrainingResult(mean_loss=mean, steps=steps, examples=total_examples)
+        return _train_sgd(model, params, data, training, rng, device)
+    return _train_dp_sgd(model, params, data, training, rng, device)
 
-    from federated_core.engine.dp_sgd import DpSgdStep, check_dp_compatible, dp_sgd_event, dp_sgd_schedule
 
+def _train_sgd(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    data: ClientData,
+    training: LocalTrainingConfig,
+    rng: torch.Generator,
+    device: torch.device,
+) -> LocalTrainingResult:
+    """Plain SGD with momentum over shuffled mini-batches, ``training.local_epochs`` epochs."""
+    n = len(data)
+    images, labels = data.faces.images, data.local_labels
+    total_loss, total_examples, steps = 0.0, 0, 0
+    opt = torch.optim.SGD(params, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
+    for _epoch in range(training.local_epochs):
+        order = torch.randperm(n, generator=rng)
+        for start in range(0, n, training.batch_size):
+            idx = order[start : start + training.batch_size]
+            x = _float_batch(images[idx], device)
+            if training.flip:
+                x = _flip(x, rng)
+            y = labels[idx].to(device)
+            loss = model(x, y).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            total_loss += float(loss.detach()) * len(idx)
+            total_examples += len(idx)
+    mean = total_loss / total_examples if total_examples else float("nan")
+    return LocalTrainingResult(mean_loss=mean, steps=steps, examples=total_examples)
+
+
+def _dp_settings(training: LocalTrainingConfig) -> tuple[float, float]:
+    """DP-SGD's ``(noise_multiplier, max_grad_norm)``; both must be set."""
     noise_multiplier, max_grad_norm = training.noise_multiplier, training.max_grad_norm
     if noise_multiplier is None or max_grad_norm is None:
         raise ValueError(
             f"DP-SGD needs noise_multiplier and max_grad_norm, got {noise_multiplier!r} and {max_grad_norm!r}"
         )
+    return float(noise_multiplier), float(max_grad_norm)
 
+
+def _clear_per_sample_buffers(params: list[nn.Parameter]) -> None:
+    """Drop the per-sample buffers opacus leaves on the parameters, and their gradients."""
+    for p in params:
+        for attr in ("grad_sample", "summed_grad"):
+            if hasattr(p, attr):
+                delattr(p, attr)
+        p.grad = None
+
+
+def _train_dp_sgd(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    data: ClientData,
+    training: LocalTrainingConfig,
+    rng: torch.Generator,
+    device: torch.device,
+) -> LocalTrainingResult:
+    """DP-SGD: Poisson-sampled batches, per-sample clipping, Gaussian noise; returns its DP event."""
+    from federated_core.engine.dp_sgd import DpSgdStep, check_dp_compatible, dp_sgd_event, dp_sgd_schedule
+
+    n = len(data)
+    images, labels = data.faces.images, data.local_labels
+    total_loss, total_examples, steps = 0.0, 0, 0
+    noise_multiplier, max_grad_norm = _dp_settings(training)
     check_dp_compatible(model)
     q, steps_per_round = dp_sgd_schedule(n, training.batch_size, training.local_epochs)
     noise_seed = int(torch.randint(0, 2**62, (1,), generator=rng))
@@ -108,8 +158,8 @@ def train_local(
         lr=training.lr,
         momentum=training.momentum,
         weight_decay=training.weight_decay,
-        noise_multiplier=float(noise_multiplier),
-        max_grad_norm=float(max_grad_norm),
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
         expected_batch_size=max(1, round(q * n)),
         generator=noise_gen,
     )
@@ -124,11 +174,7 @@ def train_local(
         if len(idx) and math.isfinite(loss):
             total_loss += loss * len(idx)
             total_examples += len(idx)
-    for p in params:  # opacus leaves per-sample buffers on the parameters
-        for attr in ("grad_sample", "summed_grad"):
-            if hasattr(p, attr):
-                delattr(p, attr)
-        p.grad = None
+    _clear_per_sample_buffers(params)
     mean = total_loss / total_examples if total_examples else float("nan")
-    event = dp_sgd_event(float(noise_multiplier), q, steps)
+    event = dp_sgd_event(noise_multiplier, q, steps)
     return LocalTrainingResult(mean_loss=mean, steps=steps, examples=total_examples, event=event)

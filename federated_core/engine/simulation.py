@@ -44,7 +44,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -65,6 +65,9 @@ from federated_core.engine.messages import SERVER, Message, client_party
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.engine.validation import AllUploadsRejectedError, UploadExpectation, validate_client_uploads
 from federated_core.engine.wire import WireLog
+
+if TYPE_CHECKING:
+    from federated_core.methods.base import GlobalModel
 
 logger = logging.getLogger("federated_core.engine")
 
@@ -489,6 +492,16 @@ def _failure_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": count, "rounds": per_round}
 
 
+@dataclass
+class _Evaluation:
+    """The run's generic evaluation: the evaluator (None: no evaluation), the rounds after which
+    it runs (round 0: the initial model) and the device it runs on."""
+
+    evaluator: GenericEvaluator | None
+    rounds: set[int]
+    device: torch.device
+
+
 def run_federated(
     config: FederatedConfig,
     clients: Sequence[ClientData] | Mapping[int, ClientData],
@@ -523,60 +536,95 @@ def run_federated(
     from federated_core.methods import GlobalModel, get_method
 
     client_data = _as_client_map(clients)
-    client_ids = list(client_data)
     out = None if out_dir is None else Path(out_dir)
-    if resume and out is None:
-        raise ValueError("resume=True needs out_dir (the run folder holding the checkpoint)")
-    if stop_after is not None and not (1 <= stop_after <= config.rounds):
-        raise ValueError(f"stop_after must be in [1, {config.rounds}] (the configured rounds), got {stop_after}")
+    _check_run_arguments(config, out, resume, stop_after)
     method = method if method is not None else get_method(config.method, **config.method_params)
     device = torch.device(config.device)
     model, spec = _initial_model(config, initial_model)
     global_model = GlobalModel(model, spec)
     evaluator = GenericEvaluator(eval_faces, config.evaluation) if eval_faces is not None else None
-    eval_rounds = set(config.eval_rounds()) if evaluator is not None else set()
+    evaluation = _Evaluation(evaluator, set(config.eval_rounds()) if evaluator is not None else set(), device)
 
     if resume and out is not None and has_engine_state(out):
         server_state, run, metrics, start = _resume(out, config, method, client_data)
     else:
         start = 1
-        t0 = time.perf_counter()
-        server_state = method.init(global_model, config, generator(config.seed, "server_init"))
-        client_states = {
-            cid: method.client_init(
-                cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid)
-            )
-            for cid in tqdm(
-                client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False
-            )
-        }
-        run = _Run(
-            config,
-            method,
-            client_data,
-            {client_party(c) for c in client_ids},
-            WireLog(keep_tensors=config.keep_wire_tensors),
-            {},
-            client_states,
+        server_state, run, metrics = _start_run(
+            config, method, client_data, global_model, model, spec, evaluation, out, data_spec
         )
-        metrics = _initial_metrics(config, method, spec, client_data, time.perf_counter() - t0)
-        if evaluator is not None and 0 in eval_rounds:  # eval_rounds is empty without an evaluator
-            metrics["evaluation"]["0"] = evaluator.evaluate(model, device)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            _write_ground_truth_start(out, client_data, data_spec)
 
     last = config.rounds if stop_after is None else stop_after
+    server_state = _run_rounds(run, server_state, metrics, spec, evaluation, out, start, last)
+    return _finish_run(run, server_state, metrics, spec, out, last if last >= start else start - 1)
+
+
+def _check_run_arguments(config: FederatedConfig, out: Path | None, resume: bool, stop_after: int | None) -> None:
+    """Reject ``resume`` without a run folder and a ``stop_after`` outside the configured rounds."""
+    if resume and out is None:
+        raise ValueError("resume=True needs out_dir (the run folder holding the checkpoint)")
+    if stop_after is not None and not (1 <= stop_after <= config.rounds):
+        raise ValueError(f"stop_after must be in [1, {config.rounds}] (the configured rounds), got {stop_after}")
+
+
+def _start_run(
+    config: FederatedConfig,
+    method: Any,
+    client_data: dict[int, ClientData],
+    global_model: GlobalModel,
+    model: nn.Module,
+    spec: dict[str, Any],
+    evaluation: _Evaluation,
+    out: Path | None,
+    data_spec: dict[str, Any] | None,
+) -> tuple[ServerState, _Run, dict[str, Any]]:
+    """A fresh run: the parties' initial states (from ``global_model``, whose backbone is ``model``
+    built from ``spec``), the initial metrics (with the round-0 evaluation) and, with a run
+    folder, the ground truth's start."""
+    client_ids = list(client_data)
+    t0 = time.perf_counter()
+    server_state = method.init(global_model, config, generator(config.seed, "server_init"))
+    client_states = {
+        cid: method.client_init(cid, client_data[cid], global_model, config, generator(config.seed, "client_init", cid))
+        for cid in tqdm(
+            client_ids, desc="client init", disable=not config.progress or len(client_ids) < 50, leave=False
+        )
+    }
+    run = _Run(
+        config,
+        method,
+        client_data,
+        {client_party(c) for c in client_ids},
+        WireLog(keep_tensors=config.keep_wire_tensors),
+        {},
+        client_states,
+    )
+    metrics = _initial_metrics(config, method, spec, client_data, time.perf_counter() - t0)
+    if evaluation.evaluator is not None and 0 in evaluation.rounds:  # rounds is empty without an evaluator
+        metrics["evaluation"]["0"] = evaluation.evaluator.evaluate(model, evaluation.device)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_ground_truth_start(out, client_data, data_spec)
+    return server_state, run, metrics
+
+
+def _run_rounds(
+    run: _Run,
+    server_state: ServerState,
+    metrics: dict[str, Any],
+    spec: dict[str, Any],
+    evaluation: _Evaluation,
+    out: Path | None,
+    start: int,
+    last: int,
+) -> ServerState:
+    """Rounds ``start..last``: each round, its evaluation, its metrics record and (with a run
+    folder) its checkpoint. Returns the final server state."""
+    config, method = run.config, run.method
     bar = tqdm(range(start, last + 1), desc=f"{method.name} rounds", disable=not config.progress)
     for r in bar:
         t_round = time.perf_counter()
         server_state, record = _run_round(run, r, server_state)
-        if evaluator is not None and r in eval_rounds:
-            t_eval = time.perf_counter()
-            evaluation = evaluator.evaluate(_backbone_of(method, server_state, spec), device)
-            metrics["evaluation"][str(r)] = evaluation
-            record["evaluation"] = evaluation
-            record["seconds"]["evaluation"] = time.perf_counter() - t_eval
+        _evaluate_round(evaluation, method, server_state, spec, r, record, metrics)
         record["seconds"]["round"] = time.perf_counter() - t_round
         metrics["rounds"].append(record)
         metrics["client_failures"] = _failure_summary(metrics["rounds"])
@@ -584,26 +632,62 @@ def run_federated(
             acc = record["evaluation"]["verification"]["accuracy"] if record["evaluation"] else None
             bar.set_postfix(loss=record["client_loss"], acc=acc)
         if out is not None:
-            # The engine state is written last: it is the commit point a resume starts from (a
-            # wire log or metrics ahead of it are cut back to its round).
-            run.wire.save(out)
-            save_global_checkpoint(out, _backbone_of(method, server_state, spec), _checkpoint_info(config, method, r))
-            _write_metrics(out, metrics, run.wire)
-            save_engine_state(
-                out,
-                EngineState(r, server_state, run.client_states, run.pending, config.fingerprint_dict(), method.name),
-            )
+            _save_round(out, run, server_state, spec, metrics, r)
     bar.close()
+    return server_state
 
-    completed = last if last >= start else start - 1
+
+def _evaluate_round(
+    evaluation: _Evaluation,
+    method: Any,
+    server_state: ServerState,
+    spec: dict[str, Any],
+    r: int,
+    record: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    """Evaluate the global backbone after round ``r`` when due (into ``metrics`` and ``record``)."""
+    if evaluation.evaluator is not None and r in evaluation.rounds:
+        t_eval = time.perf_counter()
+        result = evaluation.evaluator.evaluate(_backbone_of(method, server_state, spec), evaluation.device)
+        metrics["evaluation"][str(r)] = result
+        record["evaluation"] = result
+        record["seconds"]["evaluation"] = time.perf_counter() - t_eval
+
+
+def _save_round(
+    out: Path, run: _Run, server_state: ServerState, spec: dict[str, Any], metrics: dict[str, Any], r: int
+) -> None:
+    """Write round ``r``'s wire log, global checkpoint, metrics and, last, the engine state."""
+    config, method = run.config, run.method
+    # The engine state is written last: it is the commit point a resume starts from (a
+    # wire log or metrics ahead of it are cut back to its round).
+    run.wire.save(out)
+    save_global_checkpoint(out, _backbone_of(method, server_state, spec), _checkpoint_info(config, method, r))
+    _write_metrics(out, metrics, run.wire)
+    save_engine_state(
+        out,
+        EngineState(r, server_state, run.client_states, run.pending, config.fingerprint_dict(), method.name),
+    )
+
+
+def _finish_run(
+    run: _Run,
+    server_state: ServerState,
+    metrics: dict[str, Any],
+    spec: dict[str, Any],
+    out: Path | None,
+    completed: int,
+) -> FederatedResult:
+    """The final metrics (and, once every round is done, the ground truth's end) and the result."""
     metrics["completed_rounds"] = completed
     metrics["bytes_per_round"] = _bytes_table(run.wire)
     metrics["client_failures"] = _failure_summary(metrics["rounds"])
     if out is not None:
         _write_metrics(out, metrics, run.wire)
-        if completed == config.rounds:
-            _write_ground_truth_final(out, method, run.client_states)
-    backbone = _backbone_of(method, server_state, spec)
+        if completed == run.config.rounds:
+            _write_ground_truth_final(out, run.method, run.client_states)
+    backbone = _backbone_of(run.method, server_state, spec)
     return FederatedResult(backbone, metrics, run.wire, out, server_state, run.client_states, completed)
 
 

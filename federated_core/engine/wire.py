@@ -313,61 +313,87 @@ class WireLog:
             self._records = [None] * len(self._messages)  # a new place: write everything
         pending = [i for i, r in enumerate(self._records) if r is None]
         if pending:
-            first, last = pending[0], pending[-1]
-            chunk_name = f"chunk-{first:08d}-{last:08d}.safetensors"
-            chunk_path = wire_dir / chunk_name
-            payload: dict[str, torch.Tensor] = {}
-            storages: set[int] = set()
-            written: dict[int, dict[str, Any]] = {}
-            for i in pending:
-                m = self._messages[i]
-                kept = self.keep_tensors and not (isinstance(m.tensors, LazyTensors) and not m.tensors.kept)
-                specs: dict[str, dict[str, Any]] = {}
-                for name in m.tensors.keys() if kept else m.shapes().keys():
-                    if kept:
-                        t = m.tensors[name].detach().to("cpu").contiguous()
-                        key = f"{i}/{name}"
-                        if t.numel() and t.untyped_storage().data_ptr() in storages:
-                            t = t.clone()  # safetensors refuses tensors that share memory
-                        storages.add(t.untyped_storage().data_ptr())
-                        payload[key] = t
-                        specs[name] = {
-                            "shape": list(t.shape),
-                            "dtype": _dtype_name(t.dtype),
-                            "file": chunk_name,
-                            "key": key,
-                        }
-                    else:
-                        # not kept: append() made the payload a LazyTensors, or it was read back as one
-                        assert isinstance(m.tensors, LazyTensors)
-                        spec = m.tensors._specs[name]
-                        specs[name] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "file": None, "key": None}
-                written[i] = self._records[i] = {
-                    "index": i,
-                    "round": m.round,
-                    "phase": m.phase,
-                    "kind": m.kind,
-                    "sender": m.sender,
-                    "receivers": list(m.receivers),
-                    "event": event_to_dict(m.event),
-                    "meta": m.meta,
-                    "nbytes": m.nbytes,
-                    "tensors": specs,
-                    "rejected": self._rejected[i],
-                }
-            if payload:
-                tmp = chunk_path.with_suffix(".tmp")
-                save_file(payload, str(tmp))
-                self._chunks[chunk_name] = {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}
-                os.replace(tmp, chunk_path)
-            if release_tensors:
-                verifier = ChunkVerifier(wire_dir, self._chunks)
-                for i in pending:
-                    self._messages[i] = _replace_tensors(
-                        self._messages[i],
-                        _lazy_from_record(wire_dir, written[i], verifier),
-                    )
+            self._write_pending(wire_dir, pending, release_tensors)
         # every message has its record now: the pending ones were just written
+        self._write_index(wire_dir)
+        self._saved_dir = wire_dir
+        self._remove_orphan_chunks(wire_dir)
+        return wire_dir
+
+    def _write_pending(self, wire_dir: Path, pending: list[int], release_tensors: bool) -> None:
+        """Record messages ``pending`` and write their kept tensors to one new chunk file."""
+        first, last = pending[0], pending[-1]
+        chunk_name = f"chunk-{first:08d}-{last:08d}.safetensors"
+        payload: dict[str, torch.Tensor] = {}
+        storages: set[int] = set()
+        written: dict[int, dict[str, Any]] = {}
+        for i in pending:
+            specs = self._tensor_specs(i, chunk_name, payload, storages)
+            written[i] = self._records[i] = self._message_record(i, specs)
+        if payload:
+            self._write_chunk(wire_dir / chunk_name, payload)
+        if release_tensors:
+            verifier = ChunkVerifier(wire_dir, self._chunks)
+            for i in pending:
+                self._messages[i] = _replace_tensors(
+                    self._messages[i],
+                    _lazy_from_record(wire_dir, written[i], verifier),
+                )
+
+    def _tensor_specs(
+        self, i: int, chunk_name: str, payload: dict[str, torch.Tensor], storages: set[int]
+    ) -> dict[str, dict[str, Any]]:
+        """Message ``i``'s tensor specs; its kept tensors are added to ``payload`` (under ``"i/name"``)."""
+        m = self._messages[i]
+        kept = self.keep_tensors and not (isinstance(m.tensors, LazyTensors) and not m.tensors.kept)
+        specs: dict[str, dict[str, Any]] = {}
+        for name in m.tensors.keys() if kept else m.shapes().keys():
+            if kept:
+                t = m.tensors[name].detach().to("cpu").contiguous()
+                key = f"{i}/{name}"
+                if t.numel() and t.untyped_storage().data_ptr() in storages:
+                    t = t.clone()  # safetensors refuses tensors that share memory
+                storages.add(t.untyped_storage().data_ptr())
+                payload[key] = t
+                specs[name] = {
+                    "shape": list(t.shape),
+                    "dtype": _dtype_name(t.dtype),
+                    "file": chunk_name,
+                    "key": key,
+                }
+            else:
+                # not kept: append() made the payload a LazyTensors, or it was read back as one
+                assert isinstance(m.tensors, LazyTensors)
+                spec = m.tensors._specs[name]
+                specs[name] = {"shape": list(spec["shape"]), "dtype": spec["dtype"], "file": None, "key": None}
+        return specs
+
+    def _message_record(self, i: int, specs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The index record of message ``i`` whose tensors are described by ``specs``."""
+        m = self._messages[i]
+        return {
+            "index": i,
+            "round": m.round,
+            "phase": m.phase,
+            "kind": m.kind,
+            "sender": m.sender,
+            "receivers": list(m.receivers),
+            "event": event_to_dict(m.event),
+            "meta": m.meta,
+            "nbytes": m.nbytes,
+            "tensors": specs,
+            "rejected": self._rejected[i],
+        }
+
+    def _write_chunk(self, chunk_path: Path, payload: dict[str, torch.Tensor]) -> None:
+        """Write ``payload`` atomically to ``chunk_path`` and record its SHA-256 and size."""
+        tmp = chunk_path.with_suffix(".tmp")
+        save_file(payload, str(tmp))
+        self._chunks[chunk_path.name] = {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}
+        os.replace(tmp, chunk_path)
+
+    def _write_index(self, wire_dir: Path) -> None:
+        """Write ``index.json`` atomically, keeping only the chunks the records use."""
         records = cast(list[dict[str, Any]], self._records)
         kinds = {r["kind"]: MESSAGE_KINDS[r["kind"]] for r in records}
         used = sorted(self._used_chunks())
@@ -382,9 +408,6 @@ class WireLog:
         tmp_index = wire_dir / (INDEX_NAME + ".tmp")
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, wire_dir / INDEX_NAME)
-        self._saved_dir = wire_dir
-        self._remove_orphan_chunks(wire_dir)
-        return wire_dir
 
     def _used_chunks(self) -> set[str]:
         return {spec["file"] for r in self._records if r for spec in r["tensors"].values() if spec["file"]}
