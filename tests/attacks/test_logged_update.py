@@ -37,13 +37,19 @@ def test_proxy_head_losses(faces_factory, backbone_factory):
     bb = tiny_backbone(DIM, RES)
     x = toy_faces([1, 2], 2, RES).as_float()
     y = torch.tensor([0, 0, 1, 1])
-    per = ProxyHeadModel(bb, 2)(x, y)
-    assert per.shape == (4,) and torch.isfinite(per).all() and (per >= 0).all()
+    per = ProxyHeadModel(bb, 2, margin=0.35, scale=4.0)(x, y)
+    # by hand: proxy centers = normalised class means of the normalised features; CosFace logits
+    with torch.no_grad():
+        f = torch.nn.functional.normalize(bb(x), dim=1)
+        centers = torch.nn.functional.normalize(torch.stack([f[y == c].sum(0) for c in (0, 1)]), dim=1)
+        logits = 4.0 * (f @ centers.T - 0.35 * torch.nn.functional.one_hot(y, 2))
+        by_hand = torch.logsumexp(logits, dim=1) - logits[torch.arange(4), y]
+    assert per.shape == (4,) and torch.allclose(per.detach(), by_hand, atol=1e-5)
     # the margin enters: without it the same batch costs more than with CosFace's own-class bonus removed
     plain = ProxyHeadModel(bb, 2, margin=0.0, scale=4.0)(x, y)
     assert (ProxyHeadModel(bb, 2, margin=0.35, scale=4.0)(x, y) > plain).all()
     one = ProxyHeadModel(bb, 1)(x, torch.zeros(4, dtype=torch.int64))  # positive-only: 1 - cos(f, mean)
-    assert ((one >= 0) & (one < 1)).all()
+    assert torch.allclose(one.detach(), 1 - f @ torch.nn.functional.normalize(f.sum(0), dim=0), atol=1e-5)
     with pytest.raises(ValueError, match="loss must be one of"):
         ProxyHeadModel(bb, 2, loss="arcface")
     with pytest.raises(ValueError, match="num_classes"):
@@ -64,7 +70,14 @@ def test_exact_model_update_direction_is_matched(faces_factory, backbone_factory
     res = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", dummies=2, iterations=300), faces, 1,
                                local_lr=0.1, weight_decay=5e-4)
     assert res.update_cosine > 0.5 and res.update_cosine > start.update_cosine + 0.4
-    assert 0 <= res.decay_share <= 1
+    # the decay-like share, by hand: squared cosine of the logged update with the broadcast θ_0
+    broadcast, upload = list(log)
+    theta0 = {n: broadcast.tensors[n] for n, _ in bb.named_parameters()}
+    upd = {n: upload.tensors[n] - theta0[n] for n in theta0}
+    dot = sum(float((upd[n].double() * theta0[n].double()).sum()) for n in theta0)
+    uu = sum(float(upd[n].double().pow(2).sum()) for n in theta0)
+    tt = sum(float(theta0[n].double().pow(2).sum()) for n in theta0)
+    assert res.decay_share == pytest.approx(dot * dot / (uu * tt), rel=1e-6) and res.decay_share > 0
     s = res.summary()
     assert s["num_images"] == 2 and s["num_samples"] == 2 and s["granted_classes"] == 1 and s["round"] == 1
     assert res.reconstructions.shape == res.nearest_originals.shape == (2, 3, RES, RES)

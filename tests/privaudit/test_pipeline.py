@@ -69,9 +69,41 @@ def test_audits_show_theorem2_holds_and_algorithm1_claim_fails(audit):
 def test_utility_is_recorded_per_round(audit):
     _, result = audit
     for m in result.methods:
-        assert 0.0 <= m.utility["accuracy"] <= 1.0 and 0.0 <= m.utility["auroc"] <= 1.0
         assert [r["round"] for r in m.utility_per_round] == [0.0, 1.0, 2.0]
+        last = m.utility_per_round[-1]
+        headline = json.dumps(m.utility, sort_keys=True)  # NaN-safe: unsupported FARs are NaN
+        assert json.dumps({k: last[k] for k in m.utility}, sort_keys=True) == headline  # the final round's
         assert m.bytes_per_round["client_upload"] > 0
+
+
+def test_final_utility_is_rederived_from_the_saved_backbone(audit):
+    """Recomputed outside our evaluation code: the run's saved backbone embeds the test faces,
+    cosine scores by plain torch, AUROC by scikit-learn on the protocol's pairs. The 10-fold
+    accuracy (thresholds chosen on other folds) cannot beat the best single threshold."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from federated_core.engine.evaluate import GenericEvaluator
+    from federated_core.models import embed, load_backbone
+    from federated_core.scales import build_federated_data, federated_config
+    from privaudit.pipeline import federated_scale_for, pretrain_config_for
+
+    out, result = audit
+    scenario = notebook_scenario(out)
+    scale = federated_scale_for(scenario)
+    data = build_federated_data(scale, pretrain_config_for(scenario).data, seed=scenario.seed)
+    protocol = GenericEvaluator(data.test, federated_config(scale, "fedpe", seed=scenario.seed).evaluation)
+    i, j, same = (torch.as_tensor(np.asarray(a)) for a in protocol.pairs)
+    for m in result.methods:
+        backbone, _ = load_backbone(out / "runs" / m.name / "checkpoint" / "backbone.safetensors")
+        emb = torch.nn.functional.normalize(embed(backbone, data.test).double(), dim=1)
+        scores = (emb[i] * emb[j]).sum(dim=1).numpy()
+        labels = same.numpy().astype(bool)
+        assert m.utility["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9), m.name
+        fpr, tpr, _ = roc_curve(labels, scores)
+        best_single_threshold = np.max((tpr * labels.sum() + (1 - fpr) * (~labels).sum()) / labels.size)
+        assert m.utility["accuracy"] <= best_single_threshold + 1e-12, m.name
 
 
 def test_results_json_round_trips_and_validates(audit):
@@ -132,7 +164,7 @@ def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
     _, result = audit
     shared = result.method("shared-centers")
     knn = [a for a in shared.attacks if a.attack == "knn" and a.target_kind == "class_centers"]
-    assert knn and knn[0].observer == "server" and 0.0 <= knn[0].metrics["top1"] <= 1.0
+    assert knn and knn[0].observer == "server"  # its numbers are derived by hand in tests/attacks/test_knn.py
     assert any(a.attack == "inversion" for a in shared.attacks)
     pf_kinds = {a.target_kind for a in result.method("privacyface").attacks}
     assert "noisy_cluster_centers" in pf_kinds and "class_centers" not in pf_kinds  # W never reaches the server
@@ -142,7 +174,7 @@ def test_attacks_run_from_the_server_position_on_what_it_observed(audit):
     assert sorted({a.target_kind for a in gradient}) == ["backbone", "backbone_update"]
     logged = [a for a in gradient if a.target_kind == "backbone_update"]
     assert len(logged) == 2 and all("logged update of round" in a.notes for a in logged)
-    assert all(0.0 <= a.metrics["rank1"] <= 1.0 and a.image_grid for a in logged)
+    assert all(a.image_grid for a in logged)
     # every method uploads a backbone: its logged updates are inverted too (no simulated probe there)
     pf_gradient = [a for a in result.method("privacyface").attacks if a.attack == "gradient"]
     assert pf_gradient and {a.target_kind for a in pf_gradient} == {"backbone_update"}
