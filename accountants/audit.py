@@ -220,6 +220,26 @@ def _candidate_thresholds(*sorted_arrays: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate([np.array([-np.inf]), *sorted_arrays]))
 
 
+@dataclass(frozen=True)
+class _AuditScores:
+    """The validated, sorted scores and claim of one `audit_scores` call."""
+
+    sorted0: np.ndarray
+    sorted1: np.ndarray
+    delta: float
+    confidence: float
+
+    @property
+    def total(self) -> int:
+        """Runs per dataset (the smaller of the two)."""
+        return min(self.sorted0.size, self.sorted1.size)
+
+    @property
+    def per_rate(self) -> float:
+        """Confidence of each rate's bound: 1 - (1 - confidence)/2 (union bound over FPR and FNR)."""
+        return 1.0 - (1.0 - self.confidence) / 2.0
+
+
 def audit_scores(
     scores_0: Sequence[float] | np.ndarray,
     scores_1: Sequence[float] | np.ndarray,
@@ -245,50 +265,77 @@ def audit_scores(
     """
     delta = check_delta(delta)
     confidence = check_open_unit("confidence", confidence)
-    sorted0 = _sorted_scores("scores_0", scores_0)
-    sorted1 = _sorted_scores("scores_1", scores_1)
-    total = min(sorted0.size, sorted1.size)
-    per_rate = 1.0 - (1.0 - confidence) / 2.0
-
+    scores = _AuditScores(_sorted_scores("scores_0", scores_0), _sorted_scores("scores_1", scores_1), delta, confidence)
     if not isinstance(threshold, str):
-        fixed = check_finite_real("threshold", threshold)
-        eps, mu, fp, fn = _bounds_at(sorted0, sorted1, np.array([fixed]), delta, per_rate)
-        return _result(
-            eps[0], mu[0], delta, confidence, "fixed", fixed, fixed, fp[0], fn[0], sorted0, sorted1, 0, 1, total
-        )
-
+        return _audit_fixed(scores, threshold)
     if threshold not in THRESHOLD_STRATEGIES:
         raise ValueError(f"threshold must be one of {list(THRESHOLD_STRATEGIES)} or a number; got {threshold!r}")
-
     if threshold == "bonferroni":
-        grid = (
-            _candidate_thresholds(sorted0, sorted1)
-            if thresholds is None
-            else np.unique(np.asarray(thresholds, dtype=np.float64))
-        )
-        if grid.size == 0 or np.any(np.isnan(grid)):
-            raise ValueError("thresholds must be a non-empty sequence of numbers")
-        corrected = 1.0 - (1.0 - confidence) / (2.0 * grid.size)
-        eps, mu, fp, fn = _bounds_at(sorted0, sorted1, grid, delta, corrected)
-        best, best_mu = int(np.argmax(eps)), int(np.argmax(mu))
-        return _result(
-            eps[best],
-            mu[best_mu],
-            delta,
-            confidence,
-            "bonferroni",
-            grid[best],
-            grid[best_mu],
-            fp[best],
-            fn[best],
-            sorted0,
-            sorted1,
-            0,
-            grid.size,
-            total,
-        )
+        return _audit_bonferroni(scores, thresholds)
+    return _audit_split(scores, split_fraction, seed)
 
+
+def _audit_fixed(scores: _AuditScores, threshold: float) -> AuditResult:
+    """A threshold fixed in advance: the bound on all runs, no correction."""
+    fixed = check_finite_real("threshold", threshold)
+    sorted0, sorted1 = scores.sorted0, scores.sorted1
+    eps, mu, fp, fn = _bounds_at(sorted0, sorted1, np.array([fixed]), scores.delta, scores.per_rate)
+    return _result(
+        eps[0],
+        mu[0],
+        scores.delta,
+        scores.confidence,
+        "fixed",
+        fixed,
+        fixed,
+        fp[0],
+        fn[0],
+        sorted0,
+        sorted1,
+        0,
+        1,
+        scores.total,
+    )
+
+
+def _audit_bonferroni(scores: _AuditScores, thresholds: Sequence[float] | None) -> AuditResult:
+    """Search a threshold grid on all runs, each rate's confidence corrected for the grid's size."""
+    grid = (
+        _candidate_thresholds(scores.sorted0, scores.sorted1)
+        if thresholds is None
+        else np.unique(np.asarray(thresholds, dtype=np.float64))
+    )
+    if grid.size == 0 or np.any(np.isnan(grid)):
+        raise ValueError("thresholds must be a non-empty sequence of numbers")
+    corrected = 1.0 - (1.0 - scores.confidence) / (2.0 * grid.size)
+    eps, mu, fp, fn = _bounds_at(scores.sorted0, scores.sorted1, grid, scores.delta, corrected)
+    best, best_mu = int(np.argmax(eps)), int(np.argmax(mu))
+    return _result(
+        eps[best],
+        mu[best_mu],
+        scores.delta,
+        scores.confidence,
+        "bonferroni",
+        grid[best],
+        grid[best_mu],
+        fp[best],
+        fn[best],
+        scores.sorted0,
+        scores.sorted1,
+        0,
+        grid.size,
+        scores.total,
+    )
+
+
+def _split_runs(
+    scores: _AuditScores, split_fraction: float, seed: int | np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Randomly split each dataset's runs into a calibration and an evaluation part.
+
+    Returns ``(cal0, cal1, ev0, ev1, calibration_trials)``, each part sorted."""
     split_fraction = check_open_unit("split_fraction", split_fraction)
+    sorted0, sorted1 = scores.sorted0, scores.sorted1
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_int("seed", seed, 0))
     perm0 = rng.permutation(sorted0.size)
     perm1 = rng.permutation(sorted1.size)
@@ -301,16 +348,38 @@ def audit_scores(
         )
     cal0, ev0 = np.sort(sorted0[perm0[:cut0]]), np.sort(sorted0[perm0[cut0:]])
     cal1, ev1 = np.sort(sorted1[perm1[:cut1]]), np.sort(sorted1[perm1[cut1:]])
+    return cal0, cal1, ev0, ev1, min(cut0, cut1)
+
+
+def _audit_split(scores: _AuditScores, split_fraction: float, seed: int | np.random.Generator) -> AuditResult:
+    """Choose the threshold on a calibration split of the runs and bound epsilon on the rest."""
+    cal0, cal1, ev0, ev1, calibration = _split_runs(scores, split_fraction, seed)
+    delta, per_rate = scores.delta, scores.per_rate
     grid = _candidate_thresholds(cal0, cal1)
     # choose with a search-corrected confidence on the calibration part: this penalises tail
     # thresholds that look good on few runs by chance (it does not affect the bound's validity)
-    eps_cal, mu_cal, fp_cal, fn_cal = _bounds_at(cal0, cal1, grid, delta, 1.0 - (1.0 - confidence) / (2.0 * grid.size))
+    eps_cal, mu_cal, fp_cal, fn_cal = _bounds_at(
+        cal0, cal1, grid, delta, 1.0 - (1.0 - scores.confidence) / (2.0 * grid.size)
+    )
     choice = _central_best(grid, eps_cal + 1e-9 * np.minimum(mu_cal, 1e6), fp_cal, fn_cal)
     choice_mu = _central_best(grid, mu_cal, fp_cal, fn_cal)
     eps, _, fp, fn = _bounds_at(ev0, ev1, np.array([choice]), delta, per_rate)
     _, mu, _, _ = _bounds_at(ev0, ev1, np.array([choice_mu]), delta, per_rate)
     return _result(
-        eps[0], mu[0], delta, confidence, "split", choice, choice_mu, fp[0], fn[0], ev0, ev1, min(cut0, cut1), 1, total
+        eps[0],
+        mu[0],
+        delta,
+        scores.confidence,
+        "split",
+        choice,
+        choice_mu,
+        fp[0],
+        fn[0],
+        ev0,
+        ev1,
+        calibration,
+        1,
+        scores.total,
     )
 
 

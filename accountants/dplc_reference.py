@@ -97,6 +97,50 @@ def _normalise(vector: np.ndarray) -> np.ndarray:
     return vector / norm
 
 
+@dataclass
+class _QueryLog:
+    """Per-query outputs of a DPLC loop, in release order."""
+
+    released: list[np.ndarray] = field(default_factory=list)
+    clean: list[np.ndarray] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    member_rows: list[tuple[int, ...]] = field(default_factory=list)
+    stopped: bool = False
+
+    def add(self, p_hat: np.ndarray, clean_center: np.ndarray, size: int, members: np.ndarray) -> None:
+        """Record one released query (``members`` is the boolean mask of its S)."""
+        self.released.append(p_hat)
+        self.clean.append(clean_center)
+        self.sizes.append(size)
+        self.member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
+
+    def stacked(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The released and clean centers as ``[q, dim]`` float64 arrays."""
+        centers = np.asarray(self.released, dtype=np.float64).reshape(len(self.released), dim)
+        clean = np.asarray(self.clean, dtype=np.float64).reshape(len(self.clean), dim)
+        return centers, clean
+
+
+@dataclass
+class _Algorithm1Log(_QueryLog):
+    """`_QueryLog` plus the noise scale and claimed event of each release of Algorithm 1."""
+
+    sigmas: list[float] = field(default_factory=list)
+    events: list[GaussianEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Algorithm1Claim:
+    """The validated parameters of one `dplc_algorithm1` call that set its noise and its claim."""
+
+    rho: float
+    epsilon: float
+    delta: float
+    bound: str
+    method: str
+    strict: bool
+
+
 def dplc_algorithm1(
     class_centers: Any,
     *,
@@ -139,16 +183,27 @@ def dplc_algorithm1(
     check_choice("bound", bound, BOUNDS)
     check_choice("method", method, METHODS)
     generator = as_generator(rng)
+    claim = _Algorithm1Claim(rho, epsilon, delta, bound, method, strict)
+    log = _algorithm1_queries(centers, claim, min_cluster_size, max_queries, generator)
+    return _algorithm1_release(log, claim, centers.shape[1])
 
-    n, dim = centers.shape
-    cos_rho = math.cos(rho)
+
+def _algorithm1_queries(
+    centers: np.ndarray,
+    claim: _Algorithm1Claim,
+    min_cluster_size: int,
+    max_queries: int,
+    generator: np.random.Generator,
+) -> _Algorithm1Log:
+    """Lines 2-9 of Algorithm 1: up to Q greedy densest-cap queries, each released with noise."""
+    dim = centers.shape[1]
+    cos_rho = math.cos(claim.rho)
     neighbours = (centers @ centers.T) >= cos_rho
-    active = np.ones(n, dtype=bool)
-    released, clean, sizes, sigmas, events, member_rows = [], [], [], [], [], []
-    stopped = False
+    active = np.ones(centers.shape[0], dtype=bool)
+    log = _Algorithm1Log()
     for _ in range(max_queries):
         if not active.any():
-            stopped = True
+            log.stopped = True
             break
         counts = (neighbours & active[None, :]).sum(axis=1)
         counts[~active] = -1
@@ -157,38 +212,43 @@ def dplc_algorithm1(
         size = int(members.sum())
         p = centers[members].mean(axis=0)
         if size < min_cluster_size:
-            stopped = True
+            log.stopped = True
             break
-        sigma = dplc_sigma(rho, size, epsilon, delta, bound=bound, method=method, strict=strict)
+        sigma = dplc_sigma(
+            claim.rho, size, claim.epsilon, claim.delta, bound=claim.bound, method=claim.method, strict=claim.strict
+        )
         p_hat = _normalise(p + generator.normal(0.0, sigma, size=dim))
         active &= ~((centers @ p_hat) >= cos_rho)
-        released.append(p_hat)
-        clean.append(p)
-        sizes.append(size)
-        sigmas.append(sigma)
-        events.append(GaussianEvent(sigma / dplc_sensitivity(rho, size, "tight"), unit="class-center"))
-        member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
+        log.add(p_hat, p, size, members)
+        log.sigmas.append(sigma)
+        log.events.append(GaussianEvent(sigma / dplc_sensitivity(claim.rho, size, "tight"), unit="class-center"))
+    return log
+
+
+def _algorithm1_release(log: _Algorithm1Log, claim: _Algorithm1Claim, dim: int) -> DplcRelease:
+    """Bundle Algorithm 1's releases with the paper's per-query claim and the public records."""
+    released, clean = log.stacked(dim)
     return DplcRelease(
-        centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
-        clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
-        cluster_sizes=tuple(sizes),
-        sigmas=tuple(sigmas),
-        events=tuple(events),
-        stopped_early=stopped,
+        centers=released,
+        clean_centers=clean,
+        cluster_sizes=tuple(log.sizes),
+        sigmas=tuple(log.sigmas),
+        events=tuple(log.events),
+        stopped_early=log.stopped,
         end_to_end_private=False,
-        member_indices=tuple(member_rows),
+        member_indices=tuple(log.member_rows),
         public_records=tuple(
             {
                 "sigma": sigma,
                 "cluster_size": size,
                 "noise_multiplier": event.noise_multiplier,
-                "sensitivity": dplc_sensitivity(rho, size, "tight"),
-                "epsilon": epsilon,
-                "delta": delta,
-                "method": method,
-                "bound": bound,
+                "sensitivity": dplc_sensitivity(claim.rho, size, "tight"),
+                "epsilon": claim.epsilon,
+                "delta": claim.delta,
+                "method": claim.method,
+                "bound": claim.bound,
             }
-            for sigma, size, event in zip(sigmas, sizes, events)
+            for sigma, size, event in zip(log.sigmas, log.sizes, log.events)
         ),
         notes=(
             "events are the paper's per-query claim (Theorem 2, fixed S); the data-dependent choice of S, the "
@@ -357,115 +417,207 @@ def private_dplc(
         `DplcRelease` with ``end_to_end_private=True`` and one event covering all Q queries.
     """
     centers = check_unit_rows("class_centers", class_centers)
-    n, dim = centers.shape
     rho = check_in_range("rho", rho, 0.0, math.pi, low_open=True)
     min_cluster_size = check_int("min_cluster_size", min_cluster_size, 1)
     max_queries = check_int("max_queries", max_queries, 1)
     count_fraction = check_open_unit("count_fraction", count_fraction)
     check_choice("neighbouring", neighbouring, NEIGHBOURING)
-    cos_rho = math.cos(rho)
-    sum_sensitivity = cap_sum_sensitivity(rho, neighbouring)
-
+    budget = _PrivateBudget(rho, epsilon, delta, max_queries, count_fraction, accountant, neighbouring)
     if candidates is not None:
-        units = check_unit_rows("candidates", candidates)
-        if units.shape[1] != dim:
-            raise ValueError(f"candidates must have the same dimension as class_centers ({dim}); got {units.shape[1]}")
-        count_sensitivity = count_vector_sensitivity(units, rho, neighbouring)
-        plan = plan_private_dplc(
-            epsilon, delta, max_queries, {"count": (count_fraction, 1), "sum": (1.0 - count_fraction, 1)}, accountant
-        )
-        mode = "candidates"
+        noise = _candidate_mode_noise(centers.shape[1], candidates, budget)
     else:
-        direction_fraction = check_open_unit("direction_fraction", direction_fraction)
-        refine_steps = check_int("refine_steps", refine_steps, 1)
-        if count_fraction + direction_fraction >= 1.0:
-            raise ValueError(
-                f"count_fraction + direction_fraction must be in (0, 1); got "
-                f"{count_fraction!r} + {direction_fraction!r}"
-            )
-        count_sensitivity = 1.0
-        plan = plan_private_dplc(
-            epsilon,
-            delta,
-            max_queries,
-            {
-                "direction": (direction_fraction, 1),
-                "count": (count_fraction, 1),
-                "sum": (1.0 - count_fraction - direction_fraction, refine_steps),
-            },
-            accountant,
-        )
-        mode = "mean-shift"
-    sigma_count = plan.multiplier("count") * count_sensitivity
-    sigma_sum = plan.multiplier("sum") * sum_sensitivity
-    sigma_direction = (
-        plan.multiplier("direction") * (2.0 if neighbouring == "replace" else 1.0) if mode == "mean-shift" else 0.0
-    )
-    generator = as_generator(rng)
+        noise = _mean_shift_mode_noise(budget, direction_fraction, refine_steps)
+    log = _private_queries(centers, noise, budget, min_cluster_size, as_generator(rng))
+    return _private_release(log, noise, budget, centers.shape[1])
 
-    active = np.ones(n, dtype=bool)
-    released, clean, sizes, noisy_counts, chosen, member_rows = [], [], [], [], [], []
-    stopped = False
-    in_cap = (centers @ units.T) >= cos_rho if mode == "candidates" else None
-    for _ in range(max_queries):
-        if mode == "candidates":
-            assert in_cap is not None  # computed above in "candidates" mode
-            counts = (in_cap & active[:, None]).sum(axis=0).astype(np.float64)
-            noisy = counts + generator.normal(0.0, sigma_count, size=counts.shape)
-            best = int(np.argmax(noisy))
-            if noisy[best] < min_cluster_size:
-                stopped = True
-                break
-            members = in_cap[:, best] & active
-            p_hat = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, sigma_sum, size=dim))
-            noisy_count = float(noisy[best])
-            chosen.append(best)
+
+@dataclass(frozen=True)
+class _PrivateBudget:
+    """The validated parameters of one `private_dplc` call that set its noise plan."""
+
+    rho: float
+    epsilon: float
+    delta: float
+    max_queries: int
+    count_fraction: float
+    accountant: str
+    neighbouring: str
+
+    def plan(self, shares: dict[str, tuple[float, int]]) -> PrivateDplcPlan:
+        """`plan_private_dplc` for this call's budget over the given parts of a query."""
+        return plan_private_dplc(self.epsilon, self.delta, self.max_queries, shares, self.accountant)
+
+
+@dataclass(frozen=True)
+class _PrivateNoise:
+    """Mode, noise plan and noise scales of one `private_dplc` call."""
+
+    mode: str
+    plan: PrivateDplcPlan
+    sigma_count: float
+    sigma_sum: float
+    sigma_direction: float
+    refine_steps: int
+    candidates: np.ndarray | None = None
+
+
+@dataclass
+class _PrivateLog(_QueryLog):
+    """`_QueryLog` plus the released noisy count (and chosen candidate) of each query."""
+
+    noisy_counts: list[float] = field(default_factory=list)
+    chosen: list[int] = field(default_factory=list)
+
+
+def _candidate_mode_noise(dim: int, candidates: Any, budget: _PrivateBudget) -> _PrivateNoise:
+    """Noise plan with public candidates: a noisy count vector and one noisy cap sum per query."""
+    units = check_unit_rows("candidates", candidates)
+    if units.shape[1] != dim:
+        raise ValueError(f"candidates must have the same dimension as class_centers ({dim}); got {units.shape[1]}")
+    count_sensitivity = count_vector_sensitivity(units, budget.rho, budget.neighbouring)
+    plan = budget.plan({"count": (budget.count_fraction, 1), "sum": (1.0 - budget.count_fraction, 1)})
+    sigma_count = plan.multiplier("count") * count_sensitivity
+    sigma_sum = plan.multiplier("sum") * cap_sum_sensitivity(budget.rho, budget.neighbouring)
+    return _PrivateNoise("candidates", plan, sigma_count, sigma_sum, 0.0, 1, units)
+
+
+def _mean_shift_mode_noise(budget: _PrivateBudget, direction_fraction: float, refine_steps: int) -> _PrivateNoise:
+    """Noise plan of the mean-shift mode: a noisy global direction, R noisy cap sums, one noisy count."""
+    direction_fraction = check_open_unit("direction_fraction", direction_fraction)
+    refine_steps = check_int("refine_steps", refine_steps, 1)
+    count_fraction = budget.count_fraction
+    if count_fraction + direction_fraction >= 1.0:
+        raise ValueError(
+            f"count_fraction + direction_fraction must be in (0, 1); got {count_fraction!r} + {direction_fraction!r}"
+        )
+    plan = budget.plan(
+        {
+            "direction": (direction_fraction, 1),
+            "count": (count_fraction, 1),
+            "sum": (1.0 - count_fraction - direction_fraction, refine_steps),
+        }
+    )
+    count_sensitivity = 1.0  # a single cap count changes by at most 1
+    sigma_count = plan.multiplier("count") * count_sensitivity
+    sigma_sum = plan.multiplier("sum") * cap_sum_sensitivity(budget.rho, budget.neighbouring)
+    sigma_direction = plan.multiplier("direction") * (2.0 if budget.neighbouring == "replace" else 1.0)
+    return _PrivateNoise("mean-shift", plan, sigma_count, sigma_sum, sigma_direction, refine_steps)
+
+
+@dataclass(frozen=True)
+class _PrivateQuery:
+    """One query of `private_dplc` that passed its noisy threshold."""
+
+    p_hat: np.ndarray
+    members: np.ndarray
+    noisy_count: float
+    candidate: int | None = None
+
+
+def _private_queries(
+    centers: np.ndarray,
+    noise: _PrivateNoise,
+    budget: _PrivateBudget,
+    min_cluster_size: int,
+    generator: np.random.Generator,
+) -> _PrivateLog:
+    """Up to Q queries of either mode, each removing the centers within rho of its p_hat (line 8)."""
+    dim = centers.shape[1]
+    cos_rho = math.cos(budget.rho)
+    active = np.ones(centers.shape[0], dtype=bool)
+    log = _PrivateLog()
+    in_cap = (centers @ noise.candidates.T) >= cos_rho if noise.candidates is not None else None
+    for _ in range(budget.max_queries):
+        if in_cap is not None:
+            query = _candidate_query(centers, in_cap, active, noise, min_cluster_size, generator)
         else:
-            direction = _normalise(centers[active].sum(axis=0) + generator.normal(0.0, sigma_direction, size=dim))
-            noisy_count = math.nan
-            for step in range(refine_steps):
-                members = active & ((centers @ direction) >= cos_rho)
-                if step == refine_steps - 1:
-                    noisy_count = float(members.sum() + generator.normal(0.0, sigma_count))
-                    if noisy_count < min_cluster_size:
-                        break
-                direction = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, sigma_sum, size=dim))
+            query = _mean_shift_query(centers, active, noise, cos_rho, min_cluster_size, generator)
+        if query is None:
+            log.stopped = True
+            break
+        members = query.members
+        if query.candidate is not None:
+            log.chosen.append(query.candidate)
+        active &= ~((centers @ query.p_hat) >= cos_rho)
+        clean_center = centers[members].mean(axis=0) if members.any() else np.zeros(dim)
+        log.add(query.p_hat, clean_center, int(members.sum()), members)
+        log.noisy_counts.append(query.noisy_count)
+    return log
+
+
+def _candidate_query(
+    centers: np.ndarray,
+    in_cap: np.ndarray,
+    active: np.ndarray,
+    noise: _PrivateNoise,
+    min_cluster_size: int,
+    generator: np.random.Generator,
+) -> _PrivateQuery | None:
+    """Steps 1-3 with public candidates: noisy counts, noisy argmax and threshold, noisy cap sum."""
+    counts = (in_cap & active[:, None]).sum(axis=0).astype(np.float64)
+    noisy = counts + generator.normal(0.0, noise.sigma_count, size=counts.shape)
+    best = int(np.argmax(noisy))
+    if noisy[best] < min_cluster_size:
+        return None
+    members = in_cap[:, best] & active
+    p_hat = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, noise.sigma_sum, size=centers.shape[1]))
+    return _PrivateQuery(p_hat, members, float(noisy[best]), best)
+
+
+def _mean_shift_query(
+    centers: np.ndarray,
+    active: np.ndarray,
+    noise: _PrivateNoise,
+    cos_rho: float,
+    min_cluster_size: int,
+    generator: np.random.Generator,
+) -> _PrivateQuery | None:
+    """Steps 1-3 of the mean-shift mode: noisy global direction, R noisy cap sums, noisy threshold."""
+    dim = centers.shape[1]
+    direction = _normalise(centers[active].sum(axis=0) + generator.normal(0.0, noise.sigma_direction, size=dim))
+    noisy_count = math.nan
+    for step in range(noise.refine_steps):
+        members = active & ((centers @ direction) >= cos_rho)
+        if step == noise.refine_steps - 1:
+            noisy_count = float(members.sum() + generator.normal(0.0, noise.sigma_count))
             if noisy_count < min_cluster_size:
-                stopped = True
                 break
-            p_hat = direction
-        active &= ~((centers @ p_hat) >= cos_rho)
-        released.append(p_hat)
-        clean.append(centers[members].mean(axis=0) if members.any() else np.zeros(dim))
-        sizes.append(int(members.sum()))
-        noisy_counts.append(noisy_count)
-        member_rows.append(tuple(int(i) for i in np.flatnonzero(members)))
+        direction = _normalise(centers[members].sum(axis=0) + generator.normal(0.0, noise.sigma_sum, size=dim))
+    if noisy_count < min_cluster_size:
+        return None
+    return _PrivateQuery(direction, members, noisy_count)
+
+
+def _private_release(log: _PrivateLog, noise: _PrivateNoise, budget: _PrivateBudget, dim: int) -> DplcRelease:
+    """Bundle the private releases with the one event covering all Q queries and the public records."""
+    released, clean = log.stacked(dim)
+    notes = (
+        f"mode={noise.mode}; count noise sigma={noise.sigma_count:.6g}, cap-sum noise sigma={noise.sigma_sum:.6g}"
+        + (f", direction noise sigma={noise.sigma_direction:.6g}" if noise.mode == "mean-shift" else "")
+        + f"; all {budget.max_queries} queries accounted"
+    )
     return DplcRelease(
-        centers=np.asarray(released, dtype=np.float64).reshape(len(released), dim),
-        clean_centers=np.asarray(clean, dtype=np.float64).reshape(len(clean), dim),
-        cluster_sizes=tuple(sizes),
-        sigmas=tuple(sigma_sum for _ in released),
-        events=(plan.event,),
-        stopped_early=stopped,
+        centers=released,
+        clean_centers=clean,
+        cluster_sizes=tuple(log.sizes),
+        sigmas=tuple(noise.sigma_sum for _ in log.released),
+        events=(noise.plan.event,),
+        stopped_early=log.stopped,
         end_to_end_private=True,
-        noisy_counts=tuple(noisy_counts),
-        candidate_indices=tuple(chosen),
-        member_indices=tuple(member_rows),
-        notes=(
-            f"mode={mode}; count noise sigma={sigma_count:.6g}, cap-sum noise sigma={sigma_sum:.6g}"
-            + (f", direction noise sigma={sigma_direction:.6g}" if mode == "mean-shift" else "")
-            + f"; all {max_queries} queries accounted",
-        ),
+        noisy_counts=tuple(log.noisy_counts),
+        candidate_indices=tuple(log.chosen),
+        member_indices=tuple(log.member_rows),
+        notes=(notes,),
         public_records=tuple(
             {
-                "mode": mode,
+                "mode": noise.mode,
                 "noisy_count": count,
-                "sigma": sigma_sum,
-                "noise_multiplier": plan.multiplier("sum"),
-                "sigma_count": sigma_count,
-                "epsilon": float(epsilon),
-                "delta": float(delta),
+                "sigma": noise.sigma_sum,
+                "noise_multiplier": noise.plan.multiplier("sum"),
+                "sigma_count": noise.sigma_count,
+                "epsilon": float(budget.epsilon),
+                "delta": float(budget.delta),
             }
-            for count in noisy_counts
+            for count in log.noisy_counts
         ),
     )

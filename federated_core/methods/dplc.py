@@ -37,7 +37,7 @@ classified differently from an implementation that compares ``arccos`` values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -186,6 +186,27 @@ def _neighbour_counts(rows: torch.Tensor, cols: torch.Tensor, cos_rho: float, ma
     return counts
 
 
+@dataclass
+class _ClusteringLog:
+    """Per-query outputs of `local_clustering`'s greedy loop, in query order."""
+
+    centers: list[torch.Tensor] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    members: list[torch.Tensor] = field(default_factory=list)
+    covered: list[torch.Tensor] = field(default_factory=list)
+    anchors: list[int] = field(default_factory=list)
+    stopped: bool = False
+    last_largest: int = 0
+
+    def add(self, p: torch.Tensor, size: int, s_idx: torch.Tensor, removed: torch.Tensor, anchor: int) -> None:
+        """Record one released cluster (its mean, |S|, S, the covered rows and its anchor)."""
+        self.centers.append(p)
+        self.sizes.append(size)
+        self.members.append(s_idx.cpu())
+        self.covered.append(removed.cpu())
+        self.anchors.append(anchor)
+
+
 def local_clustering(
     centers: torch.Tensor | np.ndarray,
     rho: float = 1.3,
@@ -226,27 +247,51 @@ def local_clustering(
     n, d = w.shape
     threshold = resolve_min_cluster_size(min_cluster_size, n)
     cos_rho = math.cos(rho)
+    counts = _initial_neighbour_counts(w, cos_rho, max_block_elements, progress)
+    log = _greedy_queries(w, counts, cos_rho, threshold, max_queries, max_block_elements, removal_direction)
+    return DPLCClustering(
+        centers=torch.stack(log.centers) if log.centers else w.new_zeros((0, d)),
+        sizes=torch.tensor(log.sizes, dtype=torch.int64),
+        members=log.members,
+        covered=log.covered,
+        anchors=torch.tensor(log.anchors, dtype=torch.int64),
+        num_classes=n,
+        rho=rho,
+        min_cluster_size=threshold,
+        max_queries=max_queries,
+        stopped_below_threshold=log.stopped,
+        last_largest=log.last_largest,
+    )
 
-    active = torch.ones(n, dtype=torch.bool, device=w.device)
-    # Neighbour counts over the active set (line 3), maintained incrementally.
+
+def _initial_neighbour_counts(w: torch.Tensor, cos_rho: float, max_block_elements: int, progress: bool) -> torch.Tensor:
+    """Line 3: every center's neighbour count over all centers, in row blocks of ``W @ W^T``."""
+    n = w.shape[0]
     counts = torch.zeros(n, dtype=torch.int64, device=w.device)
     step = _row_block(n, max_block_elements)
     w_t = w.t()
     for start in tqdm(range(0, n, step), desc="DPLC neighbour counts", disable=not progress, leave=False):
         block = w[start : start + step] @ w_t
         counts[start : start + step] = (block >= cos_rho).sum(dim=1)
+    return counts
 
-    centers_out: list[torch.Tensor] = []
-    sizes: list[int] = []
-    members: list[torch.Tensor] = []
-    covered: list[torch.Tensor] = []
-    anchors: list[int] = []
-    stopped = False
-    last_largest = 0
+
+def _greedy_queries(
+    w: torch.Tensor,
+    counts: torch.Tensor,
+    cos_rho: float,
+    threshold: int,
+    max_queries: int,
+    max_block_elements: int,
+    removal_direction: Callable[[torch.Tensor, int], torch.Tensor] | None,
+) -> _ClusteringLog:
+    """Lines 2-10: up to Q queries over the active set, updating ``counts`` as centers are removed."""
+    active = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
+    log = _ClusteringLog()
     for _q in range(max_queries):
         active_idx = torch.nonzero(active).flatten()
         if active_idx.numel() == 0:
-            last_largest = 0
+            log.last_largest = 0
             break
         # Line 4: the largest neighbourhood; torch.argmax returns the first maximum, i.e. the
         # smallest remaining index among ties.
@@ -254,42 +299,50 @@ def local_clustering(
         cos_anchor = w[active_idx] @ w[anchor]
         s_idx = active_idx[cos_anchor >= cos_rho]
         size = int(s_idx.numel())
-        last_largest = size
+        log.last_largest = size
         if size < threshold:  # line 6 / line 10
-            stopped = True
+            log.stopped = True
             break
         p = w[s_idx].mean(dim=0)  # line 5
-        if removal_direction is not None:
-            direction = removal_direction(p, size).to(device=w.device, dtype=w.dtype)
-            removed = active_idx[(w[active_idx] @ direction) >= cos_rho]
-        elif float(torch.linalg.vector_norm(p)) > 0:
-            cos_p = w[active_idx] @ (p / torch.linalg.vector_norm(p))
-            removed = active_idx[cos_p >= cos_rho]  # line 8: I <- I \ {angle(w_i, p/||p||) <= rho}
-        else:  # only possible for rho > pi/2: the mean of S cancels out; nothing is within rho of p
-            removed = active_idx[:0]
-        centers_out.append(p)
-        sizes.append(size)
-        members.append(s_idx.cpu())
-        covered.append(removed.cpu())
-        anchors.append(anchor)
+        removed = _covered_rows(w, active_idx, p, size, cos_rho, removal_direction)
+        log.add(p, size, s_idx, removed, anchor)
         if removed.numel():
-            active[removed] = False
-            keep = torch.nonzero(active).flatten()
-            if keep.numel():
-                counts[keep] -= _neighbour_counts(w[keep], w[removed], cos_rho, max_block_elements)
-    return DPLCClustering(
-        centers=torch.stack(centers_out) if centers_out else w.new_zeros((0, d)),
-        sizes=torch.tensor(sizes, dtype=torch.int64),
-        members=members,
-        covered=covered,
-        anchors=torch.tensor(anchors, dtype=torch.int64),
-        num_classes=n,
-        rho=rho,
-        min_cluster_size=threshold,
-        max_queries=max_queries,
-        stopped_below_threshold=stopped,
-        last_largest=last_largest,
-    )
+            _remove_covered(w, active, counts, removed, cos_rho, max_block_elements)
+    return log
+
+
+def _covered_rows(
+    w: torch.Tensor,
+    active_idx: torch.Tensor,
+    p: torch.Tensor,
+    size: int,
+    cos_rho: float,
+    removal_direction: Callable[[torch.Tensor, int], torch.Tensor] | None,
+) -> torch.Tensor:
+    """Line 8: the active rows within rho of ``p / ||p||`` (or of ``removal_direction(p, |S|)``)."""
+    if removal_direction is not None:
+        direction = removal_direction(p, size).to(device=w.device, dtype=w.dtype)
+        return active_idx[(w[active_idx] @ direction) >= cos_rho]
+    if float(torch.linalg.vector_norm(p)) > 0:
+        cos_p = w[active_idx] @ (p / torch.linalg.vector_norm(p))
+        return active_idx[cos_p >= cos_rho]  # line 8: I <- I \ {angle(w_i, p/||p||) <= rho}
+    # only possible for rho > pi/2: the mean of S cancels out; nothing is within rho of p
+    return active_idx[:0]
+
+
+def _remove_covered(
+    w: torch.Tensor,
+    active: torch.Tensor,
+    counts: torch.Tensor,
+    removed: torch.Tensor,
+    cos_rho: float,
+    max_block_elements: int,
+) -> None:
+    """Drop ``removed`` from the active set (in place) and subtract their neighbours from ``counts``."""
+    active[removed] = False
+    keep = torch.nonzero(active).flatten()
+    if keep.numel():
+        counts[keep] -= _neighbour_counts(w[keep], w[removed], cos_rho, max_block_elements)
 
 
 # --------------------------------------------------------------------------------------------

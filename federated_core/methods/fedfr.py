@@ -82,6 +82,7 @@ apply, but the selection is outside it).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -90,7 +91,7 @@ from torch import nn
 
 from federated_core.data.faceset import FaceSet
 from federated_core.engine.config import FederatedConfig, LocalTrainingConfig
-from federated_core.engine.local_sgd import train_local
+from federated_core.engine.local_sgd import LocalTrainingResult, train_local
 from federated_core.engine.messages import SERVER, Message, make_message, register_message_kind
 from federated_core.engine.state import ClientData, ClientState, ServerState
 from federated_core.methods._centers import CENTER_INITS, init_centers, resolve_center_init
@@ -255,6 +256,16 @@ def _load_state(
     model = workspace.build(spec, device)
     model.load_state_dict(state, strict=True)
     return model
+
+
+@dataclass
+class _ClientModels:
+    """The models of one FedFR local pass: Θ^t_l, Π, the previous local model and the Eq. 7 model."""
+
+    local: nn.Module
+    transform: nn.Linear | None
+    previous: nn.Module | None
+    model: FedFRClientModel
 
 
 FEDFR_DEFAULTS: dict[str, Any] = {
@@ -568,14 +579,32 @@ class FedFR(BackboneMethod):
         backbone_key = tensors_digest(backbone_message.tensors)
         global_copy = self._global_ws.load(backbone_message, device)  # Θ^t_g, frozen
         train_data, hn = self._training_data(data, global_copy, backbone_key, int(spec["resolution"]), device)
+        models = self._client_models(client_state, broadcast, backbone_message, global_copy, device)
+        result = train_local(models.model, train_data, training, rng)
+        models.model.train(False)
+        tensors = self._kept_tensors(client_state, models)
+        meta = self._updated_meta(client_state, models, result, hn, len(data))
+        weight = len(data) + (hn["kept"] if self.fedavg_weight == "local+selected" else 0)
+        return ClientState(tensors, meta), self._uploads(client_state, models, result, phase, weight)
 
+    def _client_models(
+        self,
+        client_state: ClientState,
+        broadcast: list[Message],
+        backbone_message: Message,
+        global_copy: nn.Module,
+        device: str,
+    ) -> _ClientModels:
+        """The local pass's models: Φ_g, the previous local model, the DFC modules, Θ^t_l ← Θ^t_g, and
+        the Eq. 7 client model over them."""
         public = None
         if self.public_data:
             public = self.find(broadcast, PUBLIC_KIND).tensors["embeddings"].to(device)
         previous_state = client_state.with_prefix(LOCAL_BACKBONE)
         previous = None
         if self.contrastive and previous_state:
-            previous = _load_state(self._previous_ws, spec, previous_state, device)  # Θ^{t−1}_l, frozen
+            # Θ^{t−1}_l, frozen
+            previous = _load_state(self._previous_ws, client_state.meta["spec"], previous_state, device)
         transform = branches = branch_bias = None
         if self.dfc:
             transform = linear_from(client_state.tensors[DFC_WEIGHT], client_state.tensors[DFC_BIAS], device)
@@ -593,12 +622,14 @@ class FedFR(BackboneMethod):
             previous,
             self,
         )
-        result = train_local(model, train_data, training, rng)
-        model.train(False)
+        return _ClientModels(local, transform, previous, model)
 
+    def _kept_tensors(self, client_state: ClientState, models: _ClientModels) -> dict[str, torch.Tensor]:
+        """The client's tensors after training: W_l, Θ_l and (with DFC) Π, Ω and the branch biases."""
+        model, transform = models.model, models.transform
         tensors = dict(client_state.tensors)
         tensors["centers"] = model.centers.detach().cpu().clone()
-        for name, value in local.state_dict().items():
+        for name, value in models.local.state_dict().items():
             tensors[LOCAL_BACKBONE + name] = value.detach().cpu().clone()
         if self.dfc:
             if transform is None or model.branches is None or model.branch_bias is None:
@@ -607,10 +638,22 @@ class FedFR(BackboneMethod):
             tensors[DFC_BIAS] = transform.bias.detach().cpu().clone()
             tensors[DFC_BRANCHES] = model.branches.detach().cpu().clone()
             tensors[DFC_BRANCH_BIAS] = model.branch_bias.detach().cpu().clone()
+        return tensors
+
+    def _updated_meta(
+        self,
+        client_state: ClientState,
+        models: _ClientModels,
+        result: LocalTrainingResult,
+        hn: dict[str, int],
+        num_local: int,
+    ) -> dict[str, Any]:
+        """The client's meta after training: the hard-negative history and the round's loss terms."""
         rnd = int(client_state.meta["round"])
+        model = models.model
         examples = float(model.parts["examples"]) if "examples" in model.parts else 0.0
         parts = {k: float(v) / examples for k, v in model.parts.items() if k != "examples" and examples}
-        record = {"round": rnd, "kept": hn["kept"], "public_total": hn["public_total"], "local": len(data)}
+        record = {"round": rnd, "kept": hn["kept"], "public_total": hn["public_total"], "local": num_local}
         meta = dict(client_state.meta)
         meta["hn_history"] = list(client_state.meta.get("hn_history", [])) + [record]
         meta["last_update"] = {
@@ -621,12 +664,23 @@ class FedFR(BackboneMethod):
             "loss_terms": parts,
             "hn_kept": hn["kept"],
             "hn_public_total": hn["public_total"],
-            "contrastive_active": previous is not None,
+            "contrastive_active": models.previous is not None,
         }
-        weight = len(data) + (hn["kept"] if self.fedavg_weight == "local+selected" else 0)
-        uploads = [self.backbone_upload(client_state, local, phase, result.event, weight)]
+        return meta
+
+    def _uploads(
+        self,
+        client_state: ClientState,
+        models: _ClientModels,
+        result: LocalTrainingResult,
+        phase: str,
+        weight: int,
+    ) -> list[Message]:
+        """The uploads: Θ_l and (with public data) Φ_l, both with FedAvg weight ``weight``."""
+        rnd = int(client_state.meta["round"])
+        uploads = [self.backbone_upload(client_state, models.local, phase, result.event, weight)]
         if self.public_data:
-            if model.public is None:
+            if models.model.public is None:
                 raise ValueError(
                     "public_data is on but the client model has no public embeddings (model.public is None)"
                 )
@@ -637,12 +691,12 @@ class FedFR(BackboneMethod):
                     (SERVER,),
                     rnd,
                     phase,
-                    {"embeddings": model.public},
+                    {"embeddings": models.model.public},
                     event=result.event,
                     meta={"num_samples": int(weight)},
                 )
             )
-        return ClientState(tensors, meta), uploads
+        return uploads
 
     # ------------------------------------------------------------------------------- evaluation
     def personalised_model(self, client_state: ClientState, which: str = "local+dfc") -> nn.Module:

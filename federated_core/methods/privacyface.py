@@ -57,6 +57,7 @@ of the run's config).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -539,104 +540,147 @@ class PrivacyFace(CenterMethod):
         noise_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=rng)))
         delta = client_state.meta["delta"]
         base = {"client": cid, "round": rnd, "num_classes": int(w.shape[0])}
+        out = self._variant_release(w, delta, noise_gen, base, client_state, training)
+        new_state = self._with_release_records(client_state, out, rnd)
+        if out.payload.shape[0] == 0 and self.release != "private-e2e":
+            return new_state, []  # nothing reached T: no noise drawn, no release this round
+        # (the end-to-end private variant always uploads: its noisy counts were spent even when
+        # nothing passed the noisy threshold, and its event must reach the ledger)
+        return new_state, [self._release_message(client_state, out, rnd)]
+
+    def _variant_release(
+        self,
+        w: torch.Tensor,
+        delta: float,
+        noise_gen: torch.Generator,
+        base: dict[str, Any],
+        client_state: ClientState,
+        training: LocalTrainingConfig,
+    ) -> _ClientRelease:
+        """The release of this method's variant (``self.release``, not ``"none"``) on ``W_k``."""
         if self.release == "noisy-class-centers":
             payload, event, records = self._noisy_class_centers(w, delta, noise_gen, base)
             members = [[i] for i in range(w.shape[0])]
             meta = {"sensitivity": 2.0, "epsilon": self.epsilon, "delta": delta, "calibration": self.calibration}
-        elif self.release == "random-control":
-            payload = F.normalize(
-                torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1
-            )
-            event, records = None, [{**base, "control": "random direction, independent of the data"}] * self.max_queries
-            meta = {"control": "random unit vectors independent of the client's data (no privacy cost)"}
-            members = [[] for _ in range(self.max_queries)]
-        elif self.release == "private-e2e":
-            payload, event, records, meta, members = self._private_e2e(
-                w, delta, noise_gen, base, client_state, training
-            )
-        elif self.release == "noisy":  # Algorithm 1 (φ + p̂)
-            config = DPLCConfig(
-                rho=self.rho,
-                min_cluster_size=int(client_state.meta["min_cluster_size"]),
-                max_queries=self.max_queries,
-                epsilon=self.epsilon,
-                delta=delta,
-                calibration=self.calibration,
-                bound=self.bound,
-                removal=self.dplc_removal,
-                dtype="float64" if self.dplc_dtype == torch.float64 else "float32",
-            )
-            rel = dplc(w, config, noise_gen, device=training.device)
-            payload, event = rel.noisy_centers, rel.composed_event()
-            members = [m.tolist() for m in rel.clustering.members]
-            records = [{**base, **r} for r in rel.records()]
-            meta = {
-                "rho": self.rho,
-                "min_cluster_size": config.min_cluster_size,
-                "max_queries": self.max_queries,
-                "stopped_below_threshold": rel.clustering.stopped_below_threshold,
-                "epsilon": self.epsilon,
-                "delta": delta,
-                "calibration": self.calibration,
-                "bound": self.bound,
-                "removal": self.dplc_removal,
-            }
-        else:  # clean p (φ + p): Algorithm 1 without noise (then p_hat = p/||p||: every removal rule agrees)
-            clustering = local_clustering(
-                w,
-                self.rho,
-                client_state.meta["min_cluster_size"],
-                self.max_queries,
-                dtype=self.dplc_dtype,
-                device=training.device,
-            )
-            payload, event = clustering.centers, non_private_event()
-            members = [m.tolist() for m in clustering.members]
-            records = [
-                {**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()
-            ]
-            meta = {
-                "rho": self.rho,
-                "min_cluster_size": clustering.min_cluster_size,
-                "max_queries": self.max_queries,
-                "stopped_below_threshold": clustering.stopped_below_threshold,
-            }
+            return _ClientRelease(payload, event, records, meta, members)
+        if self.release == "random-control":
+            return self._random_control(w, noise_gen, base)
+        if self.release == "private-e2e":
+            return _ClientRelease(*self._private_e2e(w, delta, noise_gen, base, client_state, training))
+        if self.release == "noisy":  # Algorithm 1 (φ + p̂)
+            return self._algorithm1_release(w, delta, noise_gen, base, client_state, training)
+        # clean p (φ + p): Algorithm 1 without noise (then p_hat = p/||p||: every removal rule agrees)
+        return self._clean_release(w, base, client_state, training)
+
+    def _random_control(self, w: torch.Tensor, noise_gen: torch.Generator, base: dict[str, Any]) -> _ClientRelease:
+        """The ablation control: ``Q`` random unit vectors drawn independently of the data."""
+        payload = F.normalize(
+            torch.randn((self.max_queries, w.shape[1]), generator=noise_gen, dtype=torch.float64), dim=1
+        )
+        records = [{**base, "control": "random direction, independent of the data"}] * self.max_queries
+        meta = {"control": "random unit vectors independent of the client's data (no privacy cost)"}
+        members: list[list[int]] = [[] for _ in range(self.max_queries)]
+        return _ClientRelease(payload, None, records, meta, members)
+
+    def _algorithm1_release(
+        self,
+        w: torch.Tensor,
+        delta: float,
+        noise_gen: torch.Generator,
+        base: dict[str, Any],
+        client_state: ClientState,
+        training: LocalTrainingConfig,
+    ) -> _ClientRelease:
+        """φ + p̂: Algorithm 1 (`dplc`) with this client's ``T`` and ``delta``."""
+        config = DPLCConfig(
+            rho=self.rho,
+            min_cluster_size=int(client_state.meta["min_cluster_size"]),
+            max_queries=self.max_queries,
+            epsilon=self.epsilon,
+            delta=delta,
+            calibration=self.calibration,
+            bound=self.bound,
+            removal=self.dplc_removal,
+            dtype="float64" if self.dplc_dtype == torch.float64 else "float32",
+        )
+        rel = dplc(w, config, noise_gen, device=training.device)
+        members = [m.tolist() for m in rel.clustering.members]
+        records = [{**base, **r} for r in rel.records()]
+        meta = {
+            "rho": self.rho,
+            "min_cluster_size": config.min_cluster_size,
+            "max_queries": self.max_queries,
+            "stopped_below_threshold": rel.clustering.stopped_below_threshold,
+            "epsilon": self.epsilon,
+            "delta": delta,
+            "calibration": self.calibration,
+            "bound": self.bound,
+            "removal": self.dplc_removal,
+        }
+        return _ClientRelease(rel.noisy_centers, rel.composed_event(), records, meta, members)
+
+    def _clean_release(
+        self, w: torch.Tensor, base: dict[str, Any], client_state: ClientState, training: LocalTrainingConfig
+    ) -> _ClientRelease:
+        """φ + p: the clean cluster means of Algorithm 1 without noise (a non-private release)."""
+        clustering = local_clustering(
+            w,
+            self.rho,
+            client_state.meta["min_cluster_size"],
+            self.max_queries,
+            dtype=self.dplc_dtype,
+            device=training.device,
+        )
+        members = [m.tolist() for m in clustering.members]
+        records = [
+            {**base, "cluster_size": int(sz), "sigma": 0.0, "sensitivity": None} for sz in clustering.sizes.tolist()
+        ]
+        meta = {
+            "rho": self.rho,
+            "min_cluster_size": clustering.min_cluster_size,
+            "max_queries": self.max_queries,
+            "stopped_below_threshold": clustering.stopped_below_threshold,
+        }
+        return _ClientRelease(clustering.centers, non_private_event(), records, meta, members)
+
+    def _with_release_records(self, client_state: ClientState, out: _ClientRelease, rnd: int) -> ClientState:
+        """The client's state with this round's release records (and, when rows were released or
+        the end-to-end variant ran, the local classes behind each row) appended to its meta."""
         new_meta = dict(client_state.meta)
-        new_meta["dplc_releases"] = list(client_state.meta.get("dplc_releases", [])) + records
-        if payload.shape[0] or self.release == "private-e2e":
+        new_meta["dplc_releases"] = list(client_state.meta.get("dplc_releases", [])) + out.records
+        if out.payload.shape[0] or self.release == "private-e2e":
             # ground truth for scoring attacks (never sent): the local classes behind each released row
-            if len(members) != payload.shape[0]:
-                raise RuntimeError(f"{len(members)} member lists for {payload.shape[0]} released rows")
+            if len(out.members) != out.payload.shape[0]:
+                raise RuntimeError(f"{len(out.members)} member lists for {out.payload.shape[0]} released rows")
             new_meta["release_members"] = list(client_state.meta.get("release_members", [])) + [
-                {"round": rnd, "kind": self.release_kind, "rows": [[int(i) for i in m] for m in members]}
+                {"round": rnd, "kind": self.release_kind, "rows": [[int(i) for i in m] for m in out.members]}
             ]
-        new_state = ClientState(dict(client_state.tensors), new_meta)
-        if payload.shape[0] == 0 and self.release != "private-e2e":
-            return new_state, []  # nothing reached T: no noise drawn, no release this round
-        # (the end-to-end private variant always uploads: its noisy counts were spent even when
-        # nothing passed the noisy threshold, and its event must reach the ledger)
+        return ClientState(dict(client_state.tensors), new_meta)
+
+    def _release_message(self, client_state: ClientState, out: _ClientRelease, rnd: int) -> Message:
+        """The upload of this round's release: the rows, the DP event and the (maybe redacted) records."""
+        meta = out.meta
         meta["releases"] = (
-            records
+            out.records
             if self.disclose_release_meta
             else [
                 {"client": r["client"], "round": r["round"], "noise_multiplier": r.get("noise_multiplier")}
-                for r in records
+                for r in out.records
             ]
         )
         release_kind = self.release_kind
         if release_kind is None:
             raise ValueError(f"release {self.release!r} uploads nothing (it has no message kind)")
-        message = make_message(
+        return make_message(
             release_kind,
             self.party(client_state),
             (SERVER,),
             rnd,
             "clusters",
-            {"centers": payload.to(torch.float32)},
-            event=event,
+            {"centers": out.payload.to(torch.float32)},
+            event=out.event,
             meta=meta,
         )
-        return new_state, [message]
 
     def _noisy_class_centers(
         self, w: torch.Tensor, delta: float, gen: torch.Generator, base: dict[str, Any]
@@ -729,86 +773,16 @@ class PrivacyFace(CenterMethod):
         backbone_message = self.find(broadcast, "backbone")
         backbone = self.workspace.load(backbone_message, training.device)
         clusters = self._others(client_state, broadcast)
-        # the naive baseline's W̃ are single-class centers: plain negatives (rho = 0)
-        rho = 0.0 if self.release == "noisy-class-centers" else self.rho
-        model = ConsensusClientModel(
-            backbone,
-            client_state.tensors["centers"].to(training.device),
-            None if clusters is None else clusters.to(training.device),
-            rho,
-            self.loss,
-            self.s,
-            self.m,
-        )
+        model = self._consensus_model(client_state, backbone, clusters, training)
         public = self._public(int(backbone_message.meta["spec"]["resolution"]))
         tensors = dict(client_state.tensors)
         meta = dict(client_state.meta)
         rnd = int(client_state.meta["round"])
+        ctx = _TrainContext(client_state, data, training, rng, backbone, model, public, tensors)
         if self.aggregation == "fedavg":
-            result = train_local(model, data, training, rng)
-            loss, event = result.mean_loss, result.event
-            if public is not None:  # §4: fine-tune the local model on the public set before upload
-                pub_model = MarginClientModel(
-                    backbone,
-                    client_state.tensors["public_centers"].to(training.device),
-                    None,
-                    self.loss,
-                    self.s,
-                    self.m,
-                )
-                if self.public_set is None:
-                    raise ValueError("a public set was rendered without its spec (public_set is None)")
-                pub_training = LocalTrainingConfig(
-                    **{
-                        **training.to_dict(),
-                        "local_epochs": int(self.public_set.get("epochs", 1)),
-                        "noise_multiplier": None,
-                        "max_grad_norm": None,
-                    }
-                )
-                train_local(pub_model, public, pub_training, rng)
-                tensors["public_centers"] = pub_model.centers.detach().cpu().clone()
-            upload = self.backbone_upload(client_state, backbone, "train", event, len(data))
-            steps = result.steps
+            upload, loss, steps = self._train_fedavg(ctx)
         else:
-            grads, loss, examples = _average_gradients(
-                model,
-                data,
-                training,
-                rng,
-                public_model=(
-                    None
-                    if public is None
-                    else MarginClientModel(
-                        backbone,
-                        client_state.tensors["public_centers"].to(training.device),
-                        None,
-                        self.loss,
-                        self.s,
-                        self.m,
-                    )
-                ),
-                public=public,
-            )
-            with torch.no_grad():
-                g_w = grads.pop("centers")
-                model.centers.sub_(training.lr * (g_w + training.weight_decay * model.centers))
-                if "public_centers" in grads:
-                    pc = tensors["public_centers"].to(training.device)
-                    tensors["public_centers"] = (
-                        pc - training.lr * (grads.pop("public_centers") + training.weight_decay * pc)
-                    ).cpu()
-            upload = make_message(
-                "backbone_gradient",
-                self.party(client_state),
-                (SERVER,),
-                rnd,
-                "train",
-                grads,
-                event=None,
-                meta={"num_samples": int(len(data))},
-            )
-            steps = 1
+            upload, loss, steps = self._train_fedsgd(ctx)
         tensors["centers"] = model.centers.detach().cpu().clone()
         meta["last_update"] = {
             "round": rnd,
@@ -817,6 +791,127 @@ class PrivacyFace(CenterMethod):
             "clusters_received": 0 if clusters is None else int(clusters.shape[0]),
         }
         return ClientState(tensors, meta), [upload]
+
+    def _consensus_model(
+        self,
+        client_state: ClientState,
+        backbone: nn.Module,
+        clusters: torch.Tensor | None,
+        training: LocalTrainingConfig,
+    ) -> ConsensusClientModel:
+        """Eq. 5's client model on ``W_k`` and the other clients' relayed cluster centers."""
+        # the naive baseline's W̃ are single-class centers: plain negatives (rho = 0)
+        rho = 0.0 if self.release == "noisy-class-centers" else self.rho
+        return ConsensusClientModel(
+            backbone,
+            client_state.tensors["centers"].to(training.device),
+            None if clusters is None else clusters.to(training.device),
+            rho,
+            self.loss,
+            self.s,
+            self.m,
+        )
+
+    def _public_model(self, ctx: _TrainContext) -> MarginClientModel:
+        """The margin-loss model of §4's public fine-tuning set (the backbone with the public centers)."""
+        return MarginClientModel(
+            ctx.backbone,
+            ctx.client_state.tensors["public_centers"].to(ctx.training.device),
+            None,
+            self.loss,
+            self.s,
+            self.m,
+        )
+
+    def _train_fedavg(self, ctx: _TrainContext) -> tuple[Message, float, int]:
+        """FedAvg: local SGD on Eq. 5, §4's public fine-tuning, then the backbone upload.
+
+        Returns ``(upload, mean_loss, steps)``."""
+        result = train_local(ctx.model, ctx.data, ctx.training, ctx.rng)
+        if ctx.public is not None:  # §4: fine-tune the local model on the public set before upload
+            self._fine_tune_public(ctx, ctx.public)
+        upload = self.backbone_upload(ctx.client_state, ctx.backbone, "train", result.event, len(ctx.data))
+        return upload, result.mean_loss, result.steps
+
+    def _fine_tune_public(self, ctx: _TrainContext, public: ClientData) -> None:
+        """§4: fine-tune the local model on the public set; keeps the public centers in ``ctx.tensors``."""
+        pub_model = self._public_model(ctx)
+        if self.public_set is None:
+            raise ValueError("a public set was rendered without its spec (public_set is None)")
+        pub_training = LocalTrainingConfig(
+            **{
+                **ctx.training.to_dict(),
+                "local_epochs": int(self.public_set.get("epochs", 1)),
+                "noise_multiplier": None,
+                "max_grad_norm": None,
+            }
+        )
+        train_local(pub_model, public, pub_training, ctx.rng)
+        ctx.tensors["public_centers"] = pub_model.centers.detach().cpu().clone()
+
+    def _train_fedsgd(self, ctx: _TrainContext) -> tuple[Message, float, int]:
+        """FedSGD (App. A.2.1): the average gradient at the frozen global model is uploaded; ``W_k``
+        (and the public centers) take their own SGD step here.
+
+        Returns ``(upload, mean_loss, steps)``."""
+        grads, loss, examples = _average_gradients(
+            ctx.model,
+            ctx.data,
+            ctx.training,
+            ctx.rng,
+            public_model=None if ctx.public is None else self._public_model(ctx),
+            public=ctx.public,
+        )
+        _step_local_centers(ctx, grads)
+        upload = make_message(
+            "backbone_gradient",
+            self.party(ctx.client_state),
+            (SERVER,),
+            int(ctx.client_state.meta["round"]),
+            "train",
+            grads,
+            event=None,
+            meta={"num_samples": int(len(ctx.data))},
+        )
+        return upload, loss, 1
+
+
+@dataclass
+class _ClientRelease:
+    """What one client releases in the ``"clusters"`` phase, before it is put on the wire."""
+
+    payload: torch.Tensor
+    event: Any
+    records: list[dict[str, Any]]
+    meta: dict[str, Any]
+    members: list[list[int]]
+
+
+@dataclass
+class _TrainContext:
+    """One client's ``"train"`` phase: its state, data, models, and the tensors it keeps."""
+
+    client_state: ClientState
+    data: ClientData
+    training: LocalTrainingConfig
+    rng: torch.Generator
+    backbone: nn.Module
+    model: ConsensusClientModel
+    public: ClientData | None
+    tensors: dict[str, torch.Tensor]
+
+
+def _step_local_centers(ctx: _TrainContext, grads: dict[str, torch.Tensor]) -> None:
+    """FedSGD's local step on ``W_k`` (and the public centers), popping their gradients from ``grads``."""
+    training = ctx.training
+    with torch.no_grad():
+        g_w = grads.pop("centers")
+        ctx.model.centers.sub_(training.lr * (g_w + training.weight_decay * ctx.model.centers))
+        if "public_centers" in grads:
+            pc = ctx.tensors["public_centers"].to(training.device)
+            ctx.tensors["public_centers"] = (
+                pc - training.lr * (grads.pop("public_centers") + training.weight_decay * pc)
+            ).cpu()
 
 
 def _average_gradients(
