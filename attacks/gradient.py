@@ -755,22 +755,10 @@ def _client_images(faces: Any, config: GradientProbeConfig) -> tuple[torch.Tenso
     return x, local, identities
 
 
-def run_gradient_probe(
-    config: GradientProbeConfig,
-    client_faces: Any,
-    trained_backbone: nn.Module | None = None,
-    reference: Any | None = None,
-) -> GradientProbeResult:
-    """Simulate one client's update on ``client_faces`` (a `FaceSet`; its identities are the
-    client's classes) and attack it.
-
-    The head's centers start as ``config.head_init`` says. ``reference`` (an
-    `attacks.evaluator.IdentityReference`) adds identity similarity and rank-1 match under the
-    independent evaluator.
-    """
+def _probe_backbone(config: GradientProbeConfig, trained_backbone: nn.Module | None, device: torch.device) -> nn.Module:
+    """The client's backbone: a copy of ``trained_backbone``, or one built with ``config.seed``."""
     from federated_core.models import build_backbone
 
-    device = torch.device(config.device)
     if config.model_state == "trained":
         if trained_backbone is None:
             raise ValueError("model_state='trained' needs trained_backbone (e.g. φ0 or the last broadcast model)")
@@ -782,47 +770,69 @@ def run_gradient_probe(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             backbone = build_backbone(config.backbone, embedding_dim=config.embedding_dim, resolution=config.resolution)
-    backbone = backbone.to(device)
-    x, y, identities = _client_images(client_faces, config)
-    x, y = x.to(device), y.to(device)
+    return backbone.to(device)
+
+
+def _probe_model(
+    config: GradientProbeConfig,
+    backbone: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    device: torch.device,
+) -> ClientModel:
+    """The client's model: its class centers as ``config.head_init`` says, plus the seeded extra
+    negatives (generator ``config.seed + 1``: random centers first, then the negatives)."""
     gen = torch.Generator().manual_seed(config.seed + 1)
     with torch.no_grad():
         backbone.eval()
         f = F.normalize(backbone(x), dim=1)
         d = f.shape[1]
         if config.head_init == "mean_embedding":
-            centers = torch.zeros(len(identities), d, device=device).index_add_(0, y, f)
+            centers = torch.zeros(n_classes, d, device=device).index_add_(0, y, f)
             centers = F.normalize(centers, dim=1)
         else:
-            centers = (0.01 * torch.randn(len(identities), d, generator=gen)).to(device)
+            centers = (0.01 * torch.randn(n_classes, d, generator=gen)).to(device)
     extra = None
     if config.extra_negatives:
         extra = F.normalize(torch.randn(config.extra_negatives, d, generator=gen), dim=1).to(device)
-    model = ClientModel(backbone, centers, config.head, config.scale, config.margin, extra).to(device)
-    sgd = config.local_sgd()
-    dp_gen = None
-    if config.dp_noise_multiplier is not None:
-        dp_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
-    delta = simulate_local_update(model, x, y, sgd, config.dp_noise_multiplier, config.dp_max_grad_norm, dp_gen)
-    start = {n: p.detach().clone() for n, p in _trainable(model).items()}
-    observed = {n: v for n, v in delta.items() if config.head_observed or n != "centers"}
+    return ClientModel(backbone, centers, config.head, config.scale, config.margin, extra).to(device)
 
-    # Labels.
-    n_classes = len(identities)
+
+def _probe_labels(
+    config: GradientProbeConfig,
+    y: torch.Tensor,
+    delta: Mapping[str, torch.Tensor],
+    n_classes: int,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """The attacker's labels: given, recovered by iDLG from the head update, or None (DLG's own)."""
     if config.label_source == "known":
-        labels = y.clone()
-    elif config.label_source == "idlg":
+        return y.clone()
+    if config.label_source == "idlg":
         if n_classes == 1:
-            labels = torch.zeros_like(y)
-        else:
-            found = recover_labels_idlg(delta["centers"], count=min(n_classes, len(torch.unique(y))))
-            labels = found.to(device)[torch.arange(len(y), device=device) * len(found) // len(y)]
-    else:
-        labels = None
-    shape = (len(y), 3, config.resolution, config.resolution)
+            return torch.zeros_like(y)
+        found = recover_labels_idlg(delta["centers"], count=min(n_classes, len(torch.unique(y))))
+        return found.to(device)[torch.arange(len(y), device=device) * len(found) // len(y)]
+    return None
+
+
+def _probe_attack(
+    config: GradientProbeConfig,
+    model: nn.Module,
+    start: Mapping[str, torch.Tensor],
+    observed: Mapping[str, torch.Tensor],
+    labels: torch.Tensor | None,
+    n_images: int,
+    n_classes: int,
+    sgd: LocalSgd,
+    device: torch.device,
+) -> ReconstructionOutput:
+    """Run ``config.attack``: Inverting Gradients (Geiping et al. 2020 Eq. 4) or DLG (Zhu et al. 2019 Eq. 4)."""
+    shape = (n_images, 3, config.resolution, config.resolution)
     if config.attack == "inverting_gradients":
         assert labels is not None
-        out = inverting_gradients(
+        return inverting_gradients(
             model,
             start,
             observed,
@@ -839,47 +849,88 @@ def run_gradient_probe(
             ),
             device=device,
         )
-    else:
-        out = dlg(
-            model,
-            start,
-            observed,
-            shape,
-            n_classes,
-            sgd,
-            DlgConfig(config.iterations, seed=config.seed, progress=config.progress),
-            labels=labels,
-            device=device,
-        )
-    # Label accuracy as a multiset match (the batch order of a reconstruction is arbitrary).
-    true_counts = torch.bincount(y.cpu(), minlength=n_classes)
-    got_counts = torch.bincount(out.labels.cpu().clamp(0, n_classes - 1), minlength=n_classes)
-    label_acc = float(torch.minimum(true_counts, got_counts).sum()) / len(y)
+    return dlg(
+        model,
+        start,
+        observed,
+        shape,
+        n_classes,
+        sgd,
+        DlgConfig(config.iterations, seed=config.seed, progress=config.progress),
+        labels=labels,
+        device=device,
+    )
 
-    rec = (out.images.cpu() + 1) / 2
-    orig = (x.cpu() + 1) / 2
-    order = match_reconstructions(rec, orig)
-    rec = rec[order]
-    id_sim = imp_sim = rank1 = None
-    recovered = None
-    evaluator = None
-    if reference is not None:
-        truth = [frozenset({identities[int(c)]}) for c in y.cpu().tolist()]
-        sc = reference.score(rec, truth)
-        id_sim, rank1, evaluator = sc.identity_similarity, sc.rank1, sc.evaluator
-        imp_sim = sc.impostor_identity_similarity
-        recovered = bool(rank1.any())
+
+def _multiset_label_accuracy(y: torch.Tensor, got: torch.Tensor, n_classes: int) -> float:
+    """Label accuracy as a multiset match (the batch order of a reconstruction is arbitrary)."""
+    true_counts = torch.bincount(y.cpu(), minlength=n_classes)
+    got_counts = torch.bincount(got.cpu().clamp(0, n_classes - 1), minlength=n_classes)
+    return float(torch.minimum(true_counts, got_counts).sum()) / len(y)
+
+
+def _probe_identity_scores(
+    reference: Any | None, rec: torch.Tensor, y: torch.Tensor, identities: list[int]
+) -> tuple[Any, Any, Any, bool | None, str | None]:
+    """Identity similarity, impostor similarity, rank-1, recovered flag and evaluator name (all
+    None without ``reference``)."""
+    if reference is None:
+        return None, None, None, None, None
+    truth = [frozenset({identities[int(c)]}) for c in y.cpu().tolist()]
+    sc = reference.score(rec, truth)
+    return sc.identity_similarity, sc.impostor_identity_similarity, sc.rank1, bool(sc.rank1.any()), sc.evaluator
+
+
+def _probe_threat_model(config: GradientProbeConfig) -> str:
+    """The threat model stated in the result."""
     budget = (
         f"{config.iterations} iterations x {config.restarts} restart(s), TV {config.tv_weight:g}"
         if config.attack == "inverting_gradients"
         else f"{config.iterations} L-BFGS steps"
     )
-    threat = (
+    return (
         "attacker knows the start model, local SGD settings, image count, step count and batch order; "
         f"labels {'given' if config.label_source == 'known' else 'recovered by ' + config.label_source}; "
         f"head update {'observed' if config.head_observed else 'not observed'}; "
         f"{config.attack} with {budget}: a lower bound on what an attacker with this knowledge can do"
     )
+
+
+def run_gradient_probe(
+    config: GradientProbeConfig,
+    client_faces: Any,
+    trained_backbone: nn.Module | None = None,
+    reference: Any | None = None,
+) -> GradientProbeResult:
+    """Simulate one client's update on ``client_faces`` (a `FaceSet`; its identities are the
+    client's classes) and attack it.
+
+    The head's centers start as ``config.head_init`` says. ``reference`` (an
+    `attacks.evaluator.IdentityReference`) adds identity similarity and rank-1 match under the
+    independent evaluator.
+    """
+    device = torch.device(config.device)
+    backbone = _probe_backbone(config, trained_backbone, device)
+    x, y, identities = _client_images(client_faces, config)
+    x, y = x.to(device), y.to(device)
+    n_classes = len(identities)
+    model = _probe_model(config, backbone, x, y, n_classes, device)
+    sgd = config.local_sgd()
+    dp_gen = None
+    if config.dp_noise_multiplier is not None:
+        dp_gen = torch.Generator(device=device).manual_seed(config.seed + 2)
+    delta = simulate_local_update(model, x, y, sgd, config.dp_noise_multiplier, config.dp_max_grad_norm, dp_gen)
+    start = {n: p.detach().clone() for n, p in _trainable(model).items()}
+    observed = {n: v for n, v in delta.items() if config.head_observed or n != "centers"}
+    labels = _probe_labels(config, y, delta, n_classes, device)
+    out = _probe_attack(config, model, start, observed, labels, len(y), n_classes, sgd, device)
+    label_acc = _multiset_label_accuracy(y, out.labels, n_classes)
+
+    rec = (out.images.cpu() + 1) / 2
+    orig = (x.cpu() + 1) / 2
+    order = match_reconstructions(rec, orig)
+    rec = rec[order]
+    id_sim, imp_sim, rank1, recovered, evaluator = _probe_identity_scores(reference, rec, y, identities)
     return GradientProbeResult(
         config=config.to_dict(),
         true_identities=[identities[int(c)] for c in y.cpu().tolist()],
@@ -896,7 +947,7 @@ def run_gradient_probe(
         seconds=out.seconds,
         iterations=out.iterations,
         evaluator=evaluator,
-        threat_model=threat,
+        threat_model=_probe_threat_model(config),
     )
 
 

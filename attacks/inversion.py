@@ -243,6 +243,91 @@ class DecoderTrainResult:
     resumed_from_epoch: int = 0
 
 
+def _training_embeddings(
+    encoder: nn.Module | None,
+    public_faces: Any,
+    config: DecoderConfig,
+    embeddings: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Check the public faces and return their unit embeddings ``[N, d]`` (computed by ``encoder``
+    unless given)."""
+    from federated_core.models import embed
+
+    if len(public_faces) == 0:
+        raise ValueError("public_faces is empty: the decoder needs (embedding, image) pairs")
+    if public_faces.resolution != config.resolution:
+        raise ValueError(
+            f"public_faces have resolution {public_faces.resolution}, config.resolution is {config.resolution}"
+        )
+    if embeddings is None:
+        if encoder is None:
+            raise ValueError("give an encoder or precomputed embeddings")
+        embeddings = embed(encoder, public_faces, device=device)
+    if embeddings.shape != (len(public_faces), config.embedding_dim):
+        raise ValueError(
+            f"embeddings must be [{len(public_faces)}, {config.embedding_dim}] (config.embedding_dim), "
+            f"got {tuple(embeddings.shape)}"
+        )
+    return F.normalize(embeddings.float(), dim=1)
+
+
+def _start_or_resume(
+    config: DecoderConfig, checkpoint: str | Path | None, device: torch.device
+) -> tuple[EmbeddingDecoder, torch.optim.Adam, int, list[float]]:
+    """A fresh decoder and Adam, or those of ``checkpoint`` when it exists with a compatible
+    config: ``(decoder, optimizer, epochs done, per-epoch losses)``."""
+    decoder, start = _build(config).to(device), 0
+    losses: list[float] = []
+    opt = _optimizer(decoder, config)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved, saved_cfg, start, losses, adam = _load(checkpoint, device)
+        if dataclasses.replace(saved_cfg, epochs=config.epochs) != config or start > config.epochs:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was written with a different config (only a longer `epochs` "
+                f"may continue it): {saved_cfg}"
+            )
+        decoder = saved
+        opt = _optimizer(decoder, config)
+        _restore_adam(opt, decoder, adam, device)
+    return decoder, opt, start, losses
+
+
+def _train_epoch(
+    decoder: EmbeddingDecoder,
+    opt: torch.optim.Optimizer,
+    public_faces: Any,
+    z_all: torch.Tensor,
+    config: DecoderConfig,
+    epoch: int,
+    device: torch.device,
+) -> float:
+    """One epoch of L1 training on shuffled (embedding, image) pairs (generator seeded per epoch;
+    optional horizontal flips); returns the epoch's mean loss over all ``N`` pairs."""
+    n = len(public_faces)
+    decoder.train()
+    for group in opt.param_groups:
+        group["lr"] = _lr_at(config, epoch)
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen)
+    total = 0.0
+    for s in range(0, n, config.batch_size):
+        idx = order[s : s + config.batch_size]
+        if len(idx) < 2:  # BatchNorm needs two samples
+            continue
+        target = public_faces.images[idx].to(device).float().div_(255.0)
+        z = z_all[idx].to(device)
+        if config.flip:
+            mask = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+            target = torch.where(mask[:, None, None, None], target.flip(-1), target)
+        loss = F.l1_loss(decoder(z), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total / n
+
+
 def train_decoder(
     encoder: nn.Module | None,
     public_faces: Any,
@@ -265,63 +350,13 @@ def train_decoder(
             returns at once if it is complete.
         embeddings: precomputed ``[N, d]`` embeddings of ``public_faces``.
     """
-    from federated_core.models import embed
-
     device = torch.device(device)
-    if len(public_faces) == 0:
-        raise ValueError("public_faces is empty: the decoder needs (embedding, image) pairs")
-    if public_faces.resolution != config.resolution:
-        raise ValueError(
-            f"public_faces have resolution {public_faces.resolution}, config.resolution is {config.resolution}"
-        )
-    if embeddings is None:
-        if encoder is None:
-            raise ValueError("give an encoder or precomputed embeddings")
-        embeddings = embed(encoder, public_faces, device=device)
-    if embeddings.shape != (len(public_faces), config.embedding_dim):
-        raise ValueError(
-            f"embeddings must be [{len(public_faces)}, {config.embedding_dim}] (config.embedding_dim), "
-            f"got {tuple(embeddings.shape)}"
-        )
-    z_all = F.normalize(embeddings.float(), dim=1)
-    decoder, start = _build(config).to(device), 0
-    losses: list[float] = []
-    opt = _optimizer(decoder, config)
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved, saved_cfg, start, losses, adam = _load(checkpoint, device)
-        if dataclasses.replace(saved_cfg, epochs=config.epochs) != config or start > config.epochs:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r} was written with a different config (only a longer `epochs` "
-                f"may continue it): {saved_cfg}"
-            )
-        decoder = saved
-        opt = _optimizer(decoder, config)
-        _restore_adam(opt, decoder, adam, device)
+    z_all = _training_embeddings(encoder, public_faces, config, embeddings, device)
+    decoder, opt, start, losses = _start_or_resume(config, checkpoint, device)
     resumed = start
-    n = len(public_faces)
     bar = tqdm(total=config.epochs - start, desc="train decoder", disable=not progress, leave=False)
     for epoch in range(start, config.epochs):
-        decoder.train()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(config, epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for s in range(0, n, config.batch_size):
-            idx = order[s : s + config.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            target = public_faces.images[idx].to(device).float().div_(255.0)
-            z = z_all[idx].to(device)
-            if config.flip:
-                mask = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
-                target = torch.where(mask[:, None, None, None], target.flip(-1), target)
-            loss = F.l1_loss(decoder(z), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / n)
+        losses.append(_train_epoch(decoder, opt, public_faces, z_all, config, epoch, device))
         if checkpoint is not None:
             save_decoder(checkpoint, decoder, config, epoch + 1, opt, losses)
         bar.update(1)
@@ -395,6 +430,89 @@ class InversionResult:
         return out
 
 
+def _check_inversion_inputs(
+    where: str,
+    decoder: EmbeddingDecoder,
+    vectors: torch.Tensor,
+    observation_ids: Sequence[frozenset[int]],
+    oracle: torch.Tensor | None,
+    oracle_real: torch.Tensor | None,
+    units: Sequence[Any] | None,
+) -> None:
+    """Reject vectors, oracles, ids or units whose shapes do not line up with the decoder and each other."""
+    if vectors.dim() != 2 or vectors.shape[0] == 0:
+        raise ValueError(f"{where}: vectors must be a non-empty [N, d] array, got shape {tuple(vectors.shape)}")
+    if vectors.shape[1] != decoder.embedding_dim:
+        raise ValueError(f"{where}: vectors have d={vectors.shape[1]}, the decoder expects d={decoder.embedding_dim}")
+    if len(observation_ids) != vectors.shape[0]:
+        raise ValueError(f"{where}: observation_ids has {len(observation_ids)} entries for {vectors.shape[0]} vectors")
+    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
+        if q is not None and tuple(q.shape) != tuple(vectors.shape):
+            raise ValueError(
+                f"{where}: {name} must have the shape of vectors {tuple(vectors.shape)}, got {tuple(q.shape)}"
+            )
+    if units is not None and len(units) != vectors.shape[0]:
+        raise ValueError(f"{where}: units has {len(units)} entries for {vectors.shape[0]} vectors")
+
+
+def _scorable_observations(
+    where: str, observation_ids: Sequence[frozenset[int]], reference: Any, notes: list[str]
+) -> tuple[list[int], list[frozenset[int]]]:
+    """Indices of the observations that stand for an identity with reference images, and those
+    identities; the dropped ones are counted in ``notes``."""
+    known = set(reference.identity_ids.tolist())
+    keep = [i for i, ids in enumerate(observation_ids) if ids & known]
+    if len(keep) < len(observation_ids):
+        notes.append(
+            f"{len(observation_ids) - len(keep)} observations stand for no identity with reference images; skipped"
+        )
+    if not keep:
+        raise ValueError(f"{where}: no observed vector stands for an identity with reference images")
+    return keep, [frozenset(observation_ids[i] & known) for i in keep]
+
+
+def _inversion_ceilings(
+    raw: dict[str, np.ndarray],
+    null: dict[str, np.ndarray],
+    oracles: Sequence[dict[str, np.ndarray] | None],
+    unit_list: Sequence[Any],
+    unit_name: str,
+    confidence: float,
+    n_bootstrap: int,
+    seed: int,
+    notes: list[str],
+) -> dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]]:
+    """Per success metric, the normalised success vs the true-center and the real-image oracle
+    (``(raw - null) / (oracle - null)``, `attacks.metrics.normalised_success`); their notes go to ``notes``."""
+    ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = {}
+    for metric, values in raw.items():
+        true_center, real_image = (
+            None
+            if o is None
+            else normalised_success(
+                values,
+                o[metric],
+                null[metric],
+                unit_list,
+                metric=metric,
+                unit_name=unit_name,
+                confidence=confidence,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+            )
+            for o in oracles
+        )
+        pair = (true_center, real_image)
+        ceilings[metric] = pair
+        notes += [
+            f"vs the {which} oracle: {n}"
+            for which, c in zip(("true-center", "real-image"), pair)
+            if c is not None
+            for n in c.notes
+        ]
+    return ceilings
+
+
 def invert_and_score(
     decoder: EmbeddingDecoder,
     vectors: torch.Tensor,
@@ -425,29 +543,9 @@ def invert_and_score(
     observation's independent unit for the bootstrap (default: each observation its own).
     """
     where = f"observer {observer!r}, kind {kind!r}"
-    if vectors.dim() != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"{where}: vectors must be a non-empty [N, d] array, got shape {tuple(vectors.shape)}")
-    if vectors.shape[1] != decoder.embedding_dim:
-        raise ValueError(f"{where}: vectors have d={vectors.shape[1]}, the decoder expects d={decoder.embedding_dim}")
-    if len(observation_ids) != vectors.shape[0]:
-        raise ValueError(f"{where}: observation_ids has {len(observation_ids)} entries for {vectors.shape[0]} vectors")
-    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
-        if q is not None and tuple(q.shape) != tuple(vectors.shape):
-            raise ValueError(
-                f"{where}: {name} must have the shape of vectors {tuple(vectors.shape)}, got {tuple(q.shape)}"
-            )
-    if units is not None and len(units) != vectors.shape[0]:
-        raise ValueError(f"{where}: units has {len(units)} entries for {vectors.shape[0]} vectors")
-    known = set(reference.identity_ids.tolist())
-    keep = [i for i, ids in enumerate(observation_ids) if ids & known]
-    notes = []
-    if len(keep) < len(observation_ids):
-        notes.append(
-            f"{len(observation_ids) - len(keep)} observations stand for no identity with reference images; skipped"
-        )
-    if not keep:
-        raise ValueError(f"{where}: no observed vector stands for an identity with reference images")
-    ids = [frozenset(observation_ids[i] & known) for i in keep]
+    _check_inversion_inputs(where, decoder, vectors, observation_ids, oracle, oracle_real, units)
+    notes: list[str] = []
+    keep, ids = _scorable_observations(where, observation_ids, reference, notes)
     rec = invert(decoder, vectors[keep], device=device)
     scores = reference.score(rec, ids)
     faces = torch.stack([reference.mean_face(s, rec.shape[-1]) for s in ids])
@@ -462,32 +560,7 @@ def invert_and_score(
         None if q is None else _score_queries(decoder, q[keep], ids, reference, device) for q in (oracle, oracle_real)
     ]
     unit_list = [i if units is None else units[i] for i in keep]
-    ceilings: dict[str, tuple[NormalisedSuccess | None, NormalisedSuccess | None]] = {}
-    for metric, values in raw.items():
-        true_center, real_image = (
-            None
-            if o is None
-            else normalised_success(
-                values,
-                o[metric],
-                null[metric],
-                unit_list,
-                metric=metric,
-                unit_name=unit_name,
-                confidence=confidence,
-                n_bootstrap=n_bootstrap,
-                seed=seed,
-            )
-            for o in oracles
-        )
-        pair = (true_center, real_image)
-        ceilings[metric] = pair
-        notes += [
-            f"vs the {which} oracle: {n}"
-            for which, c in zip(("true-center", "real-image"), pair)
-            if c is not None
-            for n in c.notes
-        ]
+    ceilings = _inversion_ceilings(raw, null, oracles, unit_list, unit_name, confidence, n_bootstrap, seed, notes)
     if oracle is None and oracle_real is None:
         notes.append("no oracle vectors given: the success metrics have a null but no ceiling")
     return InversionResult(

@@ -508,6 +508,36 @@ def _ceilings(
     return out[0], out[1], notes
 
 
+def _check_attack_inputs(
+    observed: torch.Tensor,
+    gallery: Gallery,
+    truth: KnnTruth,
+    oracle: torch.Tensor | None,
+    oracle_real: torch.Tensor | None,
+    units: Sequence[Any] | None,
+    where: str,
+) -> None:
+    """Reject observed vectors, oracle queries or units that do not line up with the gallery and truth."""
+    n_truth = len(truth.observation_ids)
+    _check_queries(observed, gallery, n_truth, where)
+    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
+        if q is not None:
+            _check_queries(q, gallery, n_truth, where, f"{name} queries", allow_nan_rows=True)
+    if units is not None and len(units) != observed.shape[0]:
+        raise ValueError(f"{where}: units has {len(units)} entries for {observed.shape[0]} observed vectors")
+
+
+def _nearest_identities(
+    observed: torch.Tensor, gallery: Gallery, config: KnnAttackConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gallery's identity ids, each observation's ``k`` nearest identity ids and their scores,
+    and the best score each gallery identity gets from any observation (`_search`)."""
+    gallery_id_list = torch.unique(gallery.identity_ids)
+    k = min(config.k, len(gallery_id_list))
+    top_c, top_s, member_best = _search(observed, gallery, config, k)
+    return gallery_id_list, gallery_id_list[top_c], top_s, member_best
+
+
 def knn_identity_attack(
     observed: torch.Tensor,
     gallery: Gallery,
@@ -535,19 +565,9 @@ def knn_identity_attack(
     """
     config = config or KnnAttackConfig()
     where = f"observer {observer!r}, kind {kind!r}"
-    n_truth = len(truth.observation_ids)
-    _check_queries(observed, gallery, n_truth, where)
-    for name, q in (("oracle", oracle), ("oracle_real", oracle_real)):
-        if q is not None:
-            _check_queries(q, gallery, n_truth, where, f"{name} queries", allow_nan_rows=True)
-    if units is not None and len(units) != observed.shape[0]:
-        raise ValueError(f"{where}: units has {len(units)} entries for {observed.shape[0]} observed vectors")
-    gallery_id_list = torch.unique(gallery.identity_ids)
+    _check_attack_inputs(observed, gallery, truth, oracle, oracle_real, units, where)
+    gallery_id_list, nearest, top_s, member_best = _nearest_identities(observed, gallery, config)
     n_ids = len(gallery_id_list)
-    k = min(config.k, n_ids)
-    top_c, top_s, member_best = _search(observed, gallery, config, k)
-    nearest = gallery_id_list[top_c]
-
     identifiable, raw_hits, (top1, top1_ci, top1_chance, topk, topk_ci), notes = _identification(
         nearest, gallery_id_list, truth, config.confidence
     )
@@ -557,17 +577,9 @@ def knn_identity_attack(
     group_acc, group_ci, group_chance, n_group = _group_view(nearest, gallery, truth, config.confidence)
     ceiling = ceiling_real = None
     if identifiable:
+        unit_list = list(range(observed.shape[0])) if units is None else list(units)
         ceiling, ceiling_real, more = _ceilings(
-            observed,
-            raw_hits,
-            gallery,
-            truth,
-            config,
-            identifiable,
-            oracle,
-            oracle_real,
-            list(range(observed.shape[0])) if units is None else list(units),
-            unit_name,
+            observed, raw_hits, gallery, truth, config, identifiable, oracle, oracle_real, unit_list, unit_name
         )
         notes += more
     return KnnAttackResult(

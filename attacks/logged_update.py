@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.gradient import InvertingGradientsConfig, LocalSgd, inverting_gradients
+from attacks.gradient import InvertingGradientsConfig, LocalSgd, ReconstructionOutput, inverting_gradients
 from attacks.metrics import psnr, ssim
 from attacks.views import backbone_from_state
 
@@ -452,6 +452,194 @@ def _project_out(
     return {n: (update[n].double() - c * theta[n].double()).float() for n in update}, dot * dot / (tt * uu)
 
 
+def _check_logged_inputs(
+    config: LoggedUpdateProbeConfig, client_faces: Any, granted_classes: int, local_lr: float, weight_decay: float
+) -> None:
+    """Reject an invalid granted identity count, protocol setting or an empty scoring set."""
+    if isinstance(granted_classes, bool) or not isinstance(granted_classes, int) or granted_classes < 1:
+        raise ValueError(f"granted_classes must be an integer >= 1, got {granted_classes!r}")
+    if not (local_lr > 0 and math.isfinite(local_lr)):
+        raise ValueError(f"local_lr must be a finite number > 0, got {local_lr}")
+    if weight_decay < 0 or not math.isfinite(weight_decay):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if len(client_faces) == 0:
+        raise ValueError(f"no training images of {config.client!r} to score against")
+
+
+@dataclass
+class _LoggedTarget:
+    """The attacked upload, the broadcast it started from and the update the attacker matches."""
+
+    update: Any
+    base: Any
+    backbone: nn.Module
+    start: dict[str, torch.Tensor]
+    observed: dict[str, torch.Tensor]
+    decay_share: float
+
+
+def _logged_target(view: Any, config: LoggedUpdateProbeConfig, weight_decay: float) -> _LoggedTarget:
+    """Read the upload and its broadcast from ``view``; with weight decay, project ``θ_0`` out."""
+    update = _pick_update(view, config)
+    base = _broadcast(view, update)
+    backbone = backbone_from_state(base.tensors, base.meta.get("spec") or {}).train()
+    names = {n for n, _ in backbone.named_parameters()}
+    missing = sorted(names - set(update.delta))
+    if missing:
+        raise ValueError(
+            f"the logged update of {config.client!r} (round {update.round}) lacks parameters {missing[:3]}"
+        )
+    observed = {f"backbone.{n}": update.delta[n].float() for n in sorted(names)}
+    start = {f"backbone.{n}": p.detach().clone().float() for n, p in backbone.named_parameters()}
+    if not any(float(t.abs().max()) > 0 for t in observed.values()):
+        raise ValueError(f"the logged update of {config.client!r} in round {update.round} is zero: nothing to invert")
+    decay_share = 0.0
+    if weight_decay > 0:
+        observed, decay_share = _project_out(observed, start)
+    return _LoggedTarget(update, base, backbone, start, observed, decay_share)
+
+
+def _embedding_dim(backbone: nn.Module, base: Any) -> int:
+    """The backbone's embedding size: its ``embedding_dim``, else the width of one forward pass."""
+    return int(getattr(backbone, "embedding_dim", 0)) or int(
+        backbone(torch.zeros(1, 3, base.meta["spec"]["resolution"], base.meta["spec"]["resolution"])).shape[1]
+    )
+
+
+def _dummy_counts(
+    config: LoggedUpdateProbeConfig, n_samples: int | None, granted_classes: int, notes: list[str]
+) -> tuple[int, int]:
+    """Dummies (at most the client's sample count) and the identities they cover, noting any cut."""
+    dummies = config.dummies if n_samples is None else min(config.dummies, n_samples)
+    if dummies < config.dummies:
+        notes.append(f"{dummies} dummies: the client holds only {n_samples} images")
+    classes = min(granted_classes, dummies)
+    if classes < granted_classes:
+        notes.append(f"{dummies} dummies cover {classes} of the {granted_classes} granted identities")
+    return dummies, classes
+
+
+def _invert_target(
+    target: _LoggedTarget,
+    config: LoggedUpdateProbeConfig,
+    dummies: int,
+    classes: int,
+    negatives: torch.Tensor | None,
+    local_lr: float,
+    device: torch.device,
+) -> tuple[ReconstructionOutput, int]:
+    """Inverting Gradients on the proxy-head model, matching the update as one SGD step (Geiping
+    et al. 2020 Eq. 4). Returns the reconstruction output and the image resolution."""
+    model = ProxyHeadModel(target.backbone, classes, config.loss, config.scale, config.margin, negatives).to(device)
+    labels = torch.arange(dummies) % classes
+    resolution = int(target.base.meta["spec"]["resolution"])
+    sgd = LocalSgd(steps=1, batch_size=dummies, lr=float(local_lr))
+    out = inverting_gradients(
+        model,
+        target.start,
+        target.observed,
+        labels,
+        (dummies, 3, resolution, resolution),
+        sgd,
+        InvertingGradientsConfig(
+            config.iterations,
+            config.restarts,
+            config.attack_lr,
+            config.tv_weight,
+            seed=config.seed,
+            progress=config.progress,
+        ),
+        device=device,
+    )
+    return out, resolution
+
+
+@dataclass
+class _IdentityScores:
+    """Identity scores of the reconstructions under the independent evaluator (None without one)."""
+
+    similarity: np.ndarray | None = None
+    impostor_similarity: np.ndarray | None = None
+    rank1: np.ndarray | None = None
+    rank1_chance: float | None = None
+    evaluator: str | None = None
+
+
+def _identity_scores(
+    rec: torch.Tensor, reference: Any | None, client_identities: Sequence[int] | None
+) -> _IdentityScores:
+    """Identity similarity and rank-1 to the client's identities, and the rank-1 chance level."""
+    if reference is None:
+        return _IdentityScores()
+    if not client_identities:
+        raise ValueError("client_identities are needed to score identities with the reference")
+    truth = [frozenset(int(i) for i in client_identities)] * len(rec)
+    sc = reference.score(rec, truth)
+    gallery_ids = torch.as_tensor(reference.gallery.identity_ids)
+    rank1_chance = float(torch.isin(gallery_ids, torch.tensor(list(client_identities))).double().mean())
+    return _IdentityScores(
+        sc.identity_similarity, sc.impostor_identity_similarity, sc.rank1, rank1_chance, sc.evaluator
+    )
+
+
+def _null_over_clients(
+    rec: torch.Tensor,
+    config: LoggedUpdateProbeConfig,
+    client_faces: Any,
+    client_identities: Sequence[int] | None,
+    reference: Any | None,
+    null_faces: Mapping[str, Any] | None,
+    null_identities: Mapping[str, Sequence[int]] | None,
+    notes: list[str],
+) -> ClientNull | None:
+    """The reconstructions scored against the clients not attacked (`score_against_clients`)."""
+    if not null_faces:
+        return None
+    if config.client in null_faces:
+        raise ValueError(f"null_faces must hold clients that were not attacked; it holds {config.client!r}")
+    ids_by_client = None
+    if reference is not None and client_identities:
+        ids_by_client = {**(null_identities or {}), config.client: list(client_identities)}
+        lacking = sorted(set(null_faces) - set(ids_by_client))
+        if lacking:
+            raise ValueError(f"null_identities lacks clients {lacking[:3]} (needed to score identities)")
+    null = score_against_clients(
+        rec, config.client, {**null_faces, config.client: client_faces}, ids_by_client, reference
+    )
+    notes.append(
+        f"null over clients: the same {len(rec)} reconstructions scored against the {null.units - 1} clients "
+        f"that were not attacked; exact permutation p over {null.units} clients (smallest possible "
+        f"{1 / null.units:.3g}); rank-1 and identity similarity are per update (dummies are not independent)"
+    )
+    return null
+
+
+def _local_steps_estimate(n_samples: int | None, local_epochs: int | None, batch_size: int | None) -> int | None:
+    """``E·⌈|D_k|/B⌉``, the client's number of local steps, when all three are known."""
+    if n_samples and local_epochs and batch_size:
+        return int(local_epochs) * math.ceil(n_samples / int(batch_size))
+    return None
+
+
+def _logged_threat_model(config: LoggedUpdateProbeConfig, granted_classes: int, negatives: torch.Tensor | None) -> str:
+    """The threat model stated in the result."""
+    return (
+        "logged update from the wire log; the server knows θ_0, lr and weight decay (its θ_0 direction projected out), "
+        "the sample count; not the "
+        "batch order (update matched in direction as one step: FedSGD approximation), not the client's class "
+        "centers (head approximated by the dummies' mean features"
+        + (f", plus {negatives.shape[0]} centers it broadcast as negatives" if negatives is not None else "")
+        + f"); the identity count ({granted_classes}) is granted (a real server does not know it); "
+        f"Inverting Gradients with {config.iterations} iterations x {config.restarts} restart(s), "
+        f"TV {config.tv_weight:g}: a lower bound on what an attacker with this knowledge can do"
+    )
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in ``[0, 1]`` as uint8 arrays."""
+    return (images * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def invert_logged_update(
     view: Any,
     config: LoggedUpdateProbeConfig,
@@ -478,113 +666,22 @@ def invert_logged_update(
     (`score_against_clients`): the same reconstructions scored against them, and the exact
     permutation p-value of the attacked client among all of them.
     """
-    if isinstance(granted_classes, bool) or not isinstance(granted_classes, int) or granted_classes < 1:
-        raise ValueError(f"granted_classes must be an integer >= 1, got {granted_classes!r}")
-    if not (local_lr > 0 and math.isfinite(local_lr)):
-        raise ValueError(f"local_lr must be a finite number > 0, got {local_lr}")
-    if weight_decay < 0 or not math.isfinite(weight_decay):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
-    if len(client_faces) == 0:
-        raise ValueError(f"no training images of {config.client!r} to score against")
+    _check_logged_inputs(config, client_faces, granted_classes, local_lr, weight_decay)
     device = torch.device(config.device)
-    update = _pick_update(view, config)
-    base = _broadcast(view, update)
-    backbone = backbone_from_state(base.tensors, base.meta.get("spec") or {}).train()
-    names = {n for n, _ in backbone.named_parameters()}
-    missing = sorted(names - set(update.delta))
-    if missing:
-        raise ValueError(
-            f"the logged update of {config.client!r} (round {update.round}) lacks parameters {missing[:3]}"
-        )
-    observed = {f"backbone.{n}": update.delta[n].float() for n in sorted(names)}
-    start = {f"backbone.{n}": p.detach().clone().float() for n, p in backbone.named_parameters()}
-    notes = []
-    if not any(float(t.abs().max()) > 0 for t in observed.values()):
-        raise ValueError(f"the logged update of {config.client!r} in round {update.round} is zero: nothing to invert")
-    decay_share = 0.0
-    if weight_decay > 0:
-        observed, decay_share = _project_out(observed, start)
-    dim = int(getattr(backbone, "embedding_dim", 0)) or int(
-        backbone(torch.zeros(1, 3, base.meta["spec"]["resolution"], base.meta["spec"]["resolution"])).shape[1]
-    )
-    negatives = _negatives(view, update, dim)
+    target = _logged_target(view, config, weight_decay)
+    update = target.update
+    notes: list[str] = []
+    negatives = _negatives(view, update, _embedding_dim(target.backbone, target.base))
     n_samples = update.num_samples
-    dummies = config.dummies if n_samples is None else min(config.dummies, n_samples)
-    if dummies < config.dummies:
-        notes.append(f"{dummies} dummies: the client holds only {n_samples} images")
-    classes = min(granted_classes, dummies)
-    if classes < granted_classes:
-        notes.append(f"{dummies} dummies cover {classes} of the {granted_classes} granted identities")
-    model = ProxyHeadModel(backbone, classes, config.loss, config.scale, config.margin, negatives).to(device)
-    labels = torch.arange(dummies) % classes
-    resolution = int(base.meta["spec"]["resolution"])
-    sgd = LocalSgd(steps=1, batch_size=dummies, lr=float(local_lr))
-    out = inverting_gradients(
-        model,
-        start,
-        observed,
-        labels,
-        (dummies, 3, resolution, resolution),
-        sgd,
-        InvertingGradientsConfig(
-            config.iterations,
-            config.restarts,
-            config.attack_lr,
-            config.tv_weight,
-            seed=config.seed,
-            progress=config.progress,
-        ),
-        device=device,
-    )
+    dummies, classes = _dummy_counts(config, n_samples, granted_classes, notes)
+    out, resolution = _invert_target(target, config, dummies, classes, negatives, local_lr, device)
     update_cos = 1.0 - out.restart_losses[int(np.argmin(out.restart_losses))]
     rec = (out.images.cpu() + 1) / 2
     real = _unit_images(client_faces, resolution)
     best_psnr, best_ssim, nearest = _nearest(rec, real)
-    id_sim = imp_sim = rank1 = rank1_chance = None
-    evaluator = None
-    if reference is not None:
-        if not client_identities:
-            raise ValueError("client_identities are needed to score identities with the reference")
-        truth = [frozenset(int(i) for i in client_identities)] * len(rec)
-        sc = reference.score(rec, truth)
-        id_sim, imp_sim, rank1, evaluator = (
-            sc.identity_similarity,
-            sc.impostor_identity_similarity,
-            sc.rank1,
-            sc.evaluator,
-        )
-        gallery_ids = torch.as_tensor(reference.gallery.identity_ids)
-        rank1_chance = float(torch.isin(gallery_ids, torch.tensor(list(client_identities))).double().mean())
-    null = None
-    if null_faces:
-        if config.client in null_faces:
-            raise ValueError(f"null_faces must hold clients that were not attacked; it holds {config.client!r}")
-        ids_by_client = None
-        if reference is not None and client_identities:
-            ids_by_client = {**(null_identities or {}), config.client: list(client_identities)}
-            lacking = sorted(set(null_faces) - set(ids_by_client))
-            if lacking:
-                raise ValueError(f"null_identities lacks clients {lacking[:3]} (needed to score identities)")
-        null = score_against_clients(
-            rec, config.client, {**null_faces, config.client: client_faces}, ids_by_client, reference
-        )
-        notes.append(
-            f"null over clients: the same {len(rec)} reconstructions scored against the {null.units - 1} clients "
-            f"that were not attacked; exact permutation p over {null.units} clients (smallest possible "
-            f"{1 / null.units:.3g}); rank-1 and identity similarity are per update (dummies are not independent)"
-        )
-    steps = None
-    if n_samples and local_epochs and batch_size:
-        steps = int(local_epochs) * math.ceil(n_samples / int(batch_size))
-    threat = (
-        "logged update from the wire log; the server knows θ_0, lr and weight decay (its θ_0 direction projected out), "
-        "the sample count; not the "
-        "batch order (update matched in direction as one step: FedSGD approximation), not the client's class "
-        "centers (head approximated by the dummies' mean features"
-        + (f", plus {negatives.shape[0]} centers it broadcast as negatives" if negatives is not None else "")
-        + f"); the identity count ({granted_classes}) is granted (a real server does not know it); "
-        f"Inverting Gradients with {config.iterations} iterations x {config.restarts} restart(s), "
-        f"TV {config.tv_weight:g}: a lower bound on what an attacker with this knowledge can do"
+    ids = _identity_scores(rec, reference, client_identities)
+    null = _null_over_clients(
+        rec, config, client_faces, client_identities, reference, null_faces, null_identities, notes
     )
     return LoggedUpdateResult(
         config=asdict(config),
@@ -592,23 +689,23 @@ def invert_logged_update(
         base_round=update.base_round,
         num_samples=n_samples,
         granted_classes=granted_classes,
-        local_steps_estimate=steps,
+        local_steps_estimate=_local_steps_estimate(n_samples, local_epochs, batch_size),
         negatives=0 if negatives is None else int(negatives.shape[0]),
         psnr=best_psnr.numpy(),
         ssim=best_ssim.numpy(),
-        identity_similarity=id_sim,
-        impostor_identity_similarity=imp_sim,
-        rank1=rank1,
-        rank1_chance=rank1_chance,
+        identity_similarity=ids.similarity,
+        impostor_identity_similarity=ids.impostor_similarity,
+        rank1=ids.rank1,
+        rank1_chance=ids.rank1_chance,
         update_cosine=float(update_cos),
-        decay_share=decay_share,
+        decay_share=target.decay_share,
         loss_history=out.losses,
-        reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
-        nearest_originals=(real[nearest] * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
+        reconstructions=_uint8(rec),
+        nearest_originals=_uint8(real[nearest]),
         seconds=out.seconds,
         iterations=out.iterations,
-        evaluator=evaluator,
-        threat_model=threat,
+        evaluator=ids.evaluator,
+        threat_model=_logged_threat_model(config, granted_classes, negatives),
         notes=notes,
         null=null,
     )

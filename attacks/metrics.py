@@ -408,6 +408,74 @@ def _percentile(stats: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _aligned_observations(
+    raw: np.ndarray,
+    oracle: np.ndarray,
+    null: np.ndarray,
+    units: np.ndarray | Sequence[Any],
+    confidence: float,
+    n_bootstrap: int,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Check the settings and return ``[raw, oracle, null]`` as flat float arrays and the unit
+    labels as strings, one entry per observation."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_bootstrap < 10:
+        raise ValueError(f"n_bootstrap must be >= 10, got {n_bootstrap}")
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (raw, oracle, null)]
+    labels = np.asarray([str(u) for u in units], dtype=object)
+    if not all(len(a) == len(labels) for a in arrays):
+        raise ValueError(
+            f"raw, oracle, null and units must have one entry per observation, got lengths "
+            f"{[len(a) for a in arrays]} and {len(labels)}"
+        )
+    return arrays, labels
+
+
+def _bootstrap_unit_rates(
+    counts: np.ndarray, sums: list[np.ndarray], n_bootstrap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster bootstrap (whole units resampled with replacement): per replicate, the ratio
+    estimates of the raw, oracle and null rates."""
+    n_units = len(counts)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_units, size=(n_bootstrap, n_units))
+    weights = np.zeros((n_bootstrap, n_units))
+    np.add.at(weights, (np.arange(n_bootstrap)[:, None], draws), 1.0)
+    tot = weights @ counts
+    rb, ob, zb = ((weights @ s) / tot for s in sums)
+    return rb, ob, zb
+
+
+def _normalised_interval(
+    rb: np.ndarray,
+    ob: np.ndarray,
+    zb: np.ndarray,
+    has_range: bool,
+    metric: str,
+    confidence: float,
+    n_bootstrap: int,
+    notes: list[str],
+) -> tuple[float, float]:
+    """Percentile interval of ``(raw - null) / (oracle - null)`` over the replicates with dynamic
+    range; NaN when the point estimate has none or too many replicates lack it (noted)."""
+    span = ob - zb
+    defined = span > 0
+    nb = np.where(defined, (rb - zb) / np.where(defined, span, 1.0), np.nan)
+    dropped = int((~defined).sum())
+    if not has_range:
+        return _NAN2  # the point estimate is undefined already (noted by the caller)
+    if dropped > (1 - confidence) / 2 * n_bootstrap:
+        notes.append(
+            f"{metric}: in {dropped} of {n_bootstrap} bootstrap replicates the oracle did not beat the null; "
+            "normalised interval undefined"
+        )
+        return _NAN2
+    if dropped:
+        notes.append(f"{metric}: {dropped} of {n_bootstrap} bootstrap replicates without dynamic range dropped")
+    return _percentile(nb[defined], confidence)
+
+
 def normalised_success(
     raw: np.ndarray,
     oracle: np.ndarray,
@@ -433,17 +501,7 @@ def normalised_success(
     ``oracle - null <= 0`` has no normalised value and is dropped, and when more than
     ``(1 - confidence) / 2`` of them are dropped the interval is undefined (NaN), with a note.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_bootstrap < 10:
-        raise ValueError(f"n_bootstrap must be >= 10, got {n_bootstrap}")
-    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (raw, oracle, null)]
-    labels = np.asarray([str(u) for u in units], dtype=object)
-    if not all(len(a) == len(labels) for a in arrays):
-        raise ValueError(
-            f"raw, oracle, null and units must have one entry per observation, got lengths "
-            f"{[len(a) for a in arrays]} and {len(labels)}"
-        )
+    arrays, labels = _aligned_observations(raw, oracle, null, units, confidence, n_bootstrap)
     ok = np.logical_and.reduce([np.isfinite(a) for a in arrays]) if len(labels) else np.zeros(0, bool)
     notes: list[str] = []
     if not ok.any():
@@ -466,28 +524,8 @@ def normalised_success(
         return NormalisedSuccess(
             metric, unit_name, n_units, int(ok.sum()), r, o, z, norm, *(_NAN2,) * 4, confidence, n_bootstrap, notes
         )
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_units, size=(n_bootstrap, n_units))
-    weights = np.zeros((n_bootstrap, n_units))
-    np.add.at(weights, (np.arange(n_bootstrap)[:, None], draws), 1.0)
-    tot = weights @ counts
-    rb, ob, zb = ((weights @ s) / tot for s in sums)
-    span = ob - zb
-    defined = span > 0
-    nb = np.where(defined, (rb - zb) / np.where(defined, span, 1.0), np.nan)
-    dropped = int((~defined).sum())
-    if not o - z > 0:
-        norm_ci = _NAN2  # the point estimate is undefined already (noted above)
-    elif dropped > (1 - confidence) / 2 * n_bootstrap:
-        norm_ci = _NAN2
-        notes.append(
-            f"{metric}: in {dropped} of {n_bootstrap} bootstrap replicates the oracle did not beat the null; "
-            "normalised interval undefined"
-        )
-    else:
-        norm_ci = _percentile(nb[defined], confidence)
-        if dropped:
-            notes.append(f"{metric}: {dropped} of {n_bootstrap} bootstrap replicates without dynamic range dropped")
+    rb, ob, zb = _bootstrap_unit_rates(counts, sums, n_bootstrap, seed)
+    norm_ci = _normalised_interval(rb, ob, zb, o - z > 0, metric, confidence, n_bootstrap, notes)
     return NormalisedSuccess(
         metric,
         unit_name,
