@@ -225,101 +225,129 @@ class AttackReport:
         """A plain-text table of the headline numbers."""
         lines = [f"attacks by {self.observer!r} on {self.run_dir}"]
         if self.knn:
-            lines.append(
-                f"  k-NN identity attack (gallery: {self.knn[0].num_gallery_identities} identities, "
-                f"{self.knn[0].num_member_identities_in_gallery} of them clients'):"
-            )
-            lines.append(
-                f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'(chance)':>8s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} "
-                f"{'TPR@1e-2':>16s} {'group/chance':>12s}"
-            )
-            for r in self.knn:
-                t = {x.target_fpr: x for x in r.tpr_at_fpr}
-
-                def fmt(x: Any) -> str:
-                    if x is None:
-                        return "   —"
-                    star = "" if x.supported else "*"
-                    return f"{x.tpr:.3f}[{x.ci_low:.2f},{x.ci_high:.2f}]{star}"
-
-                g = "—" if r.group_accuracy is None else f"{r.group_accuracy:.2f}/{r.group_chance:.2f}"
-                lines.append(
-                    f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
-                    f"{r.membership_auc:6.3f} {fmt(t.get(1e-3)):>16s} {fmt(t.get(1e-2)):>16s} {g:>12s}"
-                )
-            lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
-            lines.append(
-                "    ceilings (oracle W = true class centers, oracle real = unseen real images, null = random "
-                "unit vectors; normalised = (raw - null) / (oracle W - null), 95% bootstrap over units):"
-            )
-            for r in self.knn:
-                lines.append(f"    {r.kind:26s} {_ceiling_line('top-1', r.summary(), 'top1')}")
+            lines += _knn_table(self.knn)
         if self.inversion:
-            lines.append("  embedding inversion (scored by the independent evaluator):")
-            lines.append(
-                f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
-                f"{'PSNR (impostor)':>16s}"
-            )
-            for r in self.inversion:
-                m = r.means
-                lines.append(
-                    f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
-                    f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})"
-                )
-            for r in self.inversion:
-                s = r.summary()
-                for metric in r.ceilings:
-                    mean = s.get(f"mean_{metric}")
-                    label = metric if mean is None else f"{metric} {mean:.3f}"
-                    lines.append(f"    {r.kind:26s} {_ceiling_line(label, s, metric)}")
+            lines += _inversion_table(self.inversion)
         if self.gradient:
-            lines.append("  gradient inversion probes (Inverting Gradients):")
-            lines.append(
-                f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}"
-            )
-            for r in self.gradient:
-                s = r.summary()
-                sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
-                lines.append(
-                    f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
-                    f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
-                    f"{s['label_accuracy']:6.2f}"
-                )
+            lines += _gradient_table(self.gradient)
         if self.gradient_logged:
-            lines.append("  gradient inversion of logged client updates (what the server received):")
-            lines.append(
-                f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
-                f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'(chance)':>8s} {'null id':>7s} "
-                f"{'null r1':>7s} {'null PSNR':>9s} {'p':>5s} {'K':>3s}"
-            )
-            for r in self.gradient_logged:
-                s = r.summary()
-                steps = "?" if s["local_steps"] is None else str(s["local_steps"])
-                p = "—" if s["permutation_p"] is None else f"{s['permutation_p']:.3f}"
-                null_psnr = "—" if s["null_psnr"] is None else f"{s['null_psnr']:.2f}"
-                lines.append(
-                    f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
-                    f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
-                    f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {_f(s['rank1_chance'])} "
-                    f"{_f(s['null_identity_similarity'])} {_f(s['null_rank1'])} {null_psnr:>9s} {p:>5s} {s['units']:3d}"
-                )
-            lines.append(
-                "    (PSNR/SSIM against the nearest real training image of the client; rank-1 and id-sim are per "
-                "update, over its dummies, which are not independent trials; null: the same reconstructions scored "
-                "against the clients not attacked; p: exact permutation p-value over the K clients, at least 1/K)"
-            )
+            lines += _gradient_logged_table(self.gradient_logged)
         for n in self.notes:
             lines.append(f"  note: {n}")
         if self.evaluator:
             lines.append(f"  {self.evaluator}")
         if self.calibration:
-            parts = [
-                f"FAR {t['target_far']:g}: {t['threshold']:.3f} (genuine accept {t['genuine_accept_rate']:.2f}"
-                f"{'' if t['supported'] else ', unsupported'})"
-                for t in self.calibration["thresholds"]
-            ]
-            lines.append(f"  evaluator thresholds ({self.calibration['pairs']}): {'; '.join(parts)}")
+            lines.append(_calibration_line(self.calibration))
         return "\n".join(lines)
+
+
+def _tpr_cell(x: Any) -> str:
+    """One TPR-at-FPR cell of the k-NN table: rate, 95% interval, ``*`` when unsupported."""
+    if x is None:
+        return "   —"
+    star = "" if x.supported else "*"
+    return f"{x.tpr:.3f}[{x.ci_low:.2f},{x.ci_high:.2f}]{star}"
+
+
+def _knn_table(knn: list[KnnAttackResult]) -> list[str]:
+    """The k-NN section of `AttackReport.table`: one row per kind, then its ceilings (DESIGN §8)."""
+    lines = [
+        f"  k-NN identity attack (gallery: {knn[0].num_gallery_identities} identities, "
+        f"{knn[0].num_member_identities_in_gallery} of them clients'):",
+        f"    {'kind':26s} {'n':>5s} {'top-1':>6s} {'(chance)':>8s} {'top-k':>6s} {'AUC':>6s} {'TPR@1e-3':>16s} "
+        f"{'TPR@1e-2':>16s} {'group/chance':>12s}",
+    ]
+    for r in knn:
+        t = {x.target_fpr: x for x in r.tpr_at_fpr}
+        g = "—" if r.group_accuracy is None else f"{r.group_accuracy:.2f}/{r.group_chance:.2f}"
+        lines.append(
+            f"    {r.kind:26s} {r.num_observations:5d} {r.top1_rate:6.3f} {r.top1_chance:8.3f} {r.topk_rate:6.3f} "
+            f"{r.membership_auc:6.3f} {_tpr_cell(t.get(1e-3)):>16s} {_tpr_cell(t.get(1e-2)):>16s} {g:>12s}"
+        )
+    lines.append("    (* = too few non-member identities for that FPR; intervals: 95% bootstrap)")
+    lines.append(
+        "    ceilings (oracle W = true class centers, oracle real = unseen real images, null = random "
+        "unit vectors; normalised = (raw - null) / (oracle W - null), 95% bootstrap over units):"
+    )
+    for r in knn:
+        lines.append(f"    {r.kind:26s} {_ceiling_line('top-1', r.summary(), 'top1')}")
+    return lines
+
+
+def _inversion_table(inversion: list[Any]) -> list[str]:
+    """The embedding-inversion section of `AttackReport.table`: means per kind, then each metric's ceilings."""
+    lines = [
+        "  embedding inversion (scored by the independent evaluator):",
+        f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'SSIM (impostor)':>16s} "
+        f"{'PSNR (impostor)':>16s}",
+    ]
+    for r in inversion:
+        m = r.means
+        lines.append(
+            f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} ({m['impostor_identity_similarity']:7.3f}) "
+            f"{m['rank1']:7.3f} {m['ssim']:6.3f} ({m['impostor_ssim']:6.3f}) {m['psnr']:6.2f} ({m['impostor_psnr']:6.2f})"
+        )
+    for r in inversion:
+        s = r.summary()
+        for metric in r.ceilings:
+            mean = s.get(f"mean_{metric}")
+            label = metric if mean is None else f"{metric} {mean:.3f}"
+            lines.append(f"    {r.kind:26s} {_ceiling_line(label, s, metric)}")
+    return lines
+
+
+def _gradient_table(gradient: list[Any]) -> list[str]:
+    """The simulated gradient-inversion probes' section of `AttackReport.table`: one row per probe."""
+    lines = [
+        "  gradient inversion probes (Inverting Gradients):",
+        f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}",
+    ]
+    for r in gradient:
+        s = r.summary()
+        sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
+        lines.append(
+            f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
+            f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
+            f"{s['label_accuracy']:6.2f}"
+        )
+    return lines
+
+
+def _gradient_logged_table(gradient_logged: list[Any]) -> list[str]:
+    """The logged-update inversions' section of `AttackReport.table`: one row per client update, with its null."""
+    lines = [
+        "  gradient inversion of logged client updates (what the server received):",
+        f"    {'client':10s} {'round':>5s} {'imgs':>4s} {'of':>5s} {'steps':>5s} {'cos(Δ)':>7s} {'PSNR':>6s} "
+        f"{'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'(chance)':>8s} {'null id':>7s} "
+        f"{'null r1':>7s} {'null PSNR':>9s} {'p':>5s} {'K':>3s}",
+    ]
+    for r in gradient_logged:
+        s = r.summary()
+        steps = "?" if s["local_steps"] is None else str(s["local_steps"])
+        p = "—" if s["permutation_p"] is None else f"{s['permutation_p']:.3f}"
+        null_psnr = "—" if s["null_psnr"] is None else f"{s['null_psnr']:.2f}"
+        lines.append(
+            f"    {s['client']:10s} {s['round']:5d} {s['num_images']:4d} {str(s['num_samples']):>5s} {steps:>5s} "
+            f"{s['update_cosine']:7.3f} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
+            f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {_f(s['rank1_chance'])} "
+            f"{_f(s['null_identity_similarity'])} {_f(s['null_rank1'])} {null_psnr:>9s} {p:>5s} {s['units']:3d}"
+        )
+    lines.append(
+        "    (PSNR/SSIM against the nearest real training image of the client; rank-1 and id-sim are per "
+        "update, over its dummies, which are not independent trials; null: the same reconstructions scored "
+        "against the clients not attacked; p: exact permutation p-value over the K clients, at least 1/K)"
+    )
+    return lines
+
+
+def _calibration_line(calibration: dict[str, Any]) -> str:
+    """The evaluator's thresholds at fixed FARs, one table line."""
+    parts = [
+        f"FAR {t['target_far']:g}: {t['threshold']:.3f} (genuine accept {t['genuine_accept_rate']:.2f}"
+        f"{'' if t['supported'] else ', unsupported'})"
+        for t in calibration["thresholds"]
+    ]
+    return f"  evaluator thresholds ({calibration['pairs']}): {'; '.join(parts)}"
 
 
 def _f(x: Any) -> str:
@@ -393,6 +421,51 @@ def run_attacks(
     view = observer_view(run_dir, config.observer)
     render = faces if faces is not None else _synthetic_source(gt)
     report = AttackReport(str(run_dir), config.observer, dataclasses.asdict(config))
+    members = _target_members(gt, config, report)
+    distractors, gallery_faces = _attacker_gallery(members, render, config)
+    observed = _observed_targets(view, gt, config, report)
+    vectors, observed_model = observed.vectors, observed.model
+    identity_groups = {
+        **_identity_groups(render(members, 1, config.gallery_start_index)),
+        **_identity_groups(gallery_faces),
+    }
+    t0 = time.perf_counter()
+    ceilings: dict[str, dict[str, Any]] = {}
+    if observed_model is not None and vectors:
+        ceilings = _ceiling_inputs(gt, vectors, observed.sources, observed_model, render, config, report)
+    report.seconds["ceilings"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if "knn" in config.attacks and observed_model is not None and vectors:
+        truth = _KnnTargets(members, identity_groups)
+        _knn_attacks(observed_model, gallery_faces, vectors, truth, ceilings, config, report)
+    report.seconds["knn"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    reference = None
+    gradient_possible = "gradient" in config.attacks and config.observer == "server"
+    if ("inversion" in config.attacks and vectors and observed_model is not None) or gradient_possible:
+        cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
+        reference = _evaluator_reference(run_dir, gt, render, config, members, distractors, evaluator, cache, report)
+    report.seconds["evaluator"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if "inversion" in config.attacks and vectors and observed_model is not None:
+        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings)
+    report.seconds["inversion"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if "gradient" in config.attacks:
+        report.gradient_logged = _gradient_logged(view, gt, render, reference, config, run_dir, out, report)
+        if config.gradient_simulated:
+            report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
+    report.seconds["gradient"] = time.perf_counter() - t0
+    if out is not None:
+        (out / "attacks.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return report
+
+
+def _target_members(gt: GroundTruth, config: AttackRunConfig, report: AttackReport) -> torch.Tensor:
+    """The clients' identities the attacker targets: all of them, less a curious client's own."""
     members = gt.member_ids()
     if config.observer in gt.identities:
         # a curious client knows its own identities: they are neither targets nor in its gallery
@@ -401,6 +474,12 @@ def run_attacks(
         report.notes.append(
             f"{config.observer}'s own {len(own)} identities are left out of the gallery and the membership truth"
         )
+    return members
+
+
+def _attacker_gallery(members: torch.Tensor, render: FaceSource, config: AttackRunConfig) -> tuple[torch.Tensor, Any]:
+    """The distractor identities and the attacker's gallery images (a seeded fraction of the
+    members plus the distractors, at unseen image indices; PrivacyFace A.2.4)."""
     rng = np.random.default_rng(config.seed)
     n_in = max(1, int(round(config.gallery_member_fraction * len(members))))
     in_gallery = torch.from_numpy(np.sort(rng.choice(members.numpy(), size=n_in, replace=False)))
@@ -408,7 +487,23 @@ def run_attacks(
     gallery_faces = render(
         torch.cat([in_gallery, distractors]), config.gallery_images_per_identity, config.gallery_start_index
     )
+    return distractors, gallery_faces
 
+
+@dataclass
+class _ObservedTargets:
+    """What k-NN and inversion attack: the observer's latest backbone (None: none usable), the
+    attacked vectors by kind as ``(vectors, identity sets, when)`` and each kind's source parties."""
+
+    model: Any
+    vectors: dict[str, tuple[Any, ...]]
+    sources: dict[str, list[str]]
+
+
+def _observed_targets(
+    view: ObserverView, gt: GroundTruth, config: AttackRunConfig, report: AttackReport
+) -> _ObservedTargets:
+    """The observed model and center-like vectors, plus the hypothetical DP k-means release."""
     kinds = [k for k in CENTER_KINDS if k in view.kinds()]
     observed_model = None
     if "knn" in config.attacks or "inversion" in config.attacks:
@@ -416,8 +511,8 @@ def run_attacks(
             observed_model = view.build_latest_backbone()
         except ValueError as exc:
             report.failures.append(f"k-NN and inversion: no observed model to embed with: {exc}")
-
-    vectors, sources = {}, {}
+    vectors: dict[str, tuple[Any, ...]] = {}
+    sources: dict[str, list[str]] = {}
     for kind in kinds:
         try:
             cv = view.center_vectors(kind)
@@ -442,74 +537,77 @@ def run_attacks(
             f"observer {config.observer!r} observed no center-like tensor ({', '.join(CENTER_KINDS)}); "
             "k-NN and inversion have nothing to attack"
         )
+    return _ObservedTargets(observed_model, vectors, sources)
 
-    identity_groups = {
-        **_identity_groups(render(members, 1, config.gallery_start_index)),
-        **_identity_groups(gallery_faces),
-    }
-    t0 = time.perf_counter()
-    ceilings: dict[str, dict[str, Any]] = {}
-    if observed_model is not None and vectors:
-        ceilings = _ceiling_inputs(gt, vectors, sources, observed_model, render, config, report)
-    report.seconds["ceilings"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if "knn" in config.attacks and observed_model is not None and vectors:
-        gallery = _embed_gallery(observed_model, gallery_faces, config.device)
-        for kind, (vecs, ids, _when) in vectors.items():
-            truth = KnnTruth(ids, members, identity_groups)
-            try:
-                res = knn_identity_attack(
-                    vecs,
-                    gallery,
-                    truth,
-                    KnnAttackConfig(
-                        k=config.knn_k,
-                        n_bootstrap=config.n_bootstrap,
-                        seed=config.seed,
-                        device=config.device,
-                        progress=config.progress,
-                    ),
-                    observer=config.observer,
-                    kind=kind,
-                    **ceilings.get(kind, {}),
-                )
-            except ValueError as exc:
-                report.failures.append(f"k-NN attack on {kind}: {exc}")
-                continue
-            report.knn.append(res)
-    report.seconds["knn"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    reference = None
-    gradient_possible = "gradient" in config.attacks and config.observer == "server"
-    if ("inversion" in config.attacks and vectors and observed_model is not None) or gradient_possible:
-        cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
-        ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
-        # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
-        # only a fraction of them): the same distractors, all members, unseen image indices
-        scoring_gallery = render(
-            torch.cat([members, distractors]), config.gallery_images_per_identity, config.gallery_start_index
-        )
-        reference = _reference(ev, gt, render, members, scoring_gallery, config)
-        report.evaluator = ev.description
-        report.failures.extend(f"evaluator cache failed its checksum and was retrained: {p}" for p in ev.cache_problems)
-        _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
-    report.seconds["evaluator"] = time.perf_counter() - t0
+@dataclass
+class _KnnTargets:
+    """The membership truth of the k-NN attack: the target members and each identity's group."""
 
-    t0 = time.perf_counter()
-    if "inversion" in config.attacks and vectors and observed_model is not None:
-        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings)
-    report.seconds["inversion"] = time.perf_counter() - t0
+    members: torch.Tensor
+    identity_groups: dict[int, int]
 
-    t0 = time.perf_counter()
-    if "gradient" in config.attacks:
-        report.gradient_logged = _gradient_logged(view, gt, render, reference, config, run_dir, out, report)
-        if config.gradient_simulated:
-            report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
-    report.seconds["gradient"] = time.perf_counter() - t0
-    if out is not None:
-        (out / "attacks.json").write_text(json.dumps(report.to_dict(), indent=2))
-    return report
+
+def _knn_attacks(
+    model: Any,
+    gallery_faces: Any,
+    vectors: dict,
+    targets: _KnnTargets,
+    ceilings: dict[str, dict[str, Any]],
+    config: AttackRunConfig,
+    report: AttackReport,
+) -> None:
+    """The k-NN identity attack on every attacked kind against the gallery embedded by ``model``
+    (results to ``report.knn``, a failing kind to ``report.failures``)."""
+    gallery = _embed_gallery(model, gallery_faces, config.device)
+    for kind, (vecs, ids, _when) in vectors.items():
+        truth = KnnTruth(ids, targets.members, targets.identity_groups)
+        try:
+            res = knn_identity_attack(
+                vecs,
+                gallery,
+                truth,
+                KnnAttackConfig(
+                    k=config.knn_k,
+                    n_bootstrap=config.n_bootstrap,
+                    seed=config.seed,
+                    device=config.device,
+                    progress=config.progress,
+                ),
+                observer=config.observer,
+                kind=kind,
+                **ceilings.get(kind, {}),
+            )
+        except ValueError as exc:
+            report.failures.append(f"k-NN attack on {kind}: {exc}")
+            continue
+        report.knn.append(res)
+
+
+def _evaluator_reference(
+    run_dir: Path,
+    gt: GroundTruth,
+    render: FaceSource,
+    config: AttackRunConfig,
+    members: torch.Tensor,
+    distractors: torch.Tensor,
+    evaluator: Any | None,
+    cache: Path | None,
+    report: AttackReport,
+) -> Any:
+    """The independent evaluator (given, or trained) and the clients' reference in its space, its
+    thresholds calibrated at fixed FARs (`_calibrate`)."""
+    ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
+    # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
+    # only a fraction of them): the same distractors, all members, unseen image indices
+    scoring_gallery = render(
+        torch.cat([members, distractors]), config.gallery_images_per_identity, config.gallery_start_index
+    )
+    reference = _reference(ev, gt, render, members, scoring_gallery, config)
+    report.evaluator = ev.description
+    report.failures.extend(f"evaluator cache failed its checksum and was retrained: {p}" for p in ev.cache_problems)
+    _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
+    return reference
 
 
 def _identity_groups(faces: Any) -> dict[int, int]:
@@ -925,8 +1023,7 @@ def _gradient_logged(
     worst-case clients first (fewest identities), their first and/or last round. With
     ``gradient_logged_null`` every reconstruction is also scored against the real images of all
     the clients that were not attacked (the null over clients, the unit of this attack)."""
-    from attacks.inversion import save_image_grid
-    from attacks.logged_update import LoggedUpdateProbeConfig, invert_logged_update
+    from attacks.logged_update import invert_logged_update
     from federated_core.engine.messages import SERVER
 
     if config.observer != SERVER or not config.gradient_logged_rounds:
@@ -937,17 +1034,7 @@ def _gradient_logged(
     if not parties:
         report.notes.append("gradient inversion: no client backbone update in the wire log")
         return []
-    rendered: dict[str, Any] = {}
-
-    def client_faces(party: str) -> Any:
-        if party not in rendered:
-            spec = gt.data_spec.get("clients", {}).get(party, {})
-            ids = gt.identities[party]
-            n = gt.num_images.get(party, len(ids))
-            per = int(spec.get("images_per_identity", max(1, n // max(1, len(ids)))))
-            rendered[party] = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
-        return rendered[party]
-
+    client_faces = _ClientTrainingFaces(gt, render)
     results = []
     for party in parties[: config.gradient_clients]:
         ids = gt.identities[party]
@@ -956,17 +1043,7 @@ def _gradient_logged(
         null_faces = {p: client_faces(p) for p in others} if config.gradient_logged_null else None
         done_rounds: set[int] = set()
         for which in config.gradient_logged_rounds:
-            cfg = LoggedUpdateProbeConfig(
-                client=party,
-                round=which,
-                dummies=config.gradient_logged_dummies,
-                iterations=config.gradient_logged_iterations,
-                restarts=config.gradient_logged_restarts,
-                tv_weight=config.gradient_tv_weight,
-                seed=config.seed,
-                device=config.device,
-                progress=config.progress,
-            )
+            cfg = _logged_probe_config(party, which, config)
             try:
                 r = invert_logged_update(
                     view,
@@ -988,14 +1065,58 @@ def _gradient_logged(
             if r.round in done_rounds:
                 continue  # first == last when the client uploaded once
             done_rounds.add(r.round)
-            r.grid_path = None
-            if out is not None:
-                path = out / f"gradient_logged_{party.replace(':', '-')}_round{r.round}.png"
-                save_image_grid(
-                    torch.from_numpy(r.nearest_originals).float() / 255,
-                    torch.from_numpy(r.reconstructions).float() / 255,
-                    path,
-                )
-                r.grid_path = str(path)
+            _attach_logged_grid(r, party, out)
             results.append(r)
     return results
+
+
+@dataclass
+class _ClientTrainingFaces:
+    """Each client's training images, regenerated from the ground truth's data spec on first use."""
+
+    gt: GroundTruth
+    render: FaceSource
+    rendered: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, party: str) -> Any:
+        """The FaceSet of ``party``'s training images (rendered once)."""
+        if party not in self.rendered:
+            spec = self.gt.data_spec.get("clients", {}).get(party, {})
+            ids = self.gt.identities[party]
+            n = self.gt.num_images.get(party, len(ids))
+            per = int(spec.get("images_per_identity", max(1, n // max(1, len(ids)))))
+            self.rendered[party] = self.render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
+        return self.rendered[party]
+
+
+def _logged_probe_config(party: str, which: str, config: AttackRunConfig) -> Any:
+    """The `LoggedUpdateProbeConfig` of ``party``'s ``which`` ("first"/"last") logged update."""
+    from attacks.logged_update import LoggedUpdateProbeConfig
+
+    return LoggedUpdateProbeConfig(
+        client=party,
+        round=which,
+        dummies=config.gradient_logged_dummies,
+        iterations=config.gradient_logged_iterations,
+        restarts=config.gradient_logged_restarts,
+        tv_weight=config.gradient_tv_weight,
+        seed=config.seed,
+        device=config.device,
+        progress=config.progress,
+    )
+
+
+def _attach_logged_grid(r: Any, party: str, out: Path | None) -> None:
+    """Save the originals-over-reconstructions grid of a logged-update inversion under ``out``
+    and record its path in ``r.grid_path`` (None without ``out``)."""
+    from attacks.inversion import save_image_grid
+
+    r.grid_path = None
+    if out is not None:
+        path = out / f"gradient_logged_{party.replace(':', '-')}_round{r.round}.png"
+        save_image_grid(
+            torch.from_numpy(r.nearest_originals).float() / 255,
+            torch.from_numpy(r.reconstructions).float() / 255,
+            path,
+        )
+        r.grid_path = str(path)

@@ -316,8 +316,6 @@ def personalised_utility(
         cache: a `privaudit.cache.StageCache`: the result is read back only when recorded there
             with this key and these bytes (without one, the stage always computes).
     """
-    from federated_core.personalised import evaluate_personalised
-
     run_dir = Path(run_dir)
     if heldout is None:
         per = heldout_per_identity if heldout_per_identity is not None else heldout_images_per_identity(scenario)
@@ -330,27 +328,64 @@ def personalised_utility(
 
     t0 = time.perf_counter()
     split = heldout.split()
+    plan = model_plan(_load_matching_run_models(run_dir, len(split.clients)))
+    outcome = _evaluate_plan(plan, _ProtocolRunner(split, scenario, progress), len(split.clients))
+    if not outcome.values:
+        raise ValueError(
+            f"method {spec.key!r}: no personalised metric is supported by every client ({outcome.dropped})"
+        )
+    details = _stage_details(key, spec, plan, outcome, heldout, split, scenario, t0)
+    if cache is not None:  # without a manifest nothing is written: an unrecorded file would never be trusted
+        cache.save_json("personal", key, path, details)
+    return PersonalisedUtility(details["values"], plan.own_name, False, details)
+
+
+def _load_matching_run_models(run_dir: Path, n: int) -> RunModels:
+    """`load_run_models`, checked to hold a saved state for exactly the data's clients 0..n-1."""
     models = load_run_models(run_dir)
-    n = len(split.clients)
     if sorted(models.client_states) != list(range(n)):
         raise ValueError(
             f"run {str(run_dir)!r} saved states of clients {sorted(models.client_states)}, but the data "
             f"has clients 0..{n - 1}"
         )
-    plan = model_plan(models)
+    return models
 
-    def run(model_for_client: Callable[[int], Any], protocol: str) -> Any:
+
+@dataclass
+class _ProtocolRunner:
+    """Runs one personalised protocol (`evaluate_personalised`) on the held-out split with the stage's settings."""
+
+    split: Any
+    scenario: Any
+    progress: bool
+
+    def __call__(self, model_for_client: Callable[[int], Any], protocol: str) -> Any:
+        """The `PersonalisedReport` of ``protocol`` with ``model_for_client`` as each client's model."""
+        from federated_core.personalised import evaluate_personalised
+
         return evaluate_personalised(
             model_for_client,
-            split,
+            self.split,
             protocol=protocol,
             fpir_rule=FPIR_RULE,
             max_impostor=MAX_IMPOSTOR_PAIRS,
-            seed=scenario.seed,
-            device=scenario.device,
-            progress=progress,
+            seed=self.scenario.seed,
+            device=self.scenario.device,
+            progress=self.progress,
         )
 
+
+@dataclass
+class _PlanOutcome:
+    """Flat values, dropped metrics and the per-model protocol reports of one `ModelPlan`."""
+
+    values: dict[str, float]
+    dropped: dict[str, str]
+    reports: dict[str, dict[str, Any]]
+
+
+def _evaluate_plan(plan: ModelPlan, run: _ProtocolRunner, n: int) -> _PlanOutcome:
+    """Both protocols on the own model, FedFS's protocol on each extra model, both on Θ_g (file only)."""
     values: dict[str, float] = {}
     dropped: dict[str, str] = {}
     reports: dict[str, dict[str, Any]] = {plan.own_name: {}}
@@ -368,15 +403,27 @@ def personalised_utility(
         dropped.update(d)
     if plan.global_model is not None:  # Θ_g under the same protocols: FedFR Table 3's baseline (file only)
         reports["global"] = {p: run(plan.global_model, p).to_dict() for p in ("fedfr", "fedfs")}
-    if not values:
-        raise ValueError(f"method {spec.key!r}: no personalised metric is supported by every client ({dropped})")
-    details = {
+    return _PlanOutcome(values, dropped, reports)
+
+
+def _stage_details(
+    key: str,
+    spec: Any,
+    plan: ModelPlan,
+    outcome: _PlanOutcome,
+    heldout: HeldOut,
+    split: Any,
+    scenario: Any,
+    t0: float,
+) -> dict[str, Any]:
+    """The cache file's content: values, dropped metrics, held-out ranges, timing and every report."""
+    return {
         "key": key,
         "method": spec.key,
         "model": plan.own_name,
-        "values": dict(sorted(values.items())),
-        "dropped": dropped,
-        "clients": n,
+        "values": dict(sorted(outcome.values.items())),
+        "dropped": outcome.dropped,
+        "clients": len(split.clients),
         "clients_on_global_model": plan.clients_on_global_model,
         "heldout": {
             "images_per_identity": heldout.per_identity,
@@ -386,11 +433,8 @@ def personalised_utility(
         "fpir_rule": FPIR_RULE,
         "seed": scenario.seed,
         "seconds": time.perf_counter() - t0,
-        "reports": reports,
+        "reports": outcome.reports,
     }
-    if cache is not None:  # without a manifest nothing is written: an unrecorded file would never be trusted
-        cache.save_json("personal", key, path, details)
-    return PersonalisedUtility(details["values"], plan.own_name, False, details)
 
 
 __all__ = [

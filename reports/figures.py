@@ -254,30 +254,63 @@ def frontier_figure(
     lows = np.where(np.isfinite(lows) & (lows > 0), lows, np.nan)
     positions = xs.copy()
     if log_x:
-        from matplotlib.ticker import FixedLocator, NullLocator
-
-        both = np.concatenate([xs, lows])
-        finite = both[np.isfinite(both) & (both > 0)]
-        k_lo = math.floor(math.log10(finite.min())) if finite.size else 0
-        k_hi = math.ceil(math.log10(finite.max())) if finite.size else 0
-        if k_hi == k_lo:
-            k_hi += 1
-        lo, hi = 10.0 ** (k_lo - 1), 10.0 ** (k_hi + 1)
-        positions = np.where(xs == 0, lo, np.where(np.isinf(xs), hi, xs))
-        ax.set_xscale("log")
-        decades = [10.0**k for k in range(k_lo, k_hi + 1)]
-        ticks = [lo] + decades + [hi]
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(ticks, ["0"] + [f"{d:g}" for d in decades] + [INFINITY_TICK])
-        for edge in (lo, hi):
-            ax.axvline(edge, color="#999", ls="--", lw=0.8, zorder=1)
-        ax.set_xlim(lo / 2.5, hi * 2.5)
+        positions = _frontier_log_x_axis(ax, xs, lows)
     else:
         ax.set_xlim(-0.03, 1.03)
     if len(points):
         pad = max(0.02, 0.08 * float(np.ptp(ys)))
         ax.set_ylim(float(ys.min()) - pad, float(ys.max()) + 3 * pad)
+    _draw_frontier_points(ax, points, positions, lows, styles)
+    if np.isfinite(lows).any():
+        _lower_bound_legend(ax)
+    if len(points):
+        _annotate_frontier_labels(ax, points, positions, ys)
+    if omitted:
+        x_label = f"{x_label}\n(not shown, no value: {', '.join(omitted)})"
+    ax.set_xlabel(_t(x_label))
+    ax.set_ylabel(_t(y_label))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(_t(title))
+    if not points:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#777")
+    return fig
+
+
+def _frontier_log_x_axis(ax: Any, xs: np.ndarray, lows: np.ndarray) -> np.ndarray:
+    """Set up the log x axis (decade ticks, x = 0 and x = inf a decade beyond the finite values,
+    dashed edge lines) and return each point's x position on it."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    both = np.concatenate([xs, lows])
+    finite = both[np.isfinite(both) & (both > 0)]
+    k_lo = math.floor(math.log10(finite.min())) if finite.size else 0
+    k_hi = math.ceil(math.log10(finite.max())) if finite.size else 0
+    if k_hi == k_lo:
+        k_hi += 1
+    lo, hi = 10.0 ** (k_lo - 1), 10.0 ** (k_hi + 1)
+    positions = np.where(xs == 0, lo, np.where(np.isinf(xs), hi, xs))
+    ax.set_xscale("log")
+    decades = [10.0**k for k in range(k_lo, k_hi + 1)]
+    ticks = [lo] + decades + [hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(ticks, ["0"] + [f"{d:g}" for d in decades] + [INFINITY_TICK])
+    for edge in (lo, hi):
+        ax.axvline(edge, color="#999", ls="--", lw=0.8, zorder=1)
+    ax.set_xlim(lo / 2.5, hi * 2.5)
+    return positions
+
+
+def _draw_frontier_points(
+    ax: Any,
+    points: Sequence[FrontierPoint],
+    positions: np.ndarray,
+    lows: np.ndarray,
+    styles: dict[str, tuple[str, str]],
+) -> None:
+    """Scatter each point (gid ``point:<label>``) and, where it has one, its hollow lower bound
+    (gid ``lower-bound:<label>``) joined to it by a dotted line."""
     for p, px, low in zip(points, positions, lows):
         color, marker = styles[p.label]
         ax.scatter(
@@ -304,52 +337,48 @@ def frontier_figure(
                 zorder=3,
                 gid=f"lower-bound:{p.label}",
             )
-    if np.isfinite(lows).any():
-        from matplotlib.lines import Line2D
 
-        ax.legend(
-            handles=[
-                Line2D([], [], ls="", marker="o", color="#777", markeredgecolor="black", label="formal ε (tightest)"),
-                Line2D(
-                    [],
-                    [],
-                    ls="",
-                    marker="o",
-                    markerfacecolor="none",
-                    color="#777",
-                    label="empirical ε lower bound (audit)",
-                ),
-            ],
-            fontsize=7,
-            loc="lower right",
+
+def _lower_bound_legend(ax: Any) -> None:
+    """Legend telling the formal epsilon (filled marker) from the audit's empirical lower bound (hollow)."""
+    from matplotlib.lines import Line2D
+
+    ax.legend(
+        handles=[
+            Line2D([], [], ls="", marker="o", color="#777", markeredgecolor="black", label="formal ε (tightest)"),
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                markerfacecolor="none",
+                color="#777",
+                label="empirical ε lower bound (audit)",
+            ),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
+
+
+def _annotate_frontier_labels(ax: Any, points: Sequence[FrontierPoint], positions: np.ndarray, ys: np.ndarray) -> None:
+    """Label every point, labels pushed apart (`_spread_labels`) and joined to a moved point by a thin line."""
+    to_axes = ax.transAxes.inverted()
+    disp = ax.transData.transform(np.column_stack([positions, ys]))
+    frac = to_axes.transform(disp)
+    label_y = _spread_labels(frac[:, 0], frac[:, 1])
+    for p, (fx, fy), ly in zip(points, frac, label_y):
+        moved = abs(ly - fy) > 1e-9
+        ax.annotate(
+            _t(p.label),
+            (fx, fy),
+            xycoords="axes fraction",
+            xytext=(fx + 0.015, ly + 0.012),
+            textcoords="axes fraction",
+            fontsize=8,
+            va="bottom",
+            arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if moved else None,
         )
-    if len(points):
-        to_axes = ax.transAxes.inverted()
-        disp = ax.transData.transform(np.column_stack([positions, ys]))
-        frac = to_axes.transform(disp)
-        label_y = _spread_labels(frac[:, 0], frac[:, 1])
-        for p, (fx, fy), ly in zip(points, frac, label_y):
-            moved = abs(ly - fy) > 1e-9
-            ax.annotate(
-                _t(p.label),
-                (fx, fy),
-                xycoords="axes fraction",
-                xytext=(fx + 0.015, ly + 0.012),
-                textcoords="axes fraction",
-                fontsize=8,
-                va="bottom",
-                arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if moved else None,
-            )
-    if omitted:
-        x_label = f"{x_label}\n(not shown, no value: {', '.join(omitted)})"
-    ax.set_xlabel(_t(x_label))
-    ax.set_ylabel(_t(y_label))
-    ax.grid(True, alpha=0.3)
-    if title:
-        ax.set_title(_t(title))
-    if not points:
-        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#777")
-    return fig
 
 
 def _finite_series(xs: Sequence[float], ys: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

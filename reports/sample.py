@@ -164,76 +164,11 @@ def _reconstruct(real: np.ndarray, rng: np.random.Generator, quality: float) -> 
 
 
 def _privacy(name: str, rng: np.random.Generator) -> PrivacySummary:
+    """The SAMPLE privacy summary of method ``name``: nothing shared, DP noise, or no guarantee."""
     if name == "local":
         return PrivacySummary(delta=None, formal_epsilon={"basic": 0.0}, guarantee="nothing leaves a client")
     if name in ("privacyface", "noisy-centers"):
-        rounds = np.arange(1, _ROUNDS + 1)
-        per_round = {
-            "basic": (_EPSILON * rounds).tolist(),
-            "advanced": [
-                min(
-                    _EPSILON * r,
-                    math.sqrt(2 * r * math.log(1 / _DELTA)) * _EPSILON + r * _EPSILON * (math.exp(_EPSILON) - 1),
-                )
-                for r in rounds
-            ],
-            "rdp": (0.45 * _EPSILON * np.sqrt(rounds) * 2.2 + 0.02 * rounds).tolist(),
-        }
-        formal = {k: v[-1] for k, v in per_round.items()}
-        rows = [
-            {
-                "party": f"client:{c}",
-                "round": int(r),
-                "epsilon": per_round["basic"][r - 1],
-                "accountant": "basic",
-                "delta": _DELTA,
-            }
-            for c in range(4)
-            for r in rounds
-        ]
-        flags = [
-            "classic Gaussian calibration used at epsilon >= 1 (proven only for epsilon < 1); "
-            "analytic Gaussian calibration also reported"
-        ]
-        empirical = [
-            AuditFinding(
-                "fixed-set mean (Thm. 2 as stated)",
-                _EPSILON,
-                0.41,
-                0.95,
-                2000,
-                "likelihood ratio of cos(p_hat, w*)",
-                False,
-                _DELTA,
-                "SAMPLE",
-            )
-        ]
-        if name == "privacyface":
-            empirical.append(
-                AuditFinding(
-                    "end-to-end DPLC (data-chosen S, threshold T)",
-                    _EPSILON,
-                    2.7,
-                    0.95,
-                    2000,
-                    "release / no-release and |S| scaling",
-                    True,
-                    _DELTA,
-                    "SAMPLE: selection of S and the threshold are not privatised",
-                )
-            )
-            guarantee = "(ε, δ)-DP per client for the noisy clusters, as claimed by DPLC Thm. 2"
-        else:
-            guarantee = "(ε, δ)-DP per class center"
-        return PrivacySummary(
-            delta=_DELTA,
-            formal_epsilon=formal,
-            epsilon_per_round=per_round,
-            per_party=rows,
-            empirical=empirical,
-            flags=flags,
-            guarantee=guarantee,
-        )
+        return _dp_privacy(name)
     raw = {
         "shared-centers": "none: raw class centers reach the server and every client",
         "fedface": "none: raw class centers reach the server",
@@ -248,6 +183,94 @@ def _privacy(name: str, rng: np.random.Generator) -> PrivacySummary:
     )
 
 
+def _dp_privacy(name: str) -> PrivacySummary:
+    """SAMPLE privacy of a method adding DP noise (PrivacyFace's DPLC, or noisy class centers)."""
+    per_round = _sample_epsilon_per_round()
+    formal = {k: v[-1] for k, v in per_round.items()}
+    flags = [
+        "classic Gaussian calibration used at epsilon >= 1 (proven only for epsilon < 1); "
+        "analytic Gaussian calibration also reported"
+    ]
+    if name == "privacyface":
+        guarantee = "(ε, δ)-DP per client for the noisy clusters, as claimed by DPLC Thm. 2"
+    else:
+        guarantee = "(ε, δ)-DP per class center"
+    return PrivacySummary(
+        delta=_DELTA,
+        formal_epsilon=formal,
+        epsilon_per_round=per_round,
+        per_party=_sample_per_party(per_round),
+        empirical=_sample_empirical(name),
+        flags=flags,
+        guarantee=guarantee,
+    )
+
+
+def _sample_epsilon_per_round() -> dict[str, list[float]]:
+    """Cumulative epsilon per round: basic composition ``epsilon * r``, the advanced composition
+    theorem ``min(epsilon r, sqrt(2 r ln(1/delta)) epsilon + r epsilon (e^epsilon - 1))``, and an illustrative RDP curve."""
+    rounds = np.arange(1, _ROUNDS + 1)
+    return {
+        "basic": (_EPSILON * rounds).tolist(),
+        "advanced": [
+            min(
+                _EPSILON * r,
+                math.sqrt(2 * r * math.log(1 / _DELTA)) * _EPSILON + r * _EPSILON * (math.exp(_EPSILON) - 1),
+            )
+            for r in rounds
+        ],
+        "rdp": (0.45 * _EPSILON * np.sqrt(rounds) * 2.2 + 0.02 * rounds).tolist(),
+    }
+
+
+def _sample_per_party(per_round: dict[str, list[float]]) -> list[dict[str, object]]:
+    """Per client and round, the basic-composition epsilon (the per-party rows of a summary)."""
+    rounds = np.arange(1, _ROUNDS + 1)
+    return [
+        {
+            "party": f"client:{c}",
+            "round": int(r),
+            "epsilon": per_round["basic"][r - 1],
+            "accountant": "basic",
+            "delta": _DELTA,
+        }
+        for c in range(4)
+        for r in rounds
+    ]
+
+
+def _sample_empirical(name: str) -> list[AuditFinding]:
+    """SAMPLE empirical audits: the fixed-set mean (Thm. 2 as stated), plus end-to-end DPLC for PrivacyFace."""
+    empirical = [
+        AuditFinding(
+            "fixed-set mean (Thm. 2 as stated)",
+            _EPSILON,
+            0.41,
+            0.95,
+            2000,
+            "likelihood ratio of cos(p_hat, w*)",
+            False,
+            _DELTA,
+            "SAMPLE",
+        )
+    ]
+    if name == "privacyface":
+        empirical.append(
+            AuditFinding(
+                "end-to-end DPLC (data-chosen S, threshold T)",
+                _EPSILON,
+                2.7,
+                0.95,
+                2000,
+                "release / no-release and |S| scaling",
+                True,
+                _DELTA,
+                "SAMPLE: selection of S and the threshold are not privatised",
+            )
+        )
+    return empirical
+
+
 def _attacks(
     name: str,
     shares: list[str],
@@ -256,89 +279,17 @@ def _attacks(
     image_rng: np.random.Generator,
     folder: Path | None,
 ) -> list[AttackFinding]:
+    """SAMPLE attack findings of a method: k-NN and inversion per shared center-like kind, a
+    gradient inversion for FedPE, and an outsider's membership attack on the released model."""
     if not shares:
         return []
     center_kinds = [k for k in shares if k != "backbone"]
     out = []
     for kind in center_kinds:
-        top1 = float(np.clip(stats.norm.cdf(strength - 1.6) + rng.normal(0, 0.01), 0, 1))
-        auc = float(stats.norm.cdf(strength / math.sqrt(2)))
-        out.append(
-            AttackFinding(
-                "knn",
-                "server",
-                kind,
-                metrics={
-                    "top1_rate": top1,
-                    "topk_rate": min(1.0, top1 * 1.3 + 0.02),
-                    "membership_auc": auc,
-                    "tpr@fpr=1e-3": float(stats.norm.cdf(strength + stats.norm.ppf(1e-3))),
-                },
-                intervals={
-                    "top1_rate": (max(0.0, top1 - 0.04), min(1.0, top1 + 0.04)),
-                    "membership_auc": (max(0.0, auc - 0.03), min(1.0, auc + 0.03)),
-                },
-                roc=_roc(strength),
-                success_metric="top1_rate",
-                notes="SAMPLE",
-            )
-        )
-        quality = float(np.clip(0.25 + 0.22 * strength, 0.05, 0.95))
-        grid = None
-        if folder is not None:
-            from reports.figures import write_image_grid
-
-            real = _faces(image_rng, 6)
-            grid_rel = f"grids/{name}_inversion_{kind}.png"
-            write_image_grid(
-                folder / grid_rel,
-                real,
-                _reconstruct(real, image_rng, quality),
-                max_images=6,
-                title=f"SAMPLE inversion of {kind} ({name})",
-            )
-            grid = grid_rel
-        out.append(
-            AttackFinding(
-                "inversion",
-                "server",
-                kind,
-                metrics={
-                    "rank1": float(np.clip(quality - 0.2, 0, 1)),
-                    "identity_similarity": quality * 0.8,
-                    "ssim": quality * 0.5,
-                    "psnr": 10 + 8 * quality,
-                },
-                image_grid=grid,
-                success_metric="rank1",
-                notes="SAMPLE",
-            )
-        )
+        out.append(_knn_finding(kind, strength, rng))
+        out.append(_inversion_finding(name, kind, strength, image_rng, folder))
     if name == "fedpe":
-        psnr = 17.5
-        grid = None
-        if folder is not None:
-            from reports.figures import write_image_grid
-
-            real = _faces(image_rng, 4)
-            grid = "grids/fedpe_gradient_client0.png"
-            write_image_grid(
-                folder / grid,
-                real,
-                {"1 step": _reconstruct(real, image_rng, 0.8), "3 steps": _reconstruct(real, image_rng, 0.5)},
-                title="SAMPLE gradient inversion, client 0",
-            )
-        out.append(
-            AttackFinding(
-                "gradient",
-                "server",
-                "backbone",
-                metrics={"psnr": psnr, "ssim": 0.41, "rank1": 0.5, "label_accuracy": 1.0},
-                image_grid=grid,
-                success_metric="rank1",
-                notes="SAMPLE: one client's single update, 2 images",
-            )
-        )
+        out.append(_gradient_finding(image_rng, folder))
     knn_membership = AttackFinding(
         "knn",
         "outsider",
@@ -350,6 +301,91 @@ def _attacks(
     return out
 
 
+def _knn_finding(kind: str, strength: float, rng: np.random.Generator) -> AttackFinding:
+    """The server's SAMPLE k-NN identity attack on ``kind`` (binormal ROC of separation ``strength``)."""
+    top1 = float(np.clip(stats.norm.cdf(strength - 1.6) + rng.normal(0, 0.01), 0, 1))
+    auc = float(stats.norm.cdf(strength / math.sqrt(2)))
+    return AttackFinding(
+        "knn",
+        "server",
+        kind,
+        metrics={
+            "top1_rate": top1,
+            "topk_rate": min(1.0, top1 * 1.3 + 0.02),
+            "membership_auc": auc,
+            "tpr@fpr=1e-3": float(stats.norm.cdf(strength + stats.norm.ppf(1e-3))),
+        },
+        intervals={
+            "top1_rate": (max(0.0, top1 - 0.04), min(1.0, top1 + 0.04)),
+            "membership_auc": (max(0.0, auc - 0.03), min(1.0, auc + 0.03)),
+        },
+        roc=_roc(strength),
+        success_metric="top1_rate",
+        notes="SAMPLE",
+    )
+
+
+def _inversion_finding(
+    name: str, kind: str, strength: float, image_rng: np.random.Generator, folder: Path | None
+) -> AttackFinding:
+    """The server's SAMPLE inversion of ``kind``, with its image grid written under ``folder`` if given."""
+    quality = float(np.clip(0.25 + 0.22 * strength, 0.05, 0.95))
+    grid = None
+    if folder is not None:
+        from reports.figures import write_image_grid
+
+        real = _faces(image_rng, 6)
+        grid_rel = f"grids/{name}_inversion_{kind}.png"
+        write_image_grid(
+            folder / grid_rel,
+            real,
+            _reconstruct(real, image_rng, quality),
+            max_images=6,
+            title=f"SAMPLE inversion of {kind} ({name})",
+        )
+        grid = grid_rel
+    return AttackFinding(
+        "inversion",
+        "server",
+        kind,
+        metrics={
+            "rank1": float(np.clip(quality - 0.2, 0, 1)),
+            "identity_similarity": quality * 0.8,
+            "ssim": quality * 0.5,
+            "psnr": 10 + 8 * quality,
+        },
+        image_grid=grid,
+        success_metric="rank1",
+        notes="SAMPLE",
+    )
+
+
+def _gradient_finding(image_rng: np.random.Generator, folder: Path | None) -> AttackFinding:
+    """FedPE's SAMPLE gradient inversion of one client's update, with its grid under ``folder`` if given."""
+    psnr = 17.5
+    grid = None
+    if folder is not None:
+        from reports.figures import write_image_grid
+
+        real = _faces(image_rng, 4)
+        grid = "grids/fedpe_gradient_client0.png"
+        write_image_grid(
+            folder / grid,
+            real,
+            {"1 step": _reconstruct(real, image_rng, 0.8), "3 steps": _reconstruct(real, image_rng, 0.5)},
+            title="SAMPLE gradient inversion, client 0",
+        )
+    return AttackFinding(
+        "gradient",
+        "server",
+        "backbone",
+        metrics={"psnr": psnr, "ssim": 0.41, "rank1": 0.5, "label_accuracy": 1.0},
+        image_grid=grid,
+        success_metric="rank1",
+        notes="SAMPLE: one client's single update, 2 images",
+    )
+
+
 def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -> AuditResult:
     """An `AuditResult` with every section filled with SAMPLE numbers.
 
@@ -359,46 +395,68 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
     rng = np.random.default_rng([seed, 0])
     image_rng = np.random.default_rng([seed, 1])  # separate, so the numbers do not depend on ``folder``
     base = None if folder is None else Path(folder)
-    methods = []
-    for name, description, shares, observers, acc, strength in _METHODS:
-        far = {
-            f: float(np.clip(acc - 0.1 - 0.22 * (-math.log10(f) - 1) + rng.normal(0, 0.01), 0, 1)) for f in (1e-1, 1e-2)
-        }
-        utility = {
-            "accuracy": float(acc + rng.normal(0, 0.004)),
-            "auroc": float(min(0.999, acc + 0.07)),
-            "tar@far=1e-1": far[1e-1],
-            "tar@far=1e-2": far[1e-2],
-            "tar@far=1e-3": math.nan,
-        }  # unsupported at the sample's pair count
-        personal = (
-            {}
-            if name not in ("fedfr", "fedfs", "local")
-            else {"client_tar@far=1e-2": float(far[1e-2] + 0.05), "client_auroc": float(min(0.999, acc + 0.09))}
-        )
-        per_round = [
-            {"accuracy": float(acc - 0.09 * math.exp(-r / 2.5) + rng.normal(0, 0.003))} for r in range(1, _ROUNDS + 1)
-        ]
-        bytes_up = 0.0 if not shares else 4 * (180_000 + 512 * (60 if len(shares) > 1 else 0))
-        methods.append(
-            MethodResult(
-                name=name,
-                description=description,
-                shares=list(shares),
-                observers=dict(observers),
-                utility=utility,
-                personalised_utility=personal,
-                utility_per_round=per_round,
-                bytes_per_round={
-                    "client_upload": bytes_up,
-                    "server_broadcast": bytes_up * (4 if len(shares) > 1 else 1),
-                },
-                privacy=_privacy(name, rng),
-                attacks=_attacks(name, shares, strength, rng, image_rng, base),
-                params={"epsilon": _EPSILON, "rho": 1.3} if name in ("privacyface", "noisy-centers") else {},
-            )
-        )
+    methods = [_sample_method(row, rng, image_rng, base) for row in _METHODS]
+    analyses = _sample_analyses(rng)
+    return AuditResult(
+        title="SAMPLE audit — illustrative numbers, not measured",
+        methods=methods,
+        scenario=_sample_scenario(seed),
+        analyses=analyses,
+        flags=[SAMPLE_NOTE],
+        software=software_versions(),
+        timings={"data": 4.1, "pretrain": 95.0, "methods": 240.5, "attacks": 120.2, "report": 6.3},
+        created="2025-01-01T00:00:00+00:00",
+    )
 
+
+def _sample_method(
+    row: tuple, rng: np.random.Generator, image_rng: np.random.Generator, base: Path | None
+) -> MethodResult:
+    """One `_METHODS` row as a `MethodResult` with SAMPLE utility, privacy and attacks."""
+    name, description, shares, observers, acc, strength = row
+    utility, far = _sample_utility(acc, rng)
+    personal = (
+        {}
+        if name not in ("fedfr", "fedfs", "local")
+        else {"client_tar@far=1e-2": float(far[1e-2] + 0.05), "client_auroc": float(min(0.999, acc + 0.09))}
+    )
+    per_round = [
+        {"accuracy": float(acc - 0.09 * math.exp(-r / 2.5) + rng.normal(0, 0.003))} for r in range(1, _ROUNDS + 1)
+    ]
+    bytes_up = 0.0 if not shares else 4 * (180_000 + 512 * (60 if len(shares) > 1 else 0))
+    return MethodResult(
+        name=name,
+        description=description,
+        shares=list(shares),
+        observers=dict(observers),
+        utility=utility,
+        personalised_utility=personal,
+        utility_per_round=per_round,
+        bytes_per_round={
+            "client_upload": bytes_up,
+            "server_broadcast": bytes_up * (4 if len(shares) > 1 else 1),
+        },
+        privacy=_privacy(name, rng),
+        attacks=_attacks(name, shares, strength, rng, image_rng, base),
+        params={"epsilon": _EPSILON, "rho": 1.3} if name in ("privacyface", "noisy-centers") else {},
+    )
+
+
+def _sample_utility(acc: float, rng: np.random.Generator) -> tuple[dict[str, float], dict[float, float]]:
+    """SAMPLE global utility around accuracy ``acc`` (TAR at FAR 1e-1 and 1e-2), and those TARs by FAR."""
+    far = {f: float(np.clip(acc - 0.1 - 0.22 * (-math.log10(f) - 1) + rng.normal(0, 0.01), 0, 1)) for f in (1e-1, 1e-2)}
+    utility = {
+        "accuracy": float(acc + rng.normal(0, 0.004)),
+        "auroc": float(min(0.999, acc + 0.07)),
+        "tar@far=1e-1": far[1e-1],
+        "tar@far=1e-2": far[1e-2],
+        "tar@far=1e-3": math.nan,
+    }  # unsupported at the sample's pair count
+    return utility, far
+
+
+def _sample_analyses(rng: np.random.Generator) -> Analyses:
+    """Occupancy ratios (PrivacyFace Thm. 1, computed), SAMPLE cos(p, p_hat) draws and epsilon versus rounds."""
     rho = np.linspace(0.8, 1.6, 41)
     occupancy = {str(d): {"rho": rho.tolist(), "ratio": occupancy_ratio(rho, d).tolist()} for d in (64, 128, 256, 512)}
     cos = []
@@ -407,7 +465,7 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
         values = np.tanh(np.arctanh(np.clip(centre, -0.99, 0.99)) + rng.normal(0, 0.25 / eps**0.5, 300))
         cos.append({"epsilon": eps, "rho": r, "queries": q, "values": values.tolist(), "calibration": "analytic"})
     rounds: list[float] = list(range(1, _ROUNDS + 1))
-    analyses = Analyses(
+    return Analyses(
         occupancy=occupancy,
         cos_p_phat=cos,
         epsilon_vs_rounds={
@@ -416,7 +474,11 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
         },
         extra={"note": "occupancy ratios computed from PrivacyFace Thm. 1; everything else is SAMPLE"},
     )
-    scenario = {
+
+
+def _sample_scenario(seed: int) -> dict[str, object]:
+    """The SAMPLE scenario block (demo scale, synthetic data, every method and attack)."""
+    return {
         "name": "SAMPLE scenario",
         "scale": "demo",
         "seed": seed,
@@ -427,16 +489,6 @@ def sample_result(folder: str | os.PathLike[str] | None = None, seed: int = 0) -
         "dp": {"epsilon": _EPSILON, "delta": _DELTA, "rho": 1.3, "cluster_size": 512},
         "attacks": ["knn", "inversion", "gradient"],
     }
-    return AuditResult(
-        title="SAMPLE audit — illustrative numbers, not measured",
-        methods=methods,
-        scenario=scenario,
-        analyses=analyses,
-        flags=[SAMPLE_NOTE],
-        software=software_versions(),
-        timings={"data": 4.1, "pretrain": 95.0, "methods": 240.5, "attacks": 120.2, "report": 6.3},
-        created="2025-01-01T00:00:00+00:00",
-    )
 
 
 def write_sample(folder: str | os.PathLike[str], seed: int = 0) -> Path:

@@ -54,19 +54,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def dplc_report(
     rho: float, epsilon: float, delta: float, cluster_size: int, dim: int = 512, queries: int = 1, rounds: int = 1
 ) -> dict[str, Any]:
-    """Everything `privaudit account dplc` prints, as a plain dict."""
-    from accountants import (
-        ClassicGaussianRangeWarning,
-        GaussianEvent,
-        SelfComposedEvent,
-        compute_epsilon,
-        dplc_cosine_lower_bound,
-        dplc_sensitivity,
-        expected_noise_norm,
-        gaussian_epsilon,
-        gaussian_sigma,
-        occupancy_ratio,
+    """Everything `privaudit account dplc` prints, as a plain dict.
+
+    Sensitivity: PrivacyFace Theorems 2 (tight) and 3 (weak); occupancy ratio: Theorem 1; noise
+    norm and cosine bound: Properties 3-4; the claimed total epsilon: basic composition
+    (Property 2) over ``queries x rounds`` releases, beside every accountant's answer.
+    """
+    epsilon, delta, queries, rounds, dim = _checked_inputs(epsilon, delta, queries, rounds, dim)
+    releases = queries * rounds
+    delta_total = _checked_total_delta(delta, queries, rounds)
+    tight, weak, sigma, notes = _sensitivity_and_sigma(rho, cluster_size, epsilon, delta)
+    report = _per_query_report(
+        rho, epsilon, delta, cluster_size, dim, queries, rounds, tight, weak, sigma, releases, delta_total
     )
+    report["sigma_weak_bound"] = _weak_bound_sigma(weak, epsilon, delta, sigma)
+    notes += _compose_epsilon_totals(report, sigma, tight, releases, delta_total)
+    report["warnings"] = list(dict.fromkeys(notes))
+    return report
+
+
+def _checked_inputs(
+    epsilon: float, delta: float, queries: int, rounds: int, dim: int
+) -> tuple[float, float, int, int, int]:
+    """Validate the per-query epsilon and delta, the counts and the dimension (CLI option names in errors)."""
     from accountants._validation import check_delta, check_epsilon, check_int
 
     epsilon = check_epsilon(epsilon, "--epsilon")
@@ -74,15 +84,26 @@ def dplc_report(
     queries = check_int("--queries", queries, 1)
     rounds = check_int("--rounds", rounds, 1)
     dim = check_int("--dim", dim, 2)
-    releases = queries * rounds
-    delta_total = releases * delta
+    return epsilon, delta, queries, rounds, dim
+
+
+def _checked_total_delta(delta: float, queries: int, rounds: int) -> float:
+    """The total delta of Property 2 (``delta x Q x M``), which must stay below 1."""
+    delta_total = queries * rounds * delta
     if not delta_total < 1.0:
         raise ValueError(
             f"--delta x --queries x --rounds (the total delta of Property 2) must be in (0, 1); "
             f"got {delta!r} x {queries} x {rounds} = {delta_total!r}"
         )
+    return delta_total
 
-    notes: list[str] = []
+
+def _sensitivity_and_sigma(
+    rho: float, cluster_size: int, epsilon: float, delta: float
+) -> tuple[float, float, dict[str, float], list[str]]:
+    """Tight (Thm 2) and weak (Thm 3) sensitivity, sigma of the tight one under both calibrations, and the warnings raised."""
+    from accountants import dplc_sensitivity, gaussian_sigma
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tight = dplc_sensitivity(rho, cluster_size, "tight")
@@ -91,9 +112,27 @@ def dplc_report(
             "classic": gaussian_sigma(tight, epsilon, delta, method="classic"),
             "analytic": gaussian_sigma(tight, epsilon, delta, method="analytic"),
         }
-    notes += [str(item.message) for item in caught]
+    return tight, weak, sigma, [str(item.message) for item in caught]
 
-    report: dict[str, Any] = {
+
+def _per_query_report(
+    rho: float,
+    epsilon: float,
+    delta: float,
+    cluster_size: int,
+    dim: int,
+    queries: int,
+    rounds: int,
+    tight: float,
+    weak: float,
+    sigma: dict[str, float],
+    releases: int,
+    delta_total: float,
+) -> dict[str, Any]:
+    """The report's inputs and per-query quantities (Thm 1, Props 3-4); the totals are filled in later."""
+    from accountants import dplc_cosine_lower_bound, expected_noise_norm, gaussian_epsilon, occupancy_ratio
+
+    return {
         "inputs": {
             "rho": rho,
             "epsilon": epsilon,
@@ -121,9 +160,24 @@ def dplc_report(
         "accountant_used": {},
         "warnings": [],
     }
+
+
+def _weak_bound_sigma(weak: float, epsilon: float, delta: float, sigma: dict[str, float]) -> dict[str, float]:
+    """Sigma calibrated to the weak sensitivity (Thm 3) under each calibration in ``sigma``."""
+    from accountants import ClassicGaussianRangeWarning, gaussian_sigma
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ClassicGaussianRangeWarning)  # reported in report["warnings"]
-        report["sigma_weak_bound"] = {m: gaussian_sigma(weak, epsilon, delta, method=m) for m in sigma}
+        return {m: gaussian_sigma(weak, epsilon, delta, method=m) for m in sigma}
+
+
+def _compose_epsilon_totals(
+    report: dict[str, Any], sigma: dict[str, float], tight: float, releases: int, delta_total: float
+) -> list[str]:
+    """Fill ``epsilon_total`` and ``accountant_used`` per calibration and accountant; return their warnings."""
+    from accountants import GaussianEvent, SelfComposedEvent, compute_epsilon
+
+    notes: list[str] = []
     for method, value in sigma.items():
         event = SelfComposedEvent(GaussianEvent(value / tight, unit="class-center"), releases)
         report["epsilon_total"][method] = {}
@@ -133,8 +187,7 @@ def dplc_report(
             report["epsilon_total"][method][name] = result.epsilon
             report["accountant_used"][method][name] = result.used
             notes += [f"{method}/{name}: {note}" for note in result.warnings]
-    report["warnings"] = list(dict.fromkeys(notes))
-    return report
+    return notes
 
 
 def _fmt(value: float) -> str:
