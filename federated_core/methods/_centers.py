@@ -275,6 +275,12 @@ class CenterMethod(BackboneMethod):
         ``center_init`` resolved for ``config``."""
         return "random" if not self.train_centers else resolve_center_init(self.center_init, config)
 
+    def _refuse_dp(self, config: Any) -> None:
+        """Raise ValueError when this method cannot run under ``config.dp_sgd`` (checked from the
+        config alone, so the pipeline refuses the scenario before any training)."""
+        if config.dp_sgd is not None:
+            self.resolved_center_init(config)
+
     def negatives_for(self, client_state: ClientState, broadcast: list[Message]) -> torch.Tensor | None:
         """Hook: fixed extra negatives for the local loss (shared centers)."""
         return None

@@ -491,6 +491,13 @@ class PrivacyFace(CenterMethod):
         return ServerState(tensors, meta)
 
     # ------------------------------------------------------------------------------- client side
+    def _refuse_dp(self, config: Any) -> None:
+        """Raise ValueError when this variant cannot run under ``config.dp_sgd`` (from the config
+        alone, so the pipeline refuses before any training)."""
+        if config.dp_sgd is not None and self.aggregation == "fedsgd":
+            raise ValueError("aggregation='fedsgd' uploads exact gradients; it cannot be combined with dp_sgd")
+        super()._refuse_dp(config)
+
     def client_init(
         self,
         client_id: int,
@@ -499,9 +506,8 @@ class PrivacyFace(CenterMethod):
         config: FederatedConfig,
         rng: torch.Generator,
     ) -> ClientState:
+        self._refuse_dp(config)
         state = super().client_init(client_id, data, global_model, config, rng)
-        if self.aggregation == "fedsgd" and config.dp_sgd is not None:
-            raise ValueError("aggregation='fedsgd' uploads exact gradients; it cannot be combined with dp_sgd")
         state.meta["min_cluster_size"] = resolve_min_cluster_size(self.min_cluster_size, data.num_classes)
         state.meta["delta"] = (
             self.client_delta(data) if self.release in ("noisy", "noisy-class-centers", "private-e2e") else None
