@@ -134,14 +134,16 @@ def paired_comparisons(per_seed: Mapping[str, Mapping[str, Sequence[float]]], ba
 
 def per_seed_values(results: Sequence[Any]) -> dict[str, dict[str, list[float]]]:
     """method -> metric -> one value per seed, from one `AuditResult` per seed: every generic
-    utility metric and, per attack family, the raw success of its strongest attack on an observed
-    kind (``attack:knn``, ``attack:inversion``, ``attack:gradient``; `reports.tables.strongest_per_family`)."""
+    utility metric, every personalised one as ``personal:<key>`` and, per attack family, the raw
+    success of its strongest attack on an observed kind (``attack:knn``, ``attack:inversion``,
+    ``attack:gradient``; `reports.tables.strongest_per_family`)."""
     from reports.tables import strongest_per_family
 
     out: dict[str, dict[str, list[float]]] = {}
     for result in results:
         for m in result.methods:
             values = {k: float(v) for k, v in m.utility.items()}
+            values.update({f"personal:{k}": float(v) for k, v in m.personalised_utility.items()})
             values.update({f"attack:{family}": float(a.success) for family, a in strongest_per_family(m).items()})
             for metric, value in values.items():
                 out.setdefault(m.name, {}).setdefault(metric, []).append(value)

@@ -90,7 +90,9 @@ def federated_scale_for(scenario: Scenario) -> Any:
 
     f = scenario.federation
     n_test = f.test_identities * f.test_images_per_identity
-    genuine = min(1500, f.test_identities * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2)
+    total_genuine = f.test_identities * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2
+    genuine = min(f.genuine_pairs or 1500, total_genuine)
+    impostor = min(f.impostor_pairs or 3000, n_test * (n_test - 1) // 2 - total_genuine)
     return FederatedScale(
         name=scenario.scale,
         num_clients=f.num_clients,
@@ -104,7 +106,7 @@ def federated_scale_for(scenario: Scenario) -> Any:
         lr=f.lr,
         partition=f.partition,
         genuine_pairs=max(1, genuine),
-        impostor_pairs=min(3000, max(1, n_test * 2)),
+        impostor_pairs=max(1, impostor) if f.impostor_pairs else min(3000, max(1, n_test * 2)),
     )
 
 
@@ -538,7 +540,10 @@ def run_audit(
     scenario = scenario or Scenario.demo()
     seeds = scenario.seed_list()
     if len(seeds) == 1:
-        return run_one_seed(dataclasses.replace(scenario, seed=seeds[0]), progress, force, use_cache)
+        result = run_one_seed(dataclasses.replace(scenario, seed=seeds[0]), progress, force, use_cache)
+        result.claims = _claims(scenario, per_seed_values([result]), 1)
+        save_results(result, scenario.out_dir)
+        return result
     results: list[Any] = []
     for s in seeds:
         _progress(progress)(f"seed {s} ({len(results) + 1}/{len(seeds)})")
@@ -559,8 +564,16 @@ def run_audit(
         "summary": summarise(values),
         "comparisons": paired_comparisons(values, scenario.compare_to),
     }
+    main.claims = _claims(scenario, values, len(seeds))
     save_results(main, scenario.out_dir)
     return main
+
+
+def _claims(scenario: Scenario, values: dict[str, dict[str, list[float]]], seeds: int) -> list[dict[str, Any]]:
+    """The papers' claims checked on this audit's variants (`privaudit.claims`)."""
+    from privaudit.claims import evaluate_claims, setting_of
+
+    return evaluate_claims(values, scenario.federation.partition, setting_of(scenario.to_dict(), seeds))
 
 
 def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True) -> Any:

@@ -102,6 +102,10 @@ class FederationSpec:
     tolerate_client_failures: bool = False
     # optional l2 bound on a client's backbone update; a larger one is rejected before aggregation
     max_update_norm: float | None = None
+    # pairs of the 1:1 protocol on the test identities (None: 1,500 genuine and 3,000 impostor, capped
+    # at what the test set holds); TAR@FAR=f needs well over 1/f impostor pairs to mean anything
+    genuine_pairs: int | None = None
+    impostor_pairs: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tolerate_client_failures, bool):
@@ -119,6 +123,9 @@ class FederationSpec:
             "batch_size",
         ):
             _positive_int(f"federation.{name}", getattr(self, name))
+        for name in ("genuine_pairs", "impostor_pairs"):
+            if getattr(self, name) is not None:
+                _positive_int(f"federation.{name}", getattr(self, name))
         _positive_int("federation.test_identities", self.test_identities, 2)
         _positive_int("federation.test_images_per_identity", self.test_images_per_identity, 2)
         if not (self.lr > 0):

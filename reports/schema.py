@@ -52,8 +52,9 @@ __all__ = [
 # 1.0 documents (which never have it) still load and round-trip unchanged.
 # 1.2: guarantees per scope with unit and status, ε per person, the verdict and its rule, audits'
 # unit / scope / deployed parameters, a method's flags and fidelity preset (all optional to read).
-SCHEMA_VERSION = "1.2"
-SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2")
+# 1.3: the claims table (`privaudit.claims`), optional.
+SCHEMA_VERSION = "1.3"
+SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 RESULTS_FILENAME = "results.json"
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -678,6 +679,8 @@ class AuditResult:
     schema_version: str = SCHEMA_VERSION
     # several seeds (schema 1.2): per-seed values, means with intervals, paired comparisons
     repeats: dict[str, Any] = field(default_factory=dict)
+    # the papers' claims checked on this audit (schema 1.3): one free-form row per claim
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
@@ -736,6 +739,8 @@ class AuditResult:
         }
         if self.repeats:
             doc["repeats"] = _free(self.repeats, ("repeats",))
+        if self.claims:
+            doc["claims"] = [_free(row, ("claims", i)) for i, row in enumerate(self.claims)]
         validate_results(doc)
         return doc
 
@@ -761,6 +766,7 @@ class AuditResult:
             analyses=Analyses.from_dict(doc["analyses"]),
             flags=list(doc["flags"]),
             repeats=_unfree(doc.get("repeats", {})),
+            claims=[_unfree(row) for row in doc.get("claims", [])],
         )
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:

@@ -704,12 +704,56 @@ def seeds_table(result: AuditResult, metric: str | None) -> Table | None:
     )
 
 
+CLAIM_LEVELS = {"reproduced": "good", "contradicted": "bad", "inconclusive": "warn", "not run": "muted"}
+
+
+def claims_table(result: AuditResult) -> Table | None:
+    """The papers' claims checked on this audit (``result.claims``, `privaudit.claims`): the
+    paper's number and setting, the measured treatment − control with its interval over seeds,
+    and the verdict."""
+    if not result.claims:
+        return None
+    rows: list[list[str | Cell]] = []
+    for c in result.claims:
+        paper = " ".join(x for x in (str(c.get("paper_where", "")), str(c.get("paper_result", ""))) if x)
+        n_float = _num_or_nan(c.get("n"))
+        n = int(n_float) if math.isfinite(n_float) else 0
+        if c.get("verdict") == "not run":
+            measured = "—"
+        else:
+            low, high = _num_or_nan(c.get("ci_low")), _num_or_nan(c.get("ci_high"))
+            measured = f"{fmt_number(_num_or_nan(c.get('mean')))} [{fmt_number(low)}, {fmt_number(high)}] (n = {n})"
+        rows.append(
+            [
+                str(c.get("statement", c.get("claim", ""))),
+                paper or "—",
+                f"{c.get('treatment')} − {c.get('control')} on {c.get('metric')}",
+                measured,
+                fmt_number(_num_or_nan(c.get("p_holm"))) if "p_holm" in c else "—",
+                Cell(str(c.get("verdict_text", c.get("verdict", ""))), CLAIM_LEVELS.get(str(c.get("verdict")), "")),
+            ]
+        )
+    setting = next((str(c["setting"]) for c in result.claims if c.get("setting")), "")
+    return Table(
+        "Claims of the papers, checked on this audit",
+        "claims",
+        ["claim", "paper", "our comparison", "mean difference [95% t CI over seeds]", "p (sign-flip, Holm)", "verdict"],
+        rows,
+        f"Our setting: {setting}. Reproduced / contradicted only when the 95% interval over seeds excludes 0 "
+        "(for ≈: lies within / outside the margin); otherwise inconclusive, with the smallest difference this "
+        "many seeds could detect. The paper's numbers come from its own setting and are not comparable in size.",
+    )
+
+
 def result_tables(result: AuditResult) -> list[Table]:
     """Every table of the report: method tables, then timings (scenario and software come separately)."""
     tables = method_tables(result.methods, headline_utility_metric(result))
     seeds = seeds_table(result, headline_utility_metric(result))
     if seeds is not None:
         tables.insert(1, seeds)
+    claims = claims_table(result)
+    if claims is not None:
+        tables.insert(2 if seeds is not None else 1, claims)
     if result.timings:
         rows: list[list[str | Cell]] = [[k, f"{float(v):.1f}"] for k, v in result.timings.items()]
         rows.append([Cell("total", "muted"), Cell(f"{sum(float(v) for v in result.timings.values()):.1f}", "muted")])

@@ -317,6 +317,8 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
 
     if "repeats" in document and document.get("schema_version") in ("1.0", "1.1"):
         out.append(f"repeats: new in schema_version 1.2, but the document says {document.get('schema_version')}")
+    if "claims" in document and document.get("schema_version") in ("1.0", "1.1", "1.2"):
+        out.append(f"claims: new in schema_version 1.3, but the document says {document.get('schema_version')}")
     for i, method in enumerate(document.get("methods", [])):
         privacy = method.get("privacy", {})
         if "formal_epsilon_all" in privacy and document.get("schema_version") == "1.0":

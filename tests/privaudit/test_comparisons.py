@@ -69,3 +69,9 @@ def test_three_seed_tiny_audit_writes_per_seed_values_and_comparisons(tmp_path):
     assert row["differences"] == pytest.approx(expected) and row["significant"] is False
     page = write_report(result, tmp_path / "out").read_text()
     assert "Comparisons over 3 seeds (baseline fedpe)" in page and "not significant" in page
+    # the claims table: FedGC vs FedPE is the papers' TAR@FAR=1e-3, which the tiny test set (36 images)
+    # cannot support: "not run", saying so, never a verdict from another metric
+    claims = {row["claim"]: row for row in again.claims}
+    assert claims["fedgc>fedpe"]["verdict_text"] == "not run: no 'tar@far=0.001' for fedgc, fedpe"
+    assert claims["fedfr>fedavg:generic"]["verdict_text"] == "not run: variant(s) fedfr, fedfr-fedavg not in this audit"
+    assert "3 seeds" in claims["fedgc>fedpe"]["setting"] and "Claims of the papers, checked on this audit" in page

@@ -227,7 +227,7 @@ def test_the_simulated_probe_skips_the_dp_variant(audit):
 def test_results_json_1_2_round_trips_and_validates(audit):
     out, _, result = audit
     doc = json.loads((out / "results.json").read_text())
-    assert doc["schema_version"] == SCHEMA_VERSION == "1.2"
+    assert doc["schema_version"] == SCHEMA_VERSION == "1.3"
     validate_results(doc)
     assert doc["methods"][0]["privacy"]["formal_epsilon_all"]["rdp"] == result.methods[0].privacy.formal_epsilon_all["rdp"]
     assert doc["methods"][1]["privacy"]["formal_epsilon_all"] == {a: "inf" for a in ACCOUNTANTS}
@@ -266,8 +266,9 @@ def test_a_1_0_results_file_without_the_field_still_loads(audit, tmp_path):
         AuditResult.from_dict(doc)
 
 
-def test_methods_that_refuse_dp_sgd_say_so(audit):
-    out, scenario, _ = audit  # same output folder: φ0 and the data are cached
+def test_methods_that_refuse_dp_sgd_say_so_before_any_work(audit, tmp_path):
+    out, scenario, _ = audit
+    fresh = tmp_path / "refused"  # no cache to lean on: the refusal must come before φ0 trains
     cases = [
         (MethodSpec("fedfs", dp_sgd=DpSgdSpec(noise_multiplier=1.0)),
          r"variant 'fedfs\+dpsgd' \(fedfs with dp_sgd\) cannot be trained: fedfs does not support dp_sgd"),
@@ -280,7 +281,8 @@ def test_methods_that_refuse_dp_sgd_say_so(audit):
     ]
     for spec, message in cases:
         with pytest.raises(ValueError, match=message):
-            pa.run_audit(dataclasses.replace(scenario, methods=[spec]), progress=False)
+            pa.run_audit(dataclasses.replace(scenario, methods=[spec], out=str(fresh)), progress=False)
+        assert not fresh.exists()  # refused before any file was written
 
 
 # ---------------------------------------------------------------------------- verdicts, no run

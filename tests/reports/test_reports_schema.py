@@ -197,7 +197,7 @@ def test_helpers_of_the_dataclasses():
 
 def test_defaults_are_filled_and_valid():
     result = AuditResult()
-    assert result.schema_version == SCHEMA_VERSION == "1.2"
+    assert result.schema_version == SCHEMA_VERSION == "1.3"
     assert result.created.endswith("+00:00")
     assert result.software["python"] and "numpy" in result.software
     assert result.to_dict()["methods"] == []

@@ -29,7 +29,7 @@ def test_shipped_schema_is_valid_draft_2020_12():
     schema = load_results_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["properties"]["schema_version"]["enum"] == ["1.0", "1.1", "1.2"]
+    assert schema["properties"]["schema_version"]["enum"] == ["1.0", "1.1", "1.2", "1.3"]
 
 
 def test_sample_document_is_valid_for_both_validators(document):
@@ -49,7 +49,7 @@ def test_error_names_the_path_of_a_bad_delta(document):
 @pytest.mark.parametrize(("mutate", "expected"), [
     (lambda d: d.pop("methods"), "(root): missing required key 'methods'"),
     (lambda d: d.update(colour="red"), "colour: unknown key 'colour'"),
-    (lambda d: d.update(schema_version="2.0"), "schema_version: expected one of '1.0', '1.1', '1.2', got '2.0'"),
+    (lambda d: d.update(schema_version="2.0"), "schema_version: expected one of '1.0', '1.1', '1.2', '1.3', got '2.0'"),
     (lambda d: d["methods"][0]["utility"].update({"tar@far=1e-4": "x"}),
      "methods[0].utility[\"tar@far=1e-4\"]: expected number or one of 'inf', '-inf', 'nan', got 'x'"),
     (lambda d: d["methods"][7]["privacy"]["formal_epsilon"].update(rdp=-1.0),
