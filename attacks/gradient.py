@@ -735,7 +735,6 @@ class GradientProbeResult:
                 else None,
                 "rank1": None if self.rank1 is None else float(self.rank1.mean()),
                 "identity_recovered": self.identity_recovered,
-                "iterations_per_second": self.iterations / self.seconds if self.seconds > 0 else float("nan"),
             }
         )
         return out

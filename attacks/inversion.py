@@ -168,7 +168,7 @@ def save_decoder(
     losses: Sequence[float] = (),
 ) -> Path:
     """Write weights (and Adam state, for resuming) to a safetensors file with the config as metadata."""
-    from safetensors.torch import save_file
+    from federated_core.models.checkpoint import save_safetensors
 
     tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in decoder.state_dict().items()}
     if optimizer is not None:
@@ -180,19 +180,13 @@ def save_decoder(
                     tensors[f"adam/{names[id(p)]}/{key}"] = t.detach().cpu().contiguous().clone().reshape(t.shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(
-        tensors,
-        str(tmp),
-        metadata={
-            _FORMAT_KEY: DECODER_FORMAT,
-            _CONFIG_KEY: json.dumps(config.to_dict()),
-            _EPOCH_KEY: str(epoch),
-            _LOSSES_KEY: json.dumps([float(v) for v in losses]),
-        },
-    )
-    tmp.replace(path)
-    return path
+    metadata = {
+        _FORMAT_KEY: DECODER_FORMAT,
+        _CONFIG_KEY: json.dumps(config.to_dict()),
+        _EPOCH_KEY: str(epoch),
+        _LOSSES_KEY: json.dumps([float(v) for v in losses]),
+    }
+    return save_safetensors(tensors, path, metadata)  # sorted header: same inputs, same bytes
 
 
 def load_decoder(

@@ -236,7 +236,6 @@ class LoggedUpdateResult:
             "iterations": self.config["iterations"],
             "restarts": self.config["restarts"],
             "tv_weight": self.config["tv_weight"],
-            "iterations_per_second": self.iterations / self.seconds if self.seconds > 0 else float("nan"),
             **null,
         }
 

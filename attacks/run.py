@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +183,26 @@ class AttackReport:
     seconds: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # the evaluator's thresholds at fixed FARs
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary: scalars of every result, small arrays as lists."""
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """JSON-able summary: scalars of every result, small arrays as lists. With ``relative_to``
+        (the folder the file is written to): paths relative to it and no timings, so the file is
+        the same bytes wherever and however fast it ran (the timings go to `timings_dict`)."""
+        doc = self._summary_dict()
+        if relative_to is None:
+            return {**doc, "seconds": self.seconds}
+        doc["run_dir"] = os.path.relpath(self.run_dir, relative_to)
+        for key in ("inversion", "gradient_logged"):
+            for row in doc[key]:
+                if row.get("grid"):
+                    row["grid"] = os.path.relpath(row["grid"], relative_to)
+        return doc
+
+    def timings_dict(self) -> dict[str, float]:
+        """Seconds per attack step (kept apart from the results: they change run to run)."""
+        return dict(self.seconds)
+
+    def _summary_dict(self) -> dict[str, Any]:
+        """Every result's scalars, paths as recorded, no timings."""
         return {
             "run_dir": self.run_dir,
             "observer": self.observer,
@@ -218,7 +237,6 @@ class AttackReport:
             ],
             "notes": self.notes,
             "failures": self.failures,
-            "seconds": self.seconds,
         }
 
     def table(self) -> str:
@@ -460,7 +478,8 @@ def run_attacks(
             report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
     report.seconds["gradient"] = time.perf_counter() - t0
     if out is not None:
-        (out / "attacks.json").write_text(json.dumps(report.to_dict(), indent=2))
+        (out / "attacks.json").write_text(json.dumps(report.to_dict(relative_to=out), indent=2))
+        (out / "timings.json").write_text(json.dumps(report.timings_dict(), indent=2))
     return report
 
 

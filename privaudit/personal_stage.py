@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +325,6 @@ def personalised_utility(
     if saved is not None:
         return PersonalisedUtility(saved["values"], saved["model"], True, saved)
 
-    t0 = time.perf_counter()
     split = heldout.split()
     plan = model_plan(_load_matching_run_models(run_dir, len(split.clients)))
     outcome = _evaluate_plan(plan, _ProtocolRunner(split, scenario, progress), len(split.clients))
@@ -334,7 +332,7 @@ def personalised_utility(
         raise ValueError(
             f"method {spec.key!r}: no personalised metric is supported by every client ({outcome.dropped})"
         )
-    details = _stage_details(key, spec, plan, outcome, heldout, split, scenario, t0)
+    details = _stage_details(key, spec, plan, outcome, heldout, split, scenario)
     if cache is not None:  # without a manifest nothing is written: an unrecorded file would never be trusted
         cache.save_json("personal", key, path, details)
     return PersonalisedUtility(details["values"], plan.own_name, False, details)
@@ -414,9 +412,9 @@ def _stage_details(
     heldout: HeldOut,
     split: Any,
     scenario: Any,
-    t0: float,
 ) -> dict[str, Any]:
-    """The cache file's content: values, dropped metrics, held-out ranges, timing and every report."""
+    """The cache file's content: values, dropped metrics, held-out ranges and every report (no
+    timing: the pipeline records it in the results' ``timings``, so this file is reproducible)."""
     return {
         "key": key,
         "method": spec.key,
@@ -432,7 +430,6 @@ def _stage_details(
         },
         "fpir_rule": FPIR_RULE,
         "seed": scenario.seed,
-        "seconds": time.perf_counter() - t0,
         "reports": outcome.reports,
     }
 

@@ -553,7 +553,7 @@ def run_audit(
         results.append(run_one_seed(one, progress, force, use_cache))
     values = per_seed_values(results)
     main = results[0]
-    main.scenario = scenario.to_dict()
+    main.scenario = results_scenario(scenario)
     main.title = f"privaudit audit: {scenario.name} ({len(seeds)} seeds)"
     main.timings = {f"seed {s}: {k}": v for s, r in zip(seeds, results) for k, v in r.timings.items()}
     main.repeats = {
@@ -567,6 +567,12 @@ def run_audit(
     main.claims = _claims(scenario, values, len(seeds))
     save_results(main, scenario.out_dir)
     return main
+
+
+def results_scenario(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as recorded in results.json: everything but the output folder (the file lives
+    there; an absolute path inside it would change with every move and between two same-seed runs)."""
+    return {k: v for k, v in scenario.to_dict().items() if k != "out"}
 
 
 def _claims(scenario: Scenario, values: dict[str, dict[str, list[float]]], seeds: int) -> list[dict[str, Any]]:
@@ -646,7 +652,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     cache_flags += [f"cache: {p}" for p in cache.problems]
     result = AuditResult(
         methods=methods,
-        scenario=scenario.to_dict(),
+        scenario=results_scenario(scenario),
         flags=cache_flags,
         timings=timings,
         analyses=analyses,
