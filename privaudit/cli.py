@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"privaudit {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an internal error")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: $PRIVAUDIT_THREADS, else the cores this process may use)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -56,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from privaudit.threads import configure_threads
+
+        configure_threads(args.threads)
         return int(args.func(args) or 0)
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"privaudit {args.command}: error: {exc}", file=sys.stderr)

@@ -261,6 +261,18 @@ def utility_from_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], lis
     return final, per_round
 
 
+def utility_intervals_from_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The final round's 95% intervals over test identities (`identity_bootstrap`), keyed like the
+    utility metrics (``auroc``, ``tar@far=0.001``, ...); empty when the run recorded none."""
+    evaluations = metrics.get("evaluation", {})
+    if not evaluations:
+        return {}
+    boot = evaluations[str(max(int(k) for k in evaluations))].get("verification", {}).get("bootstrap")
+    if not boot:
+        return {}
+    return {**{k: v for k, v in boot.items() if k != "intervals"}, "intervals": dict(boot["intervals"])}
+
+
 def bytes_from_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     rounds = metrics.get("rounds", [])
     if not rounds:
@@ -489,6 +501,7 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
         + [f"attacks: {f}" for f in failures]
         + ctx["delta_flags"],
         fidelity=fidelity_of(spec, metrics),
+        utility_intervals=utility_intervals_from_metrics(metrics),
     )
     result.privacy.verdict = verdict_of(result).to_dict()
     _progress(ctx["progress"])(f"  {spec.key}: {ctx['cache'].summary(since) or 'nothing cached'}")

@@ -52,7 +52,7 @@ __all__ = [
 # 1.0 documents (which never have it) still load and round-trip unchanged.
 # 1.2: guarantees per scope with unit and status, ε per person, the verdict and its rule, audits'
 # unit / scope / deployed parameters, a method's flags and fidelity preset (all optional to read).
-# 1.3: the claims table (`privaudit.claims`), optional.
+# 1.3: the claims table (`privaudit.claims`) and a method's utility intervals over test identities, optional.
 SCHEMA_VERSION = "1.3"
 SUPPORTED_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 RESULTS_FILENAME = "results.json"
@@ -478,6 +478,9 @@ class MethodResult:
     params: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     fidelity: dict[str, Any] = field(default_factory=dict)
+    # 95% intervals of generic utility metrics over test identities (schema 1.3): metric -> [lo, hi],
+    # plus "unit", "replicates" (the identity cluster bootstrap of federated_core.evaluation.bootstrap)
+    utility_intervals: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -515,6 +518,11 @@ class MethodResult:
             "attacks": [a.to_dict() for a in self.attacks],
             **({"flags": _strings(self.flags, f"{w}.flags")} if self.flags else {}),
             **({"fidelity": _free(self.fidelity, ("fidelity",))} if self.fidelity else {}),
+            **(
+                {"utility_intervals": _free(self.utility_intervals, ("utility_intervals",))}
+                if self.utility_intervals
+                else {}
+            ),
         }
 
     @classmethod
@@ -536,6 +544,7 @@ class MethodResult:
             attacks=[AttackFinding.from_dict(a) for a in d["attacks"]],
             flags=list(d.get("flags", [])),
             fidelity=_unfree(d.get("fidelity", {})),
+            utility_intervals=_unfree(d.get("utility_intervals", {})),
         )
 
 

@@ -259,7 +259,7 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
     if not columns:
         return None
     rows: list[list[str | Cell]] = [
-        [m.name, *(fmt_number(d.get(c)) if c in d else "—" for c in columns)] for m, d in zip(methods, maps)
+        [m.name, *(_utility_cell(m, d, c, personalised) for c in columns)] for m, d in zip(methods, maps)
     ]
     if personalised:
         models = [str(m.params.get("personalised_model")) for m in methods if m.params.get("personalised_model")]
@@ -281,8 +281,20 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
         ["method"] + columns,
         rows,
         "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
-        "n/a = not supported at this number of pairs.",
+        "[low, high]: 95% interval over test identities (cluster bootstrap: identities resampled, not "
+        "pairs, which share identities). n/a = not supported at this number of pairs.",
     )
+
+
+def _utility_cell(m: MethodResult, values: dict[str, float], metric: str, personalised: bool) -> str:
+    """A utility number with its interval over test identities, where the run recorded one."""
+    if metric not in values:
+        return "—"
+    text = fmt_number(values.get(metric))
+    interval = None if personalised else m.utility_intervals.get("intervals", {}).get(metric)
+    if interval is not None and len(interval) == 2:
+        text += f" [{fmt_number(interval[0])}, {fmt_number(interval[1])}]"
+    return text
 
 
 ALL_UPLOADS = "all uploads (incl. backbone)"

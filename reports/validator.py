@@ -326,6 +326,11 @@ def semantic_errors(document: dict[str, Any]) -> list[str]:
                 f"{format_path(('methods', i, 'privacy', 'formal_epsilon_all'))}: new in schema_version "
                 "1.1, but the document says 1.0"
             )
+        if "utility_intervals" in method and document.get("schema_version") in ("1.0", "1.1", "1.2"):
+            out.append(
+                f"{format_path(('methods', i, 'utility_intervals'))}: new in schema_version 1.3, but the document says "
+                f"{document.get('schema_version')}"
+            )
         if document.get("schema_version") in ("1.0", "1.1"):
             new = [k for k in ("guarantees", "per_person", "verdict") if k in privacy]
             new += [k for k in ("flags", "fidelity") if k in method]

@@ -83,9 +83,12 @@ class EvaluationConfig:
     fpirs: tuple[float, ...] = (1e-1, 1e-2)
     enrolled_fraction: float = 0.5
     seed: int = 0
+    # replicates of the identity cluster bootstrap behind the verification intervals (0: none)
+    bootstrap: int = 200
 
     def __post_init__(self) -> None:
         _check_int("evaluation.genuine_pairs", self.genuine_pairs, 1)
+        _check_int("evaluation.bootstrap", self.bootstrap, 0)
         _check_int("evaluation.impostor_pairs", self.impostor_pairs, 1)
         for far in self.fars:
             _check_float("evaluation.fars[i]", far, 0.0, 1.0, low_open=True, high_open=True)

@@ -10,6 +10,7 @@ import privaudit as pa
 from privaudit.cli import main
 from privaudit.scenario import MethodSpec
 from reports.schema import load_results
+from reports.tables import fmt_number, result_tables
 from reports.validator import validate_results
 
 NOTEBOOK_METHODS = ("fedpe", "shared-centers", "privacyface")
@@ -104,6 +105,15 @@ def test_final_utility_is_rederived_from_the_saved_backbone(audit):
         fpr, tpr, _ = roc_curve(labels, scores)
         best_single_threshold = np.max((tpr * labels.sum() + (1 - fpr) * (~labels).sum()) / labels.size)
         assert m.utility["accuracy"] <= best_single_threshold + 1e-12, m.name
+        # its interval is over test identities (the independent unit), every one of them resampled
+        boot = m.utility_intervals
+        assert (boot["unit"], boot["identities"], boot["replicates"]) == ("test identity", 12, 200)
+        assert set(boot["intervals"]) == {"auroc"} | {k for k in m.utility if k.startswith("tar@far=")}
+    assert "Utility (generic protocol)" in {t.title for t in result_tables(result)}
+    (table,) = [t for t in result_tables(result) if t.anchor == "utility"]
+    auroc_column = table.headers.index("auroc")
+    low, high = result.methods[0].utility_intervals["intervals"]["auroc"]
+    assert str(table.rows[0][auroc_column]).endswith(f"[{fmt_number(low)}, {fmt_number(high)}]")
 
 
 def test_results_json_round_trips_and_validates(audit):
