@@ -64,7 +64,13 @@ FIGURE_CAPTIONS = {
     "frontier_attack": "Privacy-utility frontier: the k-NN identity attack's success on each method's most "
     "revealing observed kind (x; one attack family, so that rates with different chance levels are not mixed) "
     "versus utility (y). "
-    "Up and to the left is better.",
+    "Up and to the left is better. Bars: 95% intervals — over seeds where the audit ran several, else "
+    "utility over test identities (cluster bootstrap) and attack success over the attack's units.",
+    "frontier_attack_inversion": "Privacy-utility frontier for the embedding-inversion family: the success of "
+    "each method's strongest inversion of an observed kind (x) versus utility (y). Its own chance level: never "
+    "compare its x with the k-NN frontier's.",
+    "frontier_attack_gradient": "Privacy-utility frontier for the gradient-inversion family: the success of each "
+    "method's strongest inversion of an observed update (x) versus utility (y).",
     "frontier_epsilon": "Privacy-utility frontier: formal epsilon of the class information each method shares "
     "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
     "∞ = no guarantee, both at marked positions) versus utility (y); ε over the whole run, "
@@ -170,30 +176,82 @@ class FrontierPoint:
     y: float
     family: str = ""
     lower_bound: float = math.nan  # x = epsilon only: the largest empirical epsilon lower bound (NaN: none)
+    # 95% intervals (NaN: none): y over seeds where the audit ran several, else over test identities;
+    # x (attack success) over the attack's own units, or over seeds
+    x_low: float = math.nan
+    x_high: float = math.nan
+    y_low: float = math.nan
+    y_high: float = math.nan
 
 
 FRONTIER_ATTACK_FAMILY = "knn"
+FRONTIER_FAMILIES = ("knn", "inversion", "gradient")
+_FAMILY_AXIS = {
+    "knn": "k-NN identity attack: top-1 of the strongest observed kind",
+    "inversion": "embedding inversion: success of the strongest observed kind",
+    "gradient": "gradient inversion: success of the strongest observed update",
+}
 
 
-def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str | None = None) -> list[FrontierPoint]:
-    """Points of the frontier: ``x="attack"`` uses the success of each method's strongest k-NN
-    identity attack on an observed kind (`FRONTIER_ATTACK_FAMILY`),
+def _seed_summary(result: AuditResult, method: str, metric: str) -> tuple[float, float, float] | None:
+    """(mean, low, high) over seeds of ``metric`` for ``method`` (None: one seed, or not recorded)."""
+    row = result.repeats.get("summary", {}).get(method, {}).get(metric) if result.repeats else None
+    if not row or not all(isinstance(row.get(k), (int, float)) for k in ("mean", "ci_low", "ci_high")):
+        return None
+    values = float(row["mean"]), float(row["ci_low"]), float(row["ci_high"])
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def _utility_with_interval(result: AuditResult, m: MethodResult, metric: str) -> tuple[float, float, float]:
+    """y, its low and high: the mean and t interval over seeds, else the value and its interval
+    over test identities (`MethodResult.utility_intervals`), else no interval."""
+    seeds = _seed_summary(result, m.name, metric)
+    if seeds is not None:
+        return seeds
+    y = float(m.utility.get(metric, math.nan))
+    interval = m.utility_intervals.get("intervals", {}).get(metric) if m.utility_intervals else None
+    if interval is not None and len(interval) == 2:
+        return y, float(interval[0]), float(interval[1])
+    return y, math.nan, math.nan
+
+
+def _attack_with_interval(result: AuditResult, m: MethodResult, family: str) -> tuple[float, float, float]:
+    """x, its low and high for ``family``'s strongest observed attack: over seeds where recorded,
+    else the attack's own interval of its success metric."""
+    seeds = _seed_summary(result, m.name, f"attack:{family}")
+    if seeds is not None:
+        return seeds
+    finding = strongest_per_family(m).get(family)
+    if finding is None:
+        return math.nan, math.nan, math.nan
+    interval = finding.intervals.get(finding.success_metric or "")
+    low, high = (float(interval[0]), float(interval[1])) if interval is not None else (math.nan, math.nan)
+    return float(finding.success), low, high
+
+
+def frontier_points(
+    result: AuditResult, x: str = "attack", utility_metric: str | None = None, family: str = FRONTIER_ATTACK_FAMILY
+) -> list[FrontierPoint]:
+    """Points of the frontier: ``x="attack"`` uses the success of each method's strongest attack
+    of one ``family`` (default k-NN identity) on an observed kind, with its interval;
     ``x="epsilon"`` its tightest formal epsilon over the run (``inf`` for no guarantee, kept), with
     the largest positive empirical lower bound of its whole-run audits as ``lower_bound``
-    (per-release audits are left off this axis: their scope differs). Methods without a value on
-    either axis are left out."""
+    (per-release audits are left off this axis: their scope differs). y is the utility metric
+    with its interval (`_utility_with_interval`); with several seeds both axes are means over
+    seeds with t intervals. Methods without a value on either axis are left out."""
     if x not in ("attack", "epsilon"):
         raise ValueError(f"x must be 'attack' or 'epsilon', got {x!r}")
+    if family not in FRONTIER_FAMILIES:
+        raise ValueError(f"family must be one of {FRONTIER_FAMILIES}, got {family!r}")
     metric = utility_metric or headline_utility_metric(result)
     if metric is None:
         return []
     points = []
     for m in result.methods:
-        y = float(m.utility.get(metric, math.nan))
-        lower = math.nan
+        y, y_low, y_high = _utility_with_interval(result, m, metric)
+        lower = x_low = x_high = math.nan
         if x == "attack":  # one family only: rates of different families are never ranked (DESIGN §8)
-            knn = strongest_per_family(m).get(FRONTIER_ATTACK_FAMILY)
-            xv = math.nan if knn is None else float(knn.success)
+            xv, x_low, x_high = _attack_with_interval(result, m, family)
         else:
             tight = m.privacy.tightest()
             xv = math.nan if tight is None else tight[1]
@@ -205,7 +263,7 @@ def frontier_points(result: AuditResult, x: str = "attack", utility_metric: str 
                 lower = float(audit.epsilon_lower_bound)
         if math.isnan(y) or math.isnan(xv):
             continue
-        points.append(FrontierPoint(m.name, xv, y, method_family(m.name), lower))
+        points.append(FrontierPoint(m.name, xv, y, method_family(m.name), lower, x_low, x_high, y_low, y_high))
     return points
 
 
@@ -313,6 +371,7 @@ def _draw_frontier_points(
     (gid ``lower-bound:<label>``) joined to it by a dotted line."""
     for p, px, low in zip(points, positions, lows):
         color, marker = styles[p.label]
+        _error_bars(ax, p, px, color)
         ax.scatter(
             [px],
             [p.y],
@@ -337,6 +396,20 @@ def _draw_frontier_points(
                 zorder=3,
                 gid=f"lower-bound:{p.label}",
             )
+
+
+def _error_bars(ax: Any, p: FrontierPoint, px: float, color: str) -> None:
+    """The point's 95% intervals as error bars (gid ``interval:<label>``): y always where known, x
+    only on the linear attack axis (an ε has no sampling interval)."""
+    y_err = [[p.y - p.y_low], [p.y_high - p.y]] if math.isfinite(p.y_low) and math.isfinite(p.y_high) else None
+    x_err = None
+    if px == p.x and math.isfinite(p.x_low) and math.isfinite(p.x_high):
+        x_err = [[p.x - p.x_low], [p.x_high - p.x]]
+    if y_err is None and x_err is None:
+        return
+    bars = ax.errorbar([px], [p.y], xerr=x_err, yerr=y_err, fmt="none", ecolor=color, elinewidth=0.9, capsize=2.5)
+    for collection in bars.lines[2]:  # the bar lines (LineCollections), findable by gid
+        collection.set_gid(f"interval:{p.label}")
 
 
 def _lower_bound_legend(ax: Any) -> None:
@@ -742,17 +815,22 @@ def render_all_figures(
 
     metric = headline_utility_metric(result)
     if metric is not None:
-        for axis, label in (
-            ("attack", "k-NN identity attack: top-1 of the strongest observed kind"),
-            ("epsilon", "formal ε of the shared class information (tightest accountant, log)"),
-        ):
-            points = frontier_points(result, axis, metric)
+        series = [("frontier_attack", "attack", "knn", _FAMILY_AXIS["knn"])]
+        series += [(f"frontier_attack_{f}", "attack", f, _FAMILY_AXIS[f]) for f in FRONTIER_FAMILIES[1:]]
+        series.append(
+            (
+                "frontier_epsilon",
+                "epsilon",
+                "knn",
+                "formal ε of the shared class information (tightest accountant, log)",
+            )
+        )
+        for name, axis, family, label in series:
+            points = frontier_points(result, axis, metric, family)
             if points:
                 shown = {p.label for p in points}
                 omitted = [m.name for m in result.methods if m.name not in shown]
-                put(
-                    f"frontier_{axis}", frontier_figure(points, label, metric, log_x=axis == "epsilon", omitted=omitted)
-                )
+                put(name, frontier_figure(points, label, metric, log_x=axis == "epsilon", omitted=omitted))
     utilities = {m.name: m.utility for m in result.methods if m.utility}
     if utilities:
         put("utility", utility_figure(utilities))

@@ -238,3 +238,36 @@ def test_figure_captions_carry_the_analyses_notes():
     assert figure_caption("cos_p_phat", result) == FIGURE_CAPTIONS["cos_p_phat"] + " Here: first query on client:0's centers."
     assert figure_caption("occupancy", result) == FIGURE_CAPTIONS["occupancy"]
     assert figure_caption("occupancy") == FIGURE_CAPTIONS["occupancy"]
+
+
+def test_frontier_points_carry_their_intervals_and_one_figure_per_attack_family(tmp_path):
+    r = small_result()
+    r.methods[0].utility_intervals = {"unit": "test identity", "intervals": {"tar@far=1e-2": [0.42, 0.58]}}
+    knn = {p.label: p for p in F.frontier_points(r, "attack")}
+    # privacyface: the k-NN attack's own interval on its success metric; the utility's over identities
+    assert (knn["privacyface"].x_low, knn["privacyface"].x_high) == (0.1, 0.3)
+    assert (knn["privacyface"].y_low, knn["privacyface"].y_high) == (0.42, 0.58)
+    assert math.isnan(knn["fedgc"].x_low) and math.isnan(knn["fedgc"].y_low)  # none recorded: no bar
+    inversion = {p.label: (p.x, p.y) for p in F.frontier_points(r, "attack", family="inversion")}
+    assert inversion == {"fedgc": (0.6, 0.55)}  # only fedgc has an inversion finding
+    with pytest.raises(ValueError, match="family must be one of"):
+        F.frontier_points(r, "attack", family="membership")
+    fig = F.frontier_figure(list(knn.values()), "k-NN", "tar@far=1e-2")
+    bars = {c.get_gid() for c in fig.axes[0].collections if (c.get_gid() or "").startswith("interval:")}
+    assert bars == {"interval:privacyface"}
+    figures = F.render_all_figures(r, tmp_path / "figs", formats=("png",))
+    assert {"frontier_attack", "frontier_attack_inversion"} <= set(figures)
+    assert "frontier_attack_gradient" not in figures  # no gradient finding in this result
+
+
+def test_frontier_over_seeds_uses_means_and_t_intervals():
+    r = small_result()
+    r.repeats = {"summary": {
+        "privacyface": {"tar@far=1e-2": {"mean": 0.47, "ci_low": 0.40, "ci_high": 0.54, "n": 3},
+                        "attack:knn": {"mean": 0.25, "ci_low": 0.15, "ci_high": 0.35, "n": 3}},
+        "fedgc": {"tar@far=1e-2": {"mean": 0.5, "ci_low": math.nan, "ci_high": math.nan, "n": 1}}}}
+    points = {p.label: p for p in F.frontier_points(r, "attack")}
+    p = points["privacyface"]
+    assert (p.x, p.x_low, p.x_high, p.y, p.y_low, p.y_high) == (0.25, 0.15, 0.35, 0.47, 0.40, 0.54)
+    # a non-finite seed interval falls back to the single result's value and its own interval
+    assert (points["fedgc"].x, points["fedgc"].y) == (0.9, 0.55)
