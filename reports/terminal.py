@@ -33,6 +33,25 @@ def summary_text(result: AuditResult, width: int | None = None) -> str:
             wrapped = textwrap.wrap(text, width=max(20, width - pad - 2)) or ["—"]
             lines.append(f"  {label + ':':<{pad}}{wrapped[0]}")
             lines += [f"  {'':<{pad}}{more}" for more in wrapped[1:]]
+    lines += _claims_lines(result, width)
     flags = result.all_flags()
     lines += ["", f"{len(flags)} flag(s): see the report's Flags section" if flags else "no flags"]
     return "\n".join(lines)
+
+
+def _claims_lines(result: AuditResult, width: int) -> list[str]:
+    """The papers' claims checked on this audit: one line per claim with a verdict other than
+    "not run", then how many could not be run."""
+    if not result.claims:
+        return []
+    lines = ["", "Claims of the papers (95% interval over seeds):"]
+    not_run = 0
+    for row in result.claims:
+        if row.get("verdict") == "not run":
+            not_run += 1
+            continue
+        text = f"{row.get('statement', row.get('claim'))}: {row.get('verdict_text', row.get('verdict'))}"
+        lines += textwrap.wrap(text, width=width, initial_indent="  ", subsequent_indent="      ")
+    if not_run:
+        lines.append(f"  {not_run} claim(s) not run in this audit (the report says what each needs)")
+    return lines

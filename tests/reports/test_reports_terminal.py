@@ -26,3 +26,14 @@ def test_a_comparison_release_is_never_the_best_attack():
     m.attacks.append(AttackFinding("knn", "server", "dp_kmeans_centers", metrics={"top1_rate": 0.99},
                                    success_metric="top1_rate"))
     assert m.best_attack().target_kind == "class_centers"
+
+
+def test_claims_are_summarised_and_unrun_ones_counted():
+    from privaudit.claims import evaluate_claims
+
+    per_seed = {"fedgc": {"tar@far=0.001": [0.3, 0.35, 0.32]}, "fedpe": {"tar@far=0.001": [0.2, 0.22, 0.21]}}
+    result = small_result(claims=evaluate_claims(per_seed, "balanced", "setting"))
+    text = summary_text(result, width=100)
+    assert "  FedGC > FedPE on unseen-identity verification: reproduced" in text.splitlines()
+    not_run = sum(1 for row in result.claims if row["verdict"] == "not run")
+    assert f"  {not_run} claim(s) not run in this audit (the report says what each needs)" in text
