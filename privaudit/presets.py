@@ -1,14 +1,14 @@
-"""Scale presets of φ0 (`tiny` for tests, `demo` for the default job on 2 CPU cores, `paper` for a
-GPU): one source, the scenario presets (`privaudit.scenario.Scenario.preset`), so that
-`privaudit pretrain --scale demo` warms exactly the cache `privaudit audit` reads."""
+"""Scale presets of φ0 (`tiny` for tests, `demo` for the default job on 2 CPU cores, `bench` for
+the claims benchmark, `paper` for a GPU): one source, the scenario presets
+(`privaudit.scenario.Scenario.preset`), so that `privaudit pretrain --scale demo` warms exactly the
+cache `privaudit audit` reads."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from federated_core.pretrain import PretrainConfig
-
-SCALES = ("tiny", "demo", "paper")
+from privaudit.scenario import SCALES  # one source of the preset names (re-exported)
 
 
 def pretrain_config(

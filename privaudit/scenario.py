@@ -39,6 +39,7 @@ METHOD_NAMES = (
 )
 ACCOUNTANT_NAMES = ("basic", "advanced", "rdp", "prv")
 ATTACK_NAMES = ("knn", "inversion", "gradient")
+SCALES = ("tiny", "demo", "bench", "paper")
 
 
 def _positive_int(name: str, value: int, minimum: int = 1) -> None:
@@ -313,6 +314,28 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def bench_methods() -> list[MethodSpec]:
+    """Every variant the claims table compares (`privaudit.claims.CLAIMS`), labelled as it names them."""
+    fedfr_rows = {
+        "fedfr-fedavg": {"public_data": False, "contrastive": False, "dfc": False},  # FedFR Table 1, row 2
+        "fedfr-hn": {"public_data": True, "contrastive": False, "dfc": False},  # row 3
+        "fedfr-contrastive": {"public_data": True, "contrastive": True, "dfc": False},  # row 4
+    }
+    return [
+        MethodSpec("fedpe"),
+        MethodSpec("fedgc"),
+        MethodSpec("fedgc-cos"),
+        MethodSpec("fedfr"),
+        *(MethodSpec("fedfr", params=params, label=label) for label, params in fedfr_rows.items()),
+        MethodSpec("fedfs"),
+        MethodSpec("shared-centers"),
+        MethodSpec("privacyface"),
+        MethodSpec("privacyface-nonoise"),
+        MethodSpec("privacyface", params={"release": "none"}, label="privacyface-phi"),
+        MethodSpec("privacyface", params={"release": "random-control"}, label="privacyface-random"),
+    ]
+
+
 def default_methods() -> list[MethodSpec]:
     """Shared class centers vs sanitised clusters vs nothing shared, with the paper baselines."""
     return [
@@ -337,7 +360,7 @@ class Scenario:
     """One audit: data, federation, methods, privacy, attacks, scale, device, seed, output."""
 
     name: str = "demo"
-    scale: Literal["tiny", "demo", "paper"] = "demo"
+    scale: Literal["tiny", "demo", "bench", "paper"] = "demo"
     seed: int = 0
     device: str = "cpu"
     out: str = "out"
@@ -411,13 +434,41 @@ class Scenario:
 
     @classmethod
     def preset(cls, scale: str, **changes: Any) -> "Scenario":
-        if scale == "tiny":
-            return cls.tiny(**changes)
-        if scale == "demo":
-            return cls.demo(**changes)
-        if scale == "paper":
-            return cls.paper(**changes)
-        raise ValueError(f"scale must be one of tiny, demo, paper, got {scale!r}")
+        """The scenario of a scale preset (`SCALES`), with ``changes`` applied."""
+        builders = {"tiny": cls.tiny, "demo": cls.demo, "bench": cls.bench, "paper": cls.paper}
+        if scale not in builders:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        return builders[scale](**changes)
+
+    @classmethod
+    def bench(cls, **changes: Any) -> "Scenario":
+        """The claims benchmark on 2 CPU cores (docs/bench.md, docs/reproduction.md): synthetic faces at
+        difficulty 0, a weak φ0 (100 public identities) that federated training must improve, 20
+        clients × 10 identities, 30,000 impostor pairs so TAR@FAR=1e-3 means something, every
+        variant the claims table needs (`bench_methods`), the k-NN attack only, 3 seeds."""
+        base = cls(
+            name="bench",
+            scale="bench",
+            data=DataSpec(difficulty=0.0),
+            pretrain=PretrainSpec(identities=100, images_per_identity=16, epochs=10, embedding_dim=128),
+            federation=FederationSpec(
+                num_clients=20,
+                identities_per_client=10,
+                images_per_identity=12,
+                test_identities=200,
+                test_images_per_identity=6,
+                rounds=20,
+                local_epochs=2,
+                lr=0.05,
+                genuine_pairs=3000,
+                impostor_pairs=30000,
+            ),
+            methods=bench_methods(),
+            privacy=PrivacySpec(threshold_fraction=0.5, audit_trials=2000),
+            attacks=AttackSpec(run=["knn"]),
+            repeats=3,
+        )
+        return replace(base, **changes)
 
     @classmethod
     def paper(cls, **changes: Any) -> "Scenario":
@@ -457,8 +508,8 @@ class Scenario:
         deep-merges onto it (a partial ``[federation]`` table changes only the keys it names)."""
         data = dict(data)
         if "scale" in data:
-            if data["scale"] not in ("tiny", "demo", "paper"):
-                raise ValueError(f"scale must be one of tiny, demo, paper, got {data['scale']!r}")
+            if data["scale"] not in SCALES:
+                raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {data['scale']!r}")
             data = deep_merge(cls.preset(data["scale"]).to_dict(), data)
         return from_dict(cls, data)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from privaudit.commands._common import resolve_device
+from privaudit.scenario import SCALES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             )
         p.add_argument(
             "--scale",
-            choices=("tiny", "demo", "paper"),
+            choices=SCALES,
             default=None,
             help="preset to start from (default: the file's, else demo)",
         )

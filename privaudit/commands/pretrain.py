@@ -8,11 +8,12 @@ import json
 import time
 
 from privaudit.commands._common import add_run_arguments, resolve_device
+from privaudit.scenario import SCALES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="train φ0 centrally on public identities and evaluate it")
-    p.add_argument("--scale", choices=("tiny", "demo", "paper"), default="demo", help="preset (default: demo)")
+    p.add_argument("--scale", choices=SCALES, default="demo", help="preset (default: demo)")
     p.add_argument("--identities", type=int, default=None, help="number of training identities (overrides the preset)")
     p.add_argument("--difficulty", type=float, default=None, help="synthetic-face difficulty in [0, 1]")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
