@@ -116,3 +116,15 @@ def test_claims_round_trip_in_schema_1_3_and_render():
     old = dict(doc, schema_version="1.2")
     with pytest.raises(ValueError, match=r"claims: new in schema_version 1\.3, but the document says 1\.2"):
         validate_results(old)
+
+
+def test_the_bench_preset_runs_every_variant_its_claims_compare():
+    import privaudit as pa
+
+    bench = pa.Scenario.preset("bench")
+    keys = {m.key for m in bench.methods}
+    runnable = [c for c in CLAIMS if c.partition in (None, bench.federation.partition)]
+    missing = {v for c in runnable for v in (c.treatment, c.control) if v not in keys}
+    assert missing == set()  # every claim of the balanced setting can be checked on the bench
+    assert {c.key for c in CLAIMS if c not in runnable} == {"fedfs>finetune", "fedface>fedavg:one-identity"}
+    assert bench.seed_list() == [0, 1, 2] and bench.federation.impostor_pairs == 30000
