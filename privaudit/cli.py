@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "privaudit.commands.attack",
     "privaudit.commands.report",
     "privaudit.commands.clean",
+    "privaudit.commands.data",
 )
 
 
