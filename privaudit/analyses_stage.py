@@ -32,7 +32,7 @@ OCCUPANCY_POINTS = 60
 ROUND_GRID = (1, 2, 3, 5, 10, 20, 50, 100, 200)
 FIG4_RHOS = (0.9, 1.1, 1.3, 1.5)
 FIG4_EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0)
-DRAWS = {"tiny": 50, "demo": 300, "paper": 1000}
+DRAWS = {"tiny": 50, "demo": 300, "bench": 300, "paper": 1000}
 CENTER_SOURCES = ("privacyface", "privacyface-nonoise", "noisy-centers", "privacyface-e2e", "shared-centers", "fedpe")
 
 

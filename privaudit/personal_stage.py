@@ -47,13 +47,13 @@ from privaudit.code_version import fingerprint
 
 STAGE_VERSION = 1
 CACHE_NAME = "personalised.json"
-HELDOUT_PER_IDENTITY = {"tiny": 3, "demo": 4, "paper": 10}
+HELDOUT_PER_IDENTITY = {"tiny": 3, "demo": 4, "bench": 4, "paper": 10}
 FPIR_RULE = "nist"
 MAX_IMPOSTOR_PAIRS = 1_000_000
 
 
 def heldout_images_per_identity(scenario: Any) -> int:
-    """Default held-out images per identity for the scenario's scale (tiny 3, demo 4, paper 10)."""
+    """Default held-out images per identity for the scenario's scale (tiny 3, demo and bench 4, paper 10)."""
     if scenario.scale not in HELDOUT_PER_IDENTITY:
         raise ValueError(f"scenario.scale must be one of {sorted(HELDOUT_PER_IDENTITY)}, got {scenario.scale!r}")
     return HELDOUT_PER_IDENTITY[scenario.scale]

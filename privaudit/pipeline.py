@@ -623,6 +623,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     counts = unit_counts(data)
     delta_flags = check_delta_against_units(scenario, counts)
     check_method_params(scenario)
+    heldout_per = heldout_images_per_identity(scenario)  # a scale without one is refused here, before φ0
     timings["data"] = time.perf_counter() - t
     cache = StageCache(out, force=force, enabled=use_cache)  # checks --force names before any file is written
     out.mkdir(parents=True, exist_ok=True)
@@ -642,7 +643,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
         "phi0": str(phi0.path),
         "progress": progress,
         "counts": counts,
-        "heldout": HeldOut(data, heldout_images_per_identity(scenario)),
+        "heldout": HeldOut(data, heldout_per),
         "delta_flags": delta_flags,
         "probed": False,
         "cache": cache,

@@ -128,3 +128,13 @@ def test_the_bench_preset_runs_every_variant_its_claims_compare():
     assert missing == set()  # every claim of the balanced setting can be checked on the bench
     assert {c.key for c in CLAIMS if c not in runnable} == {"fedfs>finetune", "fedface>fedavg:one-identity"}
     assert bench.seed_list() == [0, 1, 2] and bench.federation.impostor_pairs == 30000
+
+
+def test_every_scale_preset_has_its_per_scale_settings():
+    import privaudit as pa
+    from privaudit.analyses_stage import DRAWS
+    from privaudit.personal_stage import HELDOUT_PER_IDENTITY, heldout_images_per_identity
+    from privaudit.scenario import SCALES
+
+    assert set(HELDOUT_PER_IDENTITY) == set(DRAWS) == set(SCALES)
+    assert [heldout_images_per_identity(pa.Scenario.preset(s)) for s in SCALES] == [3, 4, 4, 10]
