@@ -85,6 +85,48 @@ def pretrain_config_for(scenario: Scenario) -> Any:
     )
 
 
+def imported_phi0_info(scenario: Scenario) -> dict[str, Any] | None:
+    """The user's backbone weights (``[model]``), loaded once to check them: architecture name,
+    embedding size, file name and SHA-256 (None: φ0 is pre-trained). A file that does not fit the
+    architecture, or an ``embedding_dim`` that contradicts it, is a ValueError naming the file."""
+    from federated_core.models.weights import load_pretrained_backbone
+
+    m = scenario.model
+    if m.weights is None:
+        return None
+    assert m.backbone is not None  # ModelSpec refuses weights without a backbone
+    try:
+        _, info = load_pretrained_backbone(
+            m.backbone, m.weights, embedding_dim=m.embedding_dim, resolution=scenario.data.resolution
+        )
+    except ValueError as exc:
+        raise ValueError(f"model.weights: {exc}") from exc
+    return {
+        "name": info["name"],
+        "embedding_dim": int(info["embedding_dim"]),
+        "sha256": info["weights_sha256"],
+        "file": Path(m.weights).name,
+    }
+
+
+def import_phi0(scenario: Scenario, imported: dict[str, Any], cache_dir: Path) -> Path:
+    """The user's weights as a privaudit φ0 checkpoint under ``cache_dir`` (rewritten each run:
+    importing is cheap and byte-reproducible, so no cached copy is ever trusted)."""
+    from federated_core.models.weights import import_as_checkpoint
+
+    m = scenario.model
+    assert m.weights is not None and m.backbone is not None
+    folder = cache_dir / f"phi0-imported-{imported['sha256'][:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return import_as_checkpoint(
+        m.backbone,
+        m.weights,
+        folder / "phi0.safetensors",
+        embedding_dim=m.embedding_dim,
+        resolution=scenario.data.resolution,
+    )
+
+
 def federated_scale_for(scenario: Scenario) -> Any:
     from federated_core.scales import FederatedScale
 
@@ -170,6 +212,7 @@ def train_method(
     run_dir: Path,
     progress: bool,
     cache: Any,
+    phi0_fingerprint: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Train one variant into ``run_dir`` (reused when its files are recorded in the manifest with
     the same key and bytes; resumed when interrupted). Returns the run's metrics and its key."""
@@ -197,7 +240,8 @@ def train_method(
         resolution=pcfg.resolution,
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
-    key = run_key(config, data, pcfg.fingerprint())
+    phi0_fingerprint = phi0_fingerprint or pcfg.fingerprint()
+    key = run_key(config, data, phi0_fingerprint)
     stamp = run_dir / "audit_stage.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if (
@@ -218,7 +262,7 @@ def train_method(
                 "command": "privaudit audit",
                 "scale": scale.name,
                 "federated": {**config.to_dict(), "initial_backbone": None},
-                "phi0": {"fingerprint": pcfg.fingerprint()},
+                "phi0": {"fingerprint": phi0_fingerprint},
                 "pretrain": pcfg.to_dict(),
             },
             indent=2,
@@ -453,7 +497,7 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
     since = len(ctx["cache"].events)
     t = time.perf_counter()
     metrics, key = train_method(
-        spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"], ctx["cache"]
+        spec, scenario, data, scale, ctx["phi0"], ctx["pcfg"], run_dir, ctx["progress"], ctx["cache"], ctx["phi0_key"]
     )
     ctx["run_keys"][spec.key] = key
     timings[f"train:{spec.key}"] = time.perf_counter() - t
@@ -624,23 +668,34 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     delta_flags = check_delta_against_units(scenario, counts)
     check_method_params(scenario)
     heldout_per = heldout_images_per_identity(scenario)  # a scale without one is refused here, before φ0
+    imported = imported_phi0_info(scenario)  # the user's weights, checked before any file is written
+    if imported is not None:
+        pcfg = dataclasses.replace(pcfg, backbone=imported["name"], embedding_dim=imported["embedding_dim"])
     timings["data"] = time.perf_counter() - t
     cache = StageCache(out, force=force, enabled=use_cache)  # checks --force names before any file is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
 
     t = time.perf_counter()
-    say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
-    if not cache.uses("phi0"):
-        shutil.rmtree(out / "cache" / f"phi0-{pcfg.fingerprint()}", ignore_errors=True)
-    phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
-    say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
+    phi0_problems: list[str] = []
+    phi0_path: Path | None
+    if imported is not None:
+        say(f"stage 2/8: φ0 = your {imported['name']} weights {imported['file']} (sha256 {imported['sha256'][:12]})")
+        phi0_path, phi0_key = import_phi0(scenario, imported, out / "cache"), f"imported-{imported['sha256']}"
+    else:
+        say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
+        if not cache.uses("phi0"):
+            shutil.rmtree(out / "cache" / f"phi0-{pcfg.fingerprint()}", ignore_errors=True)
+        phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
+        say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
+        phi0_path, phi0_key, phi0_problems = phi0.path, pcfg.fingerprint(), phi0.cache_problems
     timings["phi0"] = time.perf_counter() - t
     ctx = {
         "data": data,
         "scale": scale,
         "pcfg": pcfg,
-        "phi0": str(phi0.path),
+        "phi0": str(phi0_path),
+        "phi0_key": phi0_key,
         "progress": progress,
         "counts": counts,
         "heldout": HeldOut(data, heldout_per),
@@ -662,7 +717,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
         scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache, ctx["run_keys"]
     )
     timings["analyses"] = time.perf_counter() - t
-    cache_flags = [f"cache: φ0 failed its checksum and was retrained: {p}" for p in phi0.cache_problems]
+    cache_flags = [f"cache: φ0 failed its checksum and was retrained: {p}" for p in phi0_problems]
     cache_flags += [f"cache: {p}" for p in cache.problems]
     result = AuditResult(
         methods=methods,

@@ -83,6 +83,35 @@ class PretrainSpec:
 
 
 @dataclass
+class ModelSpec:
+    """Your own pre-trained backbone as φ0 instead of pre-training one (`federated_core.models.weights`):
+    ``backbone`` names the architecture of ``weights`` (a ``.safetensors`` file or a PyTorch state dict,
+    read with ``weights_only=True``); ``embedding_dim``, when given, must match the weights. The images
+    are resized to ``data.resolution`` for it. Without ``weights`` φ0 is pre-trained as ``[pretrain]`` says."""
+
+    backbone: str | None = None
+    weights: str | None = None
+    embedding_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        from federated_core.models.weights import BACKBONE_NAMES
+
+        if self.weights is not None and self.backbone is None:
+            raise ValueError(
+                f"model.weights ({self.weights!r}) needs model.backbone: one of {', '.join(BACKBONE_NAMES)}"
+            )
+        if self.backbone is not None and self.backbone not in BACKBONE_NAMES:
+            raise ValueError(f"model.backbone must be one of {', '.join(BACKBONE_NAMES)}, got {self.backbone!r}")
+        if self.backbone is not None and self.weights is None:
+            raise ValueError(
+                f"model.backbone ({self.backbone!r}) is only used with model.weights; to pre-train that "
+                "architecture set pretrain.backbone"
+            )
+        if self.embedding_dim is not None:
+            _positive_int("model.embedding_dim", self.embedding_dim, 2)
+
+
+@dataclass
 class FederationSpec:
     """Clients, their identities and images, the unseen test identities, and local training."""
 
@@ -366,6 +395,7 @@ class Scenario:
     out: str = "out"
     data: DataSpec = field(default_factory=DataSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
     federation: FederationSpec = field(default_factory=FederationSpec)
     methods: list[MethodSpec] = field(default_factory=default_methods)
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
