@@ -582,19 +582,34 @@ def _method_flags(metrics: dict[str, Any]) -> list[str]:
 
 
 def run_audit(
-    scenario: Scenario | None = None, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True
+    scenario: Scenario | None = None,
+    progress: bool = True,
+    force: tuple[str, ...] = (),
+    use_cache: bool = True,
+    report: bool = True,
 ) -> Any:
     """Run the audit of ``scenario`` (default: `Scenario.demo()`) once per seed of
     `Scenario.seed_list`. With one seed, see `run_one_seed`. With several, each seed's audit goes
     to ``OUT/seeds/seed-<s>/`` and ``OUT/results.json`` is the first seed's result with a
     ``repeats`` block: per-seed values, means with t intervals over seeds, and paired comparisons
-    with ``compare_to`` (`privaudit.comparisons`)."""
+    with ``compare_to`` (`privaudit.comparisons`). Then, as ``privaudit audit`` does, it writes
+    ``OUT/report.html``, ``OUT/report.md`` and ``OUT/figures/`` (``report=False``: results only)."""
+    scenario = scenario or Scenario.demo()
+    result = _audit_all_seeds(scenario, progress, force, use_cache)
+    if report:
+        from reports.html import write_report
+
+        write_report(result, scenario.out_dir)
+    return result
+
+
+def _audit_all_seeds(scenario: Scenario, progress: bool, force: tuple[str, ...], use_cache: bool) -> Any:
+    """Every seed's audit, the repeats block over seeds and the claims; results.json saved."""
     import dataclasses
 
     from privaudit.comparisons import paired_comparisons, per_seed_values, summarise
     from reports.schema import save_results
 
-    scenario = scenario or Scenario.demo()
     seeds = scenario.seed_list()
     if len(seeds) == 1:
         result = run_one_seed(dataclasses.replace(scenario, seed=seeds[0]), progress, force, use_cache)

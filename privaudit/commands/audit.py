@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="recompute this stage even when cached (repeatable): phi0, train, personal, audit, attacks, analyses",
         )
         p.add_argument("--no-cache", action="store_true", help="recompute every stage (the caches are rewritten)")
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the merged scenario, what is cached and what will run, time and disk estimates; write nothing",
+        )
         p.set_defaults(func=run)
 
 
@@ -81,14 +86,18 @@ def build_scenario(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from privaudit.pipeline import run_audit
-    from reports.html import write_report
     from reports.terminal import summary_text
 
     scenario = build_scenario(args)
     resolve_device(scenario.device)
+    if args.dry_run:
+        from privaudit.dry_run import plan_audit
+
+        print(plan_audit(scenario, tuple(args.force), use_cache=not args.no_cache).text())
+        return 0
     started = time.perf_counter()
     result = run_audit(scenario, progress=not args.quiet, force=tuple(args.force), use_cache=not args.no_cache)
-    report = write_report(result, scenario.out_dir)
+    report = scenario.out_dir / "report.html"  # written by run_audit, as from Python
     seconds = time.perf_counter() - started
     print(summary_text(result))
     print(f"\nreport: {report}  (results: {scenario.out_dir / 'results.json'}; {seconds:.0f} s)")

@@ -120,6 +120,8 @@ def test_results_json_round_trips_and_validates(audit):
     out, result = audit
     path = out / "results.json"
     validate_results(json.loads(path.read_text()))
+    # from Python as from the CLI: the report is written next to the results
+    assert (out / "report.html").read_text().count("<h2") > 3 and (out / "report.md").is_file()
     again = load_results(path)
     assert again.to_dict() == result.to_dict()
 
