@@ -81,21 +81,28 @@ def _stage_status(
     return "will run"
 
 
-def _backbone_parameters(scenario: Scenario) -> int:
-    """Parameters of the backbone the federation trains (built once on the meta device)."""
+def run_disk_bytes(backbone: str, embedding_dim: int, resolution: int, rounds: int, participants: int) -> int:
+    """Bytes one federated run writes, dominated by its wire log: every round each participant's
+    upload and one stored broadcast, plus checkpoints and states (4 backbones); the backbone is
+    built once on the meta device to count its parameters."""
     import torch
 
     from federated_core.models import build_backbone
 
-    name = scenario.pretrain.backbone
-    dim = scenario.pretrain.embedding_dim
+    with torch.device("meta"):
+        model = build_backbone(backbone, embedding_dim=embedding_dim, resolution=resolution)
+    backbone_bytes = sum(p.numel() for p in model.parameters()) * BYTES_PER_FLOAT
+    return backbone_bytes * (rounds * (participants + 1) + 4)
+
+
+def _backbone_of(scenario: Scenario) -> tuple[str, int]:
+    """The architecture and embedding size the federation trains (your weights' where given)."""
+    name, dim = scenario.pretrain.backbone, scenario.pretrain.embedding_dim
     if scenario.model.weights is not None and scenario.model.backbone is not None:
         from federated_core.models.weights import resolve_backbone_name
 
         name, dim = resolve_backbone_name(scenario.model.backbone), scenario.model.embedding_dim or dim
-    with torch.device("meta"):
-        model = build_backbone(name, embedding_dim=dim, resolution=scenario.data.resolution)
-    return sum(p.numel() for p in model.parameters())
+    return name, dim
 
 
 def plan_audit(scenario: Scenario, force: tuple[str, ...] = (), use_cache: bool = True) -> DryRunPlan:
@@ -127,11 +134,8 @@ def plan_audit(scenario: Scenario, force: tuple[str, ...] = (), use_cache: bool 
         plan.seconds = per_method * len(scenario.methods) * len(seeds)
     f = scenario.federation
     participants = max(1, math.ceil(f.participation * f.num_clients))
-    backbone_bytes = _backbone_parameters(scenario) * BYTES_PER_FLOAT
-    per_run = backbone_bytes * (f.rounds * (participants + 1) + 4)  # uploads + one stored broadcast a round
+    per_run = run_disk_bytes(*_backbone_of(scenario), scenario.data.resolution, f.rounds, participants)
     plan.disk_bytes = per_run * len(scenario.methods) * len(seeds)
     plan.notes.append("δ is checked against the privacy units of the rendered data when the audit starts")
-    plan.notes.append(
-        f"wire log per run ≈ {f.rounds} rounds × ({participants} uploads + 1 broadcast) of {backbone_bytes / 2**20:.2f} MiB"
-    )
+    plan.notes.append(f"one run writes ≈ {per_run / 2**20:.0f} MiB ({f.rounds} rounds × {participants} uploads)")
     return plan

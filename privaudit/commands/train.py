@@ -69,6 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="φ0 cache (default: <out>/../cache)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run's config, φ0's cache state and a disk estimate; write nothing",
+    )
     add_run_arguments(p, default_out="out/train")
     p.set_defaults(func=run)
 
@@ -105,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     )
     pcfg = pretrain_config(args.scale, seed=args.seed)
     out: Path = args.out
+    if args.dry_run:
+        return _dry_run(args, scale, pcfg, device)
     started = time.perf_counter()
     data = build_federated_data(scale, pcfg.data, seed=args.seed)
     data.data_spec["public"] = {
@@ -163,6 +170,49 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - started
     _print_summary(result.metrics, phi0, out, seconds, as_json=args.json)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, scale: Any, pcfg: Any, device: str) -> int:
+    """`--dry-run`: the engine config (the method built, so bad hyper-parameters exit 2), whether
+    φ0 is cached, what ``--out`` holds, and a disk estimate; nothing is written."""
+    import math
+
+    from federated_core.methods import get_method
+    from federated_core.scales import federated_config
+    from privaudit.dry_run import run_disk_bytes
+
+    config = federated_config(
+        scale,
+        args.method,
+        seed=args.seed,
+        method_params=dict(args.param),
+        participation=args.participation,
+        eval_every=args.eval_every,
+        dp_sgd=_dp_config(args),
+        device=device,
+        progress=False,
+        backbone=pcfg.backbone,
+        embedding_dim=pcfg.embedding_dim,
+        resolution=pcfg.resolution,
+    )
+    get_method(config.method, **config.method_params)
+    cache = args.cache_dir if args.cache_dir is not None else args.out.resolve().parent / "cache"
+    phi0 = (
+        "none (--from-scratch)"
+        if args.from_scratch
+        else (
+            f"cached in {cache / ('phi0-' + pcfg.fingerprint())} (checksums verified when used)"
+            if (cache / f"phi0-{pcfg.fingerprint()}").is_dir()
+            else "will be pre-trained"
+        )
+    )
+    held = "a finished run (it will be replaced)" if (args.out / "metrics.json").is_file() else "nothing yet"
+    participants = max(1, math.ceil((config.participation or 1.0) * scale.num_clients))
+    disk = run_disk_bytes(pcfg.backbone, pcfg.embedding_dim, pcfg.resolution, scale.rounds, participants)
+    print("privaudit train --dry-run: nothing was written")
+    print(json.dumps(config.to_dict(), indent=2, default=str))
+    print(f"φ0: {phi0}\n--out {args.out}: {held}\nestimated disk: about {disk / 2**20:.0f} MiB")
     return 0
 
 

@@ -46,3 +46,21 @@ def test_the_pre_flight_refusals_still_exit_2(tmp_path, capsys):
     scenario_file.write_text('scale = "tiny"\n[[methods]]\nname = "fedgc"\nparams = {lam = -1}\n')
     assert main(["audit", str(scenario_file), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
     assert "variant 'fedgc'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_train_dry_run_builds_the_method_and_writes_nothing(tmp_path, capsys):
+    from privaudit.dry_run import run_disk_bytes
+
+    out = tmp_path / "train"
+    assert main(["train", "--method", "fedgc", "--scale", "tiny", "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    assert '"method": "fedgc"' in text and "φ0: will be pre-trained" in text
+    from federated_core.scales import federated_scale
+
+    scale = federated_scale("tiny")
+    expected = run_disk_bytes("tiny", 32, 32, scale.rounds, scale.num_clients)
+    assert f"estimated disk: about {expected / 2**20:.0f} MiB" in text
+    assert main(["train", "--method", "fedgc", "--scale", "tiny", "--out", str(out), "--dry-run",
+                 "--param", "lam=-1"]) == 2
+    assert "lam (λ) must be a finite number >= 0" in capsys.readouterr().err and not out.exists()
