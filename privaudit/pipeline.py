@@ -654,6 +654,27 @@ def _claims(scenario: Scenario, values: dict[str, dict[str, list[float]]], seeds
     return evaluate_claims(values, scenario.federation.partition, setting_of(scenario.to_dict(), seeds))
 
 
+def _phi0_stage(
+    scenario: Scenario, pcfg: Any, imported: dict[str, Any] | None, cache: Any, progress: bool
+) -> tuple[Path | None, str, list[str]]:
+    """Stage 2: φ0 imported from ``[model]`` weights, else pre-trained (or its verified cache).
+    Returns its checkpoint path, the key it enters the run keys with, and cache problems (flags)."""
+    import shutil
+
+    from federated_core.pretrain import pretrain
+
+    say, out = _progress(progress), scenario.out_dir
+    if imported is not None:
+        say(f"stage 2/8: φ0 = your {imported['name']} weights {imported['file']} (sha256 {imported['sha256'][:12]})")
+        return import_phi0(scenario, imported, out / "cache"), f"imported-{imported['sha256']}", []
+    say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
+    if not cache.uses("phi0"):
+        shutil.rmtree(out / "cache" / f"phi0-{pcfg.fingerprint()}", ignore_errors=True)
+    phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
+    say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
+    return phi0.path, pcfg.fingerprint(), phi0.cache_problems
+
+
 def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True) -> Any:
     """Run every stage of the audit described by ``scenario`` for its one seed.
 
@@ -661,9 +682,6 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     every method built): a refused scenario raises ValueError and leaves no files behind. Stages
     reuse what the output folder's manifest records with the same key and bytes
     (`privaudit.cache`); ``force`` names stages to recompute, ``use_cache=False`` recomputes all."""
-    import shutil
-
-    from federated_core.pretrain import pretrain
     from federated_core.scales import build_federated_data
     from privaudit.analyses_stage import audit_analyses
     from privaudit.cache import StageCache
@@ -692,18 +710,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
 
     t = time.perf_counter()
-    phi0_problems: list[str] = []
-    phi0_path: Path | None
-    if imported is not None:
-        say(f"stage 2/8: φ0 = your {imported['name']} weights {imported['file']} (sha256 {imported['sha256'][:12]})")
-        phi0_path, phi0_key = import_phi0(scenario, imported, out / "cache"), f"imported-{imported['sha256']}"
-    else:
-        say(f"stage 2/8: φ0 on {pcfg.train_identities[1]} public identities")
-        if not cache.uses("phi0"):
-            shutil.rmtree(out / "cache" / f"phi0-{pcfg.fingerprint()}", ignore_errors=True)
-        phi0 = pretrain(pcfg, cache_dir=out / "cache", device=scenario.device, progress=progress)
-        say(f"  φ0 {'from the cache (checksums verified)' if phi0.cached else 'trained'}")
-        phi0_path, phi0_key, phi0_problems = phi0.path, pcfg.fingerprint(), phi0.cache_problems
+    phi0_path, phi0_key, phi0_problems = _phi0_stage(scenario, pcfg, imported, cache, progress)
     timings["phi0"] = time.perf_counter() - t
     ctx = {
         "data": data,
