@@ -473,7 +473,7 @@ class Scenario:
     @classmethod
     def bench(cls, **changes: Any) -> "Scenario":
         """The claims benchmark on 2 CPU cores (docs/bench.md, docs/reproduction.md): synthetic faces at
-        difficulty 0, a weak φ0 (100 public identities) that federated training must improve, 20
+        difficulty 0, a weak φ0 (100 public identities) that federated training must improve, 10
         clients × 10 identities, 10 rounds, 30,000 impostor pairs so TAR@FAR=1e-3 means something, every
         variant the claims table needs (`bench_methods`), the k-NN attack only, 3 seeds."""
         base = cls(
@@ -482,12 +482,12 @@ class Scenario:
             data=DataSpec(difficulty=0.0),
             pretrain=PretrainSpec(identities=100, images_per_identity=16, epochs=10, embedding_dim=128),
             federation=FederationSpec(
-                num_clients=20,
+                num_clients=10,  # 20 clients: ~50 min per seed of the 13 variants on 2 cores (docs/bench.md)
                 identities_per_client=10,
                 images_per_identity=12,
                 test_identities=200,
                 test_images_per_identity=6,
-                rounds=10,  # 20 rounds lift TAR@1e-3 further but cost 2 h for 3 seeds (docs/bench.md)
+                rounds=10,  # 20 rounds lift TAR@1e-3 further, at twice the cost
                 local_epochs=2,
                 lr=0.05,
                 genuine_pairs=3000,
