@@ -168,6 +168,9 @@ def dplc_audits(
     kind = AUDITED.get(method)
     if kind is None:
         return [], []
+    if any("min_cluster_size" not in m.meta for m in wire if m.kind == kind and m.sender.startswith("client:")):
+        # release="random-control": random unit vectors drawn without the data, no DPLC mechanism
+        return [], [f"the {kind} releases carry no DPLC parameters (a data-independent control): nothing to audit"]
     p = deployed_parameters(wire, kind)
     if p is None:
         return [], [f"no {kind} release in the wire log: the release mechanism was not audited"]
