@@ -26,9 +26,10 @@ from typing import Any
 from privaudit.cache import MANIFEST_NAME, STAGES
 from privaudit.scenario import Scenario
 
-# measured seconds per method and seed (README "Timing", 2026-12-02, 2-core CPU): tiny audit 45 s
-# and demo audit 283 s for 10 methods; bench: fedpe ~60 s of the bench run, others more
-SECONDS_PER_METHOD = {"tiny": 4.5, "demo": 28.0, "bench": 90.0}
+# measured seconds per method and seed (2-core CPU, 2026-12-02): tiny audit 45 s and demo audit
+# 283 s for 10 methods (README "Timing"); bench: seed 0 of its 13 variants took ~17 min with another
+# audit sharing the cores (~80 s per method)
+SECONDS_PER_METHOD = {"tiny": 4.5, "demo": 28.0, "bench": 80.0}
 BYTES_PER_FLOAT = 4
 
 

@@ -93,7 +93,7 @@ def _dp_config(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     from federated_core.engine import run_federated
-    from federated_core.scales import build_federated_data, federated_config, federated_scale
+    from federated_core.scales import build_federated_data, federated_scale
     from privaudit.presets import pretrain_config
 
     device = resolve_device(args.device)
@@ -124,27 +124,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.from_scratch:
         from federated_core.pretrain import pretrain
 
-        cache = args.cache_dir if args.cache_dir is not None else out.resolve().parent / "cache"
-        pretrained = pretrain(pcfg, cache_dir=cache, device=device, progress=not args.quiet)
+        pretrained = pretrain(pcfg, cache_dir=_phi0_cache(args), device=device, progress=not args.quiet)
         initial_backbone = str(pretrained.path)
         phi0.update({"checkpoint": initial_backbone, "cached": pretrained.cached, "metrics": pretrained.metrics})
-    config = federated_config(
-        scale,
-        args.method,
-        seed=args.seed,
-        method_params=dict(args.param),
-        participation=args.participation,
-        offline_probability=args.offline_probability,
-        offline_policy=args.offline_policy,
-        eval_every=args.eval_every,
-        dp_sgd=_dp_config(args),
-        device=device,
-        progress=not args.quiet,
-        initial_backbone=initial_backbone,
-        backbone=pcfg.backbone,
-        embedding_dim=pcfg.embedding_dim,
-        resolution=pcfg.resolution,
-    )
+    config = _engine_config(args, scale, pcfg, device, initial_backbone)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps(
@@ -173,31 +156,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _phi0_cache(args: argparse.Namespace) -> Path:
+    """Where φ0 is cached: ``--cache-dir``, else ``<out>/../cache``."""
+    return args.cache_dir if args.cache_dir is not None else args.out.resolve().parent / "cache"
+
+
+def _engine_config(args: argparse.Namespace, scale: Any, pcfg: Any, device: str, initial_backbone: str | None) -> Any:
+    """The engine config of the command line (the same for a run and its dry run)."""
+    from federated_core.scales import federated_config
+
+    return federated_config(
+        scale,
+        args.method,
+        seed=args.seed,
+        method_params=dict(args.param),
+        participation=args.participation,
+        offline_probability=args.offline_probability,
+        offline_policy=args.offline_policy,
+        eval_every=args.eval_every,
+        dp_sgd=_dp_config(args),
+        device=device,
+        progress=not args.quiet,
+        initial_backbone=initial_backbone,
+        backbone=pcfg.backbone,
+        embedding_dim=pcfg.embedding_dim,
+        resolution=pcfg.resolution,
+    )
+
+
 def _dry_run(args: argparse.Namespace, scale: Any, pcfg: Any, device: str) -> int:
     """`--dry-run`: the engine config (the method built, so bad hyper-parameters exit 2), whether
     φ0 is cached, what ``--out`` holds, and a disk estimate; nothing is written."""
     import math
 
     from federated_core.methods import get_method
-    from federated_core.scales import federated_config
     from privaudit.dry_run import run_disk_bytes
 
-    config = federated_config(
-        scale,
-        args.method,
-        seed=args.seed,
-        method_params=dict(args.param),
-        participation=args.participation,
-        eval_every=args.eval_every,
-        dp_sgd=_dp_config(args),
-        device=device,
-        progress=False,
-        backbone=pcfg.backbone,
-        embedding_dim=pcfg.embedding_dim,
-        resolution=pcfg.resolution,
-    )
+    config = _engine_config(args, scale, pcfg, device, None)
     get_method(config.method, **config.method_params)
-    cache = args.cache_dir if args.cache_dir is not None else args.out.resolve().parent / "cache"
+    cache = _phi0_cache(args)
     phi0 = (
         "none (--from-scratch)"
         if args.from_scratch
