@@ -16,6 +16,8 @@ train / test split of each client's data.
   choice; ``"local"`` when the run has no DFC module);
 * FedFS: the personalised model (``"personal"``); its aggregated-features model is reported too,
   under the FedFS protocol, with the key suffix ``" [aggregated]"``;
+* FedAvg + fine-tuning (``fedavg-finetune``): the final global backbone fine-tuned on the client's
+  training images (``"finetuned"``, `federated_core.methods.fedavg_finetune`), seeded per client;
 * every other method: the run's final global backbone Θ_g (``"global"``): nothing personal exists.
 
 A FedFR client that never took part in a round has no local model; it is evaluated with Θ_g and
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,8 +177,11 @@ class ModelPlan:
     clients_on_global_model: list[int] = field(default_factory=list)
 
 
-def model_plan(models: RunModels) -> ModelPlan:
-    """The per-client models of the module docstring for ``models``' method."""
+def model_plan(models: RunModels, clients: Sequence[Any] | None = None, seed: int = 0) -> ModelPlan:
+    """The per-client models of the module docstring for ``models``' method. ``clients`` (each
+    client's training `ClientData`, in client order) and ``seed`` are needed only by methods that
+    personalise after training (``fedavg-finetune``)."""
+    from federated_core.methods.fedavg_finetune import FedAvgFineTune
     from federated_core.methods.fedfr import DFC_WEIGHT, FedFR
     from federated_core.methods.fedfs import FedFS
 
@@ -203,6 +208,12 @@ def model_plan(models: RunModels) -> ModelPlan:
         own = memo(lambda c: method.personalised_model(state(c), "personal"))
         aggregated = memo(lambda c: method.personalised_model(state(c), "aggregated", global_backbone=g))
         return ModelPlan(own, "personal", {"aggregated": aggregated}, global_model=global_model)
+    if isinstance(method, FedAvgFineTune):
+        if clients is None:
+            raise ValueError("fedavg-finetune's personalised models need the clients' training data (clients=...)")
+        data = list(clients)
+        own = memo(lambda c: method.personalised_model(state(c), data[c], g, seed))
+        return ModelPlan(own, "finetuned", global_model=global_model)
     return ModelPlan(global_model, "global")
 
 
@@ -326,7 +337,7 @@ def personalised_utility(
         return PersonalisedUtility(saved["values"], saved["model"], True, saved)
 
     split = heldout.split()
-    plan = model_plan(_load_matching_run_models(run_dir, len(split.clients)))
+    plan = model_plan(_load_matching_run_models(run_dir, len(split.clients)), split.clients, scenario.seed)
     outcome = _evaluate_plan(plan, _ProtocolRunner(split, scenario, progress), len(split.clients))
     if not outcome.values:
         raise ValueError(

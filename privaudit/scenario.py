@@ -32,6 +32,7 @@ METHOD_NAMES = (
     "fedgc-cos",
     "fedfr",
     "fedfs",
+    "fedavg-finetune",
     "privacyface",
     "privacyface-nonoise",
     "noisy-centers",

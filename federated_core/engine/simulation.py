@@ -74,7 +74,7 @@ logger = logging.getLogger("federated_core.engine")
 METRICS_NAME = "metrics.json"
 TIMINGS_NAME = "timings.json"
 GROUND_TRUTH_DIRNAME = "ground_truth"
-_PURPOSES = {"model": 1, "server_init": 2, "client_init": 3, "sample": 4, "offline": 5, "client": 6}
+_PURPOSES = {"model": 1, "server_init": 2, "client_init": 3, "sample": 4, "offline": 5, "client": 6, "finetune": 7}
 
 
 def derive_seed(seed: int, purpose: str, *parts: int) -> int:

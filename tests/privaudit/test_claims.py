@@ -130,6 +130,18 @@ def test_the_bench_preset_runs_every_variant_its_claims_compare():
     assert bench.seed_list() == [0, 1, 2] and bench.federation.impostor_pairs == 30000
 
 
+def test_the_one_identity_companion_runs_every_variant_its_claims_compare():
+    from pathlib import Path
+
+    import privaudit as pa
+
+    companion = pa.Scenario.load(Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "one_identity.toml")
+    keys = {m.key for m in companion.methods}
+    claims = [c for c in CLAIMS if c.partition == companion.federation.partition]
+    assert {c.key for c in claims} == {"fedfs>finetune", "fedface>fedavg:one-identity"}
+    assert {v for c in claims for v in (c.treatment, c.control)} <= keys
+
+
 def test_every_scale_preset_has_its_per_scale_settings():
     import privaudit as pa
     from privaudit.analyses_stage import DRAWS

@@ -36,7 +36,7 @@ from privaudit.pipeline import federated_scale_for, pretrain_config_for
 from privaudit.scenario import AttackSpec, MethodSpec
 from reports.validator import validate_results
 
-METHODS = ("fedpe", "fedfr", "fedfs")
+METHODS = ("fedpe", "fedfr", "fedfs", "fedavg-finetune")
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +80,13 @@ def test_every_method_gets_personalised_utility_keys_and_its_auroc_by_hand(audit
     others = sum(len(t) for t in split.test) - local
     supported = {f"fedfr:tar@far={far:g}" for far in FEDFR_FARS if far >= 1 / (local * others)}
     assert supported and len(supported) < len(FEDFR_FARS)  # the tiny scale cannot support every FAR
-    for name, model in (("fedpe", "global"), ("fedfr", "local+dfc"), ("fedfs", "personal")):
+    owns = (("fedpe", "global"), ("fedfr", "local+dfc"), ("fedfs", "personal"), ("fedavg-finetune", "finetuned"))
+    for name, model in owns:
         m = result.method(name)
         u = m.personalised_utility
         assert {"fedfr:auroc", "fedfr:rank1", "fedfs:auroc"} <= set(u)
         assert {k for k in u if k.startswith("fedfr:tar@far=")} == supported
-        plan = model_plan(load_run_models(scenario.out_dir / "runs" / name))  # each method's own models
+        plan = model_plan(load_run_models(scenario.out_dir / "runs" / name), split.clients, scenario.seed)
         assert u["fedfs:auroc"] == pytest.approx(_own_identity_auroc(plan.own, split), abs=1e-9)
         assert ("fedfs:auroc [aggregated]" in u) == (name == "fedfs")
         assert m.params["personalised_model"] == model
@@ -93,6 +94,23 @@ def test_every_method_gets_personalised_utility_keys_and_its_auroc_by_hand(audit
         dropped = _cached(scenario, name)["dropped"]
         assert "fedfr:tar@far=1e-06" in dropped and not set(dropped) & set(u)
     validate_results(json.loads((scenario.out_dir / "results.json").read_text()))
+
+
+def test_fedavg_finetune_is_evaluated_with_the_global_model_fine_tuned_per_client(audit):
+    scenario, result, data = audit
+    split = HeldOut(data, 3).split()
+    run = scenario.out_dir / "runs" / "fedavg-finetune"
+    with pytest.raises(ValueError, match="clients' training data"):
+        model_plan(load_run_models(run))
+    plan = model_plan(load_run_models(run), split.clients, scenario.seed)
+    global_model, _ = load_backbone(run / "checkpoint" / "backbone.safetensors")
+    x = split.clients[0].faces.as_float()
+    with torch.no_grad():  # a different model per client, none of them Θ_g
+        outs = [plan.own(c).eval()(x) for c in range(2)] + [global_model.eval()(x)]
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], outs[2])
+    tuned = _own_identity_auroc(plan.own, split)
+    assert result.method("fedavg-finetune").personalised_utility["fedfs:auroc"] == pytest.approx(tuned, abs=1e-9)
+    assert abs(tuned - _own_identity_auroc(lambda c: global_model, split)) > 1e-6
 
 
 def test_fedfr_is_evaluated_with_its_personalised_model(audit):
