@@ -10,10 +10,30 @@ The decoder is PrivacyFace's reconstruction network (modified DCGAN, Radford et 
 Table 5 has d = 512, C0 = 512, s0 = 4 and five up-sampling layers to 128 px; here the number of
 layers n and s0 follow the image resolution in use (R = s0·2ⁿ with 4 ≤ s0 ≤ 7: 32 px → 4·2³,
 64 px → 4·2⁴, 112 px → 7·2⁴) and C0 is a parameter (512 for the paper, less on a CPU).
-Training follows the paper: (embedding, image) pairs of *public* faces embedded by the observed
-(or initial) model, L1 loss on pixels in [0, 1], Adam with weight decay, the learning rate divided
-by 10 every ``lr_step_epochs``. Checkpoints are safetensors (weights, Adam state, epoch) so a
-training run can resume exactly.
+
+Training (``DecoderConfig.objective``) uses (embedding, image) pairs of *public* faces embedded by
+the observed (or initial) model F, Adam with weight decay and the learning rate divided by 10
+every ``lr_step_epochs``:
+
+* ``"l1"`` (default) — the paper's: L1 loss on pixels in [0, 1].
+* ``"gan"`` — the generator G minimises
+
+      λ_L1 · |G(v) − x|₁  +  λ_feat · (1 − cos(F(2·G(v) − 1), v))  +  λ_adv · L_adv(D(G(v)))
+
+  for a public face x with unit embedding v = F(x)/|F(x)|: a pixel term, a feature (identity)
+  term through the frozen recogniser the attacker holds — NbNet's idea of training the
+  de-convolutional decoder with a loss in a face network's feature space (Mai et al. 2018, "On
+  the reconstruction of face images from deep face templates") — and an adversarial term from a
+  DCGAN discriminator D (Radford et al. 2016: strided convolutions, LeakyReLU 0.2, BatchNorm on
+  every layer but the first), trained alternately with the non-saturating loss (Goodfellow et
+  al. 2014, §3) or the hinge loss (Lim & Ye 2017).
+
+The training curve (`DecoderTrainResult.curve`) holds per epoch the training means of L1, the
+feature loss, D's loss and G's adversarial loss, and — on held-out public *identities*
+(``holdout_fraction``) — L1 and the feature cosine cos(F(G(v)), v). ``patience`` stops training
+once the held-out feature cosine has not improved by ``min_delta`` for that many epochs
+(``epochs`` is the budget) and returns the best epoch's weights. Checkpoints are safetensors
+(weights, Adam state, discriminator, best weights, epoch, curve) so a run can resume exactly.
 
 `invert_and_score` inverts any observed vectors (W, p, p̂, W̃, DP k-means centers) and scores
 each reconstruction with the independent evaluator (`attacks.evaluator.IdentityReference`).
@@ -26,9 +46,11 @@ the same way, with the normalised success ``(raw - null) / (oracle - null)`` of 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,11 +66,15 @@ from attacks.metrics import NormalisedSuccess, ceiling_summary, normalised_succe
 __all__ = [
     "DecoderConfig",
     "EmbeddingDecoder",
+    "Discriminator",
     "decoder_layout",
     "DecoderTrainResult",
     "train_decoder",
     "save_decoder",
     "load_decoder",
+    "decoder_record",
+    "frozen",
+    "feature_cosine",
     "invert",
     "InversionResult",
     "invert_and_score",
@@ -59,7 +85,22 @@ _FORMAT_KEY = "privaudit.decoder.format"
 _CONFIG_KEY = "privaudit.decoder.config"
 _EPOCH_KEY = "privaudit.decoder.epoch"
 _LOSSES_KEY = "privaudit.decoder.losses"
+_CURVE_KEY = "privaudit.decoder.curve"
+_RECORD_KEY = "privaudit.decoder.record"
 DECODER_FORMAT = "1"
+OBJECTIVES = ("l1", "gan")
+ADVERSARIAL_LOSSES = ("nonsaturating", "hinge")
+CURVE_FIELDS = (
+    "epoch",
+    "lr",
+    "loss",
+    "l1",
+    "feature_loss",
+    "d_loss",
+    "g_adv_loss",
+    "heldout_l1",
+    "heldout_feature_cosine",
+)
 
 
 def decoder_layout(resolution: int) -> tuple[int, int]:
@@ -79,10 +120,31 @@ def decoder_layout(resolution: int) -> tuple[int, int]:
     return side, n
 
 
+def _check_int(name: str, v: Any, minimum: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+
+def _check_weight(name: str, v: float) -> None:
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """Decoder architecture and training (defaults: PrivacyFace A.2.4 except ``epochs``/``batch_size``,
-    which the paper sets to 50 / 512 for CASIA-WebFace)."""
+    which the paper sets to 50 / 512 for CASIA-WebFace).
+
+    ``objective="gan"`` adds the feature and adversarial terms (module docstring) with weights
+    ``l1_weight``, ``feature_weight``, ``adversarial_weight`` (our choice, not a paper's: on a
+    toy set with a linear recogniser, ``feature_weight=1`` met the feature loss with images far
+    from the faces — a recogniser's null space is large — while 0.1 kept them close; the
+    adversarial term is a small realism prior beside the other two); the
+    discriminator has ``disc_channels`` in its first layer and its own Adam (``disc_lr``, β1 =
+    0.5 as in DCGAN) on the same step decay. ``holdout_fraction`` of the public identities are
+    kept out of training for the curve's held-out scores; ``patience`` > 0 (it needs a held-out
+    set) stops on the held-out feature cosine. The defaults train exactly as before these options.
+    """
 
     embedding_dim: int = 512
     resolution: int = 64
@@ -95,22 +157,58 @@ class DecoderConfig:
     weight_decay: float = 5e-4
     flip: bool = False
     seed: int = 0
+    objective: str = "l1"
+    l1_weight: float = 1.0
+    feature_weight: float = 0.1
+    adversarial_weight: float = 0.01
+    adversarial_loss: str = "nonsaturating"
+    disc_channels: int = 64
+    disc_lr: float = 2e-4
+    holdout_fraction: float = 0.0
+    patience: int = 0
+    min_delta: float = 1e-3
 
     def __post_init__(self) -> None:
         decoder_layout(self.resolution)
-        for name in ("embedding_dim", "base_channels", "epochs", "batch_size", "lr_step_epochs"):
+        for name in ("embedding_dim", "base_channels", "epochs", "batch_size", "lr_step_epochs", "disc_channels"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("patience", self.patience, 0)
+        for name in ("lr", "disc_lr"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number > 0, got {v}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        self._check_objective()
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.patience > 0 and self.holdout_fraction == 0:
+            raise ValueError(f"patience={self.patience} needs held-out identities: set holdout_fraction > 0")
+        _check_weight("min_delta", self.min_delta)
+
+    def _check_objective(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {self.adversarial_loss!r}")
+        for name in ("l1_weight", "feature_weight", "adversarial_weight"):
+            _check_weight(name, getattr(self, name))
+        if self.objective == "gan" and self.l1_weight + self.feature_weight + self.adversarial_weight == 0:
+            raise ValueError("objective 'gan' needs a weight > 0 (l1_weight, feature_weight, adversarial_weight all 0)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def uses_discriminator(self) -> bool:
+        return self.objective == "gan" and self.adversarial_weight > 0
+
+    @property
+    def needs_feature_model(self) -> bool:
+        """Whether training needs the recogniser F (feature loss or a convergence stop on its cosine)."""
+        return (self.objective == "gan" and self.feature_weight > 0) or self.patience > 0
 
 
 class EmbeddingDecoder(nn.Module):
@@ -144,19 +242,105 @@ class EmbeddingDecoder(nn.Module):
         return self.up(h)
 
 
+class Discriminator(nn.Module):
+    """DCGAN discriminator (Radford et al. 2016, §3.1) mirroring the decoder: image ``[B, 3, R, R]``
+    in ``[-1, 1]`` -> logit ``[B]``. ``n`` stride-2 4×4 convolutions (channels doubling from
+    ``channels``, at most 8×), LeakyReLU 0.2, BatchNorm on all but the first, then one
+    ``s0×s0`` convolution to a single logit."""
+
+    def __init__(self, resolution: int = 64, channels: int = 64) -> None:
+        super().__init__()
+        side, n = decoder_layout(resolution)
+        c = int(channels)
+        layers: list[nn.Module] = [nn.Conv2d(3, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        for _ in range(n - 1):
+            c_out = min(2 * c, 8 * int(channels))
+            layers += [
+                nn.Conv2d(c, c_out, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            c = c_out
+        layers.append(nn.Conv2d(c, 1, side))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module, device: str | torch.device | None = None) -> Iterator[nn.Module]:
+    """Use ``model`` as a fixed function: eval mode, no parameter gradients (gradients still flow
+    to its input), optionally moved to ``device``; its mode, ``requires_grad`` flags and device
+    are restored on exit."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    was_training = model.training
+    home = params[0].device if params else None
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+        if home is not None and device is not None:
+            model.to(home)
+
+
+def feature_cosine(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row ``cos(F(2x − 1), v)``: the recogniser ``model`` (input in ``[-1, 1]``) on images
+    ``x`` in ``[0, 1]`` against target vectors ``v`` ``[N, d]``; differentiable in ``x``."""
+    out = model(images * 2 - 1).float()
+    if out.shape != targets.shape:
+        raise ValueError(
+            f"the model embeds to {tuple(out.shape)} (d={out.shape[-1]}), targets are {tuple(targets.shape)}"
+        )
+    return F.cosine_similarity(out, targets.float(), dim=1, eps=1e-8)
+
+
 def _build(config: DecoderConfig) -> EmbeddingDecoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return EmbeddingDecoder(config.embedding_dim, config.resolution, config.base_channels)
 
 
+def _build_discriminator(config: DecoderConfig) -> Discriminator:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 1)
+        return Discriminator(config.resolution, config.disc_channels)
+
+
 def _optimizer(decoder: nn.Module, config: DecoderConfig) -> torch.optim.Adam:
     return torch.optim.Adam(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _lr_at(config: DecoderConfig, epoch: int) -> float:
-    """Step decay: ``lr · gamma^floor(epoch / lr_step_epochs)`` (epoch 0-based)."""
-    return config.lr * config.lr_gamma ** (epoch // config.lr_step_epochs)
+def _disc_optimizer(disc: nn.Module, config: DecoderConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(disc.parameters(), lr=config.disc_lr, betas=(0.5, 0.999))
+
+
+def _lr_at(config: DecoderConfig, epoch: int, base: float | None = None) -> float:
+    """Step decay: ``lr · gamma^floor(epoch / lr_step_epochs)`` (epoch 0-based; ``base`` replaces ``lr``)."""
+    return (config.lr if base is None else base) * config.lr_gamma ** (epoch // config.lr_step_epochs)
+
+
+def _module_tensors(prefix: str, module: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, torch.Tensor]:
+    """``{prefix}model/...`` weights and ``{prefix}adam/...`` optimizer state of one module."""
+    tensors = {f"{prefix}model/{k}": v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    if optimizer is not None:
+        names = {id(p): n for n, p in module.named_parameters()}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                for key, value in optimizer.state.get(p, {}).items():
+                    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+                    tensors[f"{prefix}adam/{names[id(p)]}/{key}"] = (
+                        t.detach().cpu().contiguous().clone().reshape(t.shape)
+                    )
+    return tensors
 
 
 def save_decoder(
@@ -166,18 +350,24 @@ def save_decoder(
     epoch: int,
     optimizer: torch.optim.Optimizer | None = None,
     losses: Sequence[float] = (),
+    curve: Sequence[Mapping[str, float | None]] = (),
 ) -> Path:
-    """Write weights (and Adam state, for resuming) to a safetensors file with the config as metadata."""
+    """Write weights (and Adam state, for resuming) to a safetensors file with the config (its
+    ``objective`` included), per-epoch losses and training curve as metadata."""
+    return _write(path, _module_tensors("", decoder, optimizer), config, epoch, losses, curve, {})
+
+
+def _write(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    config: DecoderConfig,
+    epoch: int,
+    losses: Sequence[float],
+    curve: Sequence[Mapping[str, float | None]],
+    record: Mapping[str, Any],
+) -> Path:
     from federated_core.models.checkpoint import save_safetensors
 
-    tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in decoder.state_dict().items()}
-    if optimizer is not None:
-        names = {id(p): n for n, p in decoder.named_parameters()}
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                for key, value in optimizer.state.get(p, {}).items():
-                    t = value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-                    tensors[f"adam/{names[id(p)]}/{key}"] = t.detach().cpu().contiguous().clone().reshape(t.shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -185,6 +375,8 @@ def save_decoder(
         _CONFIG_KEY: json.dumps(config.to_dict()),
         _EPOCH_KEY: str(epoch),
         _LOSSES_KEY: json.dumps([float(v) for v in losses]),
+        _CURVE_KEY: json.dumps([dict(c) for c in curve]),
+        _RECORD_KEY: json.dumps(dict(record)),
     }
     return save_safetensors(tensors, path, metadata)  # sorted header: same inputs, same bytes
 
@@ -192,14 +384,50 @@ def save_decoder(
 def load_decoder(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float]]:
-    """``(decoder in eval mode, config, epochs done, per-epoch losses)`` from a checkpoint."""
-    decoder, config, epoch, losses, _ = _load(path, device)
-    return decoder.eval(), config, epoch, losses
+    """``(decoder in eval mode, config, epochs done, per-epoch losses)`` from a checkpoint. With a
+    convergence stop (``patience`` > 0) the decoder has the best held-out epoch's weights, as
+    `train_decoder` returns it."""
+    ck = _load(path, device)
+    decoder = ck.decoder
+    if ck.best_weights is not None:
+        decoder.load_state_dict(ck.best_weights, strict=True)
+    return decoder.eval(), ck.config, ck.epoch, ck.losses
 
 
-def _load(
-    path: str | Path, device: str | torch.device
-) -> tuple[EmbeddingDecoder, DecoderConfig, int, list[float], dict[str, torch.Tensor]]:
+def decoder_record(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint says of its training, for the report: ``config`` (with ``objective``),
+    ``epochs_done``, ``losses``, ``curve`` (per-epoch dicts of `CURVE_FIELDS`; None: not
+    measured), and ``best_epoch`` / ``best_heldout_feature_cosine`` / ``stopped_early`` (the
+    convergence stop; None / False without one)."""
+    ck = _load(path, "cpu")
+    return {
+        "config": ck.config.to_dict(),
+        "epochs_done": ck.epoch,
+        "losses": ck.losses,
+        "curve": ck.curve,
+        "best_epoch": ck.record.get("best_epoch"),
+        "best_heldout_feature_cosine": ck.record.get("best_cos"),
+        "stopped_early": bool(ck.record.get("stopped", False)),
+    }
+
+
+@dataclass
+class _Checkpoint:
+    decoder: EmbeddingDecoder
+    config: DecoderConfig
+    epoch: int
+    losses: list[float]
+    curve: list[dict[str, float | None]]
+    record: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    best_weights: dict[str, torch.Tensor] | None
+
+
+def _strip(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _load(path: str | Path, device: str | torch.device) -> _Checkpoint:
     from safetensors import safe_open
 
     path = Path(path)
@@ -212,15 +440,24 @@ def _load(
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     config = DecoderConfig(**json.loads(meta[_CONFIG_KEY]))
     decoder = _build(config)
-    decoder.load_state_dict({k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
-    adam = {k[len("adam/") :]: v for k, v in tensors.items() if k.startswith("adam/")}
-    return decoder.to(device), config, int(meta[_EPOCH_KEY]), json.loads(meta[_LOSSES_KEY]), adam
+    decoder.load_state_dict(_strip(tensors, "model/"), strict=True)
+    best = _strip(tensors, "best/") or None
+    return _Checkpoint(
+        decoder.to(device),
+        config,
+        int(meta[_EPOCH_KEY]),
+        json.loads(meta[_LOSSES_KEY]),
+        json.loads(meta.get(_CURVE_KEY, "[]")),
+        json.loads(meta.get(_RECORD_KEY, "{}")),
+        tensors,
+        best,
+    )
 
 
 def _restore_adam(
-    optimizer: torch.optim.Optimizer, decoder: nn.Module, adam: dict[str, torch.Tensor], device: torch.device
+    optimizer: torch.optim.Optimizer, module: nn.Module, adam: dict[str, torch.Tensor], device: torch.device
 ) -> None:
-    for name, p in decoder.named_parameters():
+    for name, p in module.named_parameters():
         state = {key.split("/")[-1]: v.to(device) for key, v in adam.items() if key.rsplit("/", 1)[0] == name}
         if state:
             if "step" in state:
@@ -230,11 +467,22 @@ def _restore_adam(
 
 @dataclass
 class DecoderTrainResult:
+    """The trained decoder and its record. ``losses``: per epoch, the mean of the generator's
+    training objective (L1 for ``objective="l1"``); ``curve``: per epoch a dict of
+    `CURVE_FIELDS` (None: not measured, e.g. the feature loss without a recogniser, D's loss
+    without a discriminator, held-out scores without held-out identities); ``best_epoch`` (1-based)
+    and ``stopped_early``: the convergence stop (None / False without ``patience``);
+    ``heldout_identity_ids``: the public identities kept out of training for the held-out scores."""
+
     decoder: EmbeddingDecoder
     config: DecoderConfig
     losses: list[float]
     path: Path | None
     resumed_from_epoch: int = 0
+    curve: list[dict[str, float | None]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    heldout_identity_ids: list[int] = field(default_factory=list)
 
 
 def _training_embeddings(
@@ -254,6 +502,11 @@ def _training_embeddings(
         raise ValueError(
             f"public_faces have resolution {public_faces.resolution}, config.resolution is {config.resolution}"
         )
+    if config.needs_feature_model and encoder is None:
+        raise ValueError(
+            f"objective {config.objective!r} with feature_weight={config.feature_weight} and "
+            f"patience={config.patience} needs the recogniser: give an encoder"
+        )
     if embeddings is None:
         if encoder is None:
             raise ValueError("give an encoder or precomputed embeddings")
@@ -266,60 +519,231 @@ def _training_embeddings(
     return F.normalize(embeddings.float(), dim=1)
 
 
-def _start_or_resume(
-    config: DecoderConfig, checkpoint: str | Path | None, device: torch.device
-) -> tuple[EmbeddingDecoder, torch.optim.Adam, int, list[float]]:
-    """A fresh decoder and Adam, or those of ``checkpoint`` when it exists with a compatible
-    config: ``(decoder, optimizer, epochs done, per-epoch losses)``."""
-    decoder, start = _build(config).to(device), 0
-    losses: list[float] = []
-    opt = _optimizer(decoder, config)
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved, saved_cfg, start, losses, adam = _load(checkpoint, device)
-        if dataclasses.replace(saved_cfg, epochs=config.epochs) != config or start > config.epochs:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r} was written with a different config (only a longer `epochs` "
-                f"may continue it): {saved_cfg}"
-            )
-        decoder = saved
-        opt = _optimizer(decoder, config)
-        _restore_adam(opt, decoder, adam, device)
-    return decoder, opt, start, losses
-
-
-def _train_epoch(
-    decoder: EmbeddingDecoder,
-    opt: torch.optim.Optimizer,
-    public_faces: Any,
-    z_all: torch.Tensor,
-    config: DecoderConfig,
-    epoch: int,
-    device: torch.device,
-) -> float:
-    """One epoch of L1 training on shuffled (embedding, image) pairs (generator seeded per epoch;
-    optional horizontal flips); returns the epoch's mean loss over all ``N`` pairs."""
+def _holdout_split(public_faces: Any, config: DecoderConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(training rows, held-out rows)``: ``round(holdout_fraction · I)`` (at least 1) of the
+    ``I`` public identities, drawn with a generator seeded from ``config.seed``, are held out."""
     n = len(public_faces)
-    decoder.train()
-    for group in opt.param_groups:
-        group["lr"] = _lr_at(config, epoch)
+    if config.holdout_fraction == 0:
+        return torch.arange(n), torch.arange(0)
+    labels = torch.as_tensor(public_faces.labels)
+    ids = torch.unique(labels)
+    if len(ids) < 2:
+        raise ValueError(f"holdout_fraction={config.holdout_fraction} needs >= 2 public identities, got {len(ids)}")
+    k = min(len(ids) - 1, max(1, round(config.holdout_fraction * len(ids))))
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(config.seed + 4_242))
+    held = torch.isin(labels, ids[perm[:k]])
+    return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
+
+
+@dataclass
+class _TrainState:
+    """What a training run carries from epoch to epoch (and through a checkpoint)."""
+
+    decoder: EmbeddingDecoder
+    opt: torch.optim.Adam
+    disc: Discriminator | None = None
+    disc_opt: torch.optim.Adam | None = None
+    epoch: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict[str, float | None]] = field(default_factory=list)
+    best_cos: float | None = None
+    best_epoch: int | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_cos": self.best_cos,
+            "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = _module_tensors("", self.decoder, self.opt)
+        if self.disc is not None:
+            out.update(_module_tensors("disc/", self.disc, self.disc_opt))
+        if self.best_weights is not None:
+            out.update({f"best/{k}": v.detach().cpu().contiguous().clone() for k, v in self.best_weights.items()})
+        return out
+
+
+def _start_or_resume(config: DecoderConfig, checkpoint: str | Path | None, device: torch.device) -> _TrainState:
+    """A fresh decoder (and discriminator) with their Adam, or the state of ``checkpoint`` when it
+    exists with a compatible config (only a longer ``epochs`` may continue it)."""
+    decoder = _build(config).to(device)
+    disc = _build_discriminator(config).to(device) if config.uses_discriminator else None
+    state = _TrainState(
+        decoder, _optimizer(decoder, config), disc, None if disc is None else _disc_optimizer(disc, config)
+    )
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return state
+    ck = _load(checkpoint, device)
+    if dataclasses.replace(ck.config, epochs=config.epochs) != config or ck.epoch > config.epochs:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} was written with a different config (only a longer `epochs` "
+            f"may continue it): {ck.config}"
+        )
+    state.decoder, state.opt = ck.decoder, _optimizer(ck.decoder, config)
+    _restore_adam(state.opt, ck.decoder, _strip(ck.tensors, "adam/"), device)
+    if state.disc is not None and state.disc_opt is not None:
+        state.disc.load_state_dict(_strip(ck.tensors, "disc/model/"), strict=True)
+        _restore_adam(state.disc_opt, state.disc, _strip(ck.tensors, "disc/adam/"), device)
+    state.epoch, state.losses, state.curve = ck.epoch, ck.losses, ck.curve
+    state.best_weights = None if ck.best_weights is None else {k: v.to(device) for k, v in ck.best_weights.items()}
+    state.best_cos, state.best_epoch = ck.record.get("best_cos"), ck.record.get("best_epoch")
+    state.bad_epochs, state.stopped = int(ck.record.get("bad_epochs", 0)), bool(ck.record.get("stopped", False))
+    return state
+
+
+def _batches(
+    public_faces: Any, z_all: torch.Tensor, rows: torch.Tensor, config: DecoderConfig, epoch: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled ``(images in [0, 1], embeddings)`` batches of ``rows`` (generator seeded per epoch;
+    optional horizontal flips); a last batch of one is skipped (BatchNorm needs two samples)."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=gen)
-    total = 0.0
-    for s in range(0, n, config.batch_size):
+    order = rows[torch.randperm(len(rows), generator=gen)]
+    for s in range(0, len(rows), config.batch_size):
         idx = order[s : s + config.batch_size]
-        if len(idx) < 2:  # BatchNorm needs two samples
+        if len(idx) < 2:
             continue
         target = public_faces.images[idx].to(device).float().div_(255.0)
         z = z_all[idx].to(device)
         if config.flip:
             mask = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
             target = torch.where(mask[:, None, None, None], target.flip(-1), target)
-        loss = F.l1_loss(decoder(z), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(idx)
-    return total / n
+        yield target, z
+
+
+def _l1_step(
+    state: _TrainState, target: torch.Tensor, z: torch.Tensor, config: DecoderConfig, feature_model: nn.Module | None
+) -> dict[str, float]:
+    """PrivacyFace's step: L1 on pixels only."""
+    loss = F.l1_loss(state.decoder(z), target)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt.step()
+    value = float(loss.detach())
+    return {"loss": value, "l1": value}
+
+
+def _adversarial_losses(kind: str, real: torch.Tensor | None, fake: torch.Tensor) -> torch.Tensor:
+    """D's loss (``real`` given) or G's adversarial loss (``real`` None) on logits: non-saturating
+    (Goodfellow et al. 2014: D ``softplus(−D(x)) + softplus(D(G))``, G ``softplus(−D(G))``) or
+    hinge (Lim & Ye 2017: D ``relu(1 − D(x)) + relu(1 + D(G))``, G ``−D(G)``)."""
+    if real is None:
+        return F.softplus(-fake).mean() if kind == "nonsaturating" else -fake.mean()
+    if kind == "nonsaturating":
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def _gan_step(
+    state: _TrainState, target: torch.Tensor, z: torch.Tensor, config: DecoderConfig, feature_model: nn.Module | None
+) -> dict[str, float]:
+    """One alternating step: D on (real, detached fake), then G on
+    ``λ_L1·L1 + λ_feat·(1 − cos(F(G(v)), v)) + λ_adv·L_adv`` (module docstring)."""
+    fake = state.decoder(z)
+    stats: dict[str, float] = {}
+    disc, disc_opt = state.disc, state.disc_opt
+    if disc is not None and disc_opt is not None:
+        d_loss = _adversarial_losses(config.adversarial_loss, disc(target * 2 - 1), disc(fake.detach() * 2 - 1))
+        disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        disc_opt.step()
+        stats["d_loss"] = float(d_loss.detach())
+    l1 = F.l1_loss(fake, target)
+    loss = config.l1_weight * l1
+    if feature_model is not None:
+        if config.feature_weight > 0:
+            feat = (1 - feature_cosine(feature_model, fake, z)).mean()
+            loss = loss + config.feature_weight * feat
+        else:
+            with torch.no_grad():
+                feat = (1 - feature_cosine(feature_model, fake.detach(), z)).mean()
+        stats["feature_loss"] = float(feat.detach())
+    if disc is not None:
+        adv = _adversarial_losses(config.adversarial_loss, None, disc(fake * 2 - 1))
+        loss = loss + config.adversarial_weight * adv
+        stats["g_adv_loss"] = float(adv.detach())
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt.step()
+    stats.update(loss=float(loss.detach()), l1=float(l1.detach()))
+    return stats
+
+
+def _train_epoch(
+    state: _TrainState,
+    public_faces: Any,
+    z_all: torch.Tensor,
+    rows: torch.Tensor,
+    feature_model: nn.Module | None,
+    config: DecoderConfig,
+    device: torch.device,
+) -> dict[str, float | None]:
+    """One epoch over the training ``rows``: the curve's row with each term's mean over them."""
+    epoch = state.epoch
+    state.decoder.train()
+    for group in state.opt.param_groups:
+        group["lr"] = _lr_at(config, epoch)
+    if state.disc is not None and state.disc_opt is not None:
+        state.disc.train()
+        for group in state.disc_opt.param_groups:
+            group["lr"] = _lr_at(config, epoch, config.disc_lr)
+    step = _gan_step if config.objective == "gan" else _l1_step
+    sums: dict[str, float] = {"loss": 0.0, "l1": 0.0}
+    for target, z in _batches(public_faces, z_all, rows, config, epoch, device):
+        for key, value in step(state, target, z, config, feature_model).items():
+            sums[key] = sums.get(key, 0.0) + value * len(z)
+    row: dict[str, float | None] = dict.fromkeys(CURVE_FIELDS)
+    row.update({key: total / len(rows) for key, total in sums.items()})
+    row.update(epoch=epoch + 1, lr=_lr_at(config, epoch))
+    return row
+
+
+def _heldout_scores(
+    decoder: EmbeddingDecoder,
+    public_faces: Any,
+    z_all: torch.Tensor,
+    rows: torch.Tensor,
+    feature_model: nn.Module | None,
+    config: DecoderConfig,
+    device: torch.device,
+) -> dict[str, float | None]:
+    """Mean L1 and feature cosine ``cos(F(G(v)), v)`` of the decoder (eval mode) on held-out rows."""
+    if len(rows) == 0:
+        return {}
+    decoder.eval()
+    l1_sum, cos_sum = 0.0, 0.0
+    with torch.no_grad():
+        for s in range(0, len(rows), config.batch_size):
+            idx = rows[s : s + config.batch_size]
+            target = public_faces.images[idx].to(device).float().div_(255.0)
+            z = z_all[idx].to(device)
+            out = decoder(z)
+            l1_sum += float((out - target).abs().mean(dim=(1, 2, 3)).sum())
+            if feature_model is not None:
+                cos_sum += float(feature_cosine(feature_model, out, z).sum())
+    return {
+        "heldout_l1": l1_sum / len(rows),
+        "heldout_feature_cosine": None if feature_model is None else cos_sum / len(rows),
+    }
+
+
+def _update_stop(state: _TrainState, row: Mapping[str, float | None], config: DecoderConfig) -> None:
+    """Patience on the held-out feature cosine: a new best (by more than ``min_delta``) keeps the
+    weights and resets the count; ``patience`` epochs without one stop training."""
+    cos = row.get("heldout_feature_cosine")
+    if config.patience == 0 or cos is None:
+        return
+    if state.best_cos is None or cos > state.best_cos + config.min_delta:
+        state.best_cos, state.best_epoch, state.bad_epochs = float(cos), int(row["epoch"] or 0), 0
+        state.best_weights = {k: v.detach().clone() for k, v in state.decoder.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+        state.stopped = state.bad_epochs >= config.patience
 
 
 def train_decoder(
@@ -331,33 +755,56 @@ def train_decoder(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> DecoderTrainResult:
-    """Train the decoder on (embedding, image) pairs of public faces (PrivacyFace A.2.4).
+    """Train the decoder on (embedding, image) pairs of public faces (PrivacyFace A.2.4; with
+    ``config.objective="gan"`` also the feature and adversarial terms of the module docstring).
 
     Args:
-        encoder: the observed (or initial) model that embeds ``public_faces``; ignored when
-            ``embeddings`` are given.
+        encoder: the observed (or initial) model F that embeds ``public_faces`` (unless
+            ``embeddings`` are given); held frozen, it is the feature network of the ``"gan"``
+            objective and of the held-out feature cosine.
         public_faces: a `FaceSet` of public identities (never the attacked ones) at
             ``config.resolution``.
         config: architecture and training.
         checkpoint: safetensors path written after every epoch; when it exists with the same
             config (or one that differs only by fewer ``epochs``), training resumes from it, and
-            returns at once if it is complete.
+            returns at once if it is complete (or stopped by ``patience``).
         embeddings: precomputed ``[N, d]`` embeddings of ``public_faces``.
     """
     device = torch.device(device)
     z_all = _training_embeddings(encoder, public_faces, config, embeddings, device)
-    decoder, opt, start, losses = _start_or_resume(config, checkpoint, device)
-    resumed = start
-    bar = tqdm(total=config.epochs - start, desc="train decoder", disable=not progress, leave=False)
-    for epoch in range(start, config.epochs):
-        losses.append(_train_epoch(decoder, opt, public_faces, z_all, config, epoch, device))
-        if checkpoint is not None:
-            save_decoder(checkpoint, decoder, config, epoch + 1, opt, losses)
-        bar.update(1)
-        bar.set_postfix(l1=f"{losses[-1]:.4f}")
+    rows, held = _holdout_split(public_faces, config)
+    state = _start_or_resume(config, checkpoint, device)
+    resumed = state.epoch
+    use_features = encoder is not None and (config.objective == "gan" or len(held) > 0)
+    bar = tqdm(total=config.epochs - state.epoch, desc="train decoder", disable=not progress, leave=False)
+    with frozen(encoder, device) if use_features and encoder is not None else contextlib.nullcontext() as net:
+        while state.epoch < config.epochs and not state.stopped:
+            row = _train_epoch(state, public_faces, z_all, rows, net, config, device)
+            row.update(_heldout_scores(state.decoder, public_faces, z_all, held, net, config, device))
+            state.losses.append(float(row["loss"] or 0.0))
+            state.curve.append(row)
+            state.epoch += 1
+            _update_stop(state, row, config)
+            if checkpoint is not None:
+                _write(checkpoint, state.tensors(), config, state.epoch, state.losses, state.curve, state.record())
+            bar.update(1)
+            bar.set_postfix(l1=f"{row['l1']:.4f}")
     bar.close()
-    decoder.eval()
-    return DecoderTrainResult(decoder, config, losses, None if checkpoint is None else Path(checkpoint), resumed)
+    if state.best_weights is not None:
+        state.decoder.load_state_dict(state.best_weights, strict=True)
+    state.decoder.eval()
+    path = None if checkpoint is None else Path(checkpoint)
+    return DecoderTrainResult(
+        state.decoder,
+        config,
+        state.losses,
+        path,
+        resumed,
+        state.curve,
+        state.best_epoch,
+        state.stopped,
+        torch.unique(torch.as_tensor(public_faces.labels)[held]).tolist(),
+    )
 
 
 def invert(
