@@ -11,6 +11,9 @@ images:
   features; for cosine heads (CosFace/ArcFace), whose rows are tangent to the sphere, we use the
   same fact as "the row whose gradient is anti-aligned with the others"
   (``argmin_c Σ_{c'≠c} cos(g_c, g_c')``), exact for one sample and for one-identity batches.
+  **LLG** (Wainakh et al. 2022) label *counts* for batches (`attacks.labels`; both re-exported).
+* **BatchNorm-statistics prior** (Yin et al. 2021, GradInversion's ``R_BN``): optional, for
+  backbones with BatchNorm; the attacker knows the running statistics (it sent the model).
 * **Inverting Gradients** (Geiping et al. 2020, Eq. 4): ``1 − cos(∇θ L(x'), ∇θ L(x)) + α·TV(x')``,
   Adam on signed gradients, images boxed to the valid range, learning rate ÷10 at 3/8, 5/8, 7/8
   of the iterations, several restarts keeping the best loss — by default breaching's recipe
@@ -30,8 +33,10 @@ independent evaluator. `sweep_gradient_probe` runs a grid of such probes.
 Threat model stated in every result: the attacker knows the starting model (it broadcast it), the
 client's local optimiser settings, the number of local images and steps, and the batch order
 (Geiping et al.'s assumptions); it does *not* know the images, and knows the labels only when
-``label_source="known"``. The head's update is observed only when ``head_observed`` (methods that
-upload class centers); iDLG needs it.
+``label_source="known"`` — then the result is the *granted-labels upper bound* on this attacker,
+and with ``granted_labels_row`` a probe with recovered labels carries that bound beside it. The
+head's update is observed only when ``head_observed`` (methods that upload class centers); iDLG
+and LLG need it.
 
 Every score is a lower bound on what an attacker with this knowledge can do: a longer budget, more
 restarts, a learned image prior or a better label guess can only add to it.
@@ -53,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from attacks.labels import recover_label_counts_llg, recover_labels_idlg
 from attacks.metrics import match_reconstructions, psnr, ssim
 
 __all__ = [
@@ -62,7 +68,10 @@ __all__ = [
     "simulate_local_update",
     "unrolled_update",
     "recover_labels_idlg",
+    "recover_label_counts_llg",
     "total_variation",
+    "batchnorm_layers",
+    "batchnorm_prior",
     "InvertingGradientsConfig",
     "DlgConfig",
     "ReconstructionOutput",
@@ -70,11 +79,15 @@ __all__ = [
     "dlg",
     "GradientProbeConfig",
     "GradientProbeResult",
+    "GRANTED_LABELS_ROW",
     "run_gradient_probe",
     "sweep_gradient_probe",
 ]
 
 HEAD_LOSSES = ("cosface", "arcface", "softmax", "positive")
+ATTACK_ROW = "attack"
+GRANTED_LABELS_ROW = "labels granted: upper bound on this attacker"
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _cosface_scale_margin(s: float | None, m: float | None) -> tuple[float, float]:
@@ -120,11 +133,18 @@ class ClientModel(nn.Module):
         self.register_buffer("extra_negatives", None if extra_negatives is None else extra_negatives.detach().float())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from federated_core.models.heads import margin_logits
-
         f = self.backbone(x)
         if self.loss == "positive":
             return 1.0 - F.cosine_similarity(f, self.centers[y], dim=1)
+        return F.cross_entropy(self.logits(f, y), y, reduction="none")
+
+    def logits(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The logits ``[B, C + E]`` that `forward`'s cross-entropy sees for features ``f`` with
+        labels ``y`` (margin on the own class; the ``E`` extra negatives last)."""
+        from federated_core.models.heads import margin_logits
+
+        if self.loss == "positive":
+            raise ValueError("the positive-only loss has no logits (it is 1 - cos(f, w_y))")
         if self.loss == "arcface":
             logits = margin_logits(f, self.centers, y, kind=self.loss, s=self.s, m=self.m, check_labels=False)
         else:
@@ -137,7 +157,7 @@ class ClientModel(nn.Module):
                 logits = logits - s * m * onehot
         if self.extra_negatives is not None:
             logits = torch.cat([logits, self._extra_logits(f)], dim=1)
-        return F.cross_entropy(logits, y, reduction="none")
+        return logits
 
     def _extra_logits(self, f: torch.Tensor) -> torch.Tensor:
         """Logits of the fixed extra negatives: inner products (softmax) or ``s·cos`` (PrivacyFace
@@ -317,32 +337,77 @@ def _soft_call(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tenso
     return functional_call(wrapped, {f"inner.{k}": v for k, v in params.items()}, (x, soft))
 
 
-def recover_labels_idlg(head_update: torch.Tensor, count: int = 1) -> torch.Tensor:
-    """Labels from the update of the class-center matrix ``[C, d]`` (iDLG, Zhao et al. 2020).
-
-    Each row's update is the (negated, lr-scaled) sum over samples of ``(p_c − y_c)·∂u_c/∂w_c``:
-    positive multiples of (roughly) the feature direction for the classes a sample is *not*, a
-    negative one for its own. The true row is therefore anti-aligned with the others; we return
-    the ``count`` rows with the lowest summed cosine to all other rows (exact for one sample or
-    one label per batch; a heuristic for several labels). Sign-agnostic: works on gradients and
-    on parameter differences alike.
-    """
-    if head_update.dim() != 2 or head_update.shape[0] < 2:
-        raise ValueError(
-            f"head_update must be [C, d] with C >= 2 classes (label recovery needs the other rows), got {tuple(head_update.shape)}"
-        )
-    if not 1 <= count <= head_update.shape[0]:
-        raise ValueError(f"count must be in [1, C={head_update.shape[0]}], got {count}")
-    g = F.normalize(head_update.double(), dim=1)
-    sims = g @ g.T
-    score = sims.sum(1) - sims.diagonal()
-    return torch.topk(-score, count).indices.sort().values
-
-
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation (mean absolute difference of neighbouring pixels), the image
     prior of Geiping et al. (2020)."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers of ``model`` that carry running statistics; ValueError when there
+    are none (e.g. the ``tiny`` backbone and ``norm="group"`` backbones use GroupNorm) or when a
+    BatchNorm layer tracks no running statistics."""
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, _BATCHNORMS)]
+    if not layers:
+        raise ValueError(
+            f"bn_prior_weight > 0 needs BatchNorm layers, and this {type(model).__name__} has none "
+            "(the 'tiny' backbone and norm='group' backbones use GroupNorm/LayerNorm); set bn_prior_weight=0"
+        )
+    for m in layers:
+        if m.running_mean is None or m.running_var is None:
+            raise ValueError(f"BatchNorm layer {m} tracks no running statistics: there is nothing to match")
+    return layers
+
+
+def batchnorm_prior(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """GradInversion's BatchNorm prior (Yin et al. 2021, "See through Gradients", the ``R_BN``
+    term of the fidelity regulariser, after DeepInversion): ``Σ_l ‖μ_l(x) − μ_l‖₂ +
+    ‖σ²_l(x) − σ²_l‖₂`` over the BatchNorm layers ``l``, where ``μ_l(x)``, ``σ²_l(x)`` are the
+    per-channel batch mean and (biased) variance of the layer's *input* for the batch ``x`` and
+    ``μ_l``, ``σ²_l`` the layer's running statistics (the broadcast model's, which the attacker
+    knows). The forward pass runs in eval mode (each layer normalises with its running
+    statistics, no buffer changes; training flags are restored) through ``model(x, labels)``,
+    with ``params`` (e.g. the start state) in place of the model's own parameters when given.
+    Differentiable with respect to ``x``.
+
+    Scale: the sum runs over every BatchNorm layer (about 680 for noise images through a freshly
+    built 32-px MobileFaceNet, 50 layers) while the cosine distance is at most 2, so useful
+    weights are small. A freshly built model's running statistics are still (0, 1): the prior is
+    informative only for a trained broadcast model."""
+    from torch.func import functional_call
+
+    layers = batchnorm_layers(model)
+    terms: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        h = inputs[0]
+        dims = [0, *range(2, h.dim())]
+        mean, var = h.mean(dims), h.var(dims, correction=0)
+        terms.append(
+            torch.linalg.vector_norm(mean - cast(torch.Tensor, module.running_mean))
+            + torch.linalg.vector_norm(var - cast(torch.Tensor, module.running_var))
+        )
+
+    y = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device) if labels is None else labels
+    modes = [(m, m.training) for m in model.modules()]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        model.eval()
+        if params is None:
+            model(x, y)
+        else:
+            functional_call(model, dict(params), (x, y))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes:
+            m.training = training
+    return _tensor_sum(terms)
 
 
 def _tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -369,7 +434,8 @@ class InvertingGradientsConfig:
     """Geiping et al. (2020): cosine distance + α·TV, Adam on signed gradients, step decay
     (÷10 at 3/8, 5/8, 7/8 of ``iterations``), ``restarts`` from fresh random images keeping the
     best final loss. Defaults: breaching's Inverting Gradients (TV scale 0.2, lr 0.1, signed,
-    boxed) with 4 restarts; ``iterations`` counts the steps of one restart."""
+    boxed) with 4 restarts; ``iterations`` counts the steps of one restart. ``bn_prior_weight``
+    adds ``bn_prior_weight · R_BN`` (`batchnorm_prior`; 0 = off, the default)."""
 
     iterations: int = 2000
     restarts: int = 4
@@ -379,6 +445,7 @@ class InvertingGradientsConfig:
     boxed: bool = True
     seed: int = 0
     progress: bool = False
+    bn_prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("iterations", "restarts"):
@@ -389,13 +456,15 @@ class InvertingGradientsConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.tv_weight < 0:
             raise ValueError(f"tv_weight must be >= 0, got {self.tv_weight}")
+        _check_bn_weight(self.bn_prior_weight)
 
 
 @dataclass(frozen=True)
 class DlgConfig:
     """Zhu et al. (2019): squared-L2 gradient matching, L-BFGS (lr 1; ``iterations`` outer steps
     of up to ``inner_iterations`` L-BFGS iterations each, torch's defaults as in the authors'
-    code), soft labels optimised jointly unless labels are given."""
+    code), soft labels optimised jointly unless labels are given. ``bn_prior_weight`` adds
+    ``bn_prior_weight · R_BN`` (`batchnorm_prior`; 0 = off, the default)."""
 
     iterations: int = 300
     lr: float = 1.0
@@ -403,6 +472,7 @@ class DlgConfig:
     line_search: str | None = None
     seed: int = 0
     progress: bool = False
+    bn_prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("iterations", "inner_iterations"):
@@ -413,6 +483,12 @@ class DlgConfig:
             raise ValueError(f"line_search must be None or 'strong_wolfe', got {self.line_search!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        _check_bn_weight(self.bn_prior_weight)
+
+
+def _check_bn_weight(weight: float) -> None:
+    if isinstance(weight, bool) or not (weight >= 0 and math.isfinite(weight)):
+        raise ValueError(f"bn_prior_weight must be a finite number >= 0, got {weight!r}")
 
 
 @dataclass
@@ -459,13 +535,16 @@ def inverting_gradients(
     device: str | torch.device = "cpu",
 ) -> ReconstructionOutput:
     """Reconstruct the client's images from its observed update (Geiping et al. 2020, Eq. 4;
-    multi-step when ``sgd.steps > 1``). ``start``: every trainable parameter at the start of the
-    round (what the attacker broadcast); ``observed``: the differences the attacker saw (a subset
-    of ``start``'s names, e.g. the backbone only)."""
+    multi-step when ``sgd.steps > 1``; plus ``config.bn_prior_weight · R_BN``, Yin et al. 2021,
+    when that weight is > 0). ``start``: every trainable parameter at the start of the round
+    (what the attacker broadcast); ``observed``: the differences the attacker saw (a subset of
+    ``start``'s names, e.g. the backbone only)."""
     device = torch.device(device)
     _check_observed(model, start, observed)
     if labels.shape[0] != image_shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} entries for {image_shape[0]} images")
+    if config.bn_prior_weight > 0:
+        batchnorm_layers(model)  # raises when there is no BatchNorm to match
     model = model.to(device).train()
     target = {n: t.detach().to(device).float() for n, t in observed.items()}
     labels = labels.to(device)
@@ -489,6 +568,8 @@ def inverting_gradients(
             theta0 = _start_leaves(start, device)
             delta = unrolled_update(model, theta0, x, labels, sgd, create_graph=True)
             loss = _cosine_distance(delta, target) + config.tv_weight * total_variation(x)
+            if config.bn_prior_weight > 0:
+                loss = loss + config.bn_prior_weight * batchnorm_prior(model, x, labels, theta0)
             opt.zero_grad(set_to_none=True)
             (grad_x,) = torch.autograd.grad(loss, [x])
             x.grad = grad_x.sign() if config.signed else grad_x
@@ -498,7 +579,9 @@ def inverting_gradients(
                 with torch.no_grad():
                     x.clamp_(-1, 1)
             history.append(float(loss.detach()))
-        final = _evaluate_loss(model, start, target, x.detach(), labels, sgd, config.tv_weight, device)
+        final = _evaluate_loss(
+            model, start, target, x.detach(), labels, sgd, config.tv_weight, device, config.bn_prior_weight
+        )
         restart_losses.append(final)
         if best is None or final < best[0]:
             best = (final, x.detach().clone(), history)
@@ -513,10 +596,13 @@ def inverting_gradients(
     )
 
 
-def _evaluate_loss(model, start, target, x, labels, sgd, tv_weight, device) -> float:
+def _evaluate_loss(model, start, target, x, labels, sgd, tv_weight, device, bn_weight: float = 0.0) -> float:
     theta0 = _start_leaves(start, device)
     delta = unrolled_update(model, theta0, x, labels, sgd, create_graph=False)
-    return float((_cosine_distance(delta, target) + tv_weight * total_variation(x)).detach())
+    loss = _cosine_distance(delta, target) + tv_weight * total_variation(x)
+    if bn_weight > 0:
+        loss = loss + bn_weight * batchnorm_prior(model, x, labels, theta0)
+    return float(loss.detach())
 
 
 def dlg(
@@ -532,9 +618,12 @@ def dlg(
 ) -> ReconstructionOutput:
     """Deep Leakage from Gradients (Zhu et al. 2019): minimise ``‖Δθ(x', y') − Δθ‖²`` over dummy
     images ``x'`` and (unless ``labels`` are given, e.g. by iDLG) soft labels ``y' = softmax(z)``
-    with L-BFGS. Returns the images and the argmax labels."""
+    with L-BFGS (plus ``config.bn_prior_weight · R_BN``, Yin et al. 2021, when > 0). Returns the
+    images and the argmax labels."""
     device = torch.device(device)
     _check_observed(model, start, observed)
+    if config.bn_prior_weight > 0:
+        batchnorm_layers(model)  # raises when there is no BatchNorm to match
     model = model.to(device).train()
     target = {n: t.detach().to(device).float() for n, t in observed.items()}
     gen = torch.Generator().manual_seed(config.seed)
@@ -566,6 +655,8 @@ def dlg(
         else:
             delta = unrolled_update(model, theta0, x, None, sgd, create_graph=True, soft_labels=F.softmax(z, dim=1))
         loss = _l2_distance(delta, target) / (sgd.lr**2)
+        if config.bn_prior_weight > 0:
+            loss = loss + config.bn_prior_weight * batchnorm_prior(model, x, labels, theta0)
         gx = torch.autograd.grad(loss, variables)
         for v, g in zip(variables, gx):
             v.grad = g
@@ -604,11 +695,19 @@ class GradientProbeConfig:
         batch_size, local_steps, local_lr, momentum, weight_decay: local SGD (`LocalSgd`).
         dp_noise_multiplier, dp_max_grad_norm: DP-SGD on the client (None = off).
         attack: ``"inverting_gradients"`` or ``"dlg"``.
-        label_source: ``"idlg"`` (recover from the head update; needs ``head_observed``) or
-            ``"known"``; DLG also accepts ``"dlg"`` (soft labels optimised jointly).
+        label_source: ``"idlg"`` (which classes, from the head update; needs ``head_observed``),
+            ``"llg"`` (how many images of each class, `attacks.labels.recover_label_counts_llg`;
+            needs ``head_observed``) or ``"known"`` (labels granted: the upper bound on this
+            attacker); DLG also accepts ``"dlg"`` (soft labels optimised jointly).
         head_observed: whether the head's update reaches the attacker with the backbone's.
         iterations, restarts, attack_lr, tv_weight: Inverting Gradients' budget and prior
             (`InvertingGradientsConfig`; ``iterations`` per restart; DLG uses ``iterations`` only).
+        granted_labels_row: with recovered labels (any ``label_source`` but ``"known"``), also run
+            the same attack with the true labels and attach it as `GradientProbeResult.granted`
+            (`GRANTED_LABELS_ROW`); off by default (it doubles the attack's time).
+        bn_prior_weight: weight of GradInversion's BatchNorm-statistics prior (`batchnorm_prior`;
+            0 = off; > 0 needs a backbone with BatchNorm: ``mobilefacenet``, ``iresnet18/34`` with
+            the default ``norm="batch"``, ``inception_resnet_v1`` — not ``tiny``).
     """
 
     backbone: str = "tiny"
@@ -638,6 +737,8 @@ class GradientProbeConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
+    granted_labels_row: bool = False
+    bn_prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.model_state not in ("initial", "trained"):
@@ -648,16 +749,7 @@ class GradientProbeConfig:
             raise ValueError(f"head_init must be 'random' or 'mean_embedding', got {self.head_init!r}")
         if self.attack not in ("inverting_gradients", "dlg"):
             raise ValueError(f"attack must be 'inverting_gradients' or 'dlg', got {self.attack!r}")
-        allowed = ("idlg", "known", "dlg") if self.attack == "dlg" else ("idlg", "known")
-        if self.label_source not in allowed:
-            raise ValueError(
-                f"label_source must be one of {allowed} for attack {self.attack!r}, got {self.label_source!r}"
-            )
-        if self.label_source == "idlg" and not self.head_observed:
-            raise ValueError(
-                "label_source='idlg' needs the head's update (head_observed=True); a backbone-only update "
-                "carries no last-layer gradient to read labels from — use label_source='known'"
-            )
+        self._check_labels()
         for name in ("num_images", "embedding_dim", "resolution"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -675,7 +767,23 @@ class GradientProbeConfig:
         if not (self.dp_max_grad_norm > 0 and math.isfinite(self.dp_max_grad_norm)):
             raise ValueError(f"dp_max_grad_norm must be a finite number > 0, got {self.dp_max_grad_norm}")
         self.local_sgd()  # validates batch_size, local_steps, local_lr, momentum, weight_decay
-        InvertingGradientsConfig(self.iterations, self.restarts, self.attack_lr, self.tv_weight)
+        InvertingGradientsConfig(
+            self.iterations, self.restarts, self.attack_lr, self.tv_weight, bn_prior_weight=self.bn_prior_weight
+        )
+
+    def _check_labels(self) -> None:
+        allowed = ("idlg", "llg", "known", "dlg") if self.attack == "dlg" else ("idlg", "llg", "known")
+        if self.label_source not in allowed:
+            raise ValueError(
+                f"label_source must be one of {allowed} for attack {self.attack!r}, got {self.label_source!r}"
+            )
+        if self.label_source in ("idlg", "llg") and not self.head_observed:
+            raise ValueError(
+                f"label_source={self.label_source!r} needs the head's update (head_observed=True); a backbone-only "
+                "update carries no last-layer gradient to read labels from — use label_source='known'"
+            )
+        if not isinstance(self.granted_labels_row, bool):
+            raise ValueError(f"granted_labels_row must be True or False, got {self.granted_labels_row!r}")
 
     def local_sgd(self) -> LocalSgd:
         return LocalSgd(self.local_steps, self.batch_size, self.local_lr, self.momentum, self.weight_decay)
@@ -686,7 +794,11 @@ class GradientProbeConfig:
 
 @dataclass
 class GradientProbeResult:
-    """Scores of one probe (plain numbers and arrays)."""
+    """Scores of one probe (plain numbers and arrays).
+
+    ``row`` is ``"attack"`` for the attacker as configured, or `GRANTED_LABELS_ROW` for the same
+    attack given the true labels; with ``granted_labels_row`` the attack row carries that row as
+    ``granted`` (its summary under ``"labels_granted"``)."""
 
     config: dict[str, Any]
     true_identities: list[int]
@@ -704,6 +816,8 @@ class GradientProbeResult:
     iterations: int
     evaluator: str | None
     threat_model: str
+    row: str = ATTACK_ROW
+    granted: GradientProbeResult | None = None
 
     def summary(self) -> dict[str, Any]:
         finite = self.psnr[np.isfinite(self.psnr)]
@@ -737,6 +851,10 @@ class GradientProbeResult:
                 "identity_recovered": self.identity_recovered,
             }
         )
+        if self.row != ATTACK_ROW:
+            out["row"] = self.row
+        if self.granted is not None:
+            out["labels_granted"] = self.granted.summary()
         return out
 
 
@@ -804,10 +922,18 @@ def _probe_labels(
     delta: Mapping[str, torch.Tensor],
     n_classes: int,
     device: torch.device,
+    model: ClientModel | None = None,
 ) -> torch.Tensor | None:
-    """The attacker's labels: given, recovered by iDLG from the head update, or None (DLG's own)."""
+    """The attacker's labels: given, recovered by iDLG (which classes) or LLG (how many of each,
+    ``model`` at its start state needed) from the head update, or None (DLG's own)."""
     if config.label_source == "known":
         return y.clone()
+    if config.label_source == "llg":
+        if model is None:
+            raise ValueError("label_source='llg' needs the client's start model (model=None given)")
+        shape = (3, config.resolution, config.resolution)
+        counts = recover_label_counts_llg(model, delta["centers"], len(y), shape, seed=config.seed + 3)
+        return counts.labels().to(device)
     if config.label_source == "idlg":
         if n_classes == 1:
             return torch.zeros_like(y)
@@ -845,6 +971,7 @@ def _probe_attack(
                 config.tv_weight,
                 seed=config.seed,
                 progress=config.progress,
+                bn_prior_weight=config.bn_prior_weight,
             ),
             device=device,
         )
@@ -855,7 +982,9 @@ def _probe_attack(
         shape,
         n_classes,
         sgd,
-        DlgConfig(config.iterations, seed=config.seed, progress=config.progress),
+        DlgConfig(
+            config.iterations, seed=config.seed, progress=config.progress, bn_prior_weight=config.bn_prior_weight
+        ),
         labels=labels,
         device=device,
     )
@@ -887,11 +1016,18 @@ def _probe_threat_model(config: GradientProbeConfig) -> str:
         if config.attack == "inverting_gradients"
         else f"{config.iterations} L-BFGS steps"
     )
+    if config.label_source != "known":
+        labels = f"labels recovered by {config.label_source}"
+    elif config.head_observed:
+        labels = GRANTED_LABELS_ROW
+    else:  # a backbone-only update has no head gradient to read labels from
+        labels = f"{GRANTED_LABELS_ROW} (a backbone-only update carries no head gradient to read labels from)"
+    prior = f", BatchNorm prior {config.bn_prior_weight:g}" if config.bn_prior_weight > 0 else ""
     return (
         "attacker knows the start model, local SGD settings, image count, step count and batch order; "
-        f"labels {'given' if config.label_source == 'known' else 'recovered by ' + config.label_source}; "
+        f"{labels}; "
         f"head update {'observed' if config.head_observed else 'not observed'}; "
-        f"{config.attack} with {budget}: a lower bound on what an attacker with this knowledge can do"
+        f"{config.attack} with {budget}{prior}: a lower bound on what an attacker with this knowledge can do"
     )
 
 
@@ -906,7 +1042,8 @@ def run_gradient_probe(
 
     The head's centers start as ``config.head_init`` says. ``reference`` (an
     `attacks.evaluator.IdentityReference`) adds identity similarity and rank-1 match under the
-    independent evaluator.
+    independent evaluator. With ``config.granted_labels_row`` and recovered labels, the result's
+    ``granted`` holds the same attack given the true labels (`GRANTED_LABELS_ROW`).
     """
     device = torch.device(config.device)
     backbone = _probe_backbone(config, trained_backbone, device)
@@ -914,6 +1051,8 @@ def run_gradient_probe(
     x, y = x.to(device), y.to(device)
     n_classes = len(identities)
     model = _probe_model(config, backbone, x, y, n_classes, device)
+    if config.bn_prior_weight > 0:
+        batchnorm_layers(model)  # fail before the (costly) simulation when there is no BatchNorm
     sgd = config.local_sgd()
     dp_gen = None
     if config.dp_noise_multiplier is not None:
@@ -921,33 +1060,59 @@ def run_gradient_probe(
     delta = simulate_local_update(model, x, y, sgd, config.dp_noise_multiplier, config.dp_max_grad_norm, dp_gen)
     start = {n: p.detach().clone() for n, p in _trainable(model).items()}
     observed = {n: v for n, v in delta.items() if config.head_observed or n != "centers"}
-    labels = _probe_labels(config, y, delta, n_classes, device)
-    out = _probe_attack(config, model, start, observed, labels, len(y), n_classes, sgd, device)
-    label_acc = _multiset_label_accuracy(y, out.labels, n_classes)
+    labels = _probe_labels(config, y, delta, n_classes, device, model)
+    attack = _ProbeAttack(config, model, start, observed, x, y, identities, sgd, device, reference)
+    result = attack.run(config, labels, ATTACK_ROW)
+    if config.granted_labels_row and config.label_source != "known":
+        granted = dataclasses.replace(config, label_source="known", granted_labels_row=False)
+        result.granted = attack.run(granted, y.clone(), GRANTED_LABELS_ROW)
+    return result
 
-    rec = (out.images.cpu() + 1) / 2
-    orig = (x.cpu() + 1) / 2
-    order = match_reconstructions(rec, orig)
-    rec = rec[order]
-    id_sim, imp_sim, rank1, recovered, evaluator = _probe_identity_scores(reference, rec, y, identities)
-    return GradientProbeResult(
-        config=config.to_dict(),
-        true_identities=[identities[int(c)] for c in y.cpu().tolist()],
-        label_accuracy=label_acc,
-        psnr=psnr(rec, orig).numpy(),
-        ssim=ssim(rec, orig).numpy(),
-        identity_similarity=id_sim,
-        impostor_identity_similarity=imp_sim,
-        rank1=rank1,
-        identity_recovered=recovered,
-        loss_history=out.losses,
-        reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
-        originals=(orig * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
-        seconds=out.seconds,
-        iterations=out.iterations,
-        evaluator=evaluator,
-        threat_model=_probe_threat_model(config),
-    )
+
+@dataclass
+class _ProbeAttack:
+    """One simulated update and what the attacker holds; `run` attacks it and scores the images."""
+
+    config: GradientProbeConfig
+    model: ClientModel
+    start: dict[str, torch.Tensor]
+    observed: dict[str, torch.Tensor]
+    x: torch.Tensor
+    y: torch.Tensor
+    identities: list[int]
+    sgd: LocalSgd
+    device: torch.device
+    reference: Any | None
+
+    def run(self, config: GradientProbeConfig, labels: torch.Tensor | None, row: str) -> GradientProbeResult:
+        """Attack with ``labels`` under ``config`` (its label settings may differ from the probe's)."""
+        y, n_classes = self.y, len(self.identities)
+        out = _probe_attack(
+            config, self.model, self.start, self.observed, labels, len(y), n_classes, self.sgd, self.device
+        )
+        rec = (out.images.cpu() + 1) / 2
+        orig = (self.x.cpu() + 1) / 2
+        rec = rec[match_reconstructions(rec, orig)]
+        id_sim, imp_sim, rank1, recovered, evaluator = _probe_identity_scores(self.reference, rec, y, self.identities)
+        return GradientProbeResult(
+            config=config.to_dict(),
+            true_identities=[self.identities[int(c)] for c in y.cpu().tolist()],
+            label_accuracy=_multiset_label_accuracy(y, out.labels, n_classes),
+            psnr=psnr(rec, orig).numpy(),
+            ssim=ssim(rec, orig).numpy(),
+            identity_similarity=id_sim,
+            impostor_identity_similarity=imp_sim,
+            rank1=rank1,
+            identity_recovered=recovered,
+            loss_history=out.losses,
+            reconstructions=(rec * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
+            originals=(orig * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
+            seconds=out.seconds,
+            iterations=out.iterations,
+            evaluator=evaluator,
+            threat_model=_probe_threat_model(config),
+            row=row,
+        )
 
 
 def sweep_gradient_probe(

@@ -71,6 +71,8 @@ def test_defaults_follow_breachings_inverting_gradients():
     assert ig.tv_weight == 0.2 and ig.restarts >= 4 and ig.lr == 0.1 and ig.signed and ig.boxed
     probe = GradientProbeConfig()
     assert probe.tv_weight == 0.2 and probe.restarts >= 4
+    # the BatchNorm prior and the granted-labels row are opt-in: today's probe is unchanged
+    assert ig.bn_prior_weight == 0.0 and probe.bn_prior_weight == 0.0 and probe.granted_labels_row is False
     logged = LoggedUpdateProbeConfig(client="client:0")
     assert logged.tv_weight == 0.2 and logged.restarts >= 4
 
