@@ -60,7 +60,7 @@ from attacks.views import (
 
 __all__ = ["ATTACKS", "AttackRunConfig", "AttackReport", "run_attacks", "FaceSource"]
 
-ATTACKS = ("knn", "inversion", "gradient")
+ATTACKS = ("knn", "inversion", "gradient", "membership")
 # Renders a FaceSet: (identities, images_per_identity, start_index) -> FaceSet.
 FaceSource = Callable[[torch.Tensor, int, int], Any]
 
@@ -108,6 +108,9 @@ class AttackRunConfig:
     gradient_logged_restarts: int = 4
     gradient_logged_null: bool = True  # score the reconstructions against the clients not attacked too
     gradient_simulated: bool = True
+    membership_nonmembers: int = 2000  # >= 1000: TPR at FPR 1e-2 supported; 1e-3 needs 10,000
+    membership_shadows: int = 64
+    membership_query_images: int = 2
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -135,6 +138,9 @@ class AttackRunConfig:
             "gradient_logged_restarts",
             "oracle_images_per_identity",
             "calibration_identities",
+            "membership_nonmembers",
+            "membership_shadows",
+            "membership_query_images",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -177,6 +183,7 @@ class AttackReport:
     inversion: list[Any] = field(default_factory=list)
     gradient: list[Any] = field(default_factory=list)
     gradient_logged: list[Any] = field(default_factory=list)
+    membership: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # attacks that raised: not "nothing leaked"
     evaluator: str | None = None
@@ -235,6 +242,7 @@ class AttackReport:
                 _jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path, "notes": r.notes})
                 for r in self.gradient_logged
             ],
+            "membership": [r.to_dict() for r in self.membership],
             "notes": self.notes,
             "failures": self.failures,
         }
@@ -250,6 +258,8 @@ class AttackReport:
             lines += _gradient_table(self.gradient)
         if self.gradient_logged:
             lines += _gradient_logged_table(self.gradient_logged)
+        if self.membership:
+            lines += _membership_table(self.membership)
         for n in self.notes:
             lines.append(f"  note: {n}")
         if self.evaluator:
@@ -257,6 +267,24 @@ class AttackReport:
         if self.calibration:
             lines.append(_calibration_line(self.calibration))
         return "\n".join(lines)
+
+
+def _membership_table(results: list[Any]) -> list[str]:
+    lines = ["  membership (offline LiRA; TPR at FPR over (identity, client) pairs, interval over clients):"]
+    for r in results:
+        cells = []
+        for key, entry in r.lira["at_fpr"].items():
+            if not entry.get("supported"):
+                cells.append(f"FPR {key}: unsupported ({r.nonmembers} non-members)")
+                continue
+            n = r.normalised.get(key, {})
+            oracle = "—" if r.oracle is None else _f(r.oracle["at_fpr"][key].get("tpr"))
+            cells.append(
+                f"FPR {key}: TPR {_f(entry['tpr'])} (oracle {oracle}, null {_f(entry['achieved_fpr'])}, "
+                f"normalised {_f(n.get('normalised'))})"
+            )
+        lines.append(f"    {r.kind:<24} {'; '.join(cells)}; AUROC {_f(r.lira['auroc'])}")
+    return lines
 
 
 def _tpr_cell(x: Any) -> str:
@@ -457,6 +485,10 @@ def run_attacks(
         truth = _KnnTargets(members, identity_groups)
         _knn_attacks(observed_model, gallery_faces, vectors, truth, ceilings, config, report)
     report.seconds["knn"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if "membership" in config.attacks and observed_model is not None and observed.releases:
+        report.membership = _membership_attacks(observed_model, observed, gt, render, config, report)
+    report.seconds["membership"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     reference = None
@@ -517,6 +549,9 @@ class _ObservedTargets:
     model: Any
     vectors: dict[str, tuple[Any, ...]]
     sources: dict[str, list[str]]
+    # kind -> client -> its released rows and its release's meta (the membership game's releases)
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metas: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _observed_targets(
@@ -532,6 +567,8 @@ def _observed_targets(
             report.failures.append(f"k-NN and inversion: no observed model to embed with: {exc}")
     vectors: dict[str, tuple[Any, ...]] = {}
     sources: dict[str, list[str]] = {}
+    releases: dict[str, dict[str, Any]] = {}
+    metas: dict[str, dict[str, dict[str, Any]]] = {}
     for kind in kinds:
         try:
             cv = view.center_vectors(kind)
@@ -540,6 +577,7 @@ def _observed_targets(
             continue
         vectors[kind] = (cv.vectors, gt.observation_ids(cv), f"round {cv.round}")
         sources[kind] = list(cv.sources)
+        _collect_releases(cv, releases, metas)
     observed_any = bool(vectors)
     report.notes.extend(n for n in gt.notes if n not in report.notes)
     if "knn" in config.attacks or "inversion" in config.attacks:
@@ -556,7 +594,65 @@ def _observed_targets(
             f"observer {config.observer!r} observed no center-like tensor ({', '.join(CENTER_KINDS)}); "
             "k-NN and inversion have nothing to attack"
         )
-    return _ObservedTargets(observed_model, vectors, sources)
+    return _ObservedTargets(observed_model, vectors, sources, releases, metas)
+
+
+def _collect_releases(
+    cv: Any, releases: dict[str, dict[str, Any]], metas: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    """Group ``cv``'s rows by the client they describe (the membership game's releases)."""
+    from attacks.membership_attack import CLASS_LIKE, CLUSTER_LIKE
+
+    if cv.kind not in CLASS_LIKE + CLUSTER_LIKE:
+        return
+    for party in sorted(set(cv.sources)):
+        if not party.startswith("client:"):
+            continue
+        rows = [i for i, src in enumerate(cv.sources) if src == party]
+        releases.setdefault(cv.kind, {})[party] = cv.vectors[rows]
+        metas.setdefault(cv.kind, {})[party] = dict(cv.metas[rows[0]]) if cv.metas else {}
+
+
+def _membership_attacks(
+    model: Any, observed: _ObservedTargets, gt: GroundTruth, render: FaceSource, config: AttackRunConfig, report: Any
+) -> list[Any]:
+    """The membership game (`attacks.membership_attack`) on every observed kind it can simulate,
+    with the attacker's public identities as shadow class centers and the true ``W_k`` as the oracle."""
+    from attacks.membership_attack import MembershipConfig, membership_attack
+
+    public = torch.arange(config.public_offset, config.public_offset + config.public_identities)
+    faces = render(public, config.public_images_per_identity, 0)
+    emb = _embed_gallery(model, faces, config.device).embeddings.double()
+    row = {int(i): k for k, i in enumerate(public.tolist())}
+    index = torch.tensor([row[int(i)] for i in faces.labels.tolist()])
+    sums = torch.zeros(len(public), emb.shape[1], dtype=torch.float64).index_add_(0, index, emb)
+    pool = torch.nn.functional.normalize(sums, dim=1)
+    true = {}
+    for party in gt.identities:
+        try:
+            true[party] = gt.true_centers(party)[0]
+        except ValueError:
+            continue
+    mc = MembershipConfig(
+        nonmembers=config.membership_nonmembers,
+        query_images=config.membership_query_images,
+        shadows=config.membership_shadows,
+        n_bootstrap=config.n_bootstrap,
+        seed=config.seed,
+        device=config.device,
+    )
+    results = []
+    for kind, releases in observed.releases.items():
+        ids = {p: gt.identities[p] for p in releases}
+        try:
+            results.append(
+                membership_attack(
+                    kind, config.observer, model, render, releases, observed.metas[kind], ids, pool, true or None, mc
+                )
+            )
+        except ValueError as exc:
+            report.failures.append(f"membership attack on {kind}: {exc}")
+    return results
 
 
 @dataclass

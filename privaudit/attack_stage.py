@@ -40,6 +40,8 @@ def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool
         gradient_logged_restarts=a.gradient_logged_restarts,
         gradient_logged_dummies=a.gradient_logged_dummies,
         gradient_simulated=simulated_probe,
+        membership_nonmembers=a.membership_nonmembers,
+        membership_shadows=a.membership_shadows,
         n_bootstrap=50 if tiny else 200,
         seed=scenario.seed,
         device=scenario.device,
@@ -143,7 +145,42 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
                 f"p = {r.get('permutation_p')}: {r.get('threat_model', '')}",
             }
         )
+    findings += [_membership_finding(r) for r in report.get("membership", [])]
     return findings
+
+
+def _membership_finding(r: dict[str, Any]) -> dict[str, Any]:
+    """One membership game (`attacks.membership_attack.MembershipResult.to_dict`) as an attack finding:
+    TPR at each supported FPR beside its oracle, null and normalised success (intervals over clients)."""
+    metrics: dict[str, float] = {"auroc": float(r["lira"]["auroc"]), "num_observations": float(r["members"])}
+    metrics["nonmembers"] = float(r["nonmembers"])
+    intervals: dict[str, tuple[float, float]] = {}
+    supported, notes = [], [r.get("threat_model", "")]
+    for key, entry in r["lira"]["at_fpr"].items():
+        name = f"tpr@fpr={key}"
+        if not entry.get("supported"):
+            notes.append(f"{name}: {entry.get('unsupported_reason')}")
+            continue
+        supported.append((float(key), name))
+        metrics[name] = float(entry["tpr"])
+        metrics[f"global_threshold_{name}"] = float(r["global_threshold"]["at_fpr"][key]["tpr"])
+        n = r.get("normalised", {}).get(key)
+        if n is None:
+            continue
+        for part in ("oracle", "null", "normalised"):
+            metrics[f"{part}_{name}"] = float(n[part])
+            intervals[f"{part}_{name}"] = (float(n[f"{part}_ci"][0]), float(n[f"{part}_ci"][1]))
+        intervals[name] = (float(n["raw_ci"][0]), float(n["raw_ci"][1]))
+    notes += list(r.get("notes") or [])
+    return {
+        "attack": "membership",
+        "observer": r.get("observer", "server"),
+        "target_kind": r["kind"],
+        "metrics": metrics,
+        "intervals": intervals,
+        "success_metric": min(supported)[1] if supported else None,
+        "notes": "; ".join(n for n in notes if n),
+    }
 
 
 def _relative(path: str | None, out_dir: Path) -> str | None:
@@ -174,7 +211,8 @@ def attack_run(
     from privaudit.cache import files_under
     from privaudit.code_version import code_fingerprint, fingerprint
 
-    wanted = [a for a in scenario.attacks.run if a in ("knn", "inversion")] if set(shares) & set(CENTER_KINDS) else []
+    center_attacks = ("knn", "inversion", "membership")
+    wanted = [a for a in scenario.attacks.run if a in center_attacks] if set(shares) & set(CENTER_KINDS) else []
     if "backbone" in shares and "gradient" in scenario.attacks.run:
         wanted.append("gradient")
     if not wanted:

@@ -39,7 +39,7 @@ METHOD_NAMES = (
     "privacyface-e2e",
 )
 ACCOUNTANT_NAMES = ("basic", "advanced", "rdp", "prv")
-ATTACK_NAMES = ("knn", "inversion", "gradient")
+ATTACK_NAMES = ("knn", "inversion", "gradient", "membership")
 SCALES = ("tiny", "demo", "bench", "paper")
 
 
@@ -310,6 +310,10 @@ class AttackSpec:
     gradient_logged_iterations: int = 100
     gradient_logged_restarts: int = 4
     gradient_logged_dummies: int = 8
+    # membership inference (offline LiRA, attacks.membership_attack): fresh non-member identities
+    # (>= 1,000 supports TPR at FPR 1e-2, >= 10,000 at 1e-3) and simulated shadow releases per client
+    membership_nonmembers: int = 2000
+    membership_shadows: int = 64
 
     def __post_init__(self) -> None:
         bad = [a for a in self.run if a not in ATTACK_NAMES]
@@ -325,8 +329,10 @@ class AttackSpec:
             "gradient_logged_iterations",
             "gradient_logged_restarts",
             "gradient_logged_dummies",
+            "membership_nonmembers",
         ):
             _positive_int(f"attacks.{name}", getattr(self, name))
+        _positive_int("attacks.membership_shadows", self.membership_shadows, 2)
         tv = self.gradient_tv_weight
         if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not (math.isfinite(tv) and tv >= 0):
             raise ValueError(f"attacks.gradient_tv_weight must be a finite number >= 0, got {tv!r}")
@@ -459,6 +465,8 @@ class Scenario:
                 gradient_logged_iterations=10,
                 gradient_logged_restarts=2,
                 gradient_logged_dummies=4,
+                membership_nonmembers=1000,
+                membership_shadows=8,
             ),
         )
         return replace(base, **changes)

@@ -71,6 +71,9 @@ FIGURE_CAPTIONS = {
     "compare its x with the k-NN frontier's.",
     "frontier_attack_gradient": "Privacy-utility frontier for the gradient-inversion family: the success of each "
     "method's strongest inversion of an observed update (x) versus utility (y).",
+    "frontier_attack_membership": "Privacy-utility frontier for membership inference: offline LiRA's TPR at the "
+    "lowest FPR the non-member count supports, on each method's most revealing observed kind (x, interval over "
+    "clients), versus utility (y). An uninformed attacker scores its FPR.",
     "frontier_epsilon": "Privacy-utility frontier: formal epsilon of the class information each method shares "
     "(x, tightest accountant, log scale; 0 = no class information leaves a client, "
     "∞ = no guarantee, both at marked positions) versus utility (y); ε over the whole run, "
@@ -185,11 +188,12 @@ class FrontierPoint:
 
 
 FRONTIER_ATTACK_FAMILY = "knn"
-FRONTIER_FAMILIES = ("knn", "inversion", "gradient")
+FRONTIER_FAMILIES = ("knn", "inversion", "gradient", "membership")
 _FAMILY_AXIS = {
     "knn": "k-NN identity attack: top-1 of the strongest observed kind",
     "inversion": "embedding inversion: success of the strongest observed kind",
     "gradient": "gradient inversion: success of the strongest observed update",
+    "membership": "membership inference (LiRA): TPR at the lowest supported FPR, strongest observed kind",
 }
 
 

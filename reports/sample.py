@@ -288,6 +288,7 @@ def _attacks(
     for kind in center_kinds:
         out.append(_knn_finding(kind, strength, rng))
         out.append(_inversion_finding(name, kind, strength, image_rng, folder))
+        out.append(_membership_finding(kind, strength))
     if name == "fedpe":
         out.append(_gradient_finding(image_rng, folder))
     knn_membership = AttackFinding(
@@ -358,6 +359,32 @@ def _inversion_finding(
         success_metric="rank1",
         notes="SAMPLE",
     )
+
+
+def _membership_finding(kind: str, strength: float) -> AttackFinding:
+    """The server's SAMPLE membership game on ``kind`` (no random draws: the other sections'
+    numbers do not move with it)."""
+    tpr = float(np.clip(0.02 + 0.4 * strength, 0, 1))
+    oracle = float(np.clip(tpr + 0.3, 0, 1))
+    norm = (tpr - 0.01) / (oracle - 0.01)
+    metrics = {
+        "tpr@fpr=0.01": tpr,
+        "oracle_tpr@fpr=0.01": oracle,
+        "null_tpr@fpr=0.01": 0.01,
+        "normalised_tpr@fpr=0.01": norm,
+        "global_threshold_tpr@fpr=0.01": tpr / 2,
+        "auroc": 0.5 + 0.4 * strength,
+        "num_observations": 80.0,
+        "nonmembers": 2000.0,
+    }
+    intervals = {
+        "tpr@fpr=0.01": (max(0.0, tpr - 0.08), min(1.0, tpr + 0.08)),
+        "normalised_tpr@fpr=0.01": (norm - 0.2, norm + 0.2),
+    }
+    return AttackFinding(
+        "membership", "server", kind, metrics=metrics, intervals=intervals, success_metric="tpr@fpr=0.01",
+        notes="SAMPLE: offline LiRA, 2,000 non-members (FPR 1e-3 unsupported)",
+    )  # fmt: skip
 
 
 def _gradient_finding(image_rng: np.random.Generator, folder: Path | None) -> AttackFinding:

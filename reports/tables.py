@@ -152,7 +152,7 @@ def _metric_columns(maps: Sequence[dict[str, float]]) -> list[str]:
     return sorted({k for d in maps for k in d}, key=metric_sort_key)
 
 
-ATTACK_FAMILIES = ("knn", "inversion", "gradient")
+ATTACK_FAMILIES = ("knn", "inversion", "gradient", "membership")
 
 
 def strongest_per_family(m: MethodResult) -> dict[str, Any]:

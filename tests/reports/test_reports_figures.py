@@ -251,7 +251,7 @@ def test_frontier_points_carry_their_intervals_and_one_figure_per_attack_family(
     inversion = {p.label: (p.x, p.y) for p in F.frontier_points(r, "attack", family="inversion")}
     assert inversion == {"fedgc": (0.6, 0.55)}  # only fedgc has an inversion finding
     with pytest.raises(ValueError, match="family must be one of"):
-        F.frontier_points(r, "attack", family="membership")
+        F.frontier_points(r, "attack", family="dp-kmeans")
     fig = F.frontier_figure(list(knn.values()), "k-NN", "tar@far=1e-2")
     bars = {c.get_gid() for c in fig.axes[0].collections if (c.get_gid() or "").startswith("interval:")}
     assert bars == {"interval:privacyface"}
