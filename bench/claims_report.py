@@ -1,7 +1,8 @@
 """docs/reproduction.md from committed bench results (issue #15): the claims table a reader sees
 without running anything.
 
-    .venv/bin/python bench/claims_report.py bench/results/bench.json [more.json ...] > docs/reproduction.md
+    .venv/bin/python bench/claims_report.py bench/results/bench.json [more.json ...] \
+        [--sweep bench/results/scale_sweep.json] > docs/reproduction.md
 
 Each input is a results.json of a bench audit (`privaudit audit --scale bench`); every claim row
 it holds (`claims`, schema 1.3) is listed once, a claim checked in several inputs once per input.
@@ -79,16 +80,57 @@ def claims_markdown(results: list[tuple[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_markdown(sweep: dict[str, Any], figure: str) -> str:
+    """The scale sweep (`bench/scale_sweep.py`): per identities-per-client point, each headline
+    claim's paired difference over seeds with its interval and verdict, as the pipeline gave them."""
+    claims = sorted({c for p in sweep["points"] for c in p.get("claims", {})})
+    lines = [
+        "",
+        "## Where in the regime the headline claims hold (scale sweep)",
+        "",
+        f"`bench/scale_sweep.py`: {sweep.get('setting', '')}; 100 client identities in all (clients = 100 / "
+        "identities per client), 12 images each; rounds and seeds per point as listed. Each cell: the claim's "
+        "treatment − control on TAR@FAR=1e-3, mean over seeds [95% t interval], and its verdict.",
+        "",
+        f"![scale sweep]({figure})",
+        "",
+        "| identities per client | clients | rounds | seeds | " + " | ".join(f"`{c}`" for c in claims) + " |",
+        "|---|---|---|---|" + "---|" * len(claims),
+    ]
+    for p in sweep["points"]:
+        if "error" in p:
+            lines.append(f"| {p['identities_per_client']} | — | — | — | not run: {_cell(p['error'])} |")
+            continue
+        cells = [
+            _interval(p["claims"][c]) + f"; {p['claims'][c].get('verdict_text')}" if c in p["claims"] else "—"
+            for c in claims
+        ]
+        seeds = ", ".join(str(s) for s in p.get("seeds", []))
+        lines.append(
+            f"| {p['identities_per_client']} | {p['clients']} | {p.get('rounds', '?')} | {seeds} | "
+            + " | ".join(_cell(c) for c in cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
+    sweep = None
+    if "--sweep" in argv:
+        i = argv.index("--sweep")
+        sweep = json.loads(Path(argv[i + 1]).read_text())
+        argv = argv[:i] + argv[i + 2 :]
     results = []
     for arg in argv:
         path = Path(arg)
         doc = load_results(path.parent) if path.name == "results.json" else _load_file(path)
         results.append((path.name if path.name != "results.json" else str(path.parent), doc))
     sys.stdout.write(claims_markdown(results))
+    if sweep is not None:
+        sys.stdout.write(sweep_markdown(sweep, "../bench/figures/scale_sweep.png"))
     return 0
 
 
