@@ -7,12 +7,15 @@ is scored against ground truth the attacker never saw.
 - `views`: observer views of the wire log, grouped by kind and round; the ground truth.
 - `knn`: k-NN identity and membership attack on center-like vectors (PrivacyFace A.2.4), DP
   k-means (diffprivlib) as a sanitised alternative; `search`: the blocked cosine search.
-- `inversion`: the embedding-inversion decoder (PrivacyFace Table 5), its training and scoring.
-- `gradient`: DLG, iDLG label recovery, Inverting Gradients (single- and multi-step), client
-  update probes with optional DP-SGD, sweeps.
+- `inversion`: the embedding-inversion decoder (PrivacyFace Table 5; L1 or GAN objective with a
+  held-out training curve), its training and scoring; `whitebox`: white-box optimisation
+  inversion against the observed model, and `compare_attacks` (which of two attacks is stronger).
+- `gradient`: DLG, Inverting Gradients (single- and multi-step), client update probes with
+  optional DP-SGD, the granted-labels upper-bound row, sweeps; `labels`: iDLG and LLG label recovery.
 - `metrics`: PSNR, SSIM, identity similarity, rank-1 match, ROC/AUC, TPR@FPR with intervals.
 - `evaluator`: the independent evaluation model (trained on public identities disjoint from the
-  attacked ones) and the identity ground truth in its space.
+  attacked ones, optionally of another architecture), the identity ground truth in its space, its
+  thresholds at fixed FARs, and the agreement of two evaluators.
 - `run`: all attacks of one observer against a run folder (`privaudit attack`).
 
 Submodules are imported on first use (``attacks.knn`` etc.), so importing the package is cheap.
@@ -40,12 +43,23 @@ _EXPORTS = {
     "invert": "inversion",
     "invert_and_score": "inversion",
     "load_decoder": "inversion",
+    "decoder_record": "inversion",
+    "DecoderTrainResult": "inversion",
+    "InversionResult": "inversion",
+    "WhiteBoxConfig": "whitebox",
+    "WhiteBoxResult": "whitebox",
+    "whitebox_invert": "whitebox",
+    "AttackComparison": "whitebox",
+    "compare_attacks": "whitebox",
     "GradientProbeConfig": "gradient",
     "run_gradient_probe": "gradient",
     "sweep_gradient_probe": "gradient",
     "inverting_gradients": "gradient",
     "dlg": "gradient",
     "recover_labels_idlg": "gradient",
+    "recover_label_counts_llg": "labels",
+    "LabelCounts": "labels",
+    "GRANTED_LABELS_ROW": "gradient",
     "psnr": "metrics",
     "ssim": "metrics",
     "tpr_at_fpr": "metrics",
@@ -54,8 +68,14 @@ _EXPORTS = {
     "Evaluator": "evaluator",
     "train_evaluator": "evaluator",
     "build_reference": "evaluator",
+    "evaluator_config": "evaluator",
+    "calibrate_evaluator": "evaluator",
+    "evaluator_agreement": "evaluator",
+    "EvaluatorAgreement": "evaluator",
     "AttackRunConfig": "run",
+    "AttackReport": "run",
     "run_attacks": "run",
+    "second_evaluator_architecture": "run",
 }
 
 __all__ = sorted(_EXPORTS)

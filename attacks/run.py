@@ -11,6 +11,19 @@ engine (`federated_core.engine`; synthetic data, so every image can be regenerat
 * **inversion** — a decoder (PrivacyFace Table 5) trained on public identities (disjoint from
   everything else) embedded by the observed model inverts the same kinds; reconstructions are
   scored by the *independent* evaluator (trained on other public identities, `attacks.evaluator`).
+  By default the decoder's objective is ``"gan"`` (pixel L1 + feature loss through the observed
+  model + a DCGAN discriminator, `attacks.inversion`) with ``decoder_holdout_fraction`` of the
+  public identities held out: its per-epoch curve (held-out feature cosine and L1, D/G losses)
+  is recorded and ``decoder_patience`` stops it on the held-out cosine (the best epoch's weights
+  invert). Beside it, the **white-box** attack (`attacks.whitebox`) optimises an image per vector
+  against the observed model, is scored by the same `IdentityReference.score` with the same
+  null and true-center oracle, and `compare_attacks` says per kind which of the two is stronger
+  (paired per vector, bootstrap over units; resolved only when the interval excludes 0).
+* **a second evaluator** of another architecture (``evaluator_architecture``: MobileFaceNet by
+  default, IResNet-18 beside a MobileFaceNet φ0), trained and cached like the first on identities
+  of its own and calibrated on its own held-out identities, scores every inversion's
+  reconstructions too; `attacks.evaluator.evaluator_agreement` reports per FAR each one's
+  pass/fail, their agreement and Cohen's kappa, and the Spearman correlation of the similarities.
 * **ceilings and floors** (DESIGN §8) — every k-NN and inversion number on a center-like kind
   comes with the same attacker's result on oracle queries (the true class centers ``W_k`` behind
   each observation, from the ground truth; and the observed model's mean embedding of real unseen
@@ -22,7 +35,12 @@ engine (`federated_core.engine`; synthetic data, so every image can be regenerat
   (`attacks.evaluator.calibrate_evaluator`), so inversions report "success at FAR" beside rank-1.
 * **gradient** — probes (`attacks.gradient.run_gradient_probe`) simulate one client's update at
   the run's local settings from the models the observer saw (the first broadcast = initial state,
-  the last = trained state) on real client images, and invert it. Only the server observes a
+  the last = trained state) on real client images, and invert it. Where the head's update is
+  observed (the method uploads class centers) the probe's labels are recovered — LLG's counts for
+  several images, iDLG for one — and the same attack given the true labels runs beside it as the
+  granted-labels upper bound (``gradient_granted_labels_row``); elsewhere the labels are granted
+  (the probe is that upper bound). ``gradient_bn_prior_weight`` adds GradInversion's BatchNorm
+  prior (0 by default; the `tiny` backbone has no BatchNorm). Only the server observes a
   single client's update; a client observes aggregates, an outsider no update (both noted).
   The backbone updates clients actually uploaded are inverted too (`attacks.logged_update`), and
   the same reconstructions are scored against the clients that were *not* attacked: a null over
@@ -111,6 +129,23 @@ class AttackRunConfig:
     membership_nonmembers: int = 2000  # >= 1000: TPR at FPR 1e-2 supported; 1e-3 needs 10,000
     membership_shadows: int = 64
     membership_query_images: int = 2
+    # the decoder: "gan" (pixel L1 + feature loss through the observed model + DCGAN discriminator)
+    # or "l1" (PrivacyFace's); held-out public identities give the training curve and the patience stop
+    decoder_objective: str = "gan"
+    decoder_holdout_fraction: float = 0.1
+    decoder_patience: int = 3
+    # white-box optimisation inversion of the same vectors (attacks.whitebox), scored the same way
+    whitebox: bool = True
+    whitebox_iterations: int = 100
+    whitebox_restarts: int = 2
+    whitebox_tv_weight: float = 0.05
+    whitebox_init: str = "mean_face"
+    # a second evaluator of another architecture ("auto": MobileFaceNet, or IResNet-18 where φ0 is a
+    # MobileFaceNet; None or "same": only the first evaluator), on identities of its own
+    evaluator_architecture: str | None = "auto"
+    second_evaluator_identity_offset: int = 6_000_000
+    gradient_granted_labels_row: bool = True  # beside a probe with recovered labels: the same attack given them
+    gradient_bn_prior_weight: float = 0.0  # GradInversion's BatchNorm prior (the `tiny` backbone has no BatchNorm)
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -170,6 +205,81 @@ class AttackRunConfig:
             raise ValueError(f"calibration_fars must lie in (0, 1), got {list(self.calibration_fars)}")
         if self.oracle_start_index < 0:
             raise ValueError(f"oracle_start_index must be >= 0, got {self.oracle_start_index}")
+        _check_inversion_options(self)
+        _check_evaluator_and_probe_options(self)
+
+
+def _check_inversion_options(config: AttackRunConfig) -> None:
+    """Validate the decoder's objective and convergence stop and the white-box budget (each error names
+    the option and the value)."""
+    from attacks.inversion import OBJECTIVES
+    from attacks.whitebox import INITS
+
+    if config.decoder_objective not in OBJECTIVES:
+        raise ValueError(f"decoder_objective must be one of {list(OBJECTIVES)}, got {config.decoder_objective!r}")
+    frac = config.decoder_holdout_fraction
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1:
+        raise ValueError(f"decoder_holdout_fraction must be a number in [0, 1), got {frac!r}")
+    if isinstance(config.decoder_patience, bool) or not isinstance(config.decoder_patience, int):
+        raise ValueError(f"decoder_patience must be an integer >= 0, got {config.decoder_patience!r}")
+    if config.decoder_patience < 0:
+        raise ValueError(f"decoder_patience must be an integer >= 0, got {config.decoder_patience!r}")
+    if config.decoder_patience > 0 and frac == 0:
+        raise ValueError(
+            f"decoder_patience={config.decoder_patience} stops on held-out identities: set decoder_holdout_fraction > 0"
+        )
+    if not isinstance(config.whitebox, bool):
+        raise ValueError(f"whitebox must be True or False, got {config.whitebox!r}")
+    for name in ("whitebox_iterations", "whitebox_restarts"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    tv = config.whitebox_tv_weight
+    if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not (math.isfinite(tv) and tv >= 0):
+        raise ValueError(f"whitebox_tv_weight must be a finite number >= 0, got {tv!r}")
+    if config.whitebox_init not in INITS:
+        raise ValueError(f"whitebox_init must be one of {list(INITS)}, got {config.whitebox_init!r}")
+
+
+EVALUATOR_CHOICES = ("auto", "same")
+
+
+def _check_evaluator_and_probe_options(config: AttackRunConfig) -> None:
+    """Validate the second evaluator's architecture and the simulated probe's label and prior options."""
+    from federated_core.models.registry import BACKBONE_NAMES
+
+    arch = config.evaluator_architecture
+    if arch is not None and arch not in EVALUATOR_CHOICES + BACKBONE_NAMES:
+        raise ValueError(
+            f"evaluator_architecture must be None, 'same', 'auto' or a registered backbone {list(BACKBONE_NAMES)}, "
+            f"got {arch!r}"
+        )
+    offset = config.second_evaluator_identity_offset
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 1:
+        raise ValueError(f"second_evaluator_identity_offset must be an integer >= 1, got {offset!r}")
+    if offset == config.evaluator_identity_offset:
+        raise ValueError(
+            f"second_evaluator_identity_offset ({offset}) must differ from evaluator_identity_offset: "
+            "the two evaluators train on identities of their own"
+        )
+    if not isinstance(config.gradient_granted_labels_row, bool):
+        raise ValueError(
+            f"gradient_granted_labels_row must be True or False, got {config.gradient_granted_labels_row!r}"
+        )
+    w = config.gradient_bn_prior_weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+        raise ValueError(f"gradient_bn_prior_weight must be a finite number >= 0, got {w!r}")
+
+
+def second_evaluator_architecture(requested: str | None, phi0_backbone: str) -> str | None:
+    """The architecture of the second evaluator for ``requested`` (`AttackRunConfig.evaluator_architecture`)
+    when φ0 is a ``phi0_backbone``: None for None / "same" (one evaluator); for "auto" MobileFaceNet, or
+    IResNet-18 where φ0 itself is a MobileFaceNet (an evaluator of *another* architecture, DESIGN §8)."""
+    if requested in (None, "same"):
+        return None
+    if requested == "auto":
+        return "iresnet18" if phi0_backbone == "mobilefacenet" else "mobilefacenet"
+    return requested
 
 
 @dataclass
@@ -189,6 +299,15 @@ class AttackReport:
     evaluator: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # the evaluator's thresholds at fixed FARs
+    # the white-box inversion of the same vectors as the decoder (`attacks.whitebox`), one per kind
+    whitebox: list[Any] = field(default_factory=list)
+    # per kind: which of decoder and white-box is stronger (`attacks.whitebox.compare_attacks` summary)
+    inversion_comparison: list[dict[str, Any]] = field(default_factory=list)
+    decoder: dict[str, Any] | None = None  # the decoder's training record (objective, curve, stop)
+    second_evaluator: str | None = None  # the evaluator of another architecture
+    second_calibration: dict[str, Any] | None = None
+    # per (kind, attack): the two evaluators on the same reconstructions (`attacks.evaluator.evaluator_agreement`)
+    evaluator_agreement: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """JSON-able summary: scalars of every result, small arrays as lists. With ``relative_to``
@@ -198,7 +317,7 @@ class AttackReport:
         if relative_to is None:
             return {**doc, "seconds": self.seconds}
         doc["run_dir"] = os.path.relpath(self.run_dir, relative_to)
-        for key in ("inversion", "gradient_logged"):
+        for key in ("inversion", "whitebox", "gradient_logged"):
             for row in doc[key]:
                 if row.get("grid"):
                     row["grid"] = os.path.relpath(row["grid"], relative_to)
@@ -233,11 +352,36 @@ class AttackReport:
                 )
                 for r in self.knn
             ],
-            "inversion": [_jsonable({**r.summary(), "grid": r.grid_path, "notes": r.notes}) for r in self.inversion],
-            "gradient": [
-                _jsonable({**r.summary(), "client": r.config.get("client"), "threat_model": r.threat_model})
-                for r in self.gradient
-            ],
+            "inversion": [
+                _jsonable(
+                    {
+                        **r.summary(),
+                        **self._decoder_scalars(),
+                        **self._agreement_scalars(r.kind, "decoder"),
+                        "grid": r.grid_path,
+                        "notes": r.notes,
+                    }
+                )
+                for r in self.inversion
+            ],  # fmt: skip
+            "whitebox": [
+                _jsonable(
+                    {
+                        **r.summary(),
+                        **self._whitebox_scalars(r.kind),
+                        **self._agreement_scalars(r.kind, "whitebox"),
+                        "grid": r.grid_path,
+                        "notes": r.notes,
+                    }
+                )
+                for r in self.whitebox
+            ],  # fmt: skip
+            "inversion_comparison": _jsonable(self.inversion_comparison),
+            "decoder": _jsonable(self.decoder),
+            "second_evaluator": self.second_evaluator,
+            "second_evaluator_calibration": _jsonable(self.second_calibration),
+            "evaluator_agreement": _jsonable(self.evaluator_agreement),
+            "gradient": [_jsonable(_probe_row(r)) for r in self.gradient],
             "gradient_logged": [
                 _jsonable({**r.summary(), "threat_model": r.threat_model, "grid": r.grid_path, "notes": r.notes})
                 for r in self.gradient_logged
@@ -247,6 +391,51 @@ class AttackReport:
             "failures": self.failures,
         }
 
+    def _decoder_scalars(self) -> dict[str, Any]:
+        """The decoder's training record as scalars of each decoder inversion row."""
+        d = self.decoder or {}
+        if not d:
+            return {}
+        return {
+            "decoder_objective": d.get("objective"),
+            "decoder_epochs_done": d.get("epochs_done"),
+            "decoder_epoch_budget": d.get("epoch_budget"),
+            "decoder_best_epoch": d.get("best_epoch"),
+            "decoder_best_heldout_feature_cosine": d.get("best_heldout_feature_cosine"),
+            "decoder_stopped_early": d.get("stopped_early"),
+        }
+
+    def _whitebox_scalars(self, kind: str) -> dict[str, Any]:
+        """The white-box row's budget and its comparison with the decoder on the same vectors."""
+        row = next((c for c in self.inversion_comparison if c["kind"] == kind), None)
+        if row is None:
+            return {}
+        w = row["whitebox"]
+        out: dict[str, Any] = {
+            "whitebox_iterations": w["iterations"],
+            "whitebox_restarts": w["restarts"],
+            "whitebox_tv_weight": w["tv_weight"],
+            "whitebox_mean_cosine": w["mean_cosine"],
+            "whitebox_mean_init_cosine": w["mean_init_cosine"],
+        }
+        c = row.get("comparison")
+        if c is not None:
+            out.update(
+                {
+                    "whitebox_minus_decoder_identity_similarity": c["signed_difference"],
+                    "whitebox_minus_decoder_identity_similarity_ci": c["signed_interval"],
+                    "comparison_resolved": c["resolved"],
+                    "comparison_stronger": c["stronger"],
+                }
+            )
+        return out
+
+    def _agreement_scalars(self, kind: str, attack: str) -> dict[str, Any]:
+        """The second evaluator's verdicts on one row's reconstructions: its success at each FAR,
+        pass/fail agreement, Cohen's kappa and the 2×2 counts per FAR, Spearman of the similarities."""
+        row = next((a for a in self.evaluator_agreement if a["kind"] == kind and a["attack"] == attack), None)
+        return {} if row is None else agreement_scalars(row)
+
     def table(self) -> str:
         """A plain-text table of the headline numbers."""
         lines = [f"attacks by {self.observer!r} on {self.run_dir}"]
@@ -254,6 +443,12 @@ class AttackReport:
             lines += _knn_table(self.knn)
         if self.inversion:
             lines += _inversion_table(self.inversion)
+        if self.decoder:
+            lines.append(_decoder_line(self.decoder))
+        if self.whitebox:
+            lines += _whitebox_table(self.whitebox, self.inversion_comparison)
+        if self.evaluator_agreement:
+            lines += _agreement_lines(self.evaluator_agreement, self.second_evaluator)
         if self.gradient:
             lines += _gradient_table(self.gradient)
         if self.gradient_logged:
@@ -267,6 +462,20 @@ class AttackReport:
         if self.calibration:
             lines.append(_calibration_line(self.calibration))
         return "\n".join(lines)
+
+
+def _probe_row(r: Any) -> dict[str, Any]:
+    """A simulated probe's record: its summary, client, label source and threat model; with a
+    granted-labels row, that row's summary under ``labels_granted`` and its threat model."""
+    row = {
+        **r.summary(),
+        "client": r.config.get("client"),
+        "label_source": r.config.get("label_source"),
+        "threat_model": r.threat_model,
+    }
+    if r.granted is not None:
+        row["labels_granted_threat_model"] = r.granted.threat_model
+    return row
 
 
 def _membership_table(results: list[Any]) -> list[str]:
@@ -342,6 +551,63 @@ def _inversion_table(inversion: list[Any]) -> list[str]:
     return lines
 
 
+def _decoder_line(d: dict[str, Any]) -> str:
+    """The decoder's training in one line: objective, epochs, the held-out stop."""
+    best = d.get("best_epoch")
+    stop = (
+        f", best held-out feature cosine {d['best_heldout_feature_cosine']:.3f} at epoch {best} "
+        f"({'stopped by patience ' + str(d['patience']) if d['stopped_early'] else 'budget reached'})"
+        if best is not None and d.get("best_heldout_feature_cosine") is not None
+        else ""
+    )
+    return (
+        f"  decoder: objective {d['objective']!r}, {d['epochs_done']} of {d['epoch_budget']} epochs, "
+        f"{d['heldout_identities']} held-out public identities{stop}"
+    )
+
+
+def _whitebox_table(whitebox: list[Any], comparisons: list[dict[str, Any]]) -> list[str]:
+    """The white-box section of `AttackReport.table`: scores per kind beside the decoder's on the
+    same vectors, which is stronger, and the ceilings."""
+    lines = [
+        "  white-box inversion of the same vectors (scored by the same evaluator; a lower bound):",
+        f"    {'kind':26s} {'n':>5s} {'id-sim (impostor)':>18s} {'rank-1':>7s} {'cos(F(x),v)':>11s}  vs decoder",
+    ]
+    by_kind = {c["kind"]: c for c in comparisons}
+    for r in whitebox:
+        m, c = r.means, by_kind.get(r.kind, {})
+        cmp = c.get("comparison") or {}
+        lo, hi = cmp.get("signed_interval", (float("nan"), float("nan")))
+        verdict = cmp.get("stronger") or "not resolved (interval covers 0)"
+        lines.append(
+            f"    {r.kind:26s} {r.num_observations:5d} {m['identity_similarity']:7.3f} "
+            f"({m['impostor_identity_similarity']:7.3f}) {m['rank1']:7.3f} {c.get('whitebox', {}).get('mean_cosine', float('nan')):11.3f}  "
+            f"id-sim white-box − decoder {cmp.get('signed_difference', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}"
+        )
+    for r in whitebox:
+        s = r.summary()
+        for metric in r.ceilings:
+            mean = s.get(f"mean_{metric}")
+            label = metric if mean is None else f"{metric} {mean:.3f}"
+            lines.append(f"    {r.kind:26s} {_ceiling_line(label, s, metric)}")
+    return lines
+
+
+def _agreement_lines(rows: list[dict[str, Any]], second: str | None) -> list[str]:
+    """The two evaluators' agreement per (kind, attack): pass/fail agreement and kappa per FAR, Spearman."""
+    lines = [f"  second evaluator: {second}", "    agreement of the two evaluators on the same reconstructions:"]
+    for row in rows:
+        cells = [
+            f"FAR {float(p['far']):g}: agree {p['agreement']:.2f} (kappa {_f(p['kappa']).strip()})"
+            for p in row["at_far"]
+        ]
+        lines.append(
+            f"    {row['kind']:26s} {row['attack']:9s} n={row['num_reconstructions']:<4d} {'; '.join(cells)}; "
+            f"Spearman {_f(row['spearman']).strip()}"
+        )
+    return lines
+
+
 def _gradient_table(gradient: list[Any]) -> list[str]:
     """The simulated gradient-inversion probes' section of `AttackReport.table`: one row per probe."""
     lines = [
@@ -349,13 +615,15 @@ def _gradient_table(gradient: list[Any]) -> list[str]:
         f"    {'client':10s} {'state':8s} {'imgs':>4s} {'steps':>5s} {'DP σ':>5s} {'PSNR':>6s} {'SSIM':>6s} {'id-sim':>7s} {'(imp.)':>7s} {'rank-1':>7s} {'labels':>6s}",
     ]
     for r in gradient:
-        s = r.summary()
-        sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
-        lines.append(
-            f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} {sigma:>5s} "
-            f"{s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} {_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} "
-            f"{s['label_accuracy']:6.2f}"
-        )
+        for row, s in [(r, r.summary())] + ([] if r.granted is None else [(r.granted, r.granted.summary())]):
+            sigma = "—" if s["dp_noise_multiplier"] is None else f"{s['dp_noise_multiplier']:g}"
+            labels = row.config.get("label_source", "")
+            tag = f"  labels {labels}" if row is r else "  labels granted: upper bound on this attacker"
+            lines.append(
+                f"    {r.config.get('client', ''):10s} {s['model_state']:8s} {s['num_images']:4d} {s['local_steps']:5d} "
+                f"{sigma:>5s} {s['psnr']:6.2f} {s['ssim']:6.3f} {_f(s['identity_similarity'])} "
+                f"{_f(s['impostor_identity_similarity'])} {_f(s['rank1'])} {s['label_accuracy']:6.2f}{tag}"
+            )
     return lines
 
 
@@ -451,13 +719,16 @@ def run_attacks(
     faces: FaceSource | None = None,
     evaluator: Any | None = None,
     cache_dir: str | Path | None = None,
+    second_evaluator: Any | None = None,
 ) -> AttackReport:
     """Run ``config.attacks`` from ``config.observer``'s position on the run in ``run_dir``.
 
     ``faces`` renders images of any identity (default: the run's synthetic generator from its
     ground truth); ``evaluator`` (an `attacks.evaluator.Evaluator`) skips training one;
-    ``cache_dir`` keeps the trained evaluator (default ``out_dir/cache``) so that attacks on
-    several runs share it.
+    ``second_evaluator`` (another architecture's) skips training the second one that
+    ``config.evaluator_architecture`` asks for (and is used even when it asks for none);
+    ``cache_dir`` keeps the trained evaluators (default ``out_dir/cache``) so that attacks on
+    several runs share them.
     """
     run_dir = Path(run_dir)
     out = None if out_dir is None else Path(out_dir)
@@ -491,17 +762,23 @@ def run_attacks(
     report.seconds["membership"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    reference = None
+    reference = second = None
+    inverting = "inversion" in config.attacks and bool(vectors) and observed_model is not None
     gradient_possible = "gradient" in config.attacks and config.observer == "server"
-    if ("inversion" in config.attacks and vectors and observed_model is not None) or gradient_possible:
-        cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
+    cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
+    if inverting or gradient_possible:
         reference = _evaluator_reference(run_dir, gt, render, config, members, distractors, evaluator, cache, report)
     report.seconds["evaluator"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if inverting:
+        targets = (members, distractors)
+        second = _second_reference(run_dir, gt, render, config, targets, second_evaluator, cache, report)
+    report.seconds["second_evaluator"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if "inversion" in config.attacks and vectors and observed_model is not None:
-        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings)
-    report.seconds["inversion"] = time.perf_counter() - t0
+    if inverting:
+        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings, second)
+    report.seconds["inversion"] = time.perf_counter() - t0 - report.seconds.get("whitebox", 0.0)
 
     t0 = time.perf_counter()
     if "gradient" in config.attacks:
@@ -721,8 +998,47 @@ def _evaluator_reference(
     reference = _reference(ev, gt, render, members, scoring_gallery, config)
     report.evaluator = ev.description
     report.failures.extend(f"evaluator cache failed its checksum and was retrained: {p}" for p in ev.cache_problems)
-    _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
+    cal = _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
+    report.calibration = None if cal is None else cal.to_dict()
     return reference
+
+
+def _second_reference(
+    run_dir: Path,
+    gt: GroundTruth,
+    render: FaceSource,
+    config: AttackRunConfig,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    evaluator: Any | None,
+    cache: Path | None,
+    report: AttackReport,
+) -> Any | None:
+    """The second evaluator (given, or trained and cached like the first when
+    ``config.evaluator_architecture`` asks for one) and the clients' reference in its space,
+    calibrated on its own held-out identities; None when there is none or it failed (flagged).
+    ``targets``: the attacked members and the distractors. Only identity similarities and success at
+    FAR are read from it (the agreement), so its rank-1 gallery is the reference images themselves."""
+    members, distractors = targets
+    if evaluator is None:
+        if config.evaluator_architecture in (None, "same"):
+            return None
+        try:
+            evaluator = _train_evaluator(run_dir, gt, config, members, distractors, cache, second=True)
+        except ValueError as exc:
+            report.failures.append(
+                f"second evaluator ({config.evaluator_architecture}): {exc} (a second_evaluator, or "
+                "evaluator_architecture=None for one evaluator)"
+            )
+            return None
+    reference = _reference(evaluator, gt, render, members, None, config)
+    report.second_evaluator = evaluator.description
+    report.failures.extend(
+        f"second evaluator cache failed its checksum and was retrained: {p}" for p in evaluator.cache_problems
+    )
+    what = "second evaluator"
+    cal = _calibrate(evaluator, reference, render, config, torch.cat([members, distractors]), report, what)
+    report.second_calibration = None if cal is None else cal.to_dict()
+    return None if cal is None else reference
 
 
 def _identity_groups(faces: Any) -> dict[int, int]:
@@ -890,11 +1206,18 @@ def _ceiling_inputs(
 
 
 def _calibrate(
-    ev: Any, reference: Any, render: FaceSource, config: AttackRunConfig, attacked: torch.Tensor, report: AttackReport
-) -> None:
+    ev: Any,
+    reference: Any,
+    render: FaceSource,
+    config: AttackRunConfig,
+    attacked: torch.Tensor,
+    report: AttackReport,
+    what: str = "evaluator",
+) -> Any:
     """Calibrate the evaluator's thresholds at ``calibration_fars`` on its own held-out identities
     (`attacks.evaluator.calibrate_evaluator`; default: the identities right after its training
-    ones when it names none) and attach them to ``reference``."""
+    ones when it names none), attach them to ``reference`` and return them (None: it failed,
+    flagged in ``report.failures`` under ``what``)."""
     from attacks.evaluator import calibrate_evaluator
 
     span = ev.eval_identities or (ev.train_identities[1], ev.train_identities[1] + config.calibration_identities)
@@ -904,9 +1227,9 @@ def _calibrate(
     clash = ids[torch.isin(ids, torch.cat([attacked, public]))]
     if clash.numel():
         report.failures.append(
-            f"evaluator calibration: held-out identities {clash[:5].tolist()} are attacked or public ones"
+            f"{what} calibration: held-out identities {clash[:5].tolist()} are attacked or public ones"
         )
-        return
+        return None
     try:
         cal = calibrate_evaluator(
             ev,
@@ -916,16 +1239,17 @@ def _calibrate(
             identities=(int(span[0]), int(span[0] + n)),
         )
     except ValueError as exc:
-        report.failures.append(f"evaluator calibration: {exc}")
-        return
+        report.failures.append(f"{what} calibration: {exc}")
+        return None
     reference.calibration = cal
-    report.calibration = cal.to_dict()
     for t in cal.thresholds:
         if not t.supported:
+            who = "" if what == "evaluator" else f"{what}: "
             report.notes.append(
-                f"success at FAR={t.target_far:g} not supported: {t.num_impostor} impostor pairs "
+                f"{who}success at FAR={t.target_far:g} not supported: {t.num_impostor} impostor pairs "
                 f"(needs >= {t.min_impostors})"
             )
+    return cal
 
 
 def _train_evaluator(
@@ -935,18 +1259,20 @@ def _train_evaluator(
     members: torch.Tensor,
     distractors: torch.Tensor,
     cache: Path | None,
+    second: bool = False,
 ) -> Any:
+    """Train (or load from ``cache``) the independent evaluator from φ0's recipe in the run's config
+    (`attacks.evaluator.evaluator_config`) on identities disjoint from everything attacked, public or
+    φ0's; ``second``: the evaluator of another architecture (`second_evaluator_architecture`) on
+    identities of its own (``second_evaluator_identity_offset``). Raises ValueError without φ0's config."""
     from attacks.evaluator import evaluator_config, train_evaluator
-    from federated_core.pretrain import PretrainConfig
 
-    run_cfg = _run_config(run_dir)
-    if "pretrain" not in run_cfg:
-        raise ValueError(
-            f"{str(run_dir / 'config.json')!r} holds no φ0 pre-training config to derive the evaluator from; "
-            "pass an evaluator"
-        )
-    phi0 = PretrainConfig.from_dict(run_cfg["pretrain"])
-    ev_cfg = evaluator_config(phi0, identity_offset=config.evaluator_identity_offset)
+    phi0 = _phi0_config(run_dir)
+    if second:
+        arch = second_evaluator_architecture(config.evaluator_architecture, phi0.backbone)
+        ev_cfg = evaluator_config(phi0, identity_offset=config.second_evaluator_identity_offset, architecture=arch)
+    else:
+        ev_cfg = evaluator_config(phi0, identity_offset=config.evaluator_identity_offset)
     excluded = torch.cat(
         [
             members,
@@ -956,6 +1282,19 @@ def _train_evaluator(
         ]
     )
     return train_evaluator(ev_cfg, excluded, cache_dir=cache, device=config.device, progress=config.progress)
+
+
+def _phi0_config(run_dir: Path) -> Any:
+    """φ0's `PretrainConfig` from the run's config (the recipe the evaluators derive from)."""
+    from federated_core.pretrain import PretrainConfig
+
+    run_cfg = _run_config(run_dir)
+    if "pretrain" not in run_cfg:
+        raise ValueError(
+            f"{str(run_dir / 'config.json')!r} holds no φ0 pre-training config to derive the evaluator from; "
+            "pass an evaluator"
+        )
+    return PretrainConfig.from_dict(run_cfg["pretrain"])
 
 
 def _reference(
@@ -978,6 +1317,88 @@ def _reference(
     return build_reference(ev, reference_faces, gallery_faces, device=config.device)
 
 
+@dataclass
+class _InversionTarget:
+    """One attacked kind as the inversion sees it: the vectors that stand for a known identity
+    (at most ``max_inverted``), their identity sets, and the ceiling inputs of those rows."""
+
+    kind: str
+    vectors: torch.Tensor
+    ids: list[frozenset[int]]
+    extra: dict[str, Any]  # oracle, oracle_real (rows aligned with vectors), units, unit_name
+
+
+def _inversion_targets(
+    vectors: dict, ceilings: dict[str, dict[str, Any]] | None, config: AttackRunConfig, report: AttackReport
+) -> list[_InversionTarget]:
+    """The rows of each attacked kind the inversions invert (a note for a kind with none)."""
+    out = []
+    for kind, (vecs, ids, _when) in vectors.items():
+        keep = [i for i, s in enumerate(ids) if s][: config.max_inverted]
+        if not keep:
+            report.notes.append(f"inversion of {kind!r}: no vector stands for a known identity")
+            continue
+        c = (ceilings or {}).get(kind, {})
+        extra: dict[str, Any] = {
+            name: None if c.get(name) is None else c[name][keep] for name in ("oracle", "oracle_real")
+        }
+        if c.get("units") is not None:
+            extra.update(units=[c["units"][i] for i in keep], unit_name=c["unit_name"])
+        out.append(_InversionTarget(kind, vecs[keep], [ids[i] for i in keep], extra))
+    return out
+
+
+def _decoder_config(model: Any, public: Any, config: AttackRunConfig) -> Any:
+    """The `DecoderConfig` of the attack: architecture and budget from ``config``, the objective with
+    its held-out identities and patience stop (the latter only where held-out identities exist)."""
+    from attacks.inversion import DecoderConfig
+
+    n_ids = len(torch.unique(torch.as_tensor(public.labels)))
+    holdout = config.decoder_holdout_fraction if n_ids >= 2 else 0.0
+    return DecoderConfig(
+        embedding_dim=int(model.embedding_dim),
+        resolution=int(public.resolution),
+        base_channels=config.decoder_base_channels,
+        epochs=config.decoder_epochs,
+        batch_size=config.decoder_batch_size,
+        lr_step_epochs=config.decoder_lr_step_epochs,
+        seed=config.seed,
+        objective=config.decoder_objective,
+        holdout_fraction=holdout,
+        patience=config.decoder_patience if holdout > 0 else 0,
+    )
+
+
+def _train_inversion_decoder(
+    model: Any, public: Any, config: AttackRunConfig, out: Path | None, report: AttackReport
+) -> Any:
+    """Train the decoder on the public faces embedded by the observed ``model``; its training
+    record (objective, per-epoch curve, convergence stop) goes to ``report.decoder``."""
+    from attacks.inversion import train_decoder
+
+    dcfg = _decoder_config(model, public, config)
+    ck = None if out is None else out / "decoder.safetensors"
+    if ck is not None and ck.is_file():
+        ck.unlink()  # a decoder belongs to one observed model: never resume another's
+    trained = train_decoder(model, public, dcfg, checkpoint=ck, device=config.device, progress=config.progress)
+    report.decoder = {
+        "objective": dcfg.objective,
+        "epoch_budget": dcfg.epochs,
+        "epochs_done": len(trained.curve),
+        "best_epoch": trained.best_epoch,
+        "best_heldout_feature_cosine": None
+        if trained.best_epoch is None
+        else trained.curve[trained.best_epoch - 1].get("heldout_feature_cosine"),
+        "stopped_early": trained.stopped_early,
+        "heldout_identities": len(trained.heldout_identity_ids),
+        "patience": dcfg.patience,
+        "weights": "best held-out epoch" if trained.best_epoch is not None else "last epoch",
+        "curve": trained.curve,
+        "config": dcfg.to_dict(),
+    }
+    return trained.decoder
+
+
 def _inversion(
     model: Any,
     vectors: dict,
@@ -987,59 +1408,301 @@ def _inversion(
     out: Path | None,
     report: AttackReport,
     ceilings: dict[str, dict[str, Any]] | None = None,
+    second: Any | None = None,
 ) -> list[Any]:
-    from attacks.inversion import DecoderConfig, invert_and_score, train_decoder
+    """The decoder's inversion of every attacked kind (`attacks.inversion.invert_and_score`); beside
+    it, with ``config.whitebox``, the white-box inversion of the same vectors scored the same way
+    and compared with it (`_whitebox_beside`); with a ``second`` reference (another evaluator),
+    the two evaluators' agreement on both attacks' reconstructions."""
+    from attacks.inversion import invert_and_score
 
     public = render(
         torch.arange(config.public_offset, config.public_offset + config.public_identities),
         config.public_images_per_identity,
         0,
     )
-    dcfg = DecoderConfig(
-        embedding_dim=int(model.embedding_dim),
-        resolution=int(public.resolution),
-        base_channels=config.decoder_base_channels,
-        epochs=config.decoder_epochs,
-        batch_size=config.decoder_batch_size,
-        lr_step_epochs=config.decoder_lr_step_epochs,
-        seed=config.seed,
-    )
-    ck = None if out is None else out / "decoder.safetensors"
-    if ck is not None and ck.is_file():
-        ck.unlink()  # a decoder belongs to one observed model: never resume another's
-    decoder = train_decoder(model, public, dcfg, checkpoint=ck, device=config.device, progress=config.progress).decoder
+    decoder = _train_inversion_decoder(model, public, config, out, report)
+    mean_face = public.images.float().div(255.0).mean(0)
     results = []
-    for kind, (vecs, ids, _when) in vectors.items():
-        keep = [i for i, s in enumerate(ids) if s][: config.max_inverted]
-        if not keep:
-            report.notes.append(f"inversion of {kind!r}: no vector stands for a known identity")
-            continue
-        grid = None if out is None else out / f"inversion_{config.observer.replace(':', '-')}_{kind}.png"
-        c = (ceilings or {}).get(kind, {})
-        extra: dict[str, Any] = {
-            name: None if c.get(name) is None else c[name][keep] for name in ("oracle", "oracle_real")
-        }
-        if c.get("units") is not None:
-            extra.update(units=[c["units"][i] for i in keep], unit_name=c["unit_name"])
+    for target in _inversion_targets(vectors, ceilings, config, report):
         try:
-            results.append(
-                invert_and_score(
-                    decoder,
-                    vecs[keep],
-                    [ids[i] for i in keep],
-                    reference,
-                    observer=config.observer,
-                    kind=kind,
-                    grid_path=grid,
-                    device=config.device,
-                    seed=config.seed,
-                    n_bootstrap=max(10, config.n_bootstrap),
-                    **extra,
-                )
+            r = invert_and_score(
+                decoder,
+                target.vectors,
+                target.ids,
+                reference,
+                observer=config.observer,
+                kind=target.kind,
+                grid_path=_grid_path(out, "inversion", config.observer, target.kind),
+                device=config.device,
+                seed=config.seed,
+                n_bootstrap=max(10, config.n_bootstrap),
+                **target.extra,
             )
         except ValueError as exc:
-            report.failures.append(f"inversion of {kind}: {exc}")
+            report.failures.append(f"inversion of {target.kind}: {exc}")
+            continue
+        results.append(r)
+        scored = _ScoredTargets.of(target, decoder, reference, config)
+        images = {"decoder": scored.decoder_images}
+        if config.whitebox:
+            wb = _whitebox_beside(model, decoder, scored, mean_face, reference, config, out, report)
+            if wb is not None:
+                images["whitebox"] = wb
+        if second is not None:
+            _agreement(reference, second, target.kind, images, scored.ids, report)
     return results
+
+
+def _grid_path(out: Path | None, prefix: str, observer: str, kind: str) -> Path | None:
+    """Where an inversion's image grid goes (None without an output folder)."""
+    return None if out is None else out / f"{prefix}_{observer.replace(':', '-')}_{kind}.png"
+
+
+@dataclass
+class _ScoredTargets:
+    """The rows of one kind that `invert_and_score` scored (those standing for an identity with
+    reference images, by its own rule), the identities each is scored against, their ceiling
+    inputs, and the decoder's reconstructions of them exactly as it scored them."""
+
+    target: _InversionTarget
+    keep: list[int]
+    ids: list[frozenset[int]]
+    units: list[Any]
+    decoder_images: torch.Tensor
+
+    @classmethod
+    def of(cls, target: _InversionTarget, decoder: Any, reference: Any, config: AttackRunConfig) -> _ScoredTargets:
+        from attacks.inversion import _scorable_observations, invert
+
+        keep, ids = _scorable_observations(target.kind, target.ids, reference, [])
+        units = target.extra.get("units")
+        unit_list = [i if units is None else units[i] for i in keep]
+        return cls(target, keep, ids, unit_list, invert(decoder, target.vectors[keep], device=config.device))
+
+    def rows(self, name: str) -> torch.Tensor | None:
+        """The ceiling input ``name`` (``oracle``, ``oracle_real``) of the scored rows, or None."""
+        q = self.target.extra.get(name)
+        return None if q is None else q[self.keep]
+
+
+def _whitebox_config(config: AttackRunConfig) -> Any:
+    """The `WhiteBoxConfig` of the attack (its budget by scale: `AttackRunConfig.whitebox_*`)."""
+    from attacks.whitebox import WhiteBoxConfig
+
+    return WhiteBoxConfig(
+        iterations=config.whitebox_iterations,
+        restarts=config.whitebox_restarts,
+        tv_weight=float(config.whitebox_tv_weight),
+        init=config.whitebox_init,
+        seed=config.seed,
+        progress=config.progress,
+    )
+
+
+@dataclass
+class _WhiteBoxAttacker:
+    """The white-box attacker of one observed model: its budget, start (the attacker's mean public
+    face, or the decoder's guess) and the evaluator that scores it (the decoder's)."""
+
+    model: Any
+    config: Any  # WhiteBoxConfig
+    mean_face: torch.Tensor
+    decoder: Any | None
+    reference: Any
+    device: str
+
+    def images(self, queries: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """``(WhiteBoxResult, its images on the 8-bit grid)``: the images are rounded to what a
+        stored PNG holds, so the stored reconstructions reproduce their scores."""
+        from attacks.whitebox import whitebox_invert
+
+        run = whitebox_invert(self.model, queries, self.config, self.mean_face, self.decoder, self.device)
+        return run, (run.images * 255).round() / 255
+
+    def successes(self, queries: torch.Tensor, ids: list[frozenset[int]], names: list[str]) -> dict[str, np.ndarray]:
+        """The per-row success metrics ``names`` of the attack on ``queries`` (rows aligned with
+        ``ids``); rows without a query (NaN) score NaN, as in the decoder's ceilings."""
+        from attacks.inversion import _successes
+
+        ok = [i for i in range(queries.shape[0]) if bool(torch.isfinite(queries[i]).all())]
+        out = {m: np.full(queries.shape[0], np.nan) for m in names}
+        if ok:
+            _run, x = self.images(queries[ok])
+            for metric, values in _successes(self.reference.score(x, [ids[i] for i in ok])).items():
+                if metric in out:
+                    out[metric][ok] = values
+        return out
+
+
+def _whitebox_beside(
+    model: Any,
+    decoder: Any,
+    scored: _ScoredTargets,
+    mean_face: torch.Tensor,
+    reference: Any,
+    config: AttackRunConfig,
+    out: Path | None,
+    report: AttackReport,
+) -> torch.Tensor | None:
+    """White-box inversion (`attacks.whitebox`) of the rows the decoder's inversion scored, scored
+    by the same evaluator (`IdentityReference.score`, with `attacks.inversion`'s success metrics and
+    ceilings: null = as many seeded random unit vectors as the decoder's null, oracle = the true
+    class centers), and compared with the decoder on the same vectors by the evaluator's identity
+    similarity, paired per target with a bootstrap over units (`compare_attacks`). The result goes
+    to ``report.whitebox``, the comparison to ``report.inversion_comparison``; returns its images
+    (None when it failed: flagged in ``report.failures``)."""
+    from attacks.inversion import _inversion_ceilings, _successes
+    from attacks.metrics import random_unit_vectors
+    from attacks.whitebox import compare_attacks
+
+    t0 = time.perf_counter()
+    kind, n = scored.target.kind, len(scored.keep)
+    unit_name = scored.target.extra.get("unit_name", "observation")
+    attacker = _WhiteBoxAttacker(
+        model, _whitebox_config(config), mean_face, decoder if config.whitebox_init == "decoder" else None,
+        reference, config.device,
+    )  # fmt: skip
+    notes = [f"white-box optimisation inversion ({_budget_text(attacker.config)}): a lower bound"]
+    try:
+        run, images = attacker.images(scored.target.vectors[scored.keep])
+        scores = reference.score(images, scored.ids)
+        raw = _successes(scores)
+        dim = scored.target.vectors.shape[1]
+        null = attacker.successes(random_unit_vectors(n, dim, config.seed + 7_777), scored.ids, list(raw))
+        oracle = scored.rows("oracle")
+        vs = None if oracle is None else attacker.successes(oracle, scored.ids, list(raw))
+        if oracle is None:
+            notes.append("no true-center oracle: the white-box success has a null but no ceiling")
+        ceilings = _inversion_ceilings(
+            raw, null, [vs, None], scored.units, unit_name, 0.95, max(10, config.n_bootstrap), config.seed, notes
+        )
+        comparison = compare_attacks(
+            {"decoder": scored.decoder_images, "whitebox": images},
+            lambda x: reference.identity_similarity(x, scored.ids),
+            units=scored.units,
+            unit_name=unit_name,
+            n_bootstrap=max(10, config.n_bootstrap),
+            seed=config.seed,
+        )
+    except ValueError as exc:
+        report.failures.append(f"white-box inversion of {kind}: {exc}")
+        return None
+    grid = _grid_path(out, "inversion_whitebox", config.observer, kind)
+    report.whitebox.append(_whitebox_result(scored, images, scores, ceilings, notes, grid, reference, config.observer))
+    report.inversion_comparison.append(_comparison_row(kind, run, comparison))
+    report.seconds["whitebox"] = report.seconds.get("whitebox", 0.0) + time.perf_counter() - t0
+    return images
+
+
+def _budget_text(wcfg: Any) -> str:
+    """The white-box budget in words, for notes."""
+    return (
+        f"{wcfg.iterations} Adam steps x {wcfg.restarts} restart(s) per vector from the {wcfg.init.replace('_', ' ')}, "
+        f"TV {wcfg.tv_weight:g}, against the observed model"
+    )
+
+
+def _whitebox_result(
+    scored: _ScoredTargets,
+    images: torch.Tensor,
+    scores: Any,
+    ceilings: dict[str, Any],
+    notes: list[str],
+    grid: Path | None,
+    reference: Any,
+    observer: str,
+) -> Any:
+    """The white-box attack's `InversionResult` (the same record as the decoder's): scores, ceilings,
+    its reconstructions and the mean faces of their identities, and a grid of both under ``grid``."""
+    from attacks.inversion import InversionResult, save_image_grid
+
+    faces = torch.stack([reference.mean_face(s, images.shape[-1]) for s in scored.ids])
+    path = None if grid is None else str(save_image_grid(faces[:16], images[:16], grid))
+    return InversionResult(
+        observer=observer,
+        kind=scored.target.kind,
+        num_observations=len(scored.keep),
+        identity_similarity=scores.identity_similarity,
+        rank1=scores.rank1,
+        ssim=scores.ssim,
+        psnr=scores.psnr,
+        impostor_identity_similarity=scores.impostor_identity_similarity,
+        means=scores.means(),
+        evaluator=scores.evaluator,
+        reconstructions=(images * 255).round().to(torch.uint8).numpy(),
+        mean_faces=(faces * 255).round().to(torch.uint8).numpy(),
+        grid_path=path,
+        notes=notes,
+        ceilings=ceilings,
+        far_supported=dict(scores.far_supported),
+    )
+
+
+def _comparison_row(kind: str, run: Any, comparison: Any) -> dict[str, Any]:
+    """One kind's white-box record (budget, cosine reached on the observed model; no timings) and
+    its comparison with the decoder, with the difference signed as white-box minus decoder."""
+    s = comparison.summary()
+    lo, hi = comparison.interval
+    flip = comparison.stronger == "decoder" or (
+        comparison.stronger is None and s["means"]["decoder"] > s["means"]["whitebox"]
+    )
+    settings = {
+        k: run.settings[k] for k in ("iterations", "restarts", "steps_per_target", "tv_weight", "init", "bound")
+    }
+    return {
+        "kind": kind,
+        "whitebox": {
+            **settings,
+            "mean_cosine": float(run.cosine.mean()),
+            "mean_init_cosine": float(run.init_cosine.mean()),
+        },
+        "comparison": {
+            **s,
+            "score": "the evaluator's identity similarity of each reconstruction to its true identity",
+            "signed_difference": float(s["means"]["whitebox"] - s["means"]["decoder"]),
+            "signed_interval": [-hi, -lo] if flip else [lo, hi],
+        },
+    }
+
+
+def _agreement(
+    reference: Any,
+    second: Any,
+    kind: str,
+    images: dict[str, torch.Tensor],
+    ids: list[frozenset[int]],
+    report: AttackReport,
+) -> None:
+    """Both evaluators on each attack's reconstructions of ``kind`` (`evaluator_agreement`: pass/fail
+    at each one's own calibrated thresholds, agreement, Cohen's kappa, Spearman), to
+    ``report.evaluator_agreement``."""
+    from attacks.evaluator import evaluator_agreement
+
+    for attack, x in images.items():
+        try:
+            a = evaluator_agreement(reference, second, x, ids)
+        except ValueError as exc:
+            report.failures.append(f"evaluator agreement on the {attack} inversion of {kind}: {exc}")
+            continue
+        report.evaluator_agreement.append({"kind": kind, "attack": attack, **a.to_dict()})
+
+
+def agreement_scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """Scalars of one `evaluator_agreement` record: the second evaluator's success at each FAR, the
+    pass/fail agreement, Cohen's kappa and the 2×2 counts per FAR, and the Spearman correlation."""
+    out: dict[str, Any] = {
+        "evaluator_spearman": row["spearman"],
+        "evaluator_reconstructions": row["num_reconstructions"],
+    }
+    for p in row["at_far"]:
+        far = f"{float(p['far']):g}"
+        out[f"second_evaluator_success@far={far}"] = p["success"][1]
+        out[f"evaluator_agreement@far={far}"] = p["agreement"]
+        out[f"evaluator_kappa@far={far}"] = p["kappa"]
+        for name, count in p["counts"].items():
+            out[f"evaluator_{name}@far={far}"] = count
+    return out
 
 
 def _gradient(
@@ -1051,7 +1714,7 @@ def _gradient(
     run_dir: Path,
     report: AttackReport,
 ) -> list[Any]:
-    from attacks.gradient import GradientProbeConfig, run_gradient_probe
+    from attacks.gradient import run_gradient_probe
     from federated_core.engine.messages import SERVER
 
     if config.observer == OUTSIDER:
@@ -1090,38 +1753,71 @@ def _gradient(
         plan += [("trained", 1, sigma) for sigma in config.gradient_dp_noise_multipliers]
         for state, steps, sigma in plan:
             model = models[state]
-            cfg = GradientProbeConfig(
-                # backbone_from_state builds through build_backbone: the attributes are set
-                backbone=cast(dict[str, Any], model.build_config)["name"],
-                embedding_dim=int(cast(int, model.embedding_dim)),
-                resolution=int(cast(int, model.resolution)),
-                model_state="trained",
-                head="cosface",
-                extra_negatives=8 if n_classes == 1 else 0,
-                num_images=len(faces),
-                batch_size=max(1, len(faces) // steps) if steps > 1 else len(faces),
-                local_steps=steps,
-                local_lr=local_lr,
-                label_source="idlg" if uploads_centers and n_classes > 1 else "known",
-                head_observed=uploads_centers,
-                iterations=config.gradient_iterations,
-                restarts=config.gradient_restarts,
-                tv_weight=config.gradient_tv_weight,
-                seed=config.seed,
-                dp_noise_multiplier=sigma,
-                dp_max_grad_norm=config.gradient_dp_max_grad_norm,
-                device=config.device,
-                progress=config.progress,
-            )
+            cfg = _probe_config(model, len(faces), n_classes == 1, steps, sigma, uploads_centers, local_lr, config)
             try:
                 r = run_gradient_probe(cfg, faces, trained_backbone=model, reference=reference)
             except ValueError as exc:
                 report.failures.append(f"gradient probe {party} ({state}, {steps} steps, DP-SGD σ={sigma}): {exc}")
                 continue
-            r.config["client"] = party
-            r.config["model_state"] = state
+            for row in (r, r.granted):
+                if row is not None:
+                    row.config.update(client=party, model_state=state)
             results.append(r)
     return results
+
+
+def _probe_config(
+    model: Any,
+    num_images: int,
+    one_identity: bool,
+    steps: int,
+    sigma: float | None,
+    head_observed: bool,
+    local_lr: float,
+    config: AttackRunConfig,
+) -> Any:
+    """The `GradientProbeConfig` of one simulated probe: the client's local settings (``steps``
+    local steps of SGD at ``local_lr``, DP-SGD at ``sigma``; a one-identity client trains against
+    fixed extra negatives), the attacker's labels (`_probe_label_source`, with the granted-labels
+    row beside recovered ones) and the attack's budget and priors."""
+    from attacks.gradient import GradientProbeConfig
+
+    return GradientProbeConfig(
+        # backbone_from_state builds through build_backbone: the attributes are set
+        backbone=cast(dict[str, Any], model.build_config)["name"],
+        embedding_dim=int(cast(int, model.embedding_dim)),
+        resolution=int(cast(int, model.resolution)),
+        model_state="trained",
+        head="cosface",
+        extra_negatives=8 if one_identity else 0,
+        num_images=num_images,
+        batch_size=max(1, num_images // steps) if steps > 1 else num_images,
+        local_steps=steps,
+        local_lr=local_lr,
+        label_source=_probe_label_source(head_observed, num_images),
+        head_observed=head_observed,
+        granted_labels_row=config.gradient_granted_labels_row and head_observed,
+        bn_prior_weight=float(config.gradient_bn_prior_weight),
+        iterations=config.gradient_iterations,
+        restarts=config.gradient_restarts,
+        tv_weight=config.gradient_tv_weight,
+        seed=config.seed,
+        dp_noise_multiplier=sigma,
+        dp_max_grad_norm=config.gradient_dp_max_grad_norm,
+        device=config.device,
+        progress=config.progress,
+    )
+
+
+def _probe_label_source(head_observed: bool, num_images: int) -> str:
+    """The simulated probe's labels as the attacker can get them: where the head's update is observed,
+    recovered from it — LLG's counts (Wainakh et al. 2022) for a batch of several images, iDLG
+    (Zhao et al. 2020) for one image, whose count the attacker knows (one image, one label: the
+    batch-size bound); otherwise granted (``"known"``: a backbone-only update carries no head
+    gradient, so the probe is the granted-labels upper bound on this attacker)."""
+    if not head_observed:
+        return "known"
+    return "llg" if num_images > 1 else "idlg"
 
 
 def _gradient_logged(

@@ -11,6 +11,7 @@ the backbone. The independent evaluation model is trained once and cached.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,17 @@ def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool
         public_identities=a.decoder_identities,
         public_images_per_identity=4,
         decoder_epochs=max(1, a.decoder_steps // 100),
+        decoder_lr_step_epochs=max(1, a.decoder_steps // 200),  # ÷10 half-way through the budget
+        decoder_objective=a.decoder_objective,
+        decoder_holdout_fraction=float(a.decoder_holdout_fraction),
+        decoder_patience=a.decoder_patience,
         decoder_base_channels=32 if tiny else 64,
+        whitebox=a.whitebox,
+        whitebox_iterations=a.whitebox_iterations,
+        whitebox_restarts=a.whitebox_restarts,
+        evaluator_architecture=a.evaluator_architecture,
+        gradient_granted_labels_row=a.gradient_granted_labels_row,
+        gradient_bn_prior_weight=float(a.gradient_bn_prior_weight),
         max_inverted=20 if tiny else 100,
         gradient_clients=1,
         gradient_images=a.gradient_batch_size,
@@ -98,34 +109,13 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
                 "notes": "; ".join(r.get("notes") or []),
             }
         )
+    curve = _decoder_curve_metrics(report.get("decoder"))
     for r in report.get("inversion", []):
-        metrics = _numbers(r)
-        rel = _relative(r.get("grid"), out_dir)
-        findings.append(
-            {
-                "attack": "inversion",
-                "observer": r.get("observer", "server"),
-                "target_kind": r["kind"],
-                "metrics": metrics,
-                "image_grid": rel,
-                "intervals": _intervals_of(r),
-                "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
-                "notes": str(r.get("evaluator", "")),
-            }
-        )
+        findings.append(_inversion_finding(r, out_dir, curve, _decoder_notes(report)))
+    for r in report.get("whitebox", []):
+        findings.append(_inversion_finding(r, out_dir, {}, _whitebox_notes(r, report)))
     for r in report.get("gradient", []):
-        metrics = _numbers(r)
-        findings.append(
-            {
-                "attack": "gradient",
-                "observer": "server",
-                "target_kind": "backbone",
-                "metrics": metrics,
-                "success_metric": "rank1" if "rank1" in metrics else None,
-                "notes": f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model): "
-                f"{r.get('threat_model', '')}",
-            }
-        )
+        findings += _probe_findings(r)
     for r in report.get("gradient_logged", []):
         metrics = _numbers({k: v for k, v in r.items() if k not in ("round",)})
         findings.append(
@@ -147,6 +137,114 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
         )
     findings += [_membership_finding(r) for r in report.get("membership", [])]
     return findings
+
+
+def _inversion_finding(r: dict[str, Any], out_dir: Path, curve: dict[str, float], notes: list[str]) -> dict[str, Any]:
+    """One inversion row (the decoder's or the white-box attack's) as an attack finding: its scores
+    with their ceilings, the second evaluator's verdicts, and (the decoder's) training curve."""
+    metrics = {**_numbers(r), **curve}
+    return {
+        "attack": "inversion",
+        "observer": r.get("observer", "server"),
+        "target_kind": r["kind"],
+        "metrics": metrics,
+        "image_grid": _relative(r.get("grid"), out_dir),
+        "intervals": _intervals_of(r),
+        "success_metric": "mean_rank1" if "mean_rank1" in metrics else None,
+        "notes": "; ".join(n for n in [*notes, str(r.get("evaluator", ""))] if n),
+    }
+
+
+def _decoder_curve_metrics(decoder: dict[str, Any] | None) -> dict[str, float]:
+    """The decoder's per-epoch training curve as finding metrics (`reports.tables.decoder_curve_key`:
+    held-out feature cosine and L1, training L1, feature loss, D's and G's adversarial losses)."""
+    from reports.tables import DECODER_CURVE_FIELDS, decoder_curve_key
+
+    out = {}
+    for row in (decoder or {}).get("curve") or []:
+        for name in DECODER_CURVE_FIELDS:
+            v = row.get(name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[decoder_curve_key(name, int(row["epoch"]))] = float(v)
+    return out
+
+
+def _decoder_notes(report: dict[str, Any]) -> list[str]:
+    """What a decoder inversion finding says of its decoder and of the second evaluator."""
+    d = report.get("decoder") or {}
+    notes = []
+    if d:
+        stop = ""
+        if d.get("best_epoch") is not None:
+            how = f"stopped by patience {d.get('patience')}" if d.get("stopped_early") else "budget reached"
+            stop = f", weights of the best held-out epoch {d['best_epoch']} ({how})"
+        notes.append(
+            f"decoder objective {d.get('objective')!r}: {d.get('epochs_done')} of {d.get('epoch_budget')} epochs on the "
+            f"attacker's public identities, {d.get('heldout_identities')} held out{stop}; a lower bound"
+        )
+    if report.get("second_evaluator"):
+        notes.append(f"second evaluator: {report['second_evaluator']}")
+    return notes
+
+
+def _whitebox_notes(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """What a white-box inversion finding says: its budget, the comparison with the decoder on the
+    same vectors (resolved only when the interval excludes 0), the second evaluator."""
+    rows: list[dict[str, Any]] = report.get("inversion_comparison", [])
+    row: dict[str, Any] = next((c for c in rows if c["kind"] == r["kind"]), {})
+    w, c = row.get("whitebox") or {}, row.get("comparison") or {}
+    notes = [
+        f"white-box optimisation inversion of the decoder's vectors against the observed model "
+        f"({w.get('iterations')} Adam steps x {w.get('restarts')} restart(s) from the {str(w.get('init', '')).replace('_', ' ')}, "
+        f"TV {w.get('tv_weight')}): a lower bound on what white-box access allows"
+    ]
+    if c:
+        lo, hi = c.get("signed_interval") or (None, None)
+        verdict = f"{c['stronger']} stronger" if c.get("resolved") else "not resolved (the interval covers 0)"
+        notes.append(
+            f"vs the decoder on the same {c.get('num_units')} {c.get('unit')}(s): identity similarity white-box − decoder "
+            f"{_signed(c.get('signed_difference'))} [{_signed(lo)}, {_signed(hi)}], {verdict}"
+        )
+    if report.get("second_evaluator"):
+        notes.append(f"second evaluator: {report['second_evaluator']}")
+    return notes
+
+
+def _signed(x: Any) -> str:
+    return "n/a" if not isinstance(x, (int, float)) else f"{x:+.3f}"
+
+
+def _probe_findings(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """A simulated probe as findings: the attacker's row (labels as it can get them) and, with
+    recovered labels, the same attack given the true labels, flagged ``upper_bound`` (never the
+    family's strongest result: `reports.tables.strongest_per_family`)."""
+    where = f"{r.get('attack', '')} on {r.get('client', '')} ({r.get('model_state', '')} model)"
+    metrics = _numbers({k: v for k, v in r.items() if k != "labels_granted"})
+    out = [
+        {
+            "attack": "gradient",
+            "observer": "server",
+            "target_kind": "backbone",
+            "metrics": metrics,
+            "success_metric": "rank1" if "rank1" in metrics else None,
+            "notes": f"{where}, labels {r.get('label_source', 'known')}: {r.get('threat_model', '')}",
+        }
+    ]
+    granted = r.get("labels_granted")
+    if isinstance(granted, dict):
+        g = {**_numbers(granted), "upper_bound": 1.0}
+        out.append(
+            {
+                "attack": "gradient",
+                "observer": "server",
+                "target_kind": "backbone",
+                "metrics": g,
+                "success_metric": "rank1" if "rank1" in g else None,
+                "notes": f"{where}, the same probe given the true labels — an upper bound, not a result of this "
+                f"attacker: {r.get('labels_granted_threat_model', '')}",
+            }
+        )
+    return out
 
 
 def _membership_finding(r: dict[str, Any]) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class AttackSpec:
 
     run: list[str] = field(default_factory=lambda: list(ATTACK_NAMES))
     gallery_distractors: int = 1000  # >= 1000 non-members: TPR at FPR = 1e-3 is supported
-    decoder_steps: int = 500
+    decoder_steps: int = 1200  # decoder_steps // 100 epochs at most (the GAN decoder's budget; see decoder_objective)
     decoder_identities: int = 150
     # Inverting Gradients, breaching's recipe (TV 0.2, signed Adam, step decay, restarts keeping the
     # best loss); iterations per restart. The simulated single-image probe's budget is the plateau of
@@ -314,11 +314,32 @@ class AttackSpec:
     # (>= 1,000 supports TPR at FPR 1e-2, >= 10,000 at 1e-3) and simulated shadow releases per client
     membership_nonmembers: int = 2000
     membership_shadows: int = 64
+    # embedding-inversion decoder (attacks.inversion): "gan" = pixel L1 + feature loss through the observed
+    # model + a DCGAN discriminator, "l1" = PrivacyFace's; decoder_steps // 100 epochs at most, stopped
+    # once the feature cosine on held-out public identities has not improved for decoder_patience epochs
+    decoder_objective: str = "gan"
+    decoder_holdout_fraction: float = 0.1
+    decoder_patience: int = 3
+    # white-box optimisation inversion of the same vectors (attacks.whitebox), scored by the same evaluator:
+    # Adam steps per restart, restarts per vector (a lower bound at this budget)
+    whitebox: bool = True
+    whitebox_iterations: int = 100
+    whitebox_restarts: int = 2
+    # a second evaluator of another architecture beside the first (agreement of the two on every
+    # reconstruction): "auto" = MobileFaceNet (IResNet-18 where φ0 is a MobileFaceNet), a registered
+    # backbone name, or "same" / None for the single evaluator of φ0's architecture
+    evaluator_architecture: str | None = "auto"
+    # simulated gradient probe: beside recovered labels (LLG, iDLG for one image) the same attack given the
+    # true labels (the upper bound); GradInversion's BatchNorm prior (0 = off; the default `tiny`
+    # backbone has no BatchNorm, a weight > 0 needs one, e.g. mobilefacenet)
+    gradient_granted_labels_row: bool = True
+    gradient_bn_prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         bad = [a for a in self.run if a not in ATTACK_NAMES]
         if bad:
             raise ValueError(f"attacks.run: unknown attack(s) {bad}; choose from {list(ATTACK_NAMES)}")
+        self._check_inversion_and_probe()
         for name in (
             "gallery_distractors",
             "decoder_steps",
@@ -336,6 +357,36 @@ class AttackSpec:
         tv = self.gradient_tv_weight
         if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not (math.isfinite(tv) and tv >= 0):
             raise ValueError(f"attacks.gradient_tv_weight must be a finite number >= 0, got {tv!r}")
+
+    def _check_inversion_and_probe(self) -> None:
+        """Validate the decoder, white-box, second-evaluator and probe options (errors name the value)."""
+        from federated_core.models.weights import BACKBONE_NAMES
+
+        if self.decoder_objective not in ("gan", "l1"):
+            raise ValueError(f"attacks.decoder_objective must be 'gan' or 'l1', got {self.decoder_objective!r}")
+        frac = self.decoder_holdout_fraction
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1:
+            raise ValueError(f"attacks.decoder_holdout_fraction must be a number in [0, 1), got {frac!r}")
+        _positive_int("attacks.decoder_patience", self.decoder_patience, 0)
+        if self.decoder_patience > 0 and frac == 0:
+            raise ValueError(
+                f"attacks.decoder_patience = {self.decoder_patience} stops on held-out identities: "
+                "set attacks.decoder_holdout_fraction > 0 (or decoder_patience = 0)"
+            )
+        for name in ("whitebox", "gradient_granted_labels_row"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"attacks.{name} must be true or false, got {getattr(self, name)!r}")
+        _positive_int("attacks.whitebox_iterations", self.whitebox_iterations)
+        _positive_int("attacks.whitebox_restarts", self.whitebox_restarts)
+        arch = self.evaluator_architecture
+        if arch is not None and arch not in ("auto", "same", *BACKBONE_NAMES):
+            raise ValueError(
+                f"attacks.evaluator_architecture must be 'auto', 'same' or one of {', '.join(BACKBONE_NAMES)}, "
+                f"got {arch!r}"
+            )
+        w = self.gradient_bn_prior_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"attacks.gradient_bn_prior_weight must be a finite number >= 0, got {w!r}")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -458,7 +509,7 @@ class Scenario:
             privacy=PrivacySpec(audit_trials=200, threshold_fraction=0.5),  # T = 3 of 6 classes: auditable
             attacks=AttackSpec(
                 gallery_distractors=30,
-                decoder_steps=100,
+                decoder_steps=300,
                 decoder_identities=24,
                 gradient_iterations=10,
                 gradient_restarts=2,
@@ -467,6 +518,10 @@ class Scenario:
                 gradient_logged_dummies=4,
                 membership_nonmembers=1000,
                 membership_shadows=8,
+                decoder_patience=1,
+                whitebox_iterations=10,
+                whitebox_restarts=1,
+                evaluator_architecture=None,  # one evaluator, as before: the suite stays fast
             ),
         )
         return replace(base, **changes)

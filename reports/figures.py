@@ -33,10 +33,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from reports.schema import AuditResult, MethodResult
 from reports.selection import headline_utility_metric, method_family, metric_sort_key
-from reports.tables import strongest_per_family
+from reports.tables import decoder_curve_of, is_whitebox, strongest_per_family
 
 __all__ = [
     "FIGURE_CAPTIONS",
@@ -52,6 +53,7 @@ __all__ = [
     "cos_distribution_figure",
     "roc_figure",
     "membership_roc_figure",
+    "decoder_curve_figure",
     "image_grid_figure",
     "figure_caption",
     "write_image_grid",
@@ -90,6 +92,11 @@ FIGURE_CAPTIONS = {
     "cos_p_phat": "Distributions of cos(p, p_hat) between a cluster center and its noisy release (PrivacyFace Fig. 4).",
     "membership_roc": "ROC curves of the membership views (log FPR): can an observer tell a member identity "
     "from a non-member?",
+    "decoder_curve": "Training of each method's inversion decoder on the attacker's public identities, per epoch "
+    "(one line per observed model): the feature cosine cos(F(G(v)), v) through the observed model F and the pixel "
+    "L1 on public identities held out of training (the patience stop watches the cosine; training L1 dashed), and "
+    "the discriminator's and the generator's adversarial losses of the GAN objective (G dashed). A decoder that "
+    "has not converged gives a weaker attack: its success is a lower bound.",
 }
 
 INFINITY_TICK = "∞\nno guarantee"
@@ -669,6 +676,67 @@ def membership_roc_figure(methods: Sequence[MethodResult]) -> Figure | None:
     return fig
 
 
+_CURVE_PANELS = (
+    ("held-out feature cosine", (("heldout_feature_cosine", "-"),)),
+    ("pixel L1 (held-out; training dashed)", (("heldout_l1", "-"), ("l1", "--"))),
+    ("adversarial loss (D; G dashed)", (("d_loss", "-"), ("g_adv_loss", "--"))),
+)
+
+
+def decoder_curve_figure(methods: Sequence[MethodResult]) -> Figure | None:
+    """The inversion decoder's training curve per epoch, one line per method (its observed model):
+    held-out feature cosine, held-out and training L1, D's and G's adversarial losses (a panel is
+    left out when no method measured it). The curve is read from the first decoder inversion
+    finding of each method that carries one (`reports.tables.decoder_curve_of`); None: none does."""
+    curves = {}
+    for m in methods:
+        found = next(
+            (
+                c
+                for a in m.attacks
+                if a.attack == "inversion" and not is_whitebox(a)
+                for c in [decoder_curve_of(a)]
+                if c
+            ),
+            None,
+        )
+        if found:
+            curves[m.name] = found
+    if not curves:
+        return None
+    panels = [(t, fields) for t, fields in _CURVE_PANELS if any(f in c for c in curves.values() for f, _ls in fields)]
+    fig = new_figure(4.0 * len(panels) + 1.0, 3.8)
+    styles = _styles(list(curves))
+    for i, (title, fields) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for name, curve in curves.items():
+            color, marker = styles[name]
+            for field_name, linestyle in fields:
+                x, y = _finite_series(
+                    [e for e, _v in curve.get(field_name, [])], [v for _e, v in curve.get(field_name, [])]
+                )
+                if x.size:
+                    label = _t(name) if linestyle == "-" else None
+                    ax.plot(x, y, color=color, marker=marker, ms=3, ls=linestyle, label=label)
+        ax.set_title(_t(title), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="outside lower center",
+        fontsize=7,
+        ncols=_legend_columns(list(handles), fig),
+        frameon=False,
+    )
+    return fig
+
+
 def _check_images(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype != np.uint8:
@@ -871,4 +939,5 @@ def render_all_figures(
     if a.cos_p_phat:
         put("cos_p_phat", cos_distribution_figure(a.cos_p_phat))
     put("membership_roc", membership_roc_figure(result.methods))
+    put("decoder_curve", decoder_curve_figure(result.methods))
     return out

@@ -288,9 +288,11 @@ def _attacks(
     for kind in center_kinds:
         out.append(_knn_finding(kind, strength, rng))
         out.append(_inversion_finding(name, kind, strength, image_rng, folder))
+        out.append(_whitebox_finding(kind, strength))
         out.append(_membership_finding(kind, strength))
     if name == "fedpe":
         out.append(_gradient_finding(image_rng, folder))
+        out.append(_granted_gradient_finding())
     knn_membership = AttackFinding(
         "knn",
         "outsider",
@@ -354,10 +356,82 @@ def _inversion_finding(
             "identity_similarity": quality * 0.8,
             "ssim": quality * 0.5,
             "psnr": 10 + 8 * quality,
+            **_sample_decoder_curve(quality),
+            **_sample_agreement(quality),
         },
         image_grid=grid,
         success_metric="rank1",
-        notes="SAMPLE",
+        notes="SAMPLE: GAN decoder; second evaluator: a MobileFaceNet",
+    )
+
+
+def _sample_decoder_curve(quality: float, epochs: int = 8) -> dict[str, float]:
+    """SAMPLE training curve of a GAN decoder (saturating held-out cosine, falling L1; no random draws)."""
+    from reports.tables import decoder_curve_key
+
+    out = {}
+    for e in range(1, epochs + 1):
+        rise = 1 - math.exp(-e / 3)
+        values = {
+            "heldout_feature_cosine": quality * rise,
+            "heldout_l1": 0.17 - 0.04 * rise,
+            "l1": 0.18 - 0.05 * rise,
+            "feature_loss": 1 - quality * rise,
+            "d_loss": 0.6 * math.exp(-e / 2) + 0.05,
+            "g_adv_loss": 2.5 + 0.2 * e,
+        }
+        out.update({decoder_curve_key(k, e): v for k, v in values.items()})
+    return out
+
+
+def _sample_agreement(quality: float, n: int = 20) -> dict[str, float]:
+    """SAMPLE verdicts of a second evaluator on ``n`` reconstructions (2×2 counts per FAR, kappa, Spearman)."""
+    out: dict[str, float] = {"evaluator_spearman": 0.5 + 0.3 * quality, "evaluator_reconstructions": float(n)}
+    for far, share in (("0.001", 0.3), ("0.01", 0.5)):
+        both = round(n * quality * share)
+        counts = {"both_pass": both, "a_only": 1, "b_only": 1, "neither": n - both - 2}
+        p_o, p_a, p_b = (both + counts["neither"]) / n, (both + 1) / n, (both + 1) / n
+        p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
+        out.update({f"evaluator_{k}@far={far}": float(v) for k, v in counts.items()})
+        out[f"evaluator_agreement@far={far}"] = p_o
+        out[f"evaluator_kappa@far={far}"] = (p_o - p_e) / (1 - p_e)
+        out[f"second_evaluator_success@far={far}"] = p_b
+    return out
+
+
+def _whitebox_finding(kind: str, strength: float) -> AttackFinding:
+    """The server's SAMPLE white-box inversion of ``kind`` beside the decoder (no random draws)."""
+    quality = float(np.clip(0.2 + 0.2 * strength, 0.05, 0.95))
+    diff = quality * 0.8 - float(np.clip(0.25 + 0.22 * strength, 0.05, 0.95)) * 0.8
+    return AttackFinding(
+        "inversion",
+        "server",
+        kind,
+        metrics={
+            "rank1": float(np.clip(quality - 0.25, 0, 1)),
+            "identity_similarity": quality * 0.8,
+            "whitebox_iterations": 100.0,
+            "whitebox_restarts": 2.0,
+            "whitebox_minus_decoder_identity_similarity": diff,
+            "comparison_resolved": 0.0,
+            **_sample_agreement(quality),
+        },
+        intervals={"whitebox_minus_decoder_identity_similarity": (diff - 0.05, diff + 0.05)},
+        success_metric="rank1",
+        notes="SAMPLE: white-box optimisation inversion of the same vectors, a lower bound; "
+        "vs the decoder: not resolved (the interval covers 0)",
+    )
+
+
+def _granted_gradient_finding() -> AttackFinding:
+    """FedPE's SAMPLE probe given the true labels: the upper bound beside the attacker's row."""
+    return AttackFinding(
+        "gradient",
+        "server",
+        "backbone",
+        metrics={"psnr": 18.1, "ssim": 0.45, "rank1": 0.5, "label_accuracy": 1.0, "upper_bound": 1.0},
+        success_metric="rank1",
+        notes="SAMPLE: the same probe given the true labels — an upper bound, not a result of this attacker",
     )
 
 

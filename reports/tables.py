@@ -29,6 +29,11 @@ __all__ = [
     "audits_table",
     "per_party_table",
     "attacks_table",
+    "attack_label",
+    "decoder_curve_key",
+    "decoder_curve_of",
+    "is_upper_bound",
+    "is_whitebox",
     "communication_table",
     "fidelity_table",
     "seeds_table",
@@ -154,15 +159,63 @@ def _metric_columns(maps: Sequence[dict[str, float]]) -> list[str]:
 
 ATTACK_FAMILIES = ("knn", "inversion", "gradient", "membership")
 
+# The decoder's training curve rides in its inversion findings' metrics, one key per (field, epoch).
+DECODER_CURVE_PREFIX = "decoder_curve."
+DECODER_CURVE_FIELDS = ("heldout_feature_cosine", "heldout_l1", "l1", "feature_loss", "d_loss", "g_adv_loss")
+
+
+def decoder_curve_key(name: str, epoch: int) -> str:
+    """The metric key of training-curve field ``name`` at ``epoch`` (1-based)."""
+    return f"{DECODER_CURVE_PREFIX}{name}@epoch={epoch}"
+
+
+def decoder_curve_of(a: Any) -> dict[str, list[tuple[int, float]]]:
+    """An inversion finding's decoder training curve: field -> [(epoch, value), ...] by epoch
+    (empty without one)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for key, value in a.metrics.items():
+        if not key.startswith(DECODER_CURVE_PREFIX) or "@epoch=" not in key:
+            continue
+        name, epoch = key.removeprefix(DECODER_CURVE_PREFIX).split("@epoch=", 1)
+        try:
+            out.setdefault(name, []).append((int(epoch), float(value)))
+        except ValueError:
+            continue
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def is_whitebox(a: Any) -> bool:
+    """Whether an inversion finding is the white-box optimisation attack (it states its budget)."""
+    return a.attack == "inversion" and "whitebox_iterations" in a.metrics
+
+
+def is_upper_bound(a: Any) -> bool:
+    """Whether a finding is an upper-bound companion row (e.g. a gradient probe given the true
+    labels), not a result of the attacker it describes."""
+    return float(a.metrics.get("upper_bound", 0.0)) == 1.0
+
+
+def attack_label(a: Any) -> str:
+    """The attack column's text: the family, with the variant where a family has several."""
+    if is_whitebox(a):
+        return f"{a.attack} (white-box)"
+    if is_upper_bound(a):
+        return f"{a.attack} (labels granted: upper bound)"
+    return str(a.attack)
+
 
 def strongest_per_family(m: MethodResult) -> dict[str, Any]:
     """family -> its strongest finding on an observed kind: by normalised success where the attack
-    reports one (ceiling and floor), else by raw success (comparison rows excluded)."""
+    reports one (ceiling and floor), else by raw success (comparison rows and upper-bound rows
+    excluded; the decoder and the white-box inversion are one family: the same evaluator, gallery
+    and targets, so the same chance level)."""
     from reports.schema import COMPARISON_KINDS
 
     out: dict[str, Any] = {}
     for a in m.attacks:
         if a.target_kind in COMPARISON_KINDS or a.success_metric is None or not math.isfinite(a.success):
+            continue
+        if is_upper_bound(a):
             continue
         norm = a.metrics.get(f"normalised_{ceiling_name(a)}")
         key = (0 if norm is None or not math.isfinite(float(norm)) else 1, float(norm or 0.0), a.success)
@@ -448,7 +501,13 @@ def _metric_value(key: str, value: Any) -> str:
 
 def _metrics_text(a: Any) -> str:
     parts = []
+    curve = decoder_curve_of(a)
+    if curve:
+        n = max(len(v) for v in curve.values())
+        parts.append(f"decoder training curve: {n} epoch(s) (figure decoder_curve)")
     for k, v in a.metrics.items():
+        if k.startswith(DECODER_CURVE_PREFIX):
+            continue
         text = f"{k} = {_metric_value(k, v)}"
         if k in a.intervals:
             lo, hi = a.intervals[k]
@@ -521,7 +580,7 @@ def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
             rows.append(
                 [
                     m.name,
-                    a.attack,
+                    attack_label(a),
                     a.observer,
                     a.target_kind or "—",
                     "—" if a.success_metric is None else f"{fmt_number(a.success)} ({a.success_metric})",
@@ -552,7 +611,53 @@ def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
         "true class centers W_k (and real unseen images) of the same identities; null: random unit "
         "vectors. Normalised = (raw − null)/(oracle − null), its interval a bootstrap over the independent "
         "units (source identities or clients). A low raw rate with a low oracle says the attack is "
-        "blind here, not that the release is private.",
+        "blind here, not that the release is private. Inversion (white-box): the same vectors inverted by "
+        "optimisation against the observed model, scored by the same evaluator; labels granted: the probe "
+        "given the true labels, an upper bound beside the attacker's row. Every rate is a lower bound on what "
+        "an attacker with that access can do." + _agreement_note(methods),
+    )
+
+
+def _agreement_note(methods: Sequence[MethodResult]) -> str:
+    """One sentence on the second evaluator (" ..." or ""): over every inversion finding that carries
+    its verdicts, the pooled pass/fail agreement and Cohen's kappa per FAR and the range of the
+    per-finding Spearman correlations of the two evaluators' identity similarities."""
+    pooled: dict[str, list[float]] = {}
+    spearman: list[float] = []
+    findings = 0
+    for a in (a for m in methods for a in m.attacks if a.attack == "inversion"):
+        found = False
+        for key in a.metrics:
+            if key.startswith("evaluator_both_pass@far="):
+                far = key.removeprefix("evaluator_both_pass@far=")
+                names = ("both_pass", "a_only", "b_only", "neither")
+                cells = [float(a.metrics.get(f"evaluator_{c}@far={far}", math.nan)) for c in names]
+                if all(math.isfinite(c) for c in cells):
+                    total = pooled.setdefault(far, [0.0, 0.0, 0.0, 0.0])
+                    pooled[far] = [t + c for t, c in zip(total, cells)]
+                    found = True
+        rho = a.metrics.get("evaluator_spearman")
+        if found and rho is not None and math.isfinite(float(rho)):
+            spearman.append(float(rho))
+        findings += found
+    if not pooled:
+        return ""
+    parts = []
+    for far, (both, a_only, b_only, neither) in sorted(pooled.items(), key=lambda kv: float(kv[0])):
+        n = both + a_only + b_only + neither
+        p_o, p_a, p_b = (both + neither) / n, (both + a_only) / n, (both + b_only) / n
+        p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
+        kappa = "n/a" if p_e >= 1 else fmt_number((p_o - p_e) / (1 - p_e))
+        parts.append(f"FAR {far}: agreement {fmt_number(p_o)}, κ {kappa}")
+    rho_text = (
+        ""
+        if not spearman
+        else f"; Spearman of their identity similarities {fmt_number(min(spearman))}–{fmt_number(max(spearman))}"
+    )
+    n_rec = int(sum(pooled[next(iter(pooled))]))
+    return (
+        f" Second evaluator (another architecture, its own identities and thresholds): on {n_rec} reconstructions "
+        f"of {findings} inversion findings, pass/fail agreement with the first, pooled — {'; '.join(parts)}{rho_text}."
     )
 
 

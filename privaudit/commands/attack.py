@@ -5,8 +5,11 @@
 Reads the run's wire log and ground truth (`attacks.views`), then runs the chosen attacks from
 the observer's position (`attacks.run.run_attacks`): k-NN identity and membership attack on every
 center-like kind observed (PrivacyFace A.2.4), embedding inversion scored by an independent
-evaluation model (Table 5), gradient-inversion probes of a client's update. Writes
-``<out>/attacks.json`` and the image grids, and prints a table.
+evaluation model (Table 5; by default a GAN decoder with held-out identities, and a white-box
+optimisation inversion of the same vectors beside it, each scored the same way and compared), a
+second evaluator of another architecture and the two evaluators' agreement, gradient-inversion
+probes of a client's update (recovered labels where the head is observed, the granted-labels
+upper bound beside them). Writes ``<out>/attacks.json`` and the image grids, and prints a table.
 """
 
 from __future__ import annotations
@@ -76,12 +79,87 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="invert only the logged updates, not the simulated probes (Geiping et al.'s assumptions)",
     )
+    _add_inversion_arguments(p)
+    p.add_argument(
+        "--bn-prior-weight",
+        type=_non_negative_float,
+        default=None,
+        help="weight of GradInversion's BatchNorm-statistics prior in the simulated probes (default 0 = off; "
+        "needs a backbone with BatchNorm — the default tiny backbone has none)",
+    )
+    p.add_argument(
+        "--no-granted-labels-row",
+        action="store_true",
+        help="no granted-labels row (the same probe given the true labels, an upper bound) beside a probe "
+        "with recovered labels",
+    )
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="where the independent evaluator is cached (default: <out>/cache)"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_run_arguments(p, default_out="out/attacks")
     p.set_defaults(func=run)
+
+
+def _add_inversion_arguments(p: argparse.ArgumentParser) -> None:
+    """The decoder's objective, the white-box inversion's budget and the second evaluator."""
+    p.add_argument(
+        "--decoder-objective",
+        choices=("gan", "l1"),
+        default=None,
+        help="inversion decoder: gan (pixel L1 + feature loss + discriminator, held-out stop) or l1 "
+        "(PrivacyFace's); default gan",
+    )
+    p.add_argument(
+        "--whitebox-iterations",
+        type=_positive_int,
+        default=None,
+        help="Adam steps per restart of the white-box inversion of the same vectors (default 100)",
+    )
+    p.add_argument(
+        "--whitebox-restarts", type=_positive_int, default=None, help="restarts per vector of the white-box inversion"
+    )
+    p.add_argument("--no-whitebox", action="store_true", help="no white-box inversion beside the decoder")
+    p.add_argument(
+        "--evaluator-architecture",
+        type=_architecture,
+        default=None,
+        help="a second evaluator of another architecture beside the first, and their agreement: auto "
+        "(MobileFaceNet, or IResNet-18 where φ0 is one; the default), a backbone name, or same (one evaluator)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _architecture(text: str) -> str:
+    from attacks.run import EVALUATOR_CHOICES
+    from federated_core.models.registry import BACKBONE_NAMES
+
+    if text not in EVALUATOR_CHOICES + BACKBONE_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"--evaluator-architecture must be auto, same or one of {', '.join(BACKBONE_NAMES)}; got {text!r}"
+        )
+    return text
 
 
 def _rounds(text: str) -> tuple[str, ...]:
@@ -106,11 +184,20 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "gradient_logged_iterations": args.gradient_iterations,
             "gradient_logged_dummies": args.gradient_dummies,
             "gradient_logged_rounds": args.gradient_rounds,
+            "decoder_objective": args.decoder_objective,
+            "whitebox_iterations": args.whitebox_iterations,
+            "whitebox_restarts": args.whitebox_restarts,
+            "evaluator_architecture": args.evaluator_architecture,
+            "gradient_bn_prior_weight": args.bn_prior_weight,
         }.items()
         if v is not None
     }
     if args.no_simulated_probes:
         overrides["gradient_simulated"] = False
+    if args.no_whitebox:
+        overrides["whitebox"] = False
+    if args.no_granted_labels_row:
+        overrides["gradient_granted_labels_row"] = False
     return AttackRunConfig(
         observer=args.observer,
         attacks=args.attacks,

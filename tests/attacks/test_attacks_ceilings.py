@@ -278,7 +278,7 @@ def test_run_attacks_reports_ceilings_in_the_dict(shared_centers_run, faces_fact
     cfg = AttackRunConfig(attacks=("knn", "inversion"), gallery_distractors=20, gallery_member_fraction=1.0,
                           n_bootstrap=20, public_identities=8, public_images_per_identity=2, decoder_epochs=1,
                           decoder_base_channels=8, decoder_batch_size=16, calibration_identities=30,
-                          calibration_images_per_identity=3, progress=False, seed=3)
+                          calibration_images_per_identity=3, evaluator_architecture=None, progress=False, seed=3)
     report = run_attacks(shared_centers_run, cfg, faces=source, evaluator=ev)
     assert not report.failures
     d = report.to_dict()

@@ -50,7 +50,7 @@ def test_server_attacks_every_kind(tiny_run, backbone_factory, tmp_path):
                           public_identities=12, public_images_per_identity=3, decoder_epochs=2, decoder_base_channels=16,
                           decoder_batch_size=16, gradient_clients=2, gradient_images=2, gradient_iterations=5,
                           gradient_logged_iterations=3,
-                          gradient_local_steps=(1, 2), progress=False, seed=3)
+                          gradient_local_steps=(1, 2), evaluator_architecture=None, progress=False, seed=3)
     report = run_attacks(run, cfg, out_dir=tmp_path / "out", faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
     kinds = [r.kind for r in report.knn]
     assert kinds == ["class_centers", "dp_kmeans_centers"]
