@@ -231,7 +231,8 @@ def attack_families_cell(m: MethodResult) -> str | Cell:
     normalised where the attack has them."""
     lines = []
     for family, a in strongest_per_family(m).items():
-        line = f"{family}: {fmt_number(a.success)} {a.success_metric}{_evidence(a)} on {a.target_kind}"
+        variant = " (white-box)" if is_whitebox(a) else ""
+        line = f"{family}{variant}: {fmt_number(a.success)} {a.success_metric}{_evidence(a)} on {a.target_kind}"
         name = ceiling_name(a)
         if f"oracle_{name}" in a.metrics:
             line += f"; oracle {_with_ci(a, 'oracle_' + name)}, null {_with_ci(a, 'null_' + name)}, normalised " + (
@@ -657,7 +658,8 @@ def _agreement_note(methods: Sequence[MethodResult]) -> str:
     n_rec = int(sum(pooled[next(iter(pooled))]))
     return (
         f" Second evaluator (another architecture, its own identities and thresholds): on {n_rec} reconstructions "
-        f"of {findings} inversion findings, pass/fail agreement with the first, pooled — {'; '.join(parts)}{rho_text}."
+        f"of {findings} inversion findings, pass/fail agreement with the first, pooled — {'; '.join(parts)}{rho_text} "
+        "(no interval: the reconstructions are not all independent units)."
     )
 
 

@@ -90,6 +90,10 @@ def test_strongest_per_family_never_picks_the_upper_bound_row():
     best = strongest_per_family(m)
     assert best["gradient"].metrics["rank1"] == 0.2 and not is_upper_bound(best["gradient"])
     assert is_whitebox(best["inversion"])  # same family, same chance level: the stronger inversion
+    from reports.tables import attack_families_cell
+
+    cell = str(attack_families_cell(m))
+    assert "inversion (white-box): 0.500 mean_rank1" in cell and "gradient: 0.200 rank1" in cell
 
 
 def test_agreement_sentence_pools_the_counts():
