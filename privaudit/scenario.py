@@ -360,7 +360,7 @@ class AttackSpec:
 
     def _check_inversion_and_probe(self) -> None:
         """Validate the decoder, white-box, second-evaluator and probe options (errors name the value)."""
-        from federated_core.models.weights import BACKBONE_NAMES
+        from federated_core.models.registry import BACKBONE_NAMES
 
         if self.decoder_objective not in ("gan", "l1"):
             raise ValueError(f"attacks.decoder_objective must be 'gan' or 'l1', got {self.decoder_objective!r}")
