@@ -57,27 +57,39 @@ def claims_markdown(results: list[tuple[str, Any]]) -> str:
         "",
         "| claim | paper (where: result) | our comparison | mean difference [95% CI] | p (Holm) | verdict |",
         "|---|---|---|---|---|---|",
+        # one row per claim: every input that checked it, or (none did) the first input's "not run"
     ]
+    for row in _rows_to_show(results):
+        paper = f"{row.get('paper', '')}, {row.get('paper_where', '')}: {row.get('paper_result', '')}"
+        p_holm = row.get("p_holm")
+        cells = (
+            row.get("statement", row.get("claim")),
+            paper,
+            f"{row['treatment']} − {row['control']} on {row['metric']}",
+            _interval(row),
+            fmt_number(p_holm) if isinstance(p_holm, float) else "—",
+            row.get("verdict_text", row.get("verdict")),
+        )
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _rows_to_show(results: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Per claim (in the order first seen): its row from every input that checked it; when no
+    input did, the first input's "not run" row (which says what was missing)."""
+    order: list[str] = []
+    checked: dict[str, list[dict[str, Any]]] = {}
+    not_run: dict[str, dict[str, Any]] = {}
     for _, result in results:
         for row in result.claims:
-            paper = f"{row.get('paper', '')}, {row.get('paper_where', '')}: {row.get('paper_result', '')}"
-            p_holm = row.get("p_holm")
-            lines.append(
-                "| "
-                + " | ".join(
-                    _cell(x)
-                    for x in (
-                        row.get("statement", row.get("claim")),
-                        paper,
-                        f"{row['treatment']} − {row['control']} on {row['metric']}",
-                        _interval(row),
-                        fmt_number(p_holm) if isinstance(p_holm, float) else "—",
-                        row.get("verdict_text", row.get("verdict")),
-                    )
-                )
-                + " |"
-            )
-    return "\n".join(lines) + "\n"
+            key = row.get("claim", row.get("statement"))
+            if key not in order:
+                order.append(key)
+            if row.get("verdict") == "not run":
+                not_run.setdefault(key, row)
+            else:
+                checked.setdefault(key, []).append(row)
+    return [r for key in order for r in (checked.get(key) or [not_run[key]])]
 
 
 def sweep_markdown(sweep: dict[str, Any], figure: str) -> str:

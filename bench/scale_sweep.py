@@ -89,6 +89,28 @@ def run_point(per_client: int, out: Path, quick: bool, rounds: int | None = None
     }
 
 
+def refresh(out: Path) -> dict[str, Any]:
+    """Re-derive every point's claim rows from its results.json (``repeats.per_seed``) with the
+    current `privaudit.claims` rules — the verdicts are a function of the per-seed values alone,
+    so nothing is retrained."""
+    from privaudit.claims import evaluate_claims, setting_of
+
+    results = json.loads((out / "scale_sweep.json").read_text())
+    keep = ("treatment", "control", "metric", "mean", "ci_low", "ci_high", "n", "verdict", "verdict_text")
+    for point in results["points"]:
+        if "error" in point:
+            continue
+        doc = json.loads((out / f"ipc{point['identities_per_client']}" / "results.json").read_text())
+        seeds = doc["repeats"]["seeds"]
+        rows = evaluate_claims(
+            doc["repeats"]["per_seed"],
+            doc["scenario"]["federation"]["partition"],
+            setting_of(doc["scenario"], len(seeds)),
+        )
+        point["claims"] = {r["claim"]: {f: r.get(f) for f in keep} for r in rows if r["claim"] in CLAIMS}
+    return results
+
+
 def figure(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -111,7 +133,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(IDENTITIES_PER_CLIENT, [str(n) for n in IDENTITIES_PER_CLIENT])
         ax.set_xlabel("identities per client (100 client identities in all)")
-        ax.set_ylabel("difference in TAR@FAR=1e-3 (95% CI over seeds)")
+        ax.set_ylabel("Δ TAR@FAR=1e-3 (95% CI, seeds)")
         ax.set_title(claim)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -126,7 +148,14 @@ def main() -> None:
     p.add_argument("--figure", type=Path, default=None, help="write the figure (PNG) here")
     p.add_argument("--points", type=int, nargs="*", default=list(IDENTITIES_PER_CLIENT))
     p.add_argument("--rounds", type=int, default=None, help="rounds per run (default: the bench preset's 10)")
+    p.add_argument("--refresh", action="store_true", help="recompute the claim rows of a finished sweep in OUT")
     args = p.parse_args()
+    if args.refresh:
+        results = refresh(args.out)
+        (args.out / "scale_sweep.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+        if args.figure is not None:
+            figure(results, args.figure)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"setting": "Scenario.bench() with identities per client swept", "points": []}
     t = time.perf_counter()

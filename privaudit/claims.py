@@ -146,7 +146,7 @@ def _verdict(claim: Claim, low: float, high: float, detectable: float) -> tuple[
     """(verdict, text) from the 95% interval of treatment − control (module docstring)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive", "inconclusive (1 seed: no interval)"
-    could = f"could detect ≥ {detectable:.3g}" if math.isfinite(detectable) else "no spread to size a test"
+    could = f"could detect ≥ {detectable:.3g}" if math.isfinite(detectable) and detectable > 0 else "no spread to size a test"
     if claim.relation == "equivalent":
         m = claim.margin
         if -m <= low and high <= m:
@@ -224,6 +224,8 @@ def evaluate_claims(
         mean, low, high = t_interval(diffs)
         detectable = detectable_difference(diffs)
         verdict, text = _verdict(claim, low, high, detectable)
+        if all(d == 0.0 for d in diffs):  # no spread and no difference: nothing to size a test with
+            verdict, text = "inconclusive", "inconclusive (identical values in every seed: the variants did not differ)"
         row = {
             **_head(claim),
             "setting": setting,

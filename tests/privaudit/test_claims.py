@@ -61,6 +61,13 @@ def test_equivalence_within_and_outside_the_margin():
     assert crossing["verdict"] == "inconclusive" and "crosses ±0.05" in crossing["verdict_text"]
 
 
+def test_identical_values_in_every_seed_say_so_instead_of_a_detectable_zero():
+    claim = Claim("x", "X", "a", "b", "m", "greater")
+    row = _one(claim, {"a": {"m": [0.1, 0.2, 0.3]}, "b": {"m": [0.1, 0.2, 0.3]}})
+    assert row["verdict"] == "inconclusive" and "identical values in every seed" in row["verdict_text"]
+    assert "could detect ≥ 0" not in row["verdict_text"]
+
+
 def test_one_seed_gives_no_interval_and_no_verdict():
     row = _one(GREATER, _values([0.5], [0.3]))
     assert row["verdict"] == "inconclusive" and row["verdict_text"] == "inconclusive (1 seed: no interval)"
@@ -183,3 +190,17 @@ def test_reproduction_document_lists_every_claim_row_and_the_sweep():
     table = report.sweep_markdown(sweep, "fig.png")
     assert "| 1 | — | — | — | not run: ValueError: no \\| pipe |" in table  # the failed point kept, escaped
     assert "| 5 | 20 | 5 | 0, 1, 2 | 0.020 [-0.010, 0.050] (n = 3); inconclusive (could detect ≥ 0.04) |" in table
+
+
+def test_the_committed_reproduction_document_is_what_the_committed_results_generate(capsys):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    report = _claims_report_module()
+    args = [str(root / "bench" / "results" / f) for f in ("bench.json", "one_identity.json")]
+    assert report.main([*args, "--sweep", str(root / "bench" / "results" / "scale_sweep.json")]) == 0
+    generated = capsys.readouterr().out
+    assert generated == (root / "docs" / "reproduction.md").read_text()
+    rows = [line for line in generated.splitlines() if line.startswith("| ") and "|---" not in line]
+    verdicts = [line.rsplit("|", 2)[-2] for line in rows[1 : 1 + len(CLAIMS)]]
+    assert len(verdicts) == len(CLAIMS) and not any("not run" in v for v in verdicts)  # every claim checked
