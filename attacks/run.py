@@ -432,9 +432,16 @@ class AttackReport:
 
     def _agreement_scalars(self, kind: str, attack: str) -> dict[str, Any]:
         """The second evaluator's verdicts on one row's reconstructions: its success at each FAR,
-        pass/fail agreement, Cohen's kappa and the 2×2 counts per FAR, Spearman of the similarities."""
+        pass/fail agreement, Cohen's kappa and the 2×2 counts per FAR, Spearman of the similarities,
+        and each evaluator's genuine accept rate on real pairs at its FAR threshold (what a pass means)."""
         row = next((a for a in self.evaluator_agreement if a["kind"] == kind and a["attack"] == attack), None)
-        return {} if row is None else agreement_scalars(row)
+        if row is None:
+            return {}
+        out = agreement_scalars(row)
+        for prefix, cal in (("evaluator", self.calibration), ("second_evaluator", self.second_calibration)):
+            for t in (cal or {}).get("thresholds", []):
+                out[f"{prefix}_genuine_accept@far={float(t['target_far']):g}"] = t["genuine_accept_rate"]
+        return out
 
     def table(self) -> str:
         """A plain-text table of the headline numbers."""

@@ -396,6 +396,8 @@ def _sample_agreement(quality: float, n: int = 20) -> dict[str, float]:
         out[f"evaluator_agreement@far={far}"] = p_o
         out[f"evaluator_kappa@far={far}"] = (p_o - p_e) / (1 - p_e)
         out[f"second_evaluator_success@far={far}"] = p_b
+        out[f"evaluator_genuine_accept@far={far}"] = 2 * share * 0.5
+        out[f"second_evaluator_genuine_accept@far={far}"] = 2 * share * 0.4
     return out
 
 

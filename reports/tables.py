@@ -619,6 +619,17 @@ def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
     )
 
 
+def _genuine_accept(methods: Sequence[MethodResult], far: str) -> str:
+    """`` (genuine accept on real pairs: first a, second b)`` at ``far`` from the first inversion
+    finding that records both evaluators' calibrations ("" when none does)."""
+    for a in (a for m in methods for a in m.attacks if a.attack == "inversion"):
+        first = a.metrics.get(f"evaluator_genuine_accept@far={far}")
+        second = a.metrics.get(f"second_evaluator_genuine_accept@far={far}")
+        if first is not None and second is not None:
+            return f" (real genuine pairs accepted: first {fmt_number(first)}, second {fmt_number(second)})"
+    return ""
+
+
 def _agreement_note(methods: Sequence[MethodResult]) -> str:
     """One sentence on the second evaluator (" ..." or ""): over every inversion finding that carries
     its verdicts, the pooled pass/fail agreement and Cohen's kappa per FAR and the range of the
@@ -649,7 +660,7 @@ def _agreement_note(methods: Sequence[MethodResult]) -> str:
         p_o, p_a, p_b = (both + neither) / n, (both + a_only) / n, (both + b_only) / n
         p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
         kappa = "n/a" if p_e >= 1 else fmt_number((p_o - p_e) / (1 - p_e))
-        parts.append(f"FAR {far}: agreement {fmt_number(p_o)}, κ {kappa}")
+        parts.append(f"FAR {far}: agreement {fmt_number(p_o)}, κ {kappa}{_genuine_accept(methods, far)}")
     rho_text = (
         ""
         if not spearman

@@ -159,6 +159,9 @@ def test_an_evaluator_agrees_with_itself(wired):
     saved = json.loads((out / "attacks.json").read_text())
     row = saved["inversion"][0]
     assert row["evaluator_agreement@far=0.01"] == 1.0 and row["evaluator_reconstructions"] == 6
+    gar = [t["genuine_accept_rate"] for t in saved["evaluator_calibration"]["thresholds"]]
+    assert [row["evaluator_genuine_accept@far=0.001"], row["evaluator_genuine_accept@far=0.01"]] == gar
+    assert row["second_evaluator_genuine_accept@far=0.01"] == row["evaluator_genuine_accept@far=0.01"]  # itself
     assert "agreement of the two evaluators" in report.table()
 
 

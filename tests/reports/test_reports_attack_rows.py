@@ -98,8 +98,9 @@ def test_strongest_per_family_never_picks_the_upper_bound_row():
 
 def test_agreement_sentence_pools_the_counts():
     # two findings: (both, a_only, b_only, neither) = (3, 1, 0, 6) and (2, 0, 1, 7) at FAR 0.01
-    m = MethodResult("m", attacks=[_decoder(counts={"0.01": (3, 1, 0, 6)}),
-                                   _decoder("dp_kmeans_centers", counts={"0.01": (2, 0, 1, 7)})])
+    first = _decoder(counts={"0.01": (3, 1, 0, 6)})
+    first.metrics.update({"evaluator_genuine_accept@far=0.01": 0.33, "second_evaluator_genuine_accept@far=0.01": 0.16})
+    m = MethodResult("m", attacks=[first, _decoder("dp_kmeans_centers", counts={"0.01": (2, 0, 1, 7)})])
     note = attacks_table([m]).note
     both, a_only, b_only, neither = 5, 1, 1, 13
     n = both + a_only + b_only + neither
@@ -107,7 +108,7 @@ def test_agreement_sentence_pools_the_counts():
     p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
     kappa = (p_o - p_e) / (1 - p_e)
     assert f"on {n} reconstructions of 2 inversion findings" in note
-    assert f"FAR 0.01: agreement {p_o:.3f}, κ {kappa:.3f}" in note
+    assert f"FAR 0.01: agreement {p_o:.3f}, κ {kappa:.3f} (real genuine pairs accepted: first 0.330, second 0.160)" in note
     assert "Spearman of their identity similarities 0.500–0.500" in note
     assert "Second evaluator" not in attacks_table([MethodResult("x", attacks=[_decoder()])]).note
     assert math.isclose(p_o, 0.9)
