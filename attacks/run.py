@@ -1480,6 +1480,7 @@ class _ScoredTargets:
 
     @classmethod
     def of(cls, target: _InversionTarget, decoder: Any, reference: Any, config: AttackRunConfig) -> _ScoredTargets:
+        """The scored rows of ``target`` (`attacks.inversion`'s own rule) and the decoder's images of them."""
         from attacks.inversion import _scorable_observations, invert
 
         keep, ids = _scorable_observations(target.kind, target.ids, reference, [])
@@ -1721,6 +1722,10 @@ def _gradient(
     run_dir: Path,
     report: AttackReport,
 ) -> list[Any]:
+    """The simulated probes (`attacks.gradient.run_gradient_probe`, server only): the worst-case
+    clients first, each at the initial and the trained broadcast model, per local-step count and
+    DP-SGD noise; labels as `_probe_label_source` says, with the granted-labels row beside
+    recovered ones. A probe that raises is flagged in ``report.failures``."""
     from attacks.gradient import run_gradient_probe
     from federated_core.engine.messages import SERVER
 

@@ -17,6 +17,8 @@ from typing import Any
 
 
 def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool = True) -> Any:
+    """The `attacks.run.AttackRunConfig` of ``scenario.attacks`` at its scale (``attacks``: the
+    families to run on this method; ``simulated_probe``: add the simulated gradient probe)."""
     from attacks.run import AttackRunConfig
 
     a = scenario.attacks
@@ -211,6 +213,7 @@ def _whitebox_notes(r: dict[str, Any], report: dict[str, Any]) -> list[str]:
 
 
 def _signed(x: Any) -> str:
+    """A signed number with three decimals ("n/a" when it is not a number)."""
     return "n/a" if not isinstance(x, (int, float)) else f"{x:+.3f}"
 
 

@@ -501,6 +501,7 @@ def _metric_value(key: str, value: Any) -> str:
 
 
 def _metrics_text(a: Any) -> str:
+    """Every metric of ``a`` with its interval, one per line; the decoder's curve as one summary line."""
     parts = []
     curve = decoder_curve_of(a)
     if curve:
@@ -575,6 +576,8 @@ def ceiling_name(a: Any) -> str:
 
 
 def attacks_table(methods: Sequence[MethodResult]) -> Table | None:
+    """One row per attack finding (its variant named), with its ceilings, metrics and notes; the note
+    explains the columns and, where a second evaluator scored the inversions, their agreement."""
     rows: list[list[str | Cell]] = []
     for m in methods:
         for a in m.attacks:

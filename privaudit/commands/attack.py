@@ -130,6 +130,7 @@ def _add_inversion_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
     try:
         value = int(text)
     except ValueError:
@@ -140,6 +141,7 @@ def _positive_int(text: str) -> int:
 
 
 def _non_negative_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
     import math
 
     try:
@@ -152,6 +154,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _architecture(text: str) -> str:
+    """auto, same or a registered backbone name (argparse type)."""
     from attacks.run import EVALUATOR_CHOICES
     from federated_core.models.registry import BACKBONE_NAMES
 
