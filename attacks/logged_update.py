@@ -33,6 +33,16 @@ Every result is a lower bound on what an attacker with this knowledge can do (a 
 more restarts, an image prior or a model of the shuffled steps can only add to it), not a bound
 on what leaks.
 
+**Epoch priors** (``epoch_prior``, off by default: ``"none"`` is the attack above, unchanged).
+With ``"independent"``, ``"shared"`` or ``"dimitrov"`` the update is no longer matched as one
+step: the client's ``E`` epochs of ``⌈N/B⌉`` shuffled steps (momentum from the protocol) are
+unrolled on dummies of all ``N`` of its images, with the epochs' dummies untied, shared (later
+epochs in a guessed order) or tied by Dimitrov et al.'s (2022) epoch order-invariant prior
+(`attacks.multistep`). Weight decay stays a projected-out direction, flips are not modelled, the
+order of every epoch is unknown to the attacker. ``N`` reconstructions come back (one per image;
+per-epoch copies are matched and averaged), scored as above against all the client's images,
+with the same null over clients.
+
 The attack reconstructs ``dummies`` images (fewer than the client holds: each dummy can only be a
 blend of the client's faces). Scores: PSNR / SSIM of each reconstruction against its *nearest*
 real training image of the client (pixel leak), and, under the independent evaluator, identity
@@ -64,6 +74,7 @@ from torch import nn
 
 from attacks.gradient import InvertingGradientsConfig, LocalSgd, ReconstructionOutput, inverting_gradients
 from attacks.metrics import psnr, ssim
+from attacks.multistep import EpochSchedule, check_epoch_prior, invert_fedavg_update
 from attacks.views import backbone_from_state
 
 __all__ = [
@@ -141,6 +152,15 @@ class LoggedUpdateProbeConfig:
             gradient vanishes in float32, leaving nothing to match.
         iterations, restarts, attack_lr, tv_weight: Inverting Gradients (Geiping et al. 2020;
             breaching's recipe: TV 0.2, 4 restarts; ``iterations`` per restart).
+        epoch_prior: how the client's local epochs are modelled (`attacks.multistep`):
+            ``"none"`` (default: today's attack, the update matched as one step on ``dummies``
+            images); ``"independent"`` (the ``E·⌈N/B⌉`` steps unrolled, one free copy of the
+            ``N`` images per epoch, the ablation baseline); ``"shared"`` (one set of ``N``
+            images re-used every epoch, later epochs shuffled by the attacker's seeded guess,
+            one guess per restart); ``"dimitrov"`` (per-epoch copies tied by Dimitrov et al.'s
+            epoch order-invariant prior). Any option but ``"none"`` reconstructs all ``N``
+            images of the client and needs ``local_epochs`` and ``batch_size``.
+        epoch_prior_weight: the weight λ of that prior (``"dimitrov"`` only; 0 = untied).
         seed, device, progress: as everywhere.
     """
 
@@ -154,6 +174,8 @@ class LoggedUpdateProbeConfig:
     restarts: int = 4
     attack_lr: float = 0.1
     tv_weight: float = 0.2
+    epoch_prior: str = "none"
+    epoch_prior_weight: float = 1.0
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
@@ -177,11 +199,14 @@ class LoggedUpdateProbeConfig:
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         InvertingGradientsConfig(self.iterations, self.restarts, self.attack_lr, self.tv_weight)
+        check_epoch_prior(self.epoch_prior, self.epoch_prior_weight)
 
 
 @dataclass
 class LoggedUpdateResult:
-    """Scores of the inversion of one logged update (plain numbers and arrays)."""
+    """Scores of the inversion of one logged update (plain numbers and arrays). ``epochs``: with
+    an epoch prior, the simulated schedule and the restarts' objectives (``epoch_*`` keys of the
+    summary); None for the default one-step attack."""
 
     config: dict[str, Any]
     round: int
@@ -208,6 +233,7 @@ class LoggedUpdateResult:
     notes: list[str] = field(default_factory=list)
     grid_path: str | None = None
     null: "ClientNull | None" = None
+    epochs: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         finite = self.psnr[np.isfinite(self.psnr)]
@@ -237,6 +263,7 @@ class LoggedUpdateResult:
             "restarts": self.config["restarts"],
             "tv_weight": self.config["tv_weight"],
             **null,
+            **({} if self.epochs is None else {f"epoch_{k}": v for k, v in self.epochs.items()}),
         }
 
 
@@ -554,6 +581,111 @@ def _invert_target(
 
 
 @dataclass
+class _Inversion:
+    """What either attack hands to the scoring: images in ``[-1, 1]``, the kept restart's loss
+    history, ``update_cosine``, cost, the image resolution and (epoch priors only) the record of
+    the simulated schedule."""
+
+    images: torch.Tensor
+    losses: list[float]
+    update_cosine: float
+    seconds: float
+    iterations: int
+    resolution: int
+    epochs: dict[str, Any] | None = None
+
+
+def _invert_one_step(
+    target: _LoggedTarget,
+    config: LoggedUpdateProbeConfig,
+    n_samples: int | None,
+    granted_classes: int,
+    negatives: torch.Tensor | None,
+    local_lr: float,
+    device: torch.device,
+    notes: list[str],
+) -> _Inversion:
+    """Today's attack (``epoch_prior="none"``): ``dummies`` images, the update matched as one step."""
+    dummies, classes = _dummy_counts(config, n_samples, granted_classes, notes)
+    out, resolution = _invert_target(target, config, dummies, classes, negatives, local_lr, device)
+    update_cos = 1.0 - out.restart_losses[int(np.argmin(out.restart_losses))]
+    return _Inversion(out.images, out.losses, float(update_cos), out.seconds, out.iterations, resolution)
+
+
+def _epoch_schedule(
+    config: LoggedUpdateProbeConfig,
+    n_samples: int | None,
+    local_lr: float,
+    momentum: float,
+    local_epochs: int | None,
+    batch_size: int | None,
+) -> EpochSchedule:
+    """The client's local schedule for an epoch prior; ValueError naming what is missing."""
+    known = {"local_epochs": local_epochs, "batch_size": batch_size, "the upload's num_samples": n_samples}
+    missing = [name for name, v in known.items() if not v]
+    if missing:
+        raise ValueError(f"epoch_prior={config.epoch_prior!r} needs {', '.join(missing)} (the client's local schedule)")
+    assert n_samples and local_epochs and batch_size
+    return EpochSchedule(int(n_samples), int(local_epochs), int(batch_size), float(local_lr), float(momentum))
+
+
+def _invert_epochs(
+    target: _LoggedTarget,
+    config: LoggedUpdateProbeConfig,
+    schedule: EpochSchedule,
+    granted_classes: int,
+    negatives: torch.Tensor | None,
+    device: torch.device,
+    notes: list[str],
+) -> _Inversion:
+    """An epoch prior (`attacks.multistep.invert_fedavg_update`) on the proxy-head model: all
+    ``N`` images of the client, its ``E·⌈N/B⌉`` steps unrolled."""
+    n = schedule.images
+    classes = min(granted_classes, n)
+    if config.dummies != n:
+        notes.append(
+            f"epoch prior {config.epoch_prior!r}: all {n} images of the client are reconstructed "
+            f"(dummies={config.dummies} not used)"
+        )
+    if classes < granted_classes:
+        notes.append(f"{n} dummies cover {classes} of the {granted_classes} granted identities")
+    model = ProxyHeadModel(target.backbone, classes, config.loss, config.scale, config.margin, negatives).to(device)
+    resolution = int(target.base.meta["spec"]["resolution"])
+    ig = InvertingGradientsConfig(
+        config.iterations,
+        config.restarts,
+        config.attack_lr,
+        config.tv_weight,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    out = invert_fedavg_update(
+        model,
+        target.start,
+        target.observed,
+        torch.arange(n) % classes,
+        (n, 3, resolution, resolution),
+        schedule,
+        ig,
+        config.epoch_prior,
+        config.epoch_prior_weight,
+        device,
+    )
+    record = {
+        "prior": config.epoch_prior,
+        "prior_weight": float(config.epoch_prior_weight) if config.epoch_prior == "dimitrov" else None,
+        "epochs": schedule.epochs,
+        "batch_size": schedule.batch_size,
+        "momentum": schedule.momentum,
+        "steps": schedule.steps,
+        "restart_losses": [float(v) for v in out.restart_losses],
+        "kept_restart": out.best,
+    }
+    update_cos = 1.0 - out.restart_matching[out.best]
+    return _Inversion(out.images, out.losses, float(update_cos), out.seconds, out.iterations, resolution, record)
+
+
+@dataclass
 class _IdentityScores:
     """Identity scores of the reconstructions under the independent evaluator (None without one)."""
 
@@ -620,12 +752,36 @@ def _local_steps_estimate(n_samples: int | None, local_epochs: int | None, batch
     return None
 
 
-def _logged_threat_model(config: LoggedUpdateProbeConfig, granted_classes: int, negatives: torch.Tensor | None) -> str:
+_EPOCH_MODELS = {
+    "independent": "one free copy of the images per epoch (untied)",
+    "shared": "one set of images re-used every epoch, later epochs in the attacker's seeded guess of the order "
+    "(one guess per restart)",
+    "dimitrov": "per-epoch copies tied by Dimitrov et al.'s epoch order-invariant prior (weight {w:g})",
+}
+
+
+def _order_model(config: LoggedUpdateProbeConfig, epochs: dict[str, Any] | None) -> str:
+    """How the threat model states the client's unseen batch order."""
+    if epochs is None:
+        return "batch order (update matched in direction as one step: FedSGD approximation)"
+    how = _EPOCH_MODELS[config.epoch_prior].format(w=config.epoch_prior_weight)
+    return (
+        f"batch order (its {epochs['epochs']} epoch(s) x {epochs['steps'] // epochs['epochs']} step(s) of batch "
+        f"{epochs['batch_size']} unrolled with momentum {epochs['momentum']:g}, weight decay as its θ_0 direction "
+        f"only, flips not modelled; {how})"
+    )
+
+
+def _logged_threat_model(
+    config: LoggedUpdateProbeConfig,
+    granted_classes: int,
+    negatives: torch.Tensor | None,
+    epochs: dict[str, Any] | None = None,
+) -> str:
     """The threat model stated in the result."""
     return (
         "logged update from the wire log; the server knows θ_0, lr and weight decay (its θ_0 direction projected out), "
-        "the sample count; not the "
-        "batch order (update matched in direction as one step: FedSGD approximation), not the client's class "
+        "the sample count; not the " + _order_model(config, epochs) + ", not the client's class "
         "centers (head approximated by the dummies' mean features"
         + (f", plus {negatives.shape[0]} centers it broadcast as negatives" if negatives is not None else "")
         + f"); the identity count ({granted_classes}) is granted (a real server does not know it); "
@@ -652,13 +808,16 @@ def invert_logged_update(
     client_identities: Sequence[int] | None = None,
     null_faces: Mapping[str, Any] | None = None,
     null_identities: Mapping[str, Sequence[int]] | None = None,
+    momentum: float = 0.0,
 ) -> LoggedUpdateResult:
     """Invert ``config.client``'s logged backbone update seen by ``view`` (the server's).
 
     ``client_faces`` (the client's real training images) and ``client_identities`` are ground
     truth, used only to score; ``granted_classes`` is the identity count granted to the attacker;
     ``local_lr`` / ``weight_decay`` come from the protocol (the run's configuration);
-    ``local_epochs`` / ``batch_size`` only estimate the number of local steps for the record.
+    ``local_epochs`` / ``batch_size`` estimate the number of local steps for the record and,
+    with ``config.epoch_prior`` other than ``"none"``, are the schedule the attack simulates,
+    with the protocol's SGD ``momentum`` (unused by the default one-step attack).
     ``reference`` (an `attacks.evaluator.IdentityReference`) adds the identity scores.
     ``null_faces`` / ``null_identities`` (client -> real images / identity ids of clients that
     were *not* attacked; ground truth, scoring only) add the null over clients
@@ -666,17 +825,21 @@ def invert_logged_update(
     permutation p-value of the attacked client among all of them.
     """
     _check_logged_inputs(config, client_faces, granted_classes, local_lr, weight_decay)
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     device = torch.device(config.device)
     target = _logged_target(view, config, weight_decay)
     update = target.update
     notes: list[str] = []
     negatives = _negatives(view, update, _embedding_dim(target.backbone, target.base))
     n_samples = update.num_samples
-    dummies, classes = _dummy_counts(config, n_samples, granted_classes, notes)
-    out, resolution = _invert_target(target, config, dummies, classes, negatives, local_lr, device)
-    update_cos = 1.0 - out.restart_losses[int(np.argmin(out.restart_losses))]
+    if config.epoch_prior == "none":
+        out = _invert_one_step(target, config, n_samples, granted_classes, negatives, local_lr, device, notes)
+    else:
+        schedule = _epoch_schedule(config, n_samples, local_lr, momentum, local_epochs, batch_size)
+        out = _invert_epochs(target, config, schedule, granted_classes, negatives, device, notes)
     rec = (out.images.cpu() + 1) / 2
-    real = _unit_images(client_faces, resolution)
+    real = _unit_images(client_faces, out.resolution)
     best_psnr, best_ssim, nearest = _nearest(rec, real)
     ids = _identity_scores(rec, reference, client_identities)
     null = _null_over_clients(
@@ -696,7 +859,7 @@ def invert_logged_update(
         impostor_identity_similarity=ids.impostor_similarity,
         rank1=ids.rank1,
         rank1_chance=ids.rank1_chance,
-        update_cosine=float(update_cos),
+        update_cosine=out.update_cosine,
         decay_share=target.decay_share,
         loss_history=out.losses,
         reconstructions=_uint8(rec),
@@ -704,7 +867,8 @@ def invert_logged_update(
         seconds=out.seconds,
         iterations=out.iterations,
         evaluator=ids.evaluator,
-        threat_model=_logged_threat_model(config, granted_classes, negatives),
+        threat_model=_logged_threat_model(config, granted_classes, negatives, out.epochs),
         notes=notes,
         null=null,
+        epochs=out.epochs,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +24,9 @@ def _log_with_update(backbone, faces, labels, classes, lr=0.1, weight_decay=0.0)
     attacker's own model of the client (the case where its model is exact)."""
     x = faces.as_float()
     model = ProxyHeadModel(backbone, classes)
-    delta = simulate_local_update(model, x, labels, LocalSgd(steps=1, batch_size=len(x), lr=lr, weight_decay=weight_decay))
+    delta = simulate_local_update(  # the engine's model(x, y) -> [B] contract; not a ClientModel
+        cast(Any, model), x, labels, LocalSgd(steps=1, batch_size=len(x), lr=lr, weight_decay=weight_decay)
+    )
     theta0 = {k: v.clone() for k, v in backbone.state_dict().items()}
     theta1 = {k: v.clone() for k, v in theta0.items()}
     for name, d in delta.items():
@@ -65,10 +70,22 @@ def test_exact_model_update_direction_is_matched(faces_factory, backbone_factory
     faces = toy_faces([7], 2, RES, noise=0.02)
     log = _log_with_update(bb, faces, torch.zeros(2, dtype=torch.int64), 1, weight_decay=5e-4)
     view = observer_view(log, "server")
-    start = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", dummies=2, iterations=1), faces, 1,
-                                 local_lr=0.1, weight_decay=5e-4)
-    res = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", dummies=2, iterations=300), faces, 1,
-                               local_lr=0.1, weight_decay=5e-4)
+    start = invert_logged_update(
+        view,
+        LoggedUpdateProbeConfig(client="client:0", dummies=2, iterations=1),
+        faces,
+        1,
+        local_lr=0.1,
+        weight_decay=5e-4,
+    )
+    res = invert_logged_update(
+        view,
+        LoggedUpdateProbeConfig(client="client:0", dummies=2, iterations=300),
+        faces,
+        1,
+        local_lr=0.1,
+        weight_decay=5e-4,
+    )
     assert res.update_cosine > 0.5 and res.update_cosine > start.update_cosine + 0.4
     # the decay-like share, by hand: squared cosine of the logged update with the broadcast θ_0
     broadcast, upload = list(log)
@@ -91,31 +108,57 @@ def test_engine_run_updates_and_errors(tmp_path, faces_factory):
 
     toy_faces = faces_factory
     clients = [ClientData.from_faces(toy_faces([0, 1], 3, RES)), ClientData.from_faces(toy_faces([2], 3, RES))]
-    cfg = FederatedConfig(method="fedpe", rounds=2, batch_size=4, embedding_dim=DIM, resolution=RES, progress=False,
-                          eval_initial=False, eval_every=0, seed=1)
+    cfg = FederatedConfig(
+        method="fedpe",
+        rounds=2,
+        batch_size=4,
+        embedding_dim=DIM,
+        resolution=RES,
+        progress=False,
+        eval_initial=False,
+        eval_every=0,
+        seed=1,
+    )
     run_federated(cfg, clients, out_dir=tmp_path / "run")
     view = observer_view(tmp_path / "run", "server")
-    first = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", dummies=8, iterations=3), clients[0].faces,
-                                 2, local_lr=cfg.lr, weight_decay=cfg.weight_decay, local_epochs=1, batch_size=4)
-    last = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", round="last", iterations=3),
-                                clients[0].faces, 2, local_lr=cfg.lr)
+    first = invert_logged_update(
+        view,
+        LoggedUpdateProbeConfig(client="client:0", dummies=8, iterations=3),
+        clients[0].faces,
+        2,
+        local_lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        local_epochs=1,
+        batch_size=4,
+    )
+    last = invert_logged_update(
+        view,
+        LoggedUpdateProbeConfig(client="client:0", round="last", iterations=3),
+        clients[0].faces,
+        2,
+        local_lr=cfg.lr,
+    )
     assert (first.round, last.round, first.base_round) == (1, 2, 1)
     assert first.psnr.shape == (6,)  # dummies capped at the client's 6 images
     assert any("only 6 images" in n for n in first.notes)
     assert first.local_steps_estimate == 2 and np.isfinite(first.update_cosine)
     with pytest.raises(ValueError, match="sent no backbone update in round 5"):
-        invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", round=5, iterations=1), clients[0].faces, 2,
-                             local_lr=0.1)
+        invert_logged_update(
+            view, LoggedUpdateProbeConfig(client="client:0", round=5, iterations=1), clients[0].faces, 2, local_lr=0.1
+        )
     with pytest.raises(ValueError, match="observed no backbone update sent by 'client:7'"):
-        invert_logged_update(view, LoggedUpdateProbeConfig(client="client:7", iterations=1), clients[0].faces, 2,
-                             local_lr=0.1)
+        invert_logged_update(
+            view, LoggedUpdateProbeConfig(client="client:7", iterations=1), clients[0].faces, 2, local_lr=0.1
+        )
     client_view = observer_view(tmp_path / "run", "client:1")
     with pytest.raises(ValueError, match="only the server observes"):
-        invert_logged_update(client_view, LoggedUpdateProbeConfig(client="client:0", iterations=1), clients[0].faces, 2,
-                             local_lr=0.1)
+        invert_logged_update(
+            client_view, LoggedUpdateProbeConfig(client="client:0", iterations=1), clients[0].faces, 2, local_lr=0.1
+        )
     with pytest.raises(ValueError, match="granted_classes"):
-        invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", iterations=1), clients[0].faces, 0,
-                             local_lr=0.1)
+        invert_logged_update(
+            view, LoggedUpdateProbeConfig(client="client:0", iterations=1), clients[0].faces, 0, local_lr=0.1
+        )
 
 
 def test_config_validation():
@@ -127,3 +170,91 @@ def test_config_validation():
         LoggedUpdateProbeConfig(client="client:0", dummies=0)
     with pytest.raises(ValueError, match="iterations"):
         LoggedUpdateProbeConfig(client="client:0", iterations=0)
+
+
+def _log_with_epochs(backbone, faces, epochs, batch, lr=0.1, momentum=0.9, weight_decay=5e-4) -> WireLog:
+    """A wire log whose upload is ``epochs`` shuffled passes of `torch.optim.SGD` (momentum,
+    weight decay) of the attacker's own one-identity proxy model: the order is the only unknown."""
+    x = faces.as_float()
+    client = ProxyHeadModel(copy.deepcopy(backbone), 1).train()
+    opt = torch.optim.SGD(client.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rng = torch.Generator().manual_seed(11)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=rng)
+        for s in range(0, len(x), batch):
+            idx = order[s : s + batch]
+            loss = client(x[idx], torch.zeros(len(idx), dtype=torch.int64)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    theta0 = {k: v.clone() for k, v in backbone.state_dict().items()}
+    theta1 = {k: v.detach().clone() for k, v in client.backbone.state_dict().items()}
+    log = WireLog()
+    log.append(make_message("backbone", "server", ("client:0",), 1, "train", theta0, meta={"spec": SPEC}))
+    log.append(make_message("backbone", "client:0", ("server",), 1, "train", theta1, meta={"num_samples": len(x)}))
+    return log
+
+
+def test_default_epoch_prior_is_bit_identical(faces_factory, backbone_factory):
+    """The defaults (``epoch_prior="none"``, momentum unused) are today's attack: spelling them
+    out changes no number, and the summary gains no epoch keys."""
+    faces = faces_factory([7], 4, RES, noise=0.02)
+    view = observer_view(_log_with_epochs(backbone_factory(DIM, RES, seed=2), faces, 2, 2), "server")
+    others = {"client:1": faces_factory([3], 4, RES, noise=0.02)}
+    kw = dict(local_lr=0.1, weight_decay=5e-4, local_epochs=2, batch_size=2, null_faces=others)
+    a = invert_logged_update(view, LoggedUpdateProbeConfig(client="client:0", dummies=3, iterations=6), faces, 1, **kw)
+    explicit = LoggedUpdateProbeConfig(
+        client="client:0", dummies=3, iterations=6, epoch_prior="none", epoch_prior_weight=1.0
+    )
+    b = invert_logged_update(view, explicit, faces, 1, momentum=0.0, **kw)
+    for name in ("psnr", "ssim", "reconstructions", "nearest_originals"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+    assert a.loss_history == b.loss_history and a.update_cosine == b.update_cosine
+    assert a.summary() == b.summary() and a.threat_model == b.threat_model and a.notes == b.notes
+    assert a.epochs is None and not any(k.startswith("epoch_") for k in a.summary())
+    assert a.psnr.shape == (3,) and "FedSGD approximation" in a.threat_model
+
+
+def test_one_epoch_prior_reduces_to_today(faces_factory, backbone_factory):
+    """One epoch in one batch: the epoch priors simulate exactly today's one step."""
+    faces = faces_factory([7], 4, RES, noise=0.02)
+    view = observer_view(_log_with_epochs(backbone_factory(DIM, RES, seed=2), faces, 1, 4), "server")
+    kw = dict(local_lr=0.1, weight_decay=5e-4, local_epochs=1, batch_size=4, momentum=0.9)
+    today = invert_logged_update(
+        view, LoggedUpdateProbeConfig(client="client:0", dummies=4, iterations=5), faces, 1, **kw
+    )
+    for prior in ("shared", "dimitrov"):
+        cfg = LoggedUpdateProbeConfig(client="client:0", dummies=4, iterations=5, epoch_prior=prior)
+        r = invert_logged_update(view, cfg, faces, 1, **kw)
+        assert np.array_equal(r.reconstructions, today.reconstructions) and np.array_equal(r.psnr, today.psnr)
+        assert r.update_cosine == today.update_cosine and r.epochs is not None and r.epochs["steps"] == 1
+
+
+def test_epoch_prior_on_logged_update(faces_factory, backbone_factory):
+    """Two shuffled epochs of two batches: all the client's images come back (one per image,
+    scored against its nearest real image), with the schedule, the null over clients and the
+    threat model stated; a missing schedule and bad option values raise, naming them."""
+    faces = faces_factory([7], 4, RES, noise=0.02)
+    view = observer_view(_log_with_epochs(backbone_factory(DIM, RES, seed=2), faces, 2, 2), "server")
+    others = {"client:1": faces_factory([3], 4, RES, noise=0.02)}
+    kw = dict(local_lr=0.1, weight_decay=5e-4, local_epochs=2, batch_size=2, momentum=0.9, null_faces=others)
+    cfg = LoggedUpdateProbeConfig(client="client:0", dummies=8, iterations=4, restarts=2, epoch_prior="dimitrov")
+    r = invert_logged_update(view, cfg, faces, 1, **kw)
+    assert r.psnr.shape == (4,) and r.reconstructions.shape == (4, 3, RES, RES)  # N images, not E·N
+    s = r.summary()
+    assert s["epoch_prior"] == "dimitrov" and s["epoch_prior_weight"] == 1.0 and s["epoch_steps"] == 4
+    assert s["epoch_momentum"] == 0.9 and len(s["epoch_restart_losses"]) == 2 and s["null_clients"] == 1
+    assert s["permutation_p"] in (0.5, 1.0) and np.isfinite(r.update_cosine)
+    assert any("dummies=8 not used" in n for n in r.notes)
+    assert "order-invariant prior" in r.threat_model and "lower bound" in r.threat_model
+    assert "2 epoch(s) x 2 step(s)" in r.threat_model and "FedSGD" not in r.threat_model
+    shared = LoggedUpdateProbeConfig(client="client:0", dummies=4, iterations=2, restarts=1, epoch_prior="shared")
+    assert invert_logged_update(view, shared, faces, 1, **kw).summary()["epoch_prior_weight"] is None
+    with pytest.raises(ValueError, match="needs local_epochs, batch_size"):
+        invert_logged_update(view, shared, faces, 1, local_lr=0.1)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        invert_logged_update(view, shared, faces, 1, local_lr=0.1, momentum=1.5)
+    with pytest.raises(ValueError, match="'sgd-order'"):
+        LoggedUpdateProbeConfig(client="client:0", epoch_prior="sgd-order")
+    with pytest.raises(ValueError, match="epoch_prior_weight"):
+        LoggedUpdateProbeConfig(client="client:0", epoch_prior="dimitrov", epoch_prior_weight=-1.0)
