@@ -221,3 +221,26 @@ def test_logged_gradient_findings_are_judged_per_update_against_other_clients(au
         # an exact permutation p over k clients is a multiple of 1/k in [1/k, 1]
         p = a.metrics["permutation_p"]
         assert round(p * k) == pytest.approx(p * k) and 1 / k <= p <= 1
+
+
+def test_inversion_carries_the_gan_curve_and_the_whitebox_row_beside_it(audit, tmp_path):
+    from reports.figures import render_all_figures
+    from reports.tables import attacks_table, decoder_curve_of, is_whitebox, strongest_per_family
+
+    _, result = audit
+    shared = result.method("shared-centers")
+    inversion = [a for a in shared.attacks if a.attack == "inversion"]
+    decoder = [a for a in inversion if not is_whitebox(a)]
+    whitebox = [a for a in inversion if is_whitebox(a)]
+    assert decoder and [a.target_kind for a in decoder] == [a.target_kind for a in whitebox]  # the same vectors
+    curve = decoder_curve_of(decoder[0])  # tiny: a GAN decoder, 3-epoch budget, patience 1
+    epochs = [e for e, _v in curve["heldout_feature_cosine"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and 1 <= len(epochs) <= 3
+    assert {"d_loss", "g_adv_loss", "heldout_l1"} <= set(curve) and "decoder objective 'gan'" in decoder[0].notes
+    wb = whitebox[0]
+    assert wb.metrics["whitebox_iterations"] == 10 and {"null_rank1", "oracle_rank1"} <= set(wb.metrics)
+    assert "whitebox_minus_decoder_identity_similarity" in wb.intervals and "lower bound" in wb.notes
+    assert strongest_per_family(shared)["inversion"] in inversion  # one family: same evaluator, same chance
+    assert not any("evaluator_agreement@far=0.01" in a.metrics for a in inversion)  # tiny: one evaluator
+    assert any(str(row[1]) == "inversion (white-box)" for row in attacks_table(result.methods).rows)
+    assert "decoder_curve" in render_all_figures(result, tmp_path / "figures", formats=("png",))
