@@ -146,7 +146,11 @@ def _verdict(claim: Claim, low: float, high: float, detectable: float) -> tuple[
     """(verdict, text) from the 95% interval of treatment − control (module docstring)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive", "inconclusive (1 seed: no interval)"
-    could = f"could detect ≥ {detectable:.3g}" if math.isfinite(detectable) and detectable > 0 else "no spread to size a test"
+    could = (
+        f"could detect ≥ {detectable:.3g}"
+        if math.isfinite(detectable) and detectable > 0
+        else "no spread to size a test"
+    )
     if claim.relation == "equivalent":
         m = claim.margin
         if -m <= low and high <= m:
