@@ -937,7 +937,7 @@ def _probe_labels(
     if config.label_source == "idlg":
         if n_classes == 1:
             return torch.zeros_like(y)
-        found = recover_labels_idlg(delta["centers"], count=min(n_classes, len(torch.unique(y))))
+        found = recover_labels_idlg(delta["centers"], count=min(n_classes, len(y)))
         return found.to(device)[torch.arange(len(y), device=device) * len(found) // len(y)]
     return None
 

@@ -1004,24 +1004,7 @@ def invert_and_score(
     ceilings = _inversion_ceilings(raw, null, oracles, unit_list, unit_name, confidence, n_bootstrap, seed, notes)
     if oracle is None and oracle_real is None:
         notes.append("no oracle vectors given: the success metrics have a null but no ceiling")
-    return InversionResult(
-        observer=observer,
-        kind=kind,
-        num_observations=len(keep),
-        identity_similarity=scores.identity_similarity,
-        rank1=scores.rank1,
-        ssim=scores.ssim,
-        psnr=scores.psnr,
-        impostor_identity_similarity=scores.impostor_identity_similarity,
-        means=scores.means(),
-        evaluator=scores.evaluator,
-        reconstructions=(rec * 255).round().to(torch.uint8).numpy(),
-        mean_faces=(faces * 255).round().to(torch.uint8).numpy(),
-        grid_path=path,
-        notes=notes,
-        ceilings=ceilings,
-        far_supported=dict(scores.far_supported),
-    )
+    return inversion_result(observer, kind, len(keep), scores, rec, faces, path, notes, ceilings)
 
 
 def _successes(scores: Any) -> dict[str, np.ndarray]:
@@ -1082,3 +1065,36 @@ def save_image_grid(real: torch.Tensor, reconstructed: torch.Tensor, path: str |
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(torch.cat(rows).clamp(0, 1), str(path), nrow=cols, padding=2, pad_value=1.0)
     return path
+
+
+def inversion_result(
+    observer: str,
+    kind: str,
+    num_observations: int,
+    scores: Any,
+    images: torch.Tensor,
+    faces: torch.Tensor,
+    grid_path: str | None,
+    notes: list[str],
+    ceilings: dict[str, Any],
+) -> "InversionResult":
+    """The `InversionResult` of scored reconstructions ``images`` (in [0, 1]) beside the mean faces
+    of their identities: one record for the decoder's and the white-box attack's results."""
+    return InversionResult(
+        observer=observer,
+        kind=kind,
+        num_observations=num_observations,
+        identity_similarity=scores.identity_similarity,
+        rank1=scores.rank1,
+        ssim=scores.ssim,
+        psnr=scores.psnr,
+        impostor_identity_similarity=scores.impostor_identity_similarity,
+        means=scores.means(),
+        evaluator=scores.evaluator,
+        reconstructions=(images * 255).round().to(torch.uint8).numpy(),
+        mean_faces=(faces * 255).round().to(torch.uint8).numpy(),
+        grid_path=grid_path,
+        notes=notes,
+        ceilings=ceilings,
+        far_supported=dict(scores.far_supported),
+    )

@@ -1623,27 +1623,12 @@ def _whitebox_result(
 ) -> Any:
     """The white-box attack's `InversionResult` (the same record as the decoder's): scores, ceilings,
     its reconstructions and the mean faces of their identities, and a grid of both under ``grid``."""
-    from attacks.inversion import InversionResult, save_image_grid
+    from attacks.inversion import inversion_result, save_image_grid
 
     faces = torch.stack([reference.mean_face(s, images.shape[-1]) for s in scored.ids])
     path = None if grid is None else str(save_image_grid(faces[:16], images[:16], grid))
-    return InversionResult(
-        observer=observer,
-        kind=scored.target.kind,
-        num_observations=len(scored.keep),
-        identity_similarity=scores.identity_similarity,
-        rank1=scores.rank1,
-        ssim=scores.ssim,
-        psnr=scores.psnr,
-        impostor_identity_similarity=scores.impostor_identity_similarity,
-        means=scores.means(),
-        evaluator=scores.evaluator,
-        reconstructions=(images * 255).round().to(torch.uint8).numpy(),
-        mean_faces=(faces * 255).round().to(torch.uint8).numpy(),
-        grid_path=path,
-        notes=notes,
-        ceilings=ceilings,
-        far_supported=dict(scores.far_supported),
+    return inversion_result(
+        observer, scored.target.kind, len(scored.keep), scores, images, faces, path, notes, ceilings
     )
 
 
