@@ -190,13 +190,16 @@ def method_params(spec: MethodSpec, scenario: Scenario) -> dict[str, Any]:
 LATER_STAGE_FILES = ("audit_stage.json", "timings.json", "personalised.json", "audits.json", "attacks.json", "attacks")
 
 
-def run_key(config: Any, data: Any, phi0_fingerprint: str) -> str:
+def run_key(config: Any, data: Any, phi0_fingerprint: str, engine: str = "inprocess") -> str:
     """What a trained run's numbers depend on: the engine config (without progress bars or the
-    absolute φ0 path: φ0 enters by its config fingerprint), the data spec, the code."""
+    absolute φ0 path: φ0 enters by its config fingerprint), the engine that ran it (named only when
+    it is not the in-process default, so existing keys stay valid), the data spec, the code."""
     from privaudit.code_version import code_fingerprint
 
     settings = config.fingerprint_dict()
     settings.pop("initial_backbone", None)
+    if engine != "inprocess":
+        settings["engine"] = engine
     return fingerprint(
         {"config": settings, "data": data.data_spec, "phi0": phi0_fingerprint, "code": code_fingerprint()}
     )
@@ -218,9 +221,9 @@ def train_method(
     the same key and bytes; resumed when interrupted). Returns the run's metrics and its key."""
     import shutil
 
-    from federated_core.engine import run_federated
     from federated_core.scales import federated_config
     from privaudit.cache import files_under
+    from privaudit.engines import run_with_engine
 
     config = federated_config(
         scale,
@@ -241,7 +244,7 @@ def train_method(
         dp_sgd=None if spec.dp_sgd is None else spec.dp_sgd.to_config(),
     )
     phi0_fingerprint = phi0_fingerprint or pcfg.fingerprint()
-    key = run_key(config, data, phi0_fingerprint)
+    key = run_key(config, data, phi0_fingerprint, scenario.federation.engine)
     stamp = run_dir / "audit_stage.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if (
@@ -270,8 +273,14 @@ def train_method(
         )
     )
     try:
-        result = run_federated(
-            config, data.clients, out_dir=run_dir, eval_faces=data.test, data_spec=data.data_spec, resume=resume
+        result = run_with_engine(
+            scenario.federation.engine,
+            config,
+            data.clients,
+            out_dir=run_dir,
+            eval_faces=data.test,
+            data_spec=data.data_spec,
+            resume=resume,
         )
     except ValueError as exc:  # e.g. a method that refuses DP-SGD: say which variant of the scenario
         what = f"{spec.name} with dp_sgd" if spec.dp_sgd is not None else spec.name

@@ -137,8 +137,14 @@ class FederationSpec:
     # at what the test set holds); TAR@FAR=f needs well over 1/f impostor pairs to mean anything
     genuine_pairs: int | None = None
     impostor_pairs: int | None = None
+    # where the federation runs (`privaudit.engines`): in this process, or on Flower (simulation engine,
+    # or a SuperLink and SuperNodes on loopback); the same seed gives the same numbers on each
+    engine: str = "inprocess"
 
     def __post_init__(self) -> None:
+        from privaudit.engines import check_engine
+
+        check_engine(self.engine)
         if not isinstance(self.tolerate_client_failures, bool):
             raise ValueError(
                 f"federation.tolerate_client_failures must be true or false, got {self.tolerate_client_failures!r}"
