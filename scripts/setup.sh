@@ -35,7 +35,8 @@ if [ ! -f "$venv/.complete" ]; then
     "$venv/bin/pip" install -q $TORCH_SPEC
     # The package's own dependencies (opacus, diffprivlib, scipy, scikit-learn<1.9, ...) and the
     # test extras; the package itself is (re)installed editable below for each checkout.
-    "$venv/bin/pip" install -q ".[test]"
+    # The Flower extra (privaudit.flower, tests/flower) is installed too, so CI runs its tests.
+    "$venv/bin/pip" install -q ".[test,flower]"
     "$venv/bin/pip" uninstall -q -y privaudit
     # facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 in its metadata; its code works with
     # current torch, so it is installed without its dependency resolution.
@@ -53,7 +54,7 @@ fi
 "$venv/bin/python" - <<'PY'
 import importlib
 for name in ("torch", "torchvision", "opacus", "diffprivlib", "sklearn", "scipy", "facenet_pytorch",
-             "privaudit", "federated_core", "attacks", "accountants", "reports"):
+             "flwr", "privaudit", "federated_core", "attacks", "accountants", "reports"):
     importlib.import_module(name)
 PY
 echo "setup: ready ($venv)" >&2
