@@ -281,6 +281,9 @@ class _Run:
     wire: WireLog
     pending: dict[str, list[Message]]
     client_states: dict[int, ClientState]
+    # how the participants' client_update runs: `_update_clients` (here, one after another) unless
+    # an engine gives its own with the same signature and effects (privaudit.flower)
+    executor: Any = None
 
 
 @dataclass
@@ -304,31 +307,66 @@ def _update_clients(
 
     A client that raises stops the run (`ClientFailureError`) unless failures are tolerated: it
     is then recorded in ``log.failed`` and left out, its state unchanged."""
-    config, method = run.config, run.method
+    config = run.config
     out: list[tuple[int, list[Message]]] = []
     for cid in tqdm(participants, desc=f"round {r} {phase}", disable=not config.progress, leave=False):
-        party = client_party(cid)
-        inbox = run.pending.pop(party, []) + [m for m in broadcasts if party in m.receivers]
-        state = _copy_client_state(run.client_states[cid], cid, r)
+        inbox = client_inbox(run, cid, broadcasts)
         try:
-            new_state, ups = method.client_update(
-                phase, state, inbox, run.client_data[cid], generator(config.seed, "client", r, phase_index, cid)
+            new_state, ups = run_client_update(
+                run.method, config, cid, run.client_states[cid], inbox, run.client_data[cid], r, phase_index, phase
             )
-            ups = _check_uploads(ups, party, r, phase)
-            if not isinstance(new_state, ClientState):
-                raise TypeError(f"client_update must return a ClientState, got {type(new_state).__name__}")
         except Exception as exc:
-            if not config.tolerate_client_failures:
-                raise ClientFailureError(cid, r, phase, exc) from exc
-            error = f"{type(exc).__name__}: {exc}"
-            log.failed.append({"client": cid, "phase": phase, "error": error})
-            logger.warning("round %d phase %s: %s failed and is dropped from this round: %s", r, phase, party, error)
-            if config.progress:
-                tqdm.write(f"round {r} phase {phase}: {party} failed and is dropped from this round: {error}")
+            client_failed(run, log, cid, r, phase, exc)
             continue
         run.client_states[cid] = new_state
         out.append((cid, ups))
     return out
+
+
+def client_inbox(run: _Run, client_id: int, broadcasts: list[Message]) -> list[Message]:
+    """What client ``client_id`` receives now: its pending messages (taken out of
+    ``run.pending``), then this phase's broadcasts addressed to it."""
+    party = client_party(client_id)
+    return run.pending.pop(party, []) + [m for m in broadcasts if party in m.receivers]
+
+
+def run_client_update(
+    method: Any,
+    config: FederatedConfig,
+    client_id: int,
+    state: ClientState,
+    inbox: list[Message],
+    data: ClientData,
+    r: int,
+    phase_index: int,
+    phase: str,
+) -> tuple[ClientState, list[Message]]:
+    """One client's ``client_update`` of round ``r``'s phase ``phase`` on a copy of ``state``, with
+    its generator ``(seed, "client", r, phase_index, client_id)``; the uploads checked. Raises
+    whatever the method raises, or TypeError/ValueError for a reply that breaks the protocol.
+    Every engine runs a client through this function, so they all compute the same numbers."""
+    party = client_party(client_id)
+    copy = _copy_client_state(state, client_id, r)
+    new_state, ups = method.client_update(
+        phase, copy, inbox, data, generator(config.seed, "client", r, phase_index, client_id)
+    )
+    ups = _check_uploads(ups, party, r, phase)
+    if not isinstance(new_state, ClientState):
+        raise TypeError(f"client_update must return a ClientState, got {type(new_state).__name__}")
+    return new_state, ups
+
+
+def client_failed(run: _Run, log: _RoundLog, client_id: int, r: int, phase: str, exc: BaseException) -> None:
+    """A client's update raised ``exc``: a `ClientFailureError` unless failures are tolerated;
+    then it is recorded in ``log.failed`` (its state unchanged) and the run goes on."""
+    if not run.config.tolerate_client_failures:
+        raise ClientFailureError(client_id, r, phase, exc) from exc
+    party = client_party(client_id)
+    error = f"{type(exc).__name__}: {exc}"
+    log.failed.append({"client": client_id, "phase": phase, "error": error})
+    logger.warning("round %d phase %s: %s failed and is dropped from this round: %s", r, phase, party, error)
+    if run.config.progress:
+        tqdm.write(f"round {r} phase {phase}: {party} failed and is dropped from this round: {error}")
 
 
 def _expectation(run: _Run, phase: str, server_state: ServerState) -> UploadExpectation:
@@ -402,7 +440,8 @@ def _run_phase(
     for m in broadcasts:
         run.wire.append(m)
     t_clients = time.perf_counter()
-    per_client = _update_clients(run, r, phase_index, phase, participants, broadcasts, log)
+    execute = run.executor if run.executor is not None else _update_clients
+    per_client = execute(run, r, phase_index, phase, participants, broadcasts, log)
     seconds["clients"] += time.perf_counter() - t_clients
     failed = {e["client"] for e in log.failed}
     participants = [c for c in participants if c not in failed]
@@ -512,6 +551,7 @@ def run_federated(
     resume: bool = False,
     stop_after: int | None = None,
     method: Any = None,
+    client_executor: Any = None,
 ) -> FederatedResult:
     """Train ``config.method`` over ``clients``.
 
@@ -528,6 +568,9 @@ def run_federated(
             starting over; without a checkpoint there, start from round 1.
         stop_after: return after this round (the run can then be resumed), e.g. to split a run.
         method: a method object to use instead of ``get_method(config.method, **config.method_params)``.
+        client_executor: runs a phase's ``client_update`` calls instead of this process (called like
+            `_update_clients`; it must use `client_inbox`, `run_client_update` and `client_failed`
+            so that every engine computes the same numbers); the Flower engines pass theirs.
 
     Raises:
         ClientFailureError: a client's update raised (unless ``config.tolerate_client_failures``).
@@ -553,6 +596,7 @@ def run_federated(
             config, method, client_data, global_model, model, spec, evaluation, out, data_spec
         )
 
+    run.executor = client_executor
     last = config.rounds if stop_after is None else stop_after
     server_state = _run_rounds(run, server_state, metrics, spec, evaluation, out, start, last)
     return _finish_run(run, server_state, metrics, spec, out, last if last >= start else start - 1)
