@@ -294,6 +294,8 @@ class IdentityReference:
         identity_groups: ``[I]`` population group of each identity (None: unknown).
         calibration: the evaluator's thresholds at fixed FARs (`calibrate_evaluator`); None: no
             "success at FAR" scores.
+        example_images: ``[I, 3, R, R]`` uint8, the first real image of each identity (what a
+            reader's grid shows above a reconstruction); None: only mean faces are known.
     """
 
     evaluator: Evaluator
@@ -305,6 +307,7 @@ class IdentityReference:
     device: str = "cpu"
     identity_groups: torch.Tensor | None = None
     calibration: "EvaluatorCalibration | None" = None
+    example_images: torch.Tensor | None = None
 
     def _rows(self, ids: frozenset[int] | set[int], where: str) -> torch.Tensor:
         t = torch.tensor(sorted(ids), dtype=torch.int64)
@@ -318,6 +321,19 @@ class IdentityReference:
         """Mean face ``[3, R, R]`` in ``[0, 1]`` of the images of ``ids`` pooled."""
         rows = self._rows(ids, "mean_face")
         face = self.image_sums[rows].sum(0) / self.image_counts[rows].sum()
+        if resolution is not None and resolution != face.shape[-1]:
+            face = F.interpolate(
+                face[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+            )[0]
+        return face
+
+    def real_face(self, ids: frozenset[int] | set[int], resolution: int | None = None) -> torch.Tensor:
+        """One real image ``[3, R, R]`` in ``[0, 1]`` of the smallest identity in ``ids`` (a cluster
+        stands for several identities); their mean face when no example images were kept."""
+        if self.example_images is None:
+            return self.mean_face(ids, resolution)
+        row = self._rows({min(ids)}, "real_face")[0]
+        face = self.example_images[row].float() / 255.0
         if resolution is not None and resolution != face.shape[-1]:
             face = F.interpolate(
                 face[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
@@ -491,6 +507,9 @@ def build_reference(
     sums = torch.zeros(len(ids), *imgs.shape[1:])
     sums.index_add_(0, inverse, imgs)
     counts = torch.bincount(inverse, minlength=len(ids)).float()
+    first = torch.full((len(ids),), len(inverse), dtype=torch.int64).scatter_reduce(
+        0, inverse, torch.arange(len(inverse)), reduce="amin"
+    )
     gallery_faces = gallery_faces if gallery_faces is not None else reference_faces
     gallery = Gallery(
         emb(gallery_faces),
@@ -501,7 +520,17 @@ def build_reference(
     if reference_faces.groups is not None:
         groups = torch.zeros(len(ids), dtype=torch.int64)
         groups[inverse] = reference_faces.groups.to(torch.int64)  # an identity's images share its group
-    return IdentityReference(evaluator, ids, templates, sums, counts, gallery, str(device), groups)
+    return IdentityReference(
+        evaluator,
+        ids,
+        templates,
+        sums,
+        counts,
+        gallery,
+        str(device),
+        groups,
+        example_images=reference_faces.images[first].clone(),
+    )
 
 
 def _embed_faces(evaluator: Evaluator, faces: Any, device: str | torch.device, batch_size: int = 256) -> torch.Tensor:

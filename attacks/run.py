@@ -1528,19 +1528,26 @@ class _WhiteBoxAttacker:
         run = whitebox_invert(self.model, queries, self.config, self.mean_face, self.decoder, self.device)
         return run, (run.images * 255).round() / 255
 
-    def successes(self, queries: torch.Tensor, ids: list[frozenset[int]], names: list[str]) -> dict[str, np.ndarray]:
+    def successes(
+        self, queries: torch.Tensor, ids: list[frozenset[int]], names: list[str]
+    ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         """The per-row success metrics ``names`` of the attack on ``queries`` (rows aligned with
-        ``ids``); rows without a query (NaN) score NaN, as in the decoder's ceilings."""
+        ``ids``) and its images; rows without a query (NaN) score NaN and have NaN images, as in
+        the decoder's ceilings."""
         from attacks.inversion import _successes
 
         ok = [i for i in range(queries.shape[0]) if bool(torch.isfinite(queries[i]).all())]
         out = {m: np.full(queries.shape[0], np.nan) for m in names}
+        r = self.reference.evaluator.resolution if self.decoder is None else self.decoder.resolution
+        images = torch.full((queries.shape[0], 3, r, r), float("nan"))
         if ok:
             _run, x = self.images(queries[ok])
+            images = torch.full((queries.shape[0], *x.shape[1:]), float("nan"))
+            images[ok] = x.cpu()
             for metric, values in _successes(self.reference.score(x, [ids[i] for i in ok])).items():
                 if metric in out:
                     out[metric][ok] = values
-        return out
+        return out, images
 
 
 def _whitebox_beside(
@@ -1577,9 +1584,9 @@ def _whitebox_beside(
         scores = reference.score(images, scored.ids)
         raw = _successes(scores)
         dim = scored.target.vectors.shape[1]
-        null = attacker.successes(random_unit_vectors(n, dim, config.seed + 7_777), scored.ids, list(raw))
+        null, null_images = attacker.successes(random_unit_vectors(n, dim, config.seed + 7_777), scored.ids, list(raw))
         oracle = scored.rows("oracle")
-        vs = None if oracle is None else attacker.successes(oracle, scored.ids, list(raw))
+        vs, oracle_images = (None, None) if oracle is None else attacker.successes(oracle, scored.ids, list(raw))
         if oracle is None:
             notes.append("no true-center oracle: the white-box success has a null but no ceiling")
         ceilings = _inversion_ceilings(
@@ -1597,7 +1604,8 @@ def _whitebox_beside(
         report.failures.append(f"white-box inversion of {kind}: {exc}")
         return None
     grid = _grid_path(out, "inversion_whitebox", config.observer, kind)
-    report.whitebox.append(_whitebox_result(scored, images, scores, ceilings, notes, grid, reference, config.observer))
+    shown = {"attack": images, "oracle: true W": oracle_images, "null: random": null_images}
+    report.whitebox.append(_whitebox_result(scored, shown, scores, ceilings, notes, grid, reference, config.observer))
     report.inversion_comparison.append(_comparison_row(kind, run, comparison))
     report.seconds["whitebox"] = report.seconds.get("whitebox", 0.0) + time.perf_counter() - t0
     return images
@@ -1613,20 +1621,27 @@ def _budget_text(wcfg: Any) -> str:
 
 def _whitebox_result(
     scored: _ScoredTargets,
-    images: torch.Tensor,
+    shown: dict[str, torch.Tensor | None],
     scores: Any,
     ceilings: dict[str, Any],
     notes: list[str],
     grid: Path | None,
     reference: Any,
     observer: str,
+    max_grid: int = 8,
 ) -> Any:
     """The white-box attack's `InversionResult` (the same record as the decoder's): scores, ceilings,
-    its reconstructions and the mean faces of their identities, and a grid of both under ``grid``."""
-    from attacks.inversion import inversion_result, save_image_grid
+    its reconstructions (``shown["attack"]``) and the mean faces of their identities, and under
+    ``grid`` the scored grid (`attacks.inversion.write_scored_grid`) of the first ``max_grid``
+    targets: real images, the attack's, the oracle's and the null's images."""
+    from attacks.inversion import inversion_result, write_scored_grid
 
+    images = shown.get("attack")
+    if images is None:
+        raise ValueError("the white-box result needs the attack's images (shown['attack'])")
     faces = torch.stack([reference.mean_face(s, images.shape[-1]) for s in scored.ids])
-    path = None if grid is None else str(save_image_grid(faces[:16], images[:16], grid))
+    rows = {label: x[:max_grid] for label, x in shown.items() if x is not None}
+    path = None if grid is None else str(write_scored_grid(grid, reference, scored.ids[:max_grid], rows))
     return inversion_result(
         observer, scored.target.kind, len(scored.keep), scores, images, faces, path, notes, ceilings
     )

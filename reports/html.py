@@ -166,7 +166,10 @@ def _image_grids_html(result: AuditResult, base_dir: Path | None) -> str:
                 _figure_html(
                     uri,
                     title,
-                    f"{title} — each row of real images above the row of their reconstructions."
+                    f"{title} — real images on top, the attack's reconstructions below them; grids of "
+                    "identity inversion add the oracle (ceiling) and null (floor) rows, and caption each tile "
+                    "with its evaluator similarity to the true identity, framed green when it passes the "
+                    "evaluator's threshold at the stated FAR and red when it does not."
                     + (f" {a.notes}" if a.notes else ""),
                     f"{title}: image grid {a.image_grid} is missing, outside the results folder or not a PNG",
                 )

@@ -306,3 +306,38 @@ def test_run_attacks_reports_ceilings_in_the_dict(shared_centers_run, faces_fact
                                                             progress=False), faces=source, evaluator=ev)
     assert any("overlap the gallery" in f for f in clash.failures)
     assert all(r.ceiling_real is None and r.ceiling is not None for r in clash.knn)
+
+
+def test_inversion_grid_shows_real_images_and_the_oracle_and_null_rows(tmp_path, faces_factory, backbone_factory):
+    """Issue #14 item 7: a real image of each identity on top (not its mean face), then the
+    attack's, the oracle's and the null's reconstructions, each tile scored."""
+    import numpy as np
+    from PIL import Image
+
+    from attacks import tiles
+    from attacks.evaluator import Evaluator, build_reference
+    from attacks.inversion import EmbeddingDecoder, invert_and_score
+
+    attacked = faces_factory(range(4), per_identity=3, resolution=16, seed=4)
+    ref = build_reference(Evaluator(backbone_factory(12, 16, seed=9), (5_000_000, 5_000_300), "ev"), attacked)
+    first = int((attacked.labels == 2).nonzero()[0])
+    assert torch.equal(ref.real_face(frozenset({2})), attacked.images[first].float() / 255)
+    assert not torch.allclose(ref.real_face(frozenset({2})), ref.mean_face(frozenset({2})))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        dec = EmbeddingDecoder(16, 16, 8).eval()
+    vecs = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    ids = [frozenset({i}) for i in range(4)]
+    oracle = vecs.clone()
+    oracle[1] = float("nan")  # no oracle for observation 1: its tile is blank and not judged
+    grid = tmp_path / "g.png"
+    invert_and_score(dec, vecs, ids, ref, oracle=oracle, grid_path=grid, seed=2, n_bootstrap=20)
+    img = np.asarray(Image.open(grid).convert("RGB"))
+    cell_w = 96 + 2 * tiles._BORDER + tiles._GAP
+    cell_h = 96 + 2 * tiles._BORDER + tiles._CAPTION_HEIGHT + tiles._GAP
+    assert img.shape[:2] == (22 + 4 * cell_h, tiles._LABEL_WIDTH + 4 * cell_w + tiles._GAP)  # real, attack, W, null
+    y0, x0 = 22 + tiles._BORDER, tiles._LABEL_WIDTH + 2 * cell_w + tiles._BORDER
+    shown = img[y0 : y0 + 96 : 6, x0 : x0 + 96 : 6].transpose(2, 0, 1)  # one pixel per source pixel
+    assert np.array_equal(shown, attacked.images[int((attacked.labels == 2).nonzero()[0])].numpy())
+    blank = img[22 + 2 * cell_h + tiles._BORDER + 40, tiles._LABEL_WIDTH + cell_w + tiles._BORDER + 40]
+    assert tuple(blank) == (255, 255, 255)

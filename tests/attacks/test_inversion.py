@@ -177,16 +177,23 @@ def test_invert_and_score_end_to_end(tmp_path, faces_factory, backbone_factory):
 def test_save_image_grid(tmp_path):
     from PIL import Image
 
+    from attacks import tiles
+
     real, rec = torch.zeros(5, 3, 8, 8), torch.ones(5, 3, 8, 8) * 0.5
-    p = save_image_grid(real, rec, tmp_path / "g.png", pairs_per_row=2)
-    img = Image.open(p)
-    assert img.size == (
-        2 + 2 * 10,
-        2 + 6 * 10,
-    )  # 2 columns × (3 real rows + 3 reconstruction rows) of 8 px + 2 px padding
-    px = np.asarray(img.convert("L"))
-    assert px[2 + 4, 2 + 4] == 0 and px[12 + 4, 2 + 4] in (127, 128)  # real row above its reconstruction row
-    assert px[42 + 4, 12 + 4] == 255  # the short last row is padded white
+    p = save_image_grid(real, rec, tmp_path / "g.png", pairs_per_row=2, tile=16)
+    img = np.asarray(Image.open(p).convert("L"))
+    cell_w = 16 + 2 * tiles._BORDER + tiles._GAP
+    cell_h = 16 + 2 * tiles._BORDER + tiles._CAPTION_HEIGHT + tiles._GAP
+    # 2 columns x (3 real rows + 3 reconstruction rows), tiles upscaled to 16 px
+    assert img.shape == (tiles._GAP + 6 * cell_h, tiles._LABEL_WIDTH + 2 * cell_w + tiles._GAP)
+
+    def centre(row: int, col: int) -> int:
+        y = tiles._GAP + row * cell_h + tiles._BORDER + 8
+        x = tiles._LABEL_WIDTH + col * cell_w + tiles._BORDER + 8
+        return int(img[y, x])
+
+    assert centre(0, 0) == 0 and centre(1, 0) in (127, 128)  # real row above its reconstruction row
+    assert centre(4, 1) == 255  # the short last pair of rows has no second tile: blank canvas
 
 
 # --- objective "gan" (L1 + feature loss through the recogniser + DCGAN discriminator), curve, convergence stop ---
