@@ -4,9 +4,11 @@
 
 Builds the data of the scale (`federated_core.scales`): public identities for φ0, client and test
 identities, all disjoint; pre-trains φ0 on the public identities (cached by config hash under
-``--cache-dir``, default ``<out>/../cache``) unless ``--from-scratch``; runs the method with the
-in-process engine; writes the checkpoint, ``metrics.json``, the wire log and the ground truth to
-``--out`` (layout: `federated_core.engine`).
+``--cache-dir``, default ``<out>/../cache``) unless ``--from-scratch``; runs the method on the
+engine ``--engine`` (``inprocess``, the default; ``flower-simulation``: Flower's Simulation
+Engine; ``flower-deployment``: a SuperLink and SuperNodes on 127.0.0.1; see `privaudit.flower`:
+every engine gives the same numbers and run folder); writes the checkpoint, ``metrics.json``, the
+wire log and the ground truth to ``--out`` (layout: `federated_core.engine`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from privaudit.commands._common import add_run_arguments, resolve_device
+from privaudit.engines import ENGINE_NAMES, run_with_engine
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -68,6 +82,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N rounds (0: only at the end)")
     p.add_argument("--cache-dir", type=Path, default=None, help="φ0 cache (default: <out>/../cache)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        default="inprocess",
+        help="where the federation runs: inprocess (default), flower-simulation or flower-deployment "
+        "(Flower engines need the extra privaudit[flower]; same numbers on every engine)",
+    )
+    p.add_argument(
+        "--supernodes",
+        type=_positive_int,
+        default=None,
+        help="Flower engines: SuperNodes hosting the logical clients (default: 2, at most the clients)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="flower-deployment: plain-text gRPC without TLS and node authentication (default: TLS with "
+        "certificates generated at start, authenticated SuperNodes)",
+    )
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument(
         "--dry-run",
@@ -91,8 +124,23 @@ def _dp_config(args: argparse.Namespace) -> dict[str, Any] | None:
     }
 
 
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine-specific arguments of the command line (none for the in-process engine)."""
+    if args.engine == "inprocess":
+        if args.supernodes is not None or args.insecure:
+            raise ValueError("--supernodes and --insecure apply to the Flower engines only (--engine flower-...)")
+        return {}
+    options: dict[str, Any] = {}
+    if args.supernodes is not None:
+        options["num_supernodes"] = args.supernodes
+    if args.insecure:
+        if args.engine != "flower-deployment":
+            raise ValueError("--insecure applies to --engine flower-deployment only")
+        options["insecure"] = True
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
-    from federated_core.engine import run_federated
     from federated_core.scales import build_federated_data, federated_scale
     from privaudit.presets import pretrain_config
 
@@ -110,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     )
     pcfg = pretrain_config(args.scale, seed=args.seed)
     out: Path = args.out
+    engine_options = _engine_options(args)
     if args.dry_run:
         return _dry_run(args, scale, pcfg, device)
     started = time.perf_counter()
@@ -133,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         json.dumps(
             {
                 "command": "privaudit train",
+                **({"engine": args.engine} if args.engine != "inprocess" else {}),
                 "scale": scale.name,
                 "federated": config.to_dict(),
                 "data": {k: v for k, v in data.data_spec.items() if k not in ("clients", "test")},
@@ -143,13 +193,15 @@ def run(args: argparse.Namespace) -> int:
             default=str,
         )
     )
-    result = run_federated(
+    result = run_with_engine(
+        args.engine,
         config,
         data.clients,
         out_dir=out,
         eval_faces=data.test,
         data_spec=data.data_spec,
         resume=args.resume,
+        **engine_options,
     )
     seconds = time.perf_counter() - started
     _print_summary(result.metrics, phi0, out, seconds, as_json=args.json)
