@@ -125,6 +125,12 @@ class AttackRunConfig:
     gradient_logged_iterations: int = 100
     gradient_logged_restarts: int = 4
     gradient_logged_null: bool = True  # score the reconstructions against the clients not attacked too
+    # how the logged update's local epochs are modelled (attacks.multistep): "none" (one step on
+    # gradient_logged_dummies images), "independent", "shared" or "dimitrov" (Dimitrov et al. 2022's
+    # epoch order-invariant prior of weight gradient_logged_epoch_prior_weight), unrolling the
+    # protocol's epochs, batches and SGD momentum
+    gradient_logged_epoch_prior: str = "none"
+    gradient_logged_epoch_prior_weight: float = 1.0
     gradient_simulated: bool = True
     membership_nonmembers: int = 2000  # >= 1000: TPR at FPR 1e-2 supported; 1e-3 needs 10,000
     membership_shadows: int = 64
@@ -187,6 +193,12 @@ class AttackRunConfig:
             raise ValueError(
                 f"gradient_dp_max_grad_norm must be a finite number > 0, got {self.gradient_dp_max_grad_norm}"
             )
+        from attacks.multistep import check_epoch_prior
+
+        try:
+            check_epoch_prior(self.gradient_logged_epoch_prior, self.gradient_logged_epoch_prior_weight)
+        except ValueError as exc:
+            raise ValueError(f"gradient_logged_{exc}") from exc
         bad = [r for r in self.gradient_logged_rounds if r not in ("first", "last")]
         if bad:
             raise ValueError(
@@ -717,6 +729,16 @@ def _synthetic_source(gt: GroundTruth) -> FaceSource:
 def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _local_protocol(run_dir: Path) -> dict[str, Any]:
+    """The clients' local training as the protocol states it (lr, epochs, batch size, momentum,
+    weight decay): the engine's ``checkpoint/config.json`` (always written), else the command's
+    ``config.json`` (``federated``); empty when neither exists."""
+    engine = run_dir / "checkpoint" / "config.json"
+    if engine.is_file():
+        return dict(json.loads(engine.read_text()).get("config", {}))
+    return dict(_run_config(run_dir).get("federated", {}))
 
 
 def run_attacks(
@@ -1746,8 +1768,10 @@ def _gradient(
         name: backbone_from_state(m.tensors, m.meta.get("spec", {}))
         for name, m in (("initial", broadcasts[0]), ("trained", broadcasts[-1]))
     }
-    fed = _run_config(run_dir).get("federated", {})
+    fed = _local_protocol(run_dir)
     local_lr = float(fed.get("lr", 0.05))
+    if "lr" not in fed:
+        report.notes.append("simulated gradient probes: the run states no local learning rate; simulated with 0.05")
     uploads_centers = "class_centers" in view.kinds()
     # worst case first: the clients with the fewest identities (one-identity clients if any)
     parties = sorted(gt.identities, key=lambda p: (len(gt.identities[p]), p))[: config.gradient_clients]
@@ -1851,7 +1875,13 @@ def _gradient_logged(
 
     if config.observer != SERVER or not config.gradient_logged_rounds:
         return []  # the notes of `_gradient` say why a client or an outsider sees no single update
-    fed = _run_config(run_dir).get("federated", {})
+    fed = _local_protocol(run_dir)
+    if "lr" not in fed:
+        report.failures.append(
+            "gradient inversion of logged updates: the run folder states no local learning rate "
+            "(checkpoint/config.json or config.json): the protocol the attack simulates is unknown"
+        )
+        return []
     senders = {u.sender for u in view.backbone_updates(required=False)}
     parties = sorted((p for p in gt.identities if p in senders), key=lambda p: (len(gt.identities[p]), p))
     if not parties:
@@ -1873,7 +1903,7 @@ def _gradient_logged(
                     cfg,
                     faces,
                     granted_classes=len(ids),
-                    local_lr=float(fed.get("lr", 0.05)),
+                    local_lr=float(fed["lr"]),
                     weight_decay=float(fed.get("weight_decay", 0.0)),
                     local_epochs=fed.get("local_epochs"),
                     batch_size=fed.get("batch_size"),
@@ -1881,6 +1911,7 @@ def _gradient_logged(
                     client_identities=ids,
                     null_faces=null_faces,
                     null_identities={p: gt.identities[p] for p in others},
+                    momentum=float(fed.get("momentum", 0.0)),
                 )
             except ValueError as exc:
                 report.failures.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
@@ -1923,6 +1954,8 @@ def _logged_probe_config(party: str, which: str, config: AttackRunConfig) -> Any
         iterations=config.gradient_logged_iterations,
         restarts=config.gradient_logged_restarts,
         tv_weight=config.gradient_tv_weight,
+        epoch_prior=config.gradient_logged_epoch_prior,
+        epoch_prior_weight=config.gradient_logged_epoch_prior_weight,
         seed=config.seed,
         device=config.device,
         progress=config.progress,

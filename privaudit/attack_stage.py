@@ -52,6 +52,8 @@ def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool
         gradient_logged_iterations=a.gradient_logged_iterations,
         gradient_logged_restarts=a.gradient_logged_restarts,
         gradient_logged_dummies=a.gradient_logged_dummies,
+        gradient_logged_epoch_prior=a.gradient_logged_epoch_prior,
+        gradient_logged_epoch_prior_weight=float(a.gradient_logged_epoch_prior_weight),
         gradient_simulated=simulated_probe,
         membership_nonmembers=a.membership_nonmembers,
         membership_shadows=a.membership_shadows,

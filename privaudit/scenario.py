@@ -316,6 +316,11 @@ class AttackSpec:
     gradient_logged_iterations: int = 100
     gradient_logged_restarts: int = 4
     gradient_logged_dummies: int = 8
+    # the logged update's local epochs as the attacker models them (attacks.multistep): "none" (matched as one
+    # step), or unrolled with the run's epochs, batches and momentum: "independent", "shared", or "dimitrov"
+    # (Dimitrov et al. 2022's epoch order-invariant prior, weight gradient_logged_epoch_prior_weight)
+    gradient_logged_epoch_prior: str = "none"
+    gradient_logged_epoch_prior_weight: float = 1.0
     # membership inference (offline LiRA, attacks.membership_attack): fresh non-member identities
     # (>= 1,000 supports TPR at FPR 1e-2, >= 10,000 at 1e-3) and simulated shadow releases per client
     membership_nonmembers: int = 2000
@@ -360,6 +365,13 @@ class AttackSpec:
         ):
             _positive_int(f"attacks.{name}", getattr(self, name))
         _positive_int("attacks.membership_shadows", self.membership_shadows, 2)
+        if (self.gradient_logged_epoch_prior, self.gradient_logged_epoch_prior_weight) != ("none", 1.0):
+            from attacks.multistep import check_epoch_prior  # imports torch: only for a non-default prior
+
+            try:
+                check_epoch_prior(self.gradient_logged_epoch_prior, self.gradient_logged_epoch_prior_weight)
+            except ValueError as exc:
+                raise ValueError(f"attacks.gradient_logged_{exc}") from exc
         tv = self.gradient_tv_weight
         if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not (math.isfinite(tv) and tv >= 0):
             raise ValueError(f"attacks.gradient_tv_weight must be a finite number >= 0, got {tv!r}")

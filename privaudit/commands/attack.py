@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=("knn", "inversion", "gradient"),
         help="comma-separated: knn,inversion,gradient (default: all)",
     )
+    p.add_argument(
+        "--budget",
+        choices=("auto", "tiny", "demo", "bench", "paper"),
+        default="auto",
+        help="the attacks' budgets of this scale's audit (the preset's [attacks]); auto (default): the scale "
+        "the run was trained at (its config.json); the options below override single budgets",
+    )
     p.add_argument("--distractors", type=int, default=None, help="distractor identities in the attacker's gallery")
     p.add_argument("--decoder-epochs", type=int, default=None, help="epochs of the inversion decoder")
     p.add_argument(
@@ -73,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_rounds,
         default=None,
         help="which logged updates of a client to invert: first, last or first,last (default)",
+    )
+    p.add_argument(
+        "--epoch-prior",
+        choices=("none", "independent", "shared", "dimitrov"),
+        default=None,
+        help="how a logged update's local epochs are modelled: none (one step, the default), or unrolled with "
+        "the run's epochs, batches and momentum: independent, shared, dimitrov (Dimitrov et al. 2022's prior)",
     )
     p.add_argument(
         "--no-simulated-probes",
@@ -173,11 +187,34 @@ def _rounds(text: str) -> tuple[str, ...]:
     return rounds
 
 
+def budget_of(args: argparse.Namespace) -> tuple[str, str]:
+    """``(scale, where it came from)``: ``--budget``, else the scale the run folder's
+    ``config.json`` names, else demo (said in the second element)."""
+    if args.budget != "auto":
+        return args.budget, "--budget"
+    path = args.run_dir / "config.json"
+    try:
+        scale = json.loads(path.read_text()).get("scale") if path.is_file() else None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a JSON object ({exc}); give --budget") from exc
+    if scale in ("tiny", "demo", "bench", "paper"):
+        return scale, f"the run's scale ({path.name})"
+    return "demo", f"demo: {path.name} names no scale (give --budget to choose)"
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
-    """The `attacks.run.AttackRunConfig` the command line asks for."""
-    from attacks.run import AttackRunConfig
+    """The `attacks.run.AttackRunConfig` the command line asks for: the audit's attack budgets at
+    `budget_of`'s scale (`privaudit.attack_stage.attack_config`), then the single overrides."""
+    import dataclasses
+
+    from privaudit.attack_stage import attack_config
+    from privaudit.scenario import Scenario
 
     device = resolve_device(args.device)
+    scale, _ = budget_of(args)
+    base = attack_config(
+        Scenario.preset(scale, seed=args.seed, device=device), tuple(args.attacks), not args.no_simulated_probes
+    )
     overrides = {
         k: v
         for k, v in {
@@ -192,23 +229,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "whitebox_restarts": args.whitebox_restarts,
             "evaluator_architecture": args.evaluator_architecture,
             "gradient_bn_prior_weight": args.bn_prior_weight,
+            "gradient_logged_epoch_prior": args.epoch_prior,
         }.items()
         if v is not None
     }
-    if args.no_simulated_probes:
-        overrides["gradient_simulated"] = False
     if args.no_whitebox:
         overrides["whitebox"] = False
     if args.no_granted_labels_row:
         overrides["gradient_granted_labels_row"] = False
-    return AttackRunConfig(
-        observer=args.observer,
-        attacks=args.attacks,
-        seed=args.seed,
-        device=device,
-        progress=not args.quiet,
-        **overrides,
-    )
+    return dataclasses.replace(base, observer=args.observer, progress=not args.quiet, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,6 +256,9 @@ def run(args: argparse.Namespace) -> int:
             f"--observer {args.observer!r} took no part in this run; its parties are {', '.join(parties)} (or outsider)"
         )
     config = config_from_args(args)
+    scale, source = budget_of(args)
+    if not args.quiet:
+        print(f"attack budgets of the {scale} audit ({source})")
     started = time.perf_counter()
     report = run_attacks(args.run_dir, config, out_dir=args.out, cache_dir=args.cache_dir)
     seconds = time.perf_counter() - started

@@ -125,3 +125,51 @@ def test_attack_command_options_reach_the_config():
     assert default.gradient_simulated and default.gradient_logged_rounds == ("first", "last")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["attack", "run", "--gradient-rounds", "middle"])
+
+
+def test_attack_command_inherits_the_runs_scale_unless_given_a_budget(tmp_path):
+    """`privaudit attack` runs the budgets of the audit at the scale the run was trained at
+    (its config.json), `--budget` overrides, single options override single budgets."""
+    from privaudit.attack_stage import attack_config
+    from privaudit.cli import build_parser
+    from privaudit.commands.attack import budget_of, config_from_args
+    from privaudit.scenario import Scenario
+
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def cfg(*extra):
+        return config_from_args(build_parser().parse_args(["attack", str(run), "--quiet", *extra]))
+
+    assert budget_of(build_parser().parse_args(["attack", str(run)]))[0] == "demo"  # no config.json: demo, said
+    assert "names no scale" in budget_of(build_parser().parse_args(["attack", str(run)]))[1]
+    (run / "config.json").write_text(json.dumps({"scale": "tiny"}))
+    tiny = attack_config(Scenario.tiny(), ("knn", "inversion", "gradient"))
+    got = cfg()
+    assert (got.whitebox_iterations, got.decoder_epochs, got.gradient_iterations) == (
+        tiny.whitebox_iterations, tiny.decoder_epochs, tiny.gradient_iterations)
+    demo = cfg("--budget", "demo")
+    assert demo.gradient_iterations == Scenario.demo().attacks.gradient_iterations != got.gradient_iterations
+    assert cfg("--whitebox-iterations", "3").whitebox_iterations == 3
+    assert cfg("--epoch-prior", "dimitrov").gradient_logged_epoch_prior == "dimitrov"
+    (run / "config.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="config.json' is not a JSON object"):
+        cfg()
+
+
+def test_logged_update_attack_unrolls_epochs_when_asked(tiny_run, backbone_factory, tmp_path):
+    """The epoch prior reaches the logged-update attack: its reconstructions are then one per
+    training image of the client (N), not the one-step attack's dummies."""
+    run, toy_faces = tiny_run
+    common = dict(observer="server", attacks=("gradient",), gradient_simulated=False, gradient_clients=1,
+                  gradient_logged_rounds=("last",), gradient_logged_iterations=2, gradient_logged_restarts=1,
+                  gradient_logged_dummies=2, gradient_logged_null=False, evaluator_architecture=None,
+                  gallery_distractors=10, n_bootstrap=10, progress=False, seed=3)
+    one = run_attacks(run, AttackRunConfig(**common), faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
+    shared = run_attacks(run, AttackRunConfig(**common, gradient_logged_epoch_prior="shared"),
+                         faces=_source(toy_faces), evaluator=_evaluator(backbone_factory))
+    assert not shared.failures, shared.failures
+    a, b = one.gradient_logged[0], shared.gradient_logged[0]
+    assert a.config["client"] == b.config["client"] == "client:1"
+    assert a.reconstructions.shape[0] == 2 and b.reconstructions.shape[0] == 3  # client:1 trained on 3 images
+    assert b.config["epoch_prior"] == "shared"

@@ -254,6 +254,8 @@ def test_second_evaluator_architecture_rule():
     ({"second_evaluator_identity_offset": 5_000_000}, "must differ from evaluator_identity_offset"),
     ({"gradient_bn_prior_weight": -1.0}, "gradient_bn_prior_weight must be a finite number >= 0, got -1.0"),
     ({"gradient_granted_labels_row": 1}, "gradient_granted_labels_row must be True or False"),
+    ({"gradient_logged_epoch_prior": "ordered"}, "gradient_logged_epoch_prior must be one of"),
+    ({"gradient_logged_epoch_prior_weight": -0.5}, "gradient_logged_epoch_prior_weight must be a finite number >= 0"),
 ])
 def test_config_refuses_bad_values_by_name(changes, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace("[", r"\[")):
@@ -266,6 +268,8 @@ def test_config_refuses_bad_values_by_name(changes, needle):
     ({"decoder_patience": 3, "decoder_holdout_fraction": 0}, "attacks.decoder_patience = 3 stops on held-out"),
     ({"whitebox_restarts": 0}, "attacks.whitebox_restarts must be an integer >= 1"),
     ({"gradient_bn_prior_weight": float("nan")}, "attacks.gradient_bn_prior_weight must be a finite number"),
+    ({"gradient_logged_epoch_prior": "ordered"}, "attacks.gradient_logged_epoch_prior must be one of"),
+    ({"gradient_logged_epoch_prior_weight": float("inf")}, "attacks.gradient_logged_epoch_prior_weight must be"),
 ])
 def test_scenario_refuses_bad_attack_options_by_name(changes, needle):
     from privaudit.scenario import AttackSpec
