@@ -14,6 +14,7 @@ of the config, so a repeated run with the same config only loads the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -51,17 +52,74 @@ class SyntheticSpec:
 
 
 @dataclass(frozen=True)
+class FolderSpec:
+    """An identity-per-folder tree of face crops as φ0's data (`federated_core.data.folder_source`):
+    the settings that reopen its `FolderFaceSource` and the source's content ``fingerprint``
+    (relative paths and sizes of every image), so a changed folder never reuses a cached φ0."""
+
+    root: str
+    resolution: int
+    fingerprint: str
+    min_images_per_identity: int = 2
+    max_identities: int | None = None
+    seed: int = 0
+    extensions: tuple[str, ...] = ()  # () : the folder reader's image extensions
+    skip_unreadable: bool = False
+    source: str = "folder"
+
+    @classmethod
+    def of(cls, source: Any) -> "FolderSpec":
+        """The spec of an open `FolderFaceSource`."""
+        settings = source.spec()
+        settings["extensions"] = tuple(settings["extensions"])
+        return cls(fingerprint=source.fingerprint(), **settings)
+
+    def generator(self) -> Any:
+        """The `FolderFaceSource` (opened once per process; its fingerprint checked against the spec)."""
+        return _open_folder(self)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_folder(spec: FolderSpec) -> Any:
+    from federated_core.data.folder_source import FolderFaceSource
+
+    settings = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("fingerprint", "source")}
+    if not settings["extensions"]:
+        del settings["extensions"]
+    source = FolderFaceSource(**settings)
+    if source.fingerprint() != spec.fingerprint:
+        raise ValueError(
+            f"the folder {spec.root} changed since this config was made: fingerprint {spec.fingerprint} "
+            f"recorded, {source.fingerprint()} now"
+        )
+    return source
+
+
+def data_spec_from_dict(d: dict[str, Any]) -> "SyntheticSpec | FolderSpec":
+    """`SyntheticSpec` or `FolderSpec` from its dict (a folder's carries ``"source": "folder"``)."""
+    if d.get("source") == "folder":
+        d = dict(d)
+        d["extensions"] = tuple(d.get("extensions", FolderSpec.extensions))
+        return FolderSpec(**d)
+    return SyntheticSpec(**d)
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """Central training of φ0.
 
-    Identity ranges are half-open ``(start, stop)`` ids of the synthetic generator; the evaluation
-    identities must be disjoint from the training ones (checked).
+    Identity ranges are half-open ``(start, stop)`` ids of the synthetic generator; on a folder
+    (``data`` a `FolderSpec`) ``train_identity_list`` / ``eval_identity_list`` name the folder's
+    identity ids instead (a list overrides its range). The evaluation identities must be disjoint
+    from the training ones (checked).
     """
 
-    data: SyntheticSpec = field(default_factory=SyntheticSpec)
+    data: SyntheticSpec | FolderSpec = field(default_factory=SyntheticSpec)
     train_identities: tuple[int, int] = (0, 300)
     train_images_per_identity: int = 20
     eval_identities: tuple[int, int] = (900_000, 900_200)
+    train_identity_list: tuple[int, ...] | None = None
+    eval_identity_list: tuple[int, ...] | None = None
     eval_images_per_identity: int = 8
     eval_genuine_pairs: int = 3000
     eval_impostor_pairs: int = 3000
@@ -82,9 +140,21 @@ class PretrainConfig:
             start, stop = getattr(self, name)
             if not (0 <= start < stop):
                 raise ValueError(f"{name} must be a range (start, stop) with 0 <= start < stop, got {(start, stop)}")
-        a, b = self.train_identities, self.eval_identities
-        if a[0] < b[1] and b[0] < a[1]:
-            raise ValueError(f"eval_identities {b} overlap train_identities {a}: evaluation must use unseen identities")
+        for name in ("train_identity_list", "eval_identity_list"):
+            ids = getattr(self, name)
+            if ids is not None and (len(ids) < 2 or len(set(ids)) != len(ids) or min(ids) < 0):
+                raise ValueError(f"{name} must hold at least 2 distinct ids >= 0, got {list(ids)[:10]}")
+        train, held = set(self.train_ids().tolist()), set(self.eval_ids().tolist())
+        if train & held:
+            a, b = self.train_identities, self.eval_identities
+            if self.train_identity_list is None and self.eval_identity_list is None:
+                raise ValueError(
+                    f"eval_identities {b} overlap train_identities {a}: evaluation must use unseen identities"
+                )
+            raise ValueError(
+                f"evaluation identities {sorted(train & held)[:10]} are also training identities: "
+                "evaluation must use unseen identities"
+            )
         positive_ints = ("train_images_per_identity", "epochs", "batch_size", "embedding_dim")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
@@ -106,15 +176,32 @@ class PretrainConfig:
     def resolution(self) -> int:
         return self.data.resolution
 
+    def train_ids(self) -> torch.Tensor:
+        """The training identity ids: ``train_identity_list``, else the range ``train_identities``."""
+        if self.train_identity_list is not None:
+            return torch.tensor(sorted(self.train_identity_list), dtype=torch.int64)
+        return _identity_range(self.train_identities)
+
+    def eval_ids(self) -> torch.Tensor:
+        """The evaluation identity ids: ``eval_identity_list``, else the range ``eval_identities``."""
+        if self.eval_identity_list is not None:
+            return torch.tensor(sorted(self.eval_identity_list), dtype=torch.int64)
+        return _identity_range(self.eval_identities)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain dict; the id lists only when given (so synthetic configs keep their keys and cache)."""
+        d = dataclasses.asdict(self)
+        for key in ("train_identity_list", "eval_identity_list"):
+            if d[key] is None:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
         d = dict(d)
-        d["data"] = SyntheticSpec(**d.get("data", {}))
-        for key in ("train_identities", "eval_identities"):
-            if key in d:
+        d["data"] = data_spec_from_dict(d.get("data", {}))
+        for key in ("train_identities", "eval_identities", "train_identity_list", "eval_identity_list"):
+            if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
 
@@ -148,8 +235,8 @@ def _identity_range(span: tuple[int, int]) -> torch.Tensor:
 def build_sets(config: PretrainConfig) -> tuple[FaceSet, FaceSet]:
     """Render (or load from the generator's cache) the training and evaluation sets."""
     gen = config.data.generator()
-    train = gen.make_set(_identity_range(config.train_identities), config.train_images_per_identity)
-    evaluation = gen.make_set(_identity_range(config.eval_identities), config.eval_images_per_identity)
+    train = gen.make_set(config.train_ids(), config.train_images_per_identity)
+    evaluation = gen.make_set(config.eval_ids(), config.eval_images_per_identity)
     return train, evaluation
 
 
@@ -232,7 +319,13 @@ def train_backbone(
 
 
 PHI0_FILES = ("backbone.safetensors", "metrics.json")
-EVALUATION_FIELDS = ("eval_identities", "eval_images_per_identity", "eval_genuine_pairs", "eval_impostor_pairs")
+EVALUATION_FIELDS = (
+    "eval_identities",
+    "eval_identity_list",
+    "eval_images_per_identity",
+    "eval_genuine_pairs",
+    "eval_impostor_pairs",
+)
 
 
 def pretrain(
@@ -259,9 +352,7 @@ def pretrain(
             backbone, saved = load_backbone(folder / "backbone.safetensors", device=device)
             metrics = json.loads((folder / "metrics.json").read_text())
             if metrics.get("evaluation_fingerprint") != config.evaluation_fingerprint():  # same weights, other test
-                evaluation = config.data.generator().make_set(
-                    _identity_range(config.eval_identities), config.eval_images_per_identity
-                )
+                evaluation = config.data.generator().make_set(config.eval_ids(), config.eval_images_per_identity)
                 metrics.update(
                     evaluate_backbone(
                         backbone,
@@ -285,7 +376,7 @@ def pretrain(
         backbone, evaluation, config.eval_genuine_pairs, config.eval_impostor_pairs, seed=config.seed, device=device
     )
     metrics["train_loss_per_epoch"] = losses
-    metrics["train_identities"] = config.train_identities[1] - config.train_identities[0]
+    metrics["train_identities"] = int(config.train_ids().numel())
     metrics["train_images"] = len(train)
     metrics["evaluation_fingerprint"] = config.evaluation_fingerprint()
     model_config = {

@@ -360,6 +360,11 @@ class FolderFaceSource:
         names = {i: self.names[i] for i in set(ids_t.tolist())}
         return FaceSet(images=faces.images, labels=faces.labels, groups=None, names=names)
 
+    def make_set(self, ids: Any, per_identity: int, start_index: int = 0) -> FaceSet:
+        """`render` under the synthetic generator's name (`SyntheticFaces.make_set`), so code that
+        renders from a generator (φ0's pre-training, evaluators) renders from a folder unchanged."""
+        return self.render(ids, per_identity, start_index)
+
     def record(self) -> dict[str, Any]:
         """JSON-ready account of the source for results.json: settings, fingerprint, counts, every
         excluded identity with its reason, the subset, conversions and skipped / unreadable files."""
