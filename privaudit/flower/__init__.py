@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def wiretap(out_dir: Any) -> Any:
+def wiretap(out_dir: Any, **options: Any) -> Any:
     """A Flower client-side Mod recording every message into a WireLog under ``out_dir`` (see
-    `privaudit.flower.tap.wiretap`)."""
+    `privaudit.flower.tap.wiretap` for ``options``)."""
     from privaudit.flower.tap import wiretap as _wiretap
 
-    return _wiretap(out_dir)
+    return _wiretap(out_dir, **options)
 
 
 def run_on_flower(mode: str, config: Any, clients: Any, **kwargs: Any) -> Any:
