@@ -85,10 +85,16 @@ class HeldOut:
     def __post_init__(self) -> None:
         self.per_identity = _check_per_identity(self.per_identity)
         spec = self.data.data_spec
-        if spec.get("source") != "synthetic":
+        if spec.get("source") not in ("synthetic", "folder"):
             raise ValueError(
-                "personalised utility renders held-out images with the synthetic generator; the data spec's source "
-                f"must be 'synthetic', got {spec.get('source')!r}"
+                "personalised utility renders held-out images with the synthetic generator or from a folder; the "
+                f"data spec's source must be 'synthetic' or 'folder', got {spec.get('source')!r}"
+            )
+        heldout = spec.get("heldout")
+        if spec.get("source") == "folder" and (heldout or {}).get("per_identity", 0) < self.per_identity:
+            raise ValueError(
+                f"the folder data keeps {(heldout or {}).get('per_identity', 0)} held-out images per client identity, "
+                f"the personalised protocols need {self.per_identity}"
             )
 
     def index_ranges(self) -> dict[str, dict[str, list[int]]]:
@@ -112,9 +118,8 @@ class HeldOut:
         data, test = its held-out images."""
         if self._split is None:
             from federated_core.personalised import PersonalisedSplit
-            from federated_core.pretrain import SyntheticSpec
 
-            generator = SyntheticSpec(**self.data.data_spec["generator"]).generator()
+            generator = self._source()
             tests = []
             for c, (party, ranges) in enumerate(self.index_ranges().items()):
                 ids = [int(i) for i in self.data.data_spec["clients"][party]["identities"]]
@@ -123,6 +128,18 @@ class HeldOut:
                 tests.append(generator.make_set(ids, self.per_identity, start_index=ranges["heldout"][0]))
             self._split = PersonalisedSplit(list(self.data.clients), tests)
         return self._split
+
+    def _source(self) -> Any:
+        """What renders the held-out images: the synthetic generator of the data spec, or the
+        folder it was built from (`FolderFaceSource.from_data_spec`, fingerprint checked)."""
+        spec = self.data.data_spec
+        if spec["source"] == "folder":
+            from federated_core.data.folder_source import FolderFaceSource
+
+            return FolderFaceSource.from_data_spec(spec)
+        from federated_core.pretrain import SyntheticSpec
+
+        return SyntheticSpec(**spec["generator"]).generator()
 
 
 # ------------------------------------------------------------------------------- models per client

@@ -127,12 +127,15 @@ def import_phi0(scenario: Scenario, imported: dict[str, Any], cache_dir: Path) -
     )
 
 
-def federated_scale_for(scenario: Scenario) -> Any:
+def federated_scale_for(scenario: Scenario, test_identities: int | None = None) -> Any:
+    """The engine's `FederatedScale` of the scenario; ``test_identities`` overrides
+    ``federation.test_identities`` (a folder's split decides how many there are)."""
     from federated_core.scales import FederatedScale
 
     f = scenario.federation
-    n_test = f.test_identities * f.test_images_per_identity
-    total_genuine = f.test_identities * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2
+    n_ids = f.test_identities if test_identities is None else test_identities
+    n_test = n_ids * f.test_images_per_identity
+    total_genuine = n_ids * f.test_images_per_identity * (f.test_images_per_identity - 1) // 2
     genuine = min(f.genuine_pairs or 1500, total_genuine)
     impostor = min(f.impostor_pairs or 3000, n_test * (n_test - 1) // 2 - total_genuine)
     return FederatedScale(
@@ -140,7 +143,7 @@ def federated_scale_for(scenario: Scenario) -> Any:
         num_clients=f.num_clients,
         identities_per_client=f.identities_per_client,
         images_per_identity=f.images_per_identity,
-        test_identities=f.test_identities,
+        test_identities=n_ids,
         test_images_per_identity=f.test_images_per_identity,
         rounds=f.rounds,
         local_epochs=f.local_epochs,
@@ -511,6 +514,12 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
     ctx["run_keys"][spec.key] = key
     timings[f"train:{spec.key}"] = time.perf_counter() - t
     utility, per_round = utility_from_metrics(metrics)
+    if ctx["protocols"]:
+        from federated_core.models import load_backbone
+        from privaudit.protocols import protocol_utility
+
+        final, _ = load_backbone(run_dir / "checkpoint" / "backbone.safetensors")
+        utility.update(protocol_utility(final, ctx["protocols"], scenario.device))
     t = time.perf_counter()
     personal = personalised_utility(
         spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"], cache=ctx["cache"]
@@ -684,6 +693,56 @@ def _phi0_stage(
     return phi0.path, pcfg.fingerprint(), phi0.cache_problems
 
 
+def data_stage(scenario: Scenario, heldout_per: int, progress: bool) -> tuple[Any, Any, Any]:
+    """Stage 1: ``(FederatedData, φ0's PretrainConfig, FederatedScale)``: synthetic faces rendered by
+    the generator, or the scenario's folder checked, split and read (`privaudit.folder_data`; the
+    split and the source's record go into the data spec, and ``data.json`` of the output folder)."""
+    from federated_core.scales import build_federated_data
+
+    say = _progress(progress)
+    pcfg = pretrain_config_for(scenario)
+    if scenario.data.source == "synthetic":
+        scale = federated_scale_for(scenario)
+        say(f"stage 1/8: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
+        return build_federated_data(scale, pcfg.data, seed=scenario.seed), pcfg, scale
+    from privaudit.folder_data import folder_data, open_folder, split_for
+
+    say(f"stage 1/8: checking the face folder {scenario.data.path}")
+    source, alignment = open_folder(scenario, scenario.out_dir / "cache", progress)
+    split = split_for(scenario, source)
+    data, pcfg = folder_data(scenario, source, split, heldout_per, pcfg)
+    data.data_spec["alignment"] = alignment
+    scale = federated_scale_for(scenario, test_identities=int(split["test"].numel()))
+    counts = split.record["counts"]
+    say(f"  {source.eligible} usable identities: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return data, pcfg, scale
+
+
+def data_record(data: Any) -> dict[str, Any] | None:
+    """What results.json says about a folder's data (None for synthetic faces): the split's counts and
+    the rule behind each, the identities excluded and the files skipped or converted (first 20 named,
+    all counted), the photos without a face when aligned."""
+    spec = data.data_spec
+    if spec.get("source") != "folder":
+        return None
+    source, split = spec["source_record"], spec["split"]
+    return {
+        "root": spec["root"],
+        "fingerprint": spec["fingerprint"],
+        "identities": {"folders": source["identity_folders"], "usable": source["identities"]},
+        "split": {"counts": split["counts"], "rules": split["rules"], "seed": split["seed"]},
+        "excluded": {"count": len(source["excluded"]), "first": source["excluded"][:20]},
+        "unreadable_skipped": {
+            "count": len(source["unreadable_skipped"]),
+            "first": source["unreadable_skipped"][:20],
+        },
+        "skipped_files": source["skipped"],
+        "converted_to_rgb": source["converted_to_rgb"],
+        "duplicates": source["duplicates"],
+        "alignment": spec.get("alignment"),
+    }
+
+
 def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ...] = (), use_cache: bool = True) -> Any:
     """Run every stage of the audit described by ``scenario`` for its one seed.
 
@@ -691,10 +750,10 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     every method built): a refused scenario raises ValueError and leaves no files behind. Stages
     reuse what the output folder's manifest records with the same key and bytes
     (`privaudit.cache`); ``force`` names stages to recompute, ``use_cache=False`` recomputes all."""
-    from federated_core.scales import build_federated_data
     from privaudit.analyses_stage import audit_analyses
     from privaudit.cache import StageCache
     from privaudit.personal_stage import HeldOut, heldout_images_per_identity
+    from privaudit.protocols import load_protocols
     from reports.schema import AuditResult, save_results
 
     scenario = scenario or Scenario.demo()
@@ -702,14 +761,12 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     out = scenario.out_dir
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    pcfg = pretrain_config_for(scenario)
-    scale = federated_scale_for(scenario)
-    say(f"stage 1/8: data for {scale.num_clients} clients x {scale.identities_per_client} identities")
-    data = build_federated_data(scale, pcfg.data, seed=scenario.seed)
+    heldout_per = heldout_images_per_identity(scenario)  # a scale without one is refused here, before φ0
+    data, pcfg, scale = data_stage(scenario, heldout_per, progress)
+    protocols = load_protocols(scenario, progress)  # a pairs file naming a missing image stops here
     counts = unit_counts(data)
     delta_flags = check_delta_against_units(scenario, counts)
     check_method_params(scenario)
-    heldout_per = heldout_images_per_identity(scenario)  # a scale without one is refused here, before φ0
     imported = imported_phi0_info(scenario)  # the user's weights, checked before any file is written
     if imported is not None:
         pcfg = dataclasses.replace(pcfg, backbone=imported["name"], embedding_dim=imported["embedding_dim"])
@@ -734,6 +791,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
         "probed": False,
         "cache": cache,
         "run_keys": {},
+        "protocols": protocols,
     }
 
     methods, runs = [], {}
@@ -748,6 +806,9 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
         scenario, runs, pcfg.embedding_dim, scenario.privacy.delta, out / "cache", cache, ctx["run_keys"]
     )
     timings["analyses"] = time.perf_counter() - t
+    record = data_record(data)
+    if record is not None:
+        analyses.extra["data"] = record
     cache_flags = [f"cache: φ0 failed its checksum and was retrained: {p}" for p in phi0_problems]
     cache_flags += [f"cache: {p}" for p in cache.problems]
     result = AuditResult(

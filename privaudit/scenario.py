@@ -49,13 +49,49 @@ def _positive_int(name: str, value: int, minimum: int = 1) -> None:
 
 
 @dataclass
-class DataSpec:
-    """Synthetic faces (the embedded default data): generator parameters."""
+class SplitSpec:
+    """A folder's identities split into disjoint parts (`federated_core.data.folder_source.split_folder_identities`),
+    each a count (int >= 0) or a fraction in (0, 1) of the usable identities. Unset: ``public`` =
+    ``pretrain.identities``, ``clients`` = what ``[federation]`` asks for (clients x identities per client),
+    ``test`` = ``federation.test_identities``, ``distractors`` = the identities left, at most
+    ``attacks.gallery_distractors`` (the split record in the results says which rule gave each count)."""
 
+    public: int | float | None = None
+    clients: int | float | None = None
+    test: int | float | None = None
+    distractors: int | float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("public", "clients", "test", "distractors"):
+            v = getattr(self, name)
+            ok = v is None or (isinstance(v, int) and v >= 0) or (isinstance(v, float) and 0 < v < 1)
+            if isinstance(v, bool) or not ok:
+                raise ValueError(f"data.split.{name} must be an integer >= 0 or a fraction in (0, 1), got {v!r}")
+
+
+@dataclass
+class DataSpec:
+    """The faces: ``source = "synthetic"`` (the embedded default: generator parameters ``seed``,
+    ``groups``, ``difficulty``) or ``"folder"``: an identity-per-folder tree of face crops at ``path``
+    (any format Pillow reads, any size, resized to ``resolution`` on load; ``align = true`` detects and
+    aligns raw photos with MTCNN first, cached), identities with fewer than ``min_images_per_identity``
+    readable images left out (listed in the results), at most ``max_identities`` kept (a seeded subset),
+    split by ``[data.split]``. ``pairs`` (an LFW-style pairs file, image paths relative to ``path``) and
+    ``bin`` (an insightface verification ``.bin``) add verification protocols to the utility table."""
+
+    source: Literal["synthetic", "folder"] = "synthetic"
     seed: int = 0
     resolution: int = 32
     groups: int = 4
     difficulty: float | None = None
+    path: str | None = None
+    align: bool = False
+    min_images_per_identity: int = 2
+    max_identities: int | None = None
+    skip_unreadable: bool = False
+    split: SplitSpec = field(default_factory=SplitSpec)
+    pairs: str | None = None
+    bin: str | None = None
 
     def __post_init__(self) -> None:
         if self.resolution not in (32, 48, 64, 96, 112):
@@ -63,6 +99,20 @@ class DataSpec:
         _positive_int("data.groups", self.groups)
         if self.difficulty is not None and not 0 <= self.difficulty <= 1:
             raise ValueError(f"data.difficulty must be in [0, 1], got {self.difficulty}")
+        if self.source not in ("synthetic", "folder"):
+            raise ValueError(f"data.source must be 'synthetic' or 'folder', got {self.source!r}")
+        _positive_int("data.min_images_per_identity", self.min_images_per_identity)
+        if self.max_identities is not None:
+            _positive_int("data.max_identities", self.max_identities, 2)
+        folder_keys = {"path": self.path, "pairs": self.pairs, "bin": self.bin}
+        if self.source == "synthetic":
+            given = [k for k, v in folder_keys.items() if v is not None] + (["align"] if self.align else [])
+            if given:
+                raise ValueError(f"data.{given[0]} is only used with data.source = 'folder' (the source is synthetic)")
+        elif not self.path:
+            raise ValueError(
+                "data.source = 'folder' needs data.path: a folder with one sub-folder of face images per identity"
+            )
 
 
 @dataclass
