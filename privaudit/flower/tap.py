@@ -260,7 +260,7 @@ def wiretap(
                 for kind, t in _payloads(reply, head_prefix)
             ]
         # one file per Flower message id: ClientApps in several processes never overwrite each other
-        stamp, name = float(message.metadata.created_at), message.metadata.message_id
+        stamp, name = float(message.metadata.created_at), message.metadata.message_id or message.object_id
         spool.write(party, f"{name}-in", (*key, 0, stamp), received)
         spool.write(party, f"{name}-out", (*key, 1, stamp), sent)
         if ground_truth is not None:

@@ -1,0 +1,127 @@
+"""The wire-tap Mod: replies byte-identical with and without it, what it records, a clear error for
+an unwritable folder, and the README's "Audit your own Flower app in three steps" followed
+literally (the example Flower app on the Simulation Engine, then `privaudit attack`)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from federated_core.engine import WireLog
+from privaudit.flower import wiretap
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server_identity(monkeypatch):
+    """Messages are made outside a Flower run here: give this process a run and node identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _app(mods):
+    app = ClientApp(mods=mods)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        state = msg.content["arrays"].to_torch_state_dict()
+        new = {k: v * 0.5 + 1.0 for k, v in state.items()}
+        metrics = MetricRecord({"loss": 0.25, "num-examples": 6})
+        return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def _message(server_round: int) -> Message:
+    gen = torch.Generator().manual_seed(server_round)
+    arrays = ArrayRecord({"embedding.weight": torch.randn(4, 3, generator=gen), "head.bias": torch.randn(2, generator=gen)})
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round, "lr": 0.1})})
+    return Message(content, dst_node_id=11, message_type="train")
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=11, node_config={"partition-id": 2, "num-partitions": 3}, state=RecordDict(), run_config={})
+
+
+def test_replies_are_byte_identical_with_the_mod_and_everything_is_recorded(tmp_path, server_identity):
+    truth = lambda context: {"identities": [70, 71], "num_images": 6}  # noqa: E731
+    tapped = _app([wiretap(tmp_path / "audit", ground_truth=truth, model_spec={"name": "tiny"})])
+    plain = _app([])
+    for r in (1, 2):
+        message = _message(r)
+        before = message.content.object_id
+        a, b = plain(message, _context()), tapped(_message(r), _context())
+        assert message.content.object_id == before
+        assert a.content.object_id == b.content.object_id  # Flower's content hash: every record's bytes
+        assert a.content.deflate() == b.content.deflate()
+        for key in a.content.array_records:
+            for name, array in a.content.array_records[key].items():
+                assert array.data == b.content.array_records[key][name].data
+    wire = WireLog.load(tmp_path / "audit", verify_all=True)
+    seen = [(m.round, m.kind, m.sender, m.receivers) for m in wire]
+    assert seen == [
+        (r, kind, sender, receivers)
+        for r in (1, 2)
+        for sender, receivers in (("server", ("client:2",)), ("client:2", ("server",)))
+        for kind in ("backbone", "flower_arrays")
+    ]
+    sent = wire[2]
+    expected = _message(1).content["arrays"].to_torch_state_dict()["embedding.weight"] * 0.5 + 1.0
+    assert torch.equal(sent.tensors["embedding.weight"], expected)
+    assert sent.meta["num_samples"] == 6 and sent.meta["spec"] == {"name": "tiny"}
+    assert sent.meta["flower"]["metrics"]["metrics"] == {"loss": 0.25, "num-examples": 6}
+    assert wire[0].meta["flower"]["configs"]["config"] == {"server-round": 1, "lr": 0.1}
+    partition = json.loads((tmp_path / "audit" / "ground_truth" / "partition.json").read_text())
+    assert partition == {"client:2": {"identities": [70, 71], "num_images": 6}}
+
+
+def test_unwritable_folder_is_a_clear_error_when_the_mod_is_made(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match=f"wiretap: cannot write to {re.escape(repr(str(blocker / 'audit')))}"):
+        wiretap(blocker / "audit")
+
+
+def test_bad_ground_truth_names_what_it_must_return(tmp_path, server_identity):
+    app = _app([wiretap(tmp_path / "audit", ground_truth=lambda context: {"ids": [1]})])
+    with pytest.raises(ValueError, match="ground_truth\\(context\\) must return .*got \\{'ids': \\[1\\]\\}"):
+        app(_message(1), _context())
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Audit your own Flower app in three steps", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)]
+
+
+def test_readme_three_steps_audit_the_example_app(tmp_path):
+    commands = _readme_commands()
+    assert [c.split()[:2] for c in commands] == [
+        ["python", "examples/flower_app/make_faces.py"],
+        ["python", "examples/flower_app/run.py"],
+        ["privaudit", "attack"],
+    ]
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in commands:
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    table = done.stdout
+    assert "gradient inversion of logged client updates (what the server received)" in table
+    report = json.loads((tmp_path / "report" / "attacks.json").read_text())
+    assert report["observer"] == "server" and report["failures"] == []
+    logged = report["gradient_logged"]
+    assert {r["round"] for r in logged} == {1, 2} and all(r["client"] == "client:0" and r["num_samples"] == 18 for r in logged)
+    wire = WireLog.load(tmp_path / "audit", verify_all=True)
+    uploads = [m for m in wire if m.kind == "backbone" and m.sender != "server" and m.phase == "train"]
+    assert sorted({m.sender for m in uploads}) == [f"client:{k}" for k in range(4)] and len(uploads) == 8
