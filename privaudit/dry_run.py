@@ -138,5 +138,11 @@ def plan_audit(scenario: Scenario, force: tuple[str, ...] = (), use_cache: bool 
     per_run = run_disk_bytes(*_backbone_of(scenario), scenario.data.resolution, f.rounds, participants)
     plan.disk_bytes = per_run * len(scenario.methods) * len(seeds)
     plan.notes.append("δ is checked against the privacy units of the rendered data when the audit starts")
+    if scenario.data.source == "folder":
+        plan.notes.append(
+            f"the face folder {scenario.data.path} is read, checked and split when the audit starts, before "
+            f"anything trains; `privaudit data check {scenario.data.path}` checks it now"
+            + (" (align = true: MTCNN aligns it first, into the cache folder)" if scenario.data.align else "")
+        )
     plan.notes.append(f"one run writes ≈ {per_run / 2**20:.0f} MiB ({f.rounds} rounds × {participants} uploads)")
     return plan

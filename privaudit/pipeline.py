@@ -753,7 +753,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     from privaudit.analyses_stage import audit_analyses
     from privaudit.cache import StageCache
     from privaudit.personal_stage import HeldOut, heldout_images_per_identity
-    from privaudit.protocols import load_protocols
+    from privaudit.protocols import load_protocols, training_overlap_flags
     from reports.schema import AuditResult, save_results
 
     scenario = scenario or Scenario.demo()
@@ -764,6 +764,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     heldout_per = heldout_images_per_identity(scenario)  # a scale without one is refused here, before φ0
     data, pcfg, scale = data_stage(scenario, heldout_per, progress)
     protocols = load_protocols(scenario, progress)  # a pairs file naming a missing image stops here
+    protocol_flags = training_overlap_flags(scenario, data)
     counts = unit_counts(data)
     delta_flags = check_delta_against_units(scenario, counts)
     check_method_params(scenario)
@@ -814,7 +815,7 @@ def run_one_seed(scenario: Scenario, progress: bool = True, force: tuple[str, ..
     result = AuditResult(
         methods=methods,
         scenario=results_scenario(scenario),
-        flags=cache_flags,
+        flags=cache_flags + protocol_flags,
         timings=timings,
         analyses=analyses,
         title=f"privaudit audit: {scenario.name}",

@@ -74,3 +74,31 @@ def protocol_utility(backbone: Any, protocols: dict[str, Any], device: str = "cp
         for far, tar in report["tar_at_far"].items():
             out[f"{name}/tar@far={float(far):g}"] = float(tar)
     return out
+
+
+def training_overlap_flags(scenario: Scenario, data: Any) -> list[str]:
+    """One flag per pairs protocol naming identities this audit trained on (φ0's public part or the
+    clients'): such a protocol overstates accuracy on unseen faces. A ``.bin`` names no identities
+    and cannot be checked (said in its flag-free note by the README)."""
+    from federated_core.data.folders import list_folder_tree
+    from federated_core.data.pairs import read_lfw_pairs
+
+    spec = data.data_spec
+    if spec.get("source") != "folder" or scenario.data.pairs is None:
+        return []
+    ids_of = {name: i for i, name in enumerate(list_folder_tree(spec["root"], spec["folder"]["extensions"]))}
+    split = spec["split"]["identities"]
+    trained = set(split["public"]) | set(split["clients"])
+    flags = []
+    for name, (kind, path) in protocol_files(scenario).items():
+        if kind != "pairs":
+            continue
+        people = sorted({p.name1 for p in read_lfw_pairs(path)} | {p.name2 for p in read_lfw_pairs(path)})
+        overlap = [n for n in people if ids_of.get(n) in trained]
+        if overlap:
+            flags.append(
+                f"protocol {name}: {len(overlap)} of its {len(people)} identities are training identities of this "
+                f"audit (φ0's public part or the clients'), e.g. {', '.join(overlap[:3])}: its numbers overstate "
+                "accuracy on unseen faces"
+            )
+    return flags

@@ -676,6 +676,13 @@ class Scenario:
         return from_dict(cls, data)
 
     @classmethod
+    def from_folder(cls, path: str | Path, scale: str = "demo", **data: Any) -> "Scenario":
+        """A scenario for your own face folder in one call: the ``scale`` preset with ``[data]
+        source = "folder"`` at ``path`` and any other ``[data]`` keys (``resolution``, ``split`` as a
+        dict of counts or fractions, ``pairs``, ``bin``, ``min_images_per_identity``, ``align``, ...)."""
+        return cls.from_dict({"scale": scale, "data": {"source": "folder", "path": str(path), **data}})
+
+    @classmethod
     def load(cls, path: str | Path) -> "Scenario":
         """Read a TOML or YAML scenario file (safe loaders)."""
         return cls.from_dict(load_document(path))

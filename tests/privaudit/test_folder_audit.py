@@ -121,6 +121,13 @@ def test_the_audit_runs_on_the_folder_and_reports_both_protocols(folder_audit):
     assert record["converted_to_rgb"] == {"L": len(range(0, IDENTITIES, 7))}
     html = (out / "report.html").read_text()
     assert "pairs/accuracy" in html and "check/accuracy" in html
+    # the pairs file names Person_040..055: those the split gave to φ0 or the clients are flagged
+    spec = json.loads((out / "runs" / "fedpe" / "ground_truth" / "data_spec.json").read_text())
+    trained = set(spec["split"]["identities"]["public"]) | set(spec["split"]["identities"]["clients"])
+    overlap = [i for i in range(40, 56) if i in trained]  # folder ids are name order: Person_040 is id 40
+    flags = [f for f in results["flags"] if f.startswith("protocol pairs:")]
+    assert overlap and len(flags) == 1  # 42 of the 64 identities train: the seeded split puts some of these there
+    assert flags[0].startswith(f"protocol pairs: {len(overlap)} of its 16 identities are training identities")
 
 
 def test_phi0_was_trained_on_the_folders_public_identities(folder_audit):
@@ -178,3 +185,21 @@ def test_bad_folders_exit_2_before_anything_trains(tmp_path, capsys, damage, nee
     assert main(["audit", str(scenario), "--out", str(out), "--quiet"]) == 2
     assert needle in capsys.readouterr().err
     assert not (out / "runs").exists() and not any((out / "cache").glob("phi0-*"))
+
+
+def test_scenario_from_folder_and_refused_data_keys(tmp_path):
+    from privaudit.config_io import ConfigError
+    from privaudit.scenario import Scenario
+
+    s = Scenario.from_folder(tmp_path, scale="tiny", resolution=64, split={"public": 0.3, "test": 10}, pairs="p.txt")
+    assert (s.data.source, s.data.path, s.data.resolution, s.data.pairs) == ("folder", str(tmp_path), 64, "p.txt")
+    assert (s.data.split.public, s.data.split.test, s.data.split.clients) == (0.3, 10, None)
+    assert s.federation == Scenario.tiny().federation  # the preset's other sections unchanged
+    with pytest.raises(
+        ConfigError, match=r"data.split.public must be an integer >= 0 or a fraction in \(0, 1\), got 1.5"
+    ):
+        Scenario.from_folder(tmp_path, split={"public": 1.5})
+    with pytest.raises(ConfigError, match="data.source = 'folder' needs data.path"):
+        Scenario.from_dict({"data": {"source": "folder"}})
+    with pytest.raises(ConfigError, match="data.pairs is only used with data.source = 'folder'"):
+        Scenario.from_dict({"data": {"pairs": "p.txt"}})
