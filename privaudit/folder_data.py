@@ -34,10 +34,13 @@ def _tree_key(root: Path, output_size: int) -> str:
     return h.hexdigest()
 
 
-def aligned_tree(root: Path, cache_dir: Path, output_size: int, progress: bool) -> tuple[Path, dict[str, Any]]:
-    """``root``'s photos detected and aligned (`federated_core.data.align.align_folder_tree`) into
-    ``cache_dir/aligned-<key>``, reused when its manifest's checksums all hold; returns the aligned
-    tree and the record (photos without a face, identities left without any)."""
+def aligned_tree(
+    root: Path, cache_dir: Path, output_size: int, progress: bool, detector: Any = None
+) -> tuple[Path, dict[str, Any]]:
+    """``root``'s photos detected and aligned (`federated_core.data.align.align_folder_tree`; MTCNN
+    unless ``detector`` is given) into ``cache_dir/aligned-<key>``, reused when its manifest's
+    checksums all hold; returns the aligned tree and the record (photos without a face, identities
+    left without any)."""
     from federated_core.data.align import align_folder_tree
     from federated_core.integrity import verify_checksums, write_checksums
 
@@ -52,7 +55,7 @@ def aligned_tree(root: Path, cache_dir: Path, output_size: int, progress: bool) 
         import shutil
 
         shutil.rmtree(dst)  # a damaged or partial copy: aligned again
-    report = align_folder_tree(root, dst, output_size=output_size, progress=progress)
+    report = align_folder_tree(root, dst, output_size=output_size, detector=detector, progress=progress)
     record = {
         "source": str(root),
         "output_size": output_size,

@@ -203,3 +203,34 @@ def test_scenario_from_folder_and_refused_data_keys(tmp_path):
         Scenario.from_dict({"data": {"source": "folder"}})
     with pytest.raises(ConfigError, match="data.pairs is only used with data.source = 'folder'"):
         Scenario.from_dict({"data": {"pairs": "p.txt"}})
+
+
+def test_aligned_copy_is_cached_checked_and_lists_photos_without_a_face(tmp_path):
+    """`align = true`: the aligned tree is made once, reused while its checksums hold, remade when a
+    crop is damaged; photos without a face are listed (a fixed-landmark detector stands in for MTCNN)."""
+    from federated_core.data.align import FaceDetection, arcface_template
+    from privaudit.folder_data import aligned_tree
+
+    root = tmp_path / "raw"
+    for person in ("ann", "bob"):
+        (root / person).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.full((120, 120, 3), 40 * k + (person == "bob") * 20, np.uint8)).save(
+                root / person / f"{k}.png"
+            )
+    calls = []
+
+    def detector(image: Image.Image) -> FaceDetection | None:
+        calls.append(image.size)
+        if int(np.asarray(image)[0, 0, 0]) == 80:  # photo 2 of ann: no face
+            return None
+        return FaceDetection(box=np.array([0, 0, 120, 120.0]), probability=1.0, landmarks=arcface_template(112))
+
+    dst, record = aligned_tree(root, tmp_path / "cache", 112, False, detector)
+    assert record["no_face"] == ["ann/2.png"] and record["aligned"] == 5 and len(calls) == 6
+    assert sorted(p.name for p in (dst / "bob").iterdir()) == ["0.png", "1.png", "2.png"]
+    again, record2 = aligned_tree(root, tmp_path / "cache", 112, False, detector)
+    assert again == dst and record2 == record and len(calls) == 6  # reused: no detection ran
+    (dst / "bob" / "1.png").write_bytes(b"damaged")
+    aligned_tree(root, tmp_path / "cache", 112, False, detector)
+    assert len(calls) == 12 and Image.open(dst / "bob" / "1.png").size == (112, 112)  # remade
