@@ -1,7 +1,8 @@
 """privaudit on Flower (the optional extra ``privaudit[flower]``, flwr 1.42).
 
-* `run_on_flower` (`privaudit.flower.engine`): our methods on Flower's Simulation Engine or on a
-  SuperLink with SuperNodes, with the in-process engine's result (`privaudit.engines`).
+* `run_on_flower` (`privaudit.flower.engine`): our methods on Flower's Simulation Engine, with
+  the in-process engine's result (`privaudit.engines`); the deployment engine (a SuperLink with
+  SuperNodes as processes) is not built yet.
 * `wiretap` (`privaudit.flower.tap`): a client-side Mod for any Flower app that records what
   the client receives and sends in our WireLog format, so `privaudit attack` can read it.
 

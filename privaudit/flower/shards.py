@@ -10,6 +10,7 @@ its own disk, as a device would.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def read_shard(path: Path) -> dict[int, ClientData]:
         raise FileNotFoundError(f"this SuperNode's data shard {str(path)!r} does not exist")
     try:
         payload = torch.load(path, weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:  # torch's unpickling errors are RuntimeErrors
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        IndexError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as exc:  # what torch.load raises on bad bytes
         raise ValueError(f"data shard {str(path)!r} cannot be read: {exc}") from exc
     out = {}
     for cid, entry in payload.items():

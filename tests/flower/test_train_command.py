@@ -19,6 +19,4 @@ def test_train_on_flower_simulation_equals_inprocess(tmp_path, capsys):
     assert json.loads((tmp_path / "flower" / "flower.json").read_text())["supernodes"] == 2
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "x"), "--supernodes", "2"]) == 2
-    assert "--supernodes and --insecure apply to the Flower engines only" in capsys.readouterr().err
-    assert main([*common, "--out", str(tmp_path / "x"), "--engine", "flower-simulation", "--insecure"]) == 2
-    assert "--insecure applies to --engine flower-deployment only" in capsys.readouterr().err
+    assert "--supernodes applies to the Flower engines only" in capsys.readouterr().err
