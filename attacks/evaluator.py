@@ -50,6 +50,7 @@ from federated_core.integrity import CachedFileWarning
 __all__ = [
     "Evaluator",
     "evaluator_config",
+    "folder_evaluator_config",
     "train_evaluator",
     "IdentityReference",
     "ReconstructionScores",
@@ -132,6 +133,54 @@ def evaluator_config(
         eval_identities=(ea + identity_offset, eb + identity_offset),
         seed=phi0_config.seed + seed_offset,
     )
+    return _with_architecture(config, phi0_config, architecture)
+
+
+def folder_evaluator_config(
+    phi0_config: Any,
+    data: Any,
+    train_ids: Sequence[int],
+    eval_ids: Sequence[int],
+    train_images_per_identity: int,
+    eval_images_per_identity: int,
+    seed_offset: int = 1,
+    architecture: str | None = None,
+) -> Any:
+    """A `PretrainConfig` for an evaluator on a face folder: φ0's recipe on ``data`` (a
+    `federated_core.pretrain.FolderSpec`), trained on the folder identities ``train_ids`` with
+    ``train_images_per_identity`` images each, its own metrics on ``eval_ids`` (disjoint; φ0's pair
+    counts capped at the pairs those images hold), its own seed; ``architecture`` as in `evaluator_config`.
+
+    Raises:
+        ValueError: fewer than 2 ids in either list, overlapping lists, or image counts below 1 / 2
+            (named), or a bad ``architecture``.
+    """
+    train, held = sorted(int(i) for i in train_ids), sorted(int(i) for i in eval_ids)
+    if len(train) < 2 or len(held) < 2:
+        raise ValueError(f"train_ids and eval_ids must hold >= 2 identities each, got {len(train)} and {len(held)}")
+    if int(train_images_per_identity) < 1:
+        raise ValueError(f"train_images_per_identity must be >= 1, got {train_images_per_identity}")
+    if int(eval_images_per_identity) < 2:
+        raise ValueError(f"eval_images_per_identity must be >= 2 (genuine pairs), got {eval_images_per_identity}")
+    per = int(eval_images_per_identity)
+    genuine = len(held) * per * (per - 1) // 2  # the pairs its own verification can draw
+    impostor = len(held) * per * (len(held) * per - 1) // 2 - genuine
+    config = dataclasses.replace(
+        phi0_config,
+        data=data,
+        train_identity_list=tuple(train),
+        eval_identity_list=tuple(held),
+        train_images_per_identity=int(train_images_per_identity),
+        eval_images_per_identity=per,
+        eval_genuine_pairs=min(int(phi0_config.eval_genuine_pairs), genuine),
+        eval_impostor_pairs=min(int(phi0_config.eval_impostor_pairs), impostor),
+        seed=phi0_config.seed + seed_offset,
+    )
+    return _with_architecture(config, phi0_config, architecture)
+
+
+def _with_architecture(config: Any, phi0_config: Any, architecture: str | None) -> Any:
+    """``config`` as ``architecture`` (None: φ0's) with `evaluator_recipe`'s epochs and batch size."""
     if architecture is None:
         return config
     from federated_core.models.registry import BACKBONE_NAMES
@@ -171,21 +220,17 @@ def train_evaluator(
     """Train (or load from ``cache_dir``) the evaluation backbone with ``pretrain(config)``.
 
     Raises ``ValueError`` when its training identities overlap ``attacked_identities`` (or
-    ``other_excluded``, e.g. φ0's public identities).
+    ``other_excluded``, e.g. φ0's public identities). A config naming its identities
+    (``train_identity_list``: a face folder's, `folder_evaluator_config`) is checked id by id.
     """
-    from federated_core.pretrain import pretrain
-
+    listed = getattr(config, "train_identity_list", None)
+    if listed is not None:
+        return _train_listed_evaluator(config, attacked_identities, cache_dir, device, progress, other_excluded)
     span = tuple(config.train_identities)
     _check_disjoint(span, torch.as_tensor(attacked_identities), "attacked identities")
     if other_excluded is not None:
         _check_disjoint(span, torch.as_tensor(other_excluded), "excluded identities")
-    result = pretrain(config, cache_dir=cache_dir, device=device, progress=progress)
-    problems = tuple(result.cache_problems)
-    mismatch = _checkpoint_mismatch(result, config)
-    if mismatch is not None:  # another model's checkpoint under this key: never score with it
-        warnings.warn(f"cached evaluator not used, it is retrained: {mismatch}", CachedFileWarning, stacklevel=2)
-        result = pretrain(config, cache_dir=None, device=device, progress=progress)
-        problems += (mismatch,)
+    result, problems = _pretrained(config, cache_dir, device, progress)
     desc = (
         f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
         f"trained centrally on public identities [{span[0]}, {span[1]}), disjoint from the attacked identities"
@@ -198,6 +243,52 @@ def train_evaluator(
         tuple(getattr(config, "eval_identities", None) or ()) or None,
         problems,
     )
+
+
+def _pretrained(config: Any, cache_dir: str | Path | None, device: str | torch.device, progress: bool) -> Any:
+    """``(pretrain(config), cache problems)``: a cached checkpoint that is not what its key stands
+    for is never used (retrained with a warning, the mismatch among the problems)."""
+    from federated_core.pretrain import pretrain
+
+    result = pretrain(config, cache_dir=cache_dir, device=device, progress=progress)
+    problems = tuple(result.cache_problems)
+    mismatch = _checkpoint_mismatch(result, config)
+    if mismatch is not None:  # another model's checkpoint under this key: never score with it
+        warnings.warn(f"cached evaluator not used, it is retrained: {mismatch}", CachedFileWarning, stacklevel=3)
+        result = pretrain(config, cache_dir=None, device=device, progress=progress)
+        problems += (mismatch,)
+    return result, problems
+
+
+def _train_listed_evaluator(
+    config: Any,
+    attacked_identities: torch.Tensor | Sequence[int],
+    cache_dir: str | Path | None,
+    device: str | torch.device,
+    progress: bool,
+    other_excluded: torch.Tensor | Sequence[int] | None,
+) -> Evaluator:
+    """`train_evaluator` for a config naming its identities (``train_identity_list``, e.g. a face
+    folder's): refused when they include an attacked or excluded identity."""
+    train = config.train_ids()
+    for what, ids in (("attacked identities", attacked_identities), ("excluded identities", other_excluded)):
+        if ids is None:
+            continue
+        inside = train[torch.isin(train, torch.as_tensor(ids, dtype=torch.int64))]
+        if inside.numel():
+            raise ValueError(
+                f"the evaluator's training identities include {inside.numel()} of the {what} "
+                f"(e.g. {inside[:5].tolist()}); choose disjoint identities"
+            )
+    result, problems = _pretrained(config, cache_dir, device, progress)
+    where = getattr(config.data, "root", None)
+    source = f"identities of the face folder {where}" if where else "listed identities"
+    desc = (
+        f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
+        f"trained centrally on {train.numel()} {source}, disjoint from the attacked identities"
+    )
+    span = (int(train.min()), int(train.max()) + 1)
+    return Evaluator(result.backbone.eval(), span, desc, dict(result.metrics), None, problems)
 
 
 def _checkpoint_mismatch(result: Any, config: Any) -> str | None:

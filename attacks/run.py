@@ -320,6 +320,8 @@ class AttackReport:
     second_calibration: dict[str, Any] | None = None
     # per (kind, attack): the two evaluators on the same reconstructions (`attacks.evaluator.evaluator_agreement`)
     evaluator_agreement: list[dict[str, Any]] = field(default_factory=list)
+    # a face-folder run: which identities and image indices each role used (`_AttackData`); None: synthetic
+    data: dict[str, Any] | None = None
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """JSON-able summary: scalars of every result, small arrays as lists. With ``relative_to``
@@ -401,6 +403,7 @@ class AttackReport:
             "membership": [r.to_dict() for r in self.membership],
             "notes": self.notes,
             "failures": self.failures,
+            **({} if self.data is None else {"data": _jsonable(self.data)}),
         }
 
     def _decoder_scalars(self) -> dict[str, Any]:
@@ -717,13 +720,327 @@ def _jsonable(d: Any) -> Any:
     return d
 
 
-def _synthetic_source(gt: GroundTruth) -> FaceSource:
-    gen = gt.generator()
+#: On a face folder, the seeded share of the split's public identities kept for the independent
+#: evaluators (their training and calibration identities); the rest is the attacker's auxiliary
+#: data (decoder, white-box mean face, membership shadows). Identities in no part of the split
+#: join the evaluators' share. See `_AttackData`.
+FOLDER_EVALUATOR_SHARE = 0.5
+#: The share of the evaluators' folder identities that calibrates their thresholds (the rest trains
+#: them), as 200 of the 500 synthetic ones do.
+FOLDER_CALIBRATION_SHARE = 0.4
 
-    def render(ids: torch.Tensor, per_identity: int, start_index: int) -> Any:
-        return gen.make_set(torch.as_tensor(ids, dtype=torch.int64), per_identity, start_index=start_index)
 
-    return render
+def _render_spans(render: FaceSource, spans: list[tuple[int, int, int]]) -> Any:
+    """The images of several identities, each from its own ``(identity, start_index, count)`` (a
+    count of 0: none of that identity), identity-major in the order given; None when no image is asked."""
+    from federated_core.data.faceset import FaceSet
+
+    asked = [s for s in spans if s[2] > 0]
+    if not asked:
+        return None
+    batches: dict[tuple[int, int], list[int]] = {}
+    for identity, start, count in asked:
+        batches.setdefault((start, count), []).append(identity)
+    faces = FaceSet.concat([render(torch.tensor(ids), n, start) for (start, n), ids in batches.items()])
+    rank = {identity: k for k, (identity, _s, _n) in enumerate(asked)}
+    key = torch.tensor([rank[int(i)] for i in faces.labels.tolist()])
+    return faces.subset(torch.argsort(key, stable=True))
+
+
+def _seeded_order(ids: list[int], seed: int, stream: int) -> list[int]:
+    """``ids`` in a seeded order (``(seed, stream)``) independent of their given order."""
+    ordered = sorted(ids)
+    perm = np.random.default_rng([seed, stream]).permutation(len(ordered))
+    return [ordered[int(k)] for k in perm]
+
+
+@dataclass
+class _AttackData:
+    """Which identities and which images every resource of the attacks uses.
+
+    Synthetic runs (and a caller's own ``faces``): identities at the configured offsets
+    (``distractor_offset``, ``public_offset``, the evaluators' ``*_identity_offset``) and unseen
+    images of the members at ``gallery_start_index`` / ``oracle_start_index``, as before.
+
+    Face folders (``data_spec["source"] == "folder"``) hold finitely many identities and images, so the
+    roles are the split's parts (`federated_core.data.folder_source.split_folder_identities`):
+
+    * gallery distractors and membership non-members: the ``distractors`` part (a seeded subset when
+      it holds more than asked; fewer when it holds fewer, said in ``notes``), images from index 0;
+    * the attacker's auxiliary identities (decoder, white-box mean face, membership shadows): a seeded
+      ``1 - FOLDER_EVALUATOR_SHARE`` of the ``public`` part (capped at ``public_identities``);
+    * the independent evaluators: the other seeded share of ``public`` plus every identity the split
+      left unused, of which ``FOLDER_CALIBRATION_SHARE`` calibrates the thresholds and the rest trains.
+      Why this choice: the evaluators must be disjoint from everything attacked (client identities,
+      distractors) and should not share the attacker's own data (a decoder and an evaluator trained
+      on the same faces agree for the wrong reason); a folder has no spare identity range, and the
+      ``public`` part is the only one meant for training other than the clients'. φ0 pre-trains on the
+      ``public`` part too, so the evaluators may share identities with φ0 (counted in ``notes``): they
+      stay independent of the attacked identities, which is what scoring needs. Both evaluators train
+      on the same identities (another architecture, not other faces: a folder is too small to halve);
+    * member identities' gallery, oracle and membership-query images: indices after the client's
+      training and held-out images (`GroundTruth.first_unseen_index`), gallery first, then the
+      oracle's (membership queries reuse the gallery's, a separate game); an identity with too few
+      images gets fewer, or none, counted in ``notes`` and ``failures``; training images are never
+      reused.
+    """
+
+    render: FaceSource
+    config: AttackRunConfig
+    distractors: torch.Tensor
+    public: torch.Tensor
+    folder: Any = None  # the FolderFaceSource of a folder run; None: synthetic offsets and indices
+    unseen: dict[int, int] = field(default_factory=dict)  # member -> its first unseen image index
+    nonmembers: list[int] = field(default_factory=list)  # the membership game's (folder)
+    evaluator_train: torch.Tensor | None = None  # the evaluators' training identities (folder)
+    calibration: torch.Tensor | None = None  # the evaluators' calibration identities (folder)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None  # the roles, for the report (folder)
+
+    @classmethod
+    def of(cls, gt: GroundTruth, render: FaceSource | None, config: AttackRunConfig) -> _AttackData:
+        """The data of the attacks on ``gt``'s run (``render``: a caller's face source, else the run's)."""
+        if not gt.is_folder:
+            d0, p0 = config.distractor_offset, config.public_offset
+            distractors = torch.arange(d0, d0 + config.gallery_distractors)
+            public = torch.arange(p0, p0 + config.public_identities)
+            return cls(render if render is not None else gt.face_source(), config, distractors, public)
+        return _folder_data(gt, render if render is not None else gt.face_source(), config)
+
+    # ---------------------------------------------------------------- images
+    def _member_spans(self, identity: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((start, count) of the gallery, (start, count) of the oracle)`` of a member identity."""
+        start = self.unseen[identity]
+        left = max(0, self.folder.images_available(identity) - start)
+        g = min(self.config.gallery_images_per_identity, left)
+        return (start, g), (start + g, min(self.config.oracle_images_per_identity, left - g))
+
+    def gallery(self, ids: torch.Tensor) -> Any:
+        """``gallery_images_per_identity`` unseen images of each of ``ids`` (fewer, or none, on a folder)."""
+        c = self.config
+        if self.folder is None:
+            return self.render(ids, c.gallery_images_per_identity, c.gallery_start_index)
+        spans = []
+        for i in ids.tolist():
+            if i in self.unseen:
+                spans.append((i, *self._member_spans(i)[0]))
+            else:
+                spans.append((i, 0, min(c.gallery_images_per_identity, self.folder.images_available(i))))
+        faces = _render_spans(self.render, spans)
+        if faces is None:
+            raise ValueError(f"no gallery image of the {len(ids)} gallery identities: the folder holds none unseen")
+        return faces
+
+    def oracle(self, ids: torch.Tensor) -> Any:
+        """``oracle_images_per_identity`` unseen images of each of ``ids`` (members), disjoint from the
+        gallery's; None on a folder where none of them has one left."""
+        c = self.config
+        if self.folder is None:
+            return self.render(ids, c.oracle_images_per_identity, c.oracle_start_index)
+        spans = [(i, *self._member_spans(i)[1]) for i in ids.tolist() if i in self.unseen]
+        return _render_spans(self.render, spans)
+
+    def public_faces(self) -> Any:
+        """The attacker's public identities, ``public_images_per_identity`` images each from index 0
+        (on a folder: as many as an identity has, up to that)."""
+        per = self.config.public_images_per_identity
+        if self.folder is None:
+            return self.render(self.public, per, 0)
+        spans = [(i, 0, min(per, self.folder.images_available(i))) for i in self.public.tolist()]
+        return _render_spans(self.render, spans)
+
+    def identity_groups(self, members: torch.Tensor, gallery_faces: Any) -> dict[int, int]:
+        """Each member's and gallery identity's population group (folders carry none: empty)."""
+        if self.folder is not None:
+            return _identity_groups(gallery_faces)
+        return {
+            **_identity_groups(self.render(members, 1, self.config.gallery_start_index)),
+            **_identity_groups(gallery_faces),
+        }
+
+    # ---------------------------------------------------------------- membership and calibration
+    def membership_source(self) -> tuple[FaceSource, dict[str, Any]]:
+        """The membership game's face source and `MembershipConfig` settings. Synthetic data: the
+        run's source and the game's defaults. A folder: the game names its non-members
+        ``nonmember_offset + n``; here they stand for ``self.nonmembers[n]`` (images from index 0),
+        and a member's query images are its unseen ones (`_member_spans`: from the first index after
+        its training and held-out images)."""
+        if self.folder is None:
+            return self.render, {}
+        base = max(self.folder.names) + 1  # above every folder id: never a client identity
+        virtual = {real: base + n for n, real in enumerate(self.nonmembers)}
+
+        def render(ids: torch.Tensor, per_identity: int, start_index: int) -> Any:
+            del start_index  # 0: every identity's span is its own
+            spans = []
+            for i in torch.as_tensor(ids).tolist():
+                if i >= base:
+                    real = self.nonmembers[i - base]
+                    spans.append((real, 0, min(per_identity, self.folder.images_available(real))))
+                else:
+                    start = self.unseen[i]
+                    spans.append((i, start, min(per_identity, self.folder.images_available(i) - start)))
+            faces = _render_spans(self.render, spans)
+            labels = torch.tensor([virtual.get(int(i), int(i)) for i in faces.labels.tolist()])
+            return dataclasses.replace(faces, labels=labels, names={})
+
+        return render, {"nonmembers": len(self.nonmembers), "nonmember_offset": base, "query_start_index": 0}
+
+    def members_without_unseen(self, ids: list[int]) -> list[int]:
+        """The member identities of ``ids`` with no image after their training and held-out ones
+        (always none on synthetic data)."""
+        if self.folder is None:
+            return []
+        return [i for i in ids if self.folder.images_available(i) <= self.unseen[i]]
+
+    def calibration_set(self, ev: Any) -> tuple[torch.Tensor, int, tuple[int, int] | None]:
+        """``(identities, images per identity, span)`` that calibrate ``ev``: synthetic data, its own
+        held-out range (or the identities right after its training ones); a folder, the evaluators'
+        calibration identities with as many images as each of them has (up to the configured count)."""
+        c = self.config
+        if self.folder is None:
+            span = ev.eval_identities or (ev.train_identities[1], ev.train_identities[1] + c.calibration_identities)
+            n = min(c.calibration_identities, span[1] - span[0])
+            return (
+                torch.arange(span[0], span[0] + n),
+                c.calibration_images_per_identity,
+                (int(span[0]), int(span[0] + n)),
+            )
+        ids = self.calibration if self.calibration is not None else torch.zeros(0, dtype=torch.int64)
+        if ids.numel() < 2:
+            raise ValueError(
+                f"the face folder leaves {ids.numel()} calibration identities for the evaluators (needs >= 2)"
+            )
+        return ids, min(c.calibration_images_per_identity, self.folder.max_index(ids)), None
+
+
+def _capped(what: str, pool: list[int], asked: int, notes: list[str]) -> list[int]:
+    """The first ``asked`` of ``pool`` (seeded order), with a note when the folder holds fewer."""
+    if len(pool) < asked:
+        notes.append(f"face folder: {what}: {len(pool)} identities, fewer than the {asked} asked (all used)")
+    return sorted(pool[:asked])
+
+
+def _folder_parts(gt: GroundTruth, folder: Any, config: AttackRunConfig, notes: list[str]) -> dict[str, list[int]]:
+    """The split's parts of a folder run, with ``"unused"`` (identities the folder serves in no part).
+    Without a recorded split, the identities outside the clients and the test set are dealt seeded
+    into public and distractors halves (said in ``notes``)."""
+    parts = gt.split_parts()
+    if parts is None:
+        members = set(gt.member_ids().tolist())
+        test = {int(i) for i in gt.data_spec.get("test", {}).get("identities", [])}
+        rest = _seeded_order([i for i in folder.identities.tolist() if i not in members | test], config.seed, 1)
+        half = len(rest) // 2
+        notes.append(
+            f"face folder: the data spec records no identity split; the {len(rest)} identities outside the "
+            "clients and the test set are dealt seeded into public and distractors halves"
+        )
+        return {"public": rest[:half], "distractors": rest[half:], "unused": []}
+    assigned = {i for v in parts.values() for i in v}
+    return {**parts, "unused": [i for i in folder.identities.tolist() if i not in assigned]}
+
+
+def _folder_data(gt: GroundTruth, render: FaceSource, config: AttackRunConfig) -> _AttackData:
+    """`_AttackData` of a folder run: the roles of the split's parts and the shortfalls (class docstring)."""
+    folder = gt.folder_source()
+    notes: list[str] = []
+    parts = _folder_parts(gt, folder, config, notes)
+    dpool = _seeded_order(parts.get("distractors", []), config.seed, 2)
+    distractors = _capped("gallery distractors (split part 'distractors')", dpool, config.gallery_distractors, notes)
+    nonmembers = []
+    if "membership" in config.attacks:
+        nonmembers = _capped(
+            "membership non-members (split part 'distractors')", dpool, config.membership_nonmembers, notes
+        )
+    pub = _seeded_order(parts.get("public", []), config.seed, 3)
+    n_eval = int(math.floor(FOLDER_EVALUATOR_SHARE * len(pub) + 0.5))
+    attacker = _capped(
+        "the attacker's public identities (split part 'public')", pub[n_eval:], config.public_identities, notes
+    )
+    pool = _seeded_order(pub[:n_eval] + parts["unused"], config.seed, 4)
+    n_cal = max(
+        0, min(config.calibration_identities, max(2, round(FOLDER_CALIBRATION_SHARE * len(pool))), len(pool) - 2)
+    )
+    data = _AttackData(
+        render, config, torch.tensor(distractors, dtype=torch.int64), torch.tensor(attacker, dtype=torch.int64),
+        folder=folder, unseen=gt.first_unseen_index(), nonmembers=nonmembers,
+        evaluator_train=torch.tensor(sorted(pool[n_cal:]), dtype=torch.int64),
+        calibration=torch.tensor(sorted(pool[:n_cal]), dtype=torch.int64), notes=notes,
+    )  # fmt: skip
+    notes.append(
+        f"face folder roles: {len(distractors)} gallery distractors and {len(nonmembers)} membership non-members "
+        f"from the split's distractors; the attacker's {len(attacker)} auxiliary identities and the evaluators' "
+        f"{len(pool)} ({len(pool) - n_cal} training, {n_cal} calibrating; {len(pub[:n_eval])} from a seeded "
+        f"{FOLDER_EVALUATOR_SHARE:g} of the public part, {len(parts['unused'])} unused by the split) are "
+        "disjoint; the evaluators may share public identities with φ0 and both evaluators train on the same ones"
+    )
+    if len(pool) < 4:
+        data.failures.append(
+            f"face folder: {len(pool)} identities left for the independent evaluators (2 to train, 2 to calibrate "
+            "needed): add identities to the split's public part or leave some unused"
+        )
+    _count_shortfalls(data, gt.member_ids().tolist())
+    data.record = _roles_record(data, parts, gt.member_ids().tolist())
+    return data
+
+
+def _count_shortfalls(data: _AttackData, members: list[int]) -> None:
+    """Count, in ``data.notes`` / ``data.failures``, the folder identities with fewer images than the
+    attacks ask: members' unseen gallery and oracle images, distractors' and public identities' images."""
+    c, folder = data.config, data.folder
+    g_short = o_short = g_none = o_none = 0
+    for i in members:
+        (_s, g), (_t, o) = data._member_spans(i)
+        g_short += g < c.gallery_images_per_identity
+        o_short += o < c.oracle_images_per_identity
+        g_none += g == 0
+        o_none += o == 0
+    n = len(members)
+    if g_short or o_short:
+        data.notes.append(
+            f"face folder: of {n} client identities, {g_short} have fewer than {c.gallery_images_per_identity} "
+            f"gallery image(s) and {o_short} fewer than {c.oracle_images_per_identity} oracle image(s) after their "
+            f"training and held-out images ({g_none} without a gallery image, {o_none} without an oracle image); "
+            "training images are never reused"
+        )
+    if g_none:
+        data.failures.append(
+            f"face folder: {g_none} of {n} client identities have no image after their training and held-out ones: "
+            "they are absent from the k-NN and scoring galleries (a reconstruction of one cannot be rank-1) and "
+            "have no real-image oracle"
+        )
+    elif o_none:
+        data.failures.append(f"face folder: {o_none} of {n} client identities have no real-image oracle image left")
+    for what, ids, per in (
+        ("gallery distractors", data.distractors, c.gallery_images_per_identity),
+        ("attacker's public identities", data.public, c.public_images_per_identity),
+    ):
+        short = sum(folder.images_available(i) < per for i in ids.tolist())
+        if short:
+            data.notes.append(
+                f"face folder: {short} of the {len(ids)} {what} have fewer than {per} image(s) (all used)"
+            )
+
+
+def _roles_record(data: _AttackData, parts: dict[str, list[int]], members: list[int]) -> dict[str, Any]:
+    """The folder roles for the report: identities per role and each member's image index ranges."""
+    images = {}
+    for i in members:
+        (s, g), (t, o) = data._member_spans(i)
+        images[str(i)] = {"first_unseen": data.unseen[i], "gallery": [s, s + g], "oracle": [t, t + o]}
+    return {
+        "source": "folder",
+        "fingerprint": data.folder.fingerprint(),
+        "split_parts": {k: len(v) for k, v in parts.items()},
+        "distractors": data.distractors.tolist(),
+        "nonmembers": list(data.nonmembers),
+        "attacker_public": data.public.tolist(),
+        "evaluator_train": [] if data.evaluator_train is None else data.evaluator_train.tolist(),
+        "calibration": [] if data.calibration is None else data.calibration.tolist(),
+        "evaluator_share_of_public": FOLDER_EVALUATOR_SHARE,
+        "member_images": images,
+    }
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
@@ -765,20 +1082,20 @@ def run_attacks(
         out.mkdir(parents=True, exist_ok=True)
     gt = load_ground_truth(run_dir)
     view = observer_view(run_dir, config.observer)
-    render = faces if faces is not None else _synthetic_source(gt)
+    data = _AttackData.of(gt, faces, config)
     report = AttackReport(str(run_dir), config.observer, dataclasses.asdict(config))
+    report.notes.extend(data.notes)
+    report.failures.extend(data.failures)
+    report.data = data.record
     members = _target_members(gt, config, report)
-    distractors, gallery_faces = _attacker_gallery(members, render, config)
+    distractors, gallery_faces = _attacker_gallery(members, data, config)
     observed = _observed_targets(view, gt, config, report)
     vectors, observed_model = observed.vectors, observed.model
-    identity_groups = {
-        **_identity_groups(render(members, 1, config.gallery_start_index)),
-        **_identity_groups(gallery_faces),
-    }
+    identity_groups = data.identity_groups(members, gallery_faces)
     t0 = time.perf_counter()
     ceilings: dict[str, dict[str, Any]] = {}
     if observed_model is not None and vectors:
-        ceilings = _ceiling_inputs(gt, vectors, observed.sources, observed_model, render, config, report)
+        ceilings = _ceiling_inputs(gt, vectors, observed.sources, observed_model, data, config, report)
     report.seconds["ceilings"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if "knn" in config.attacks and observed_model is not None and vectors:
@@ -787,33 +1104,36 @@ def run_attacks(
     report.seconds["knn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if "membership" in config.attacks and observed_model is not None and observed.releases:
-        report.membership = _membership_attacks(observed_model, observed, gt, render, config, report)
+        report.membership = _membership_attacks(observed_model, observed, gt, data, config, report)
     report.seconds["membership"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     reference = second = None
     inverting = "inversion" in config.attacks and bool(vectors) and observed_model is not None
+    if inverting and data.public.numel() == 0:
+        report.failures.append("inversion: the attacker has no public identity to train its decoder on")
+        inverting = False
     gradient_possible = "gradient" in config.attacks and config.observer == "server"
     cache = Path(cache_dir) if cache_dir is not None else (None if out is None else out / "cache")
     if inverting or gradient_possible:
-        reference = _evaluator_reference(run_dir, gt, render, config, members, distractors, evaluator, cache, report)
+        reference = _evaluator_reference(run_dir, gt, data, config, members, distractors, evaluator, cache, report)
     report.seconds["evaluator"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if inverting:
         targets = (members, distractors)
-        second = _second_reference(run_dir, gt, render, config, targets, second_evaluator, cache, report)
+        second = _second_reference(run_dir, gt, data, config, targets, second_evaluator, cache, report)
     report.seconds["second_evaluator"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if inverting:
-        report.inversion = _inversion(observed_model, vectors, reference, render, config, out, report, ceilings, second)
+        report.inversion = _inversion(observed_model, vectors, reference, data, config, out, report, ceilings, second)
     report.seconds["inversion"] = time.perf_counter() - t0 - report.seconds.get("whitebox", 0.0)
 
     t0 = time.perf_counter()
     if "gradient" in config.attacks:
-        report.gradient_logged = _gradient_logged(view, gt, render, reference, config, run_dir, out, report)
+        report.gradient_logged = _gradient_logged(view, gt, data.render, reference, config, run_dir, out, report)
         if config.gradient_simulated:
-            report.gradient = _gradient(view, gt, render, reference, config, run_dir, report)
+            report.gradient = _gradient(view, gt, data.render, reference, config, run_dir, report)
     report.seconds["gradient"] = time.perf_counter() - t0
     if out is not None:
         (out / "attacks.json").write_text(json.dumps(report.to_dict(relative_to=out), indent=2))
@@ -834,17 +1154,14 @@ def _target_members(gt: GroundTruth, config: AttackRunConfig, report: AttackRepo
     return members
 
 
-def _attacker_gallery(members: torch.Tensor, render: FaceSource, config: AttackRunConfig) -> tuple[torch.Tensor, Any]:
+def _attacker_gallery(members: torch.Tensor, data: _AttackData, config: AttackRunConfig) -> tuple[torch.Tensor, Any]:
     """The distractor identities and the attacker's gallery images (a seeded fraction of the
-    members plus the distractors, at unseen image indices; PrivacyFace A.2.4)."""
+    members plus the distractors, at unseen image indices; PrivacyFace A.2.4; `_AttackData`)."""
     rng = np.random.default_rng(config.seed)
     n_in = max(1, int(round(config.gallery_member_fraction * len(members))))
     in_gallery = torch.from_numpy(np.sort(rng.choice(members.numpy(), size=n_in, replace=False)))
-    distractors = torch.arange(config.distractor_offset, config.distractor_offset + config.gallery_distractors)
-    gallery_faces = render(
-        torch.cat([in_gallery, distractors]), config.gallery_images_per_identity, config.gallery_start_index
-    )
-    return distractors, gallery_faces
+    distractors = data.distractors
+    return distractors, data.gallery(torch.cat([in_gallery, distractors]))
 
 
 @dataclass
@@ -920,14 +1237,28 @@ def _collect_releases(
 
 
 def _membership_attacks(
-    model: Any, observed: _ObservedTargets, gt: GroundTruth, render: FaceSource, config: AttackRunConfig, report: Any
+    model: Any, observed: _ObservedTargets, gt: GroundTruth, data: _AttackData, config: AttackRunConfig, report: Any
 ) -> list[Any]:
     """The membership game (`attacks.membership_attack`) on every observed kind it can simulate,
-    with the attacker's public identities as shadow class centers and the true ``W_k`` as the oracle."""
+    with the attacker's public identities as shadow class centers and the true ``W_k`` as the oracle
+    (on a face folder: non-members and query images as `_AttackData.membership_source` says; a
+    member without an unseen image stops the game, flagged)."""
     from attacks.membership_attack import MembershipConfig, membership_attack
 
-    public = torch.arange(config.public_offset, config.public_offset + config.public_identities)
-    faces = render(public, config.public_images_per_identity, 0)
+    render, settings = data.membership_source()
+    attacked = sorted({i for party in {p for r in observed.releases.values() for p in r} for i in gt.identities[party]})
+    blind = data.members_without_unseen(attacked)
+    if blind or settings.get("nonmembers", 1) == 0 or data.public.numel() == 0:
+        why = (
+            f"{len(blind)} of the {len(attacked)} attacked client identities have no image after their training "
+            "and held-out ones to query with"
+            if blind
+            else "the face folder gives it no non-member (split part 'distractors') or no public identity"
+        )
+        report.failures.append(f"membership attack: not run: {why}")
+        return []
+    public = data.public
+    faces = data.public_faces()
     emb = _embed_gallery(model, faces, config.device).embeddings.double()
     row = {int(i): k for k, i in enumerate(public.tolist())}
     index = torch.tensor([row[int(i)] for i in faces.labels.tolist()])
@@ -940,7 +1271,7 @@ def _membership_attacks(
         except ValueError:
             continue
     mc = MembershipConfig(
-        nonmembers=config.membership_nonmembers,
+        **{"nonmembers": config.membership_nonmembers, **settings},
         query_images=config.membership_query_images,
         shadows=config.membership_shadows,
         n_bootstrap=config.n_bootstrap,
@@ -1008,7 +1339,7 @@ def _knn_attacks(
 def _evaluator_reference(
     run_dir: Path,
     gt: GroundTruth,
-    render: FaceSource,
+    data: _AttackData,
     config: AttackRunConfig,
     members: torch.Tensor,
     distractors: torch.Tensor,
@@ -1018,16 +1349,16 @@ def _evaluator_reference(
 ) -> Any:
     """The independent evaluator (given, or trained) and the clients' reference in its space, its
     thresholds calibrated at fixed FARs (`_calibrate`)."""
-    ev = evaluator if evaluator is not None else _train_evaluator(run_dir, gt, config, members, distractors, cache)
+    ev = evaluator
+    if ev is None:
+        ev = _train_evaluator(run_dir, gt, data, config, members, distractors, cache, report=report)
     # rank-1 scoring needs every client identity in the gallery (the attacker's gallery holds
     # only a fraction of them): the same distractors, all members, unseen image indices
-    scoring_gallery = render(
-        torch.cat([members, distractors]), config.gallery_images_per_identity, config.gallery_start_index
-    )
-    reference = _reference(ev, gt, render, members, scoring_gallery, config)
+    scoring_gallery = data.gallery(torch.cat([members, distractors]))
+    reference = _reference(ev, gt, data.render, members, scoring_gallery, config)
     report.evaluator = ev.description
     report.failures.extend(f"evaluator cache failed its checksum and was retrained: {p}" for p in ev.cache_problems)
-    cal = _calibrate(ev, reference, render, config, torch.cat([members, distractors]), report)
+    cal = _calibrate(ev, reference, data, config, torch.cat([members, distractors]), report)
     report.calibration = None if cal is None else cal.to_dict()
     return reference
 
@@ -1035,7 +1366,7 @@ def _evaluator_reference(
 def _second_reference(
     run_dir: Path,
     gt: GroundTruth,
-    render: FaceSource,
+    data: _AttackData,
     config: AttackRunConfig,
     targets: tuple[torch.Tensor, torch.Tensor],
     evaluator: Any | None,
@@ -1052,20 +1383,20 @@ def _second_reference(
         if config.evaluator_architecture in (None, "same"):
             return None
         try:
-            evaluator = _train_evaluator(run_dir, gt, config, members, distractors, cache, second=True)
+            evaluator = _train_evaluator(run_dir, gt, data, config, members, distractors, cache, second=True)
         except ValueError as exc:
             report.failures.append(
                 f"second evaluator ({config.evaluator_architecture}): {exc} (a second_evaluator, or "
                 "evaluator_architecture=None for one evaluator)"
             )
             return None
-    reference = _reference(evaluator, gt, render, members, None, config)
+    reference = _reference(evaluator, gt, data.render, members, None, config)
     report.second_evaluator = evaluator.description
     report.failures.extend(
         f"second evaluator cache failed its checksum and was retrained: {p}" for p in evaluator.cache_problems
     )
     what = "second evaluator"
-    cal = _calibrate(evaluator, reference, render, config, torch.cat([members, distractors]), report, what)
+    cal = _calibrate(evaluator, reference, data, config, torch.cat([members, distractors]), report, what)
     report.second_calibration = None if cal is None else cal.to_dict()
     return None if cal is None else reference
 
@@ -1172,17 +1503,18 @@ def _oracle_index_clash(gt: GroundTruth, config: AttackRunConfig) -> str | None:
 
 def _real_templates(
     model: Any,
-    render: FaceSource,
+    data: _AttackData,
     identities: list[int],
     config: AttackRunConfig,
 ) -> dict[int, torch.Tensor]:
     """The observed model's normalised mean embedding of ``oracle_images_per_identity`` unseen
-    images of each identity (indices from ``oracle_start_index``)."""
+    images of each identity (`_AttackData.oracle`: indices from ``oracle_start_index``; on a folder
+    after the identity's training, held-out and gallery images, and none where none is left)."""
     from federated_core.models import embed
 
-    faces = render(
-        torch.tensor(identities, dtype=torch.int64), config.oracle_images_per_identity, config.oracle_start_index
-    )
+    faces = data.oracle(torch.tensor(identities, dtype=torch.int64))
+    if faces is None:
+        return {}
     emb = embed(model, faces, device=config.device)
     uniq, inverse = torch.unique(faces.labels.to(torch.int64), return_inverse=True)
     sums = torch.zeros(len(uniq), emb.shape[1]).index_add_(0, inverse, emb)
@@ -1194,7 +1526,7 @@ def _ceiling_inputs(
     vectors: dict,
     sources: dict[str, list[str]],
     model: Any,
-    render: FaceSource,
+    data: _AttackData,
     config: AttackRunConfig,
     report: AttackReport,
 ) -> dict[str, dict[str, Any]]:
@@ -1209,17 +1541,22 @@ def _ceiling_inputs(
         )
     wanted = sorted({j for _v, ids, _w in vectors.values() for s in ids for j in s})
     real: dict[int, torch.Tensor] = {}
-    clash = _oracle_index_clash(gt, config)
+    clash = None if data.folder is not None else _oracle_index_clash(gt, config)  # a folder's spans are disjoint
     if clash is not None:
         report.failures.append(f"real-image oracle: {clash}")
     elif wanted:
         try:
-            real = _real_templates(model, render, wanted, config)
+            real = _real_templates(model, data, wanted, config)
         except ValueError as exc:
             report.failures.append(f"real-image oracle: {exc}")
+    where = (
+        f"indices from {config.oracle_start_index}"
+        if data.folder is None
+        else "indices after the identity's training, held-out and gallery images"
+    )
     source = (
         f"observed model's mean embedding of {config.oracle_images_per_identity} unseen image(s) per identity "
-        f"(indices from {config.oracle_start_index}); a cluster averages its identities'"
+        f"({where}); a cluster averages its identities'"
     )
     out = {}
     for kind, (vecs, ids, _when) in vectors.items():
@@ -1237,35 +1574,29 @@ def _ceiling_inputs(
 def _calibrate(
     ev: Any,
     reference: Any,
-    render: FaceSource,
+    data: _AttackData,
     config: AttackRunConfig,
     attacked: torch.Tensor,
     report: AttackReport,
     what: str = "evaluator",
 ) -> Any:
     """Calibrate the evaluator's thresholds at ``calibration_fars`` on its own held-out identities
-    (`attacks.evaluator.calibrate_evaluator`; default: the identities right after its training
-    ones when it names none), attach them to ``reference`` and return them (None: it failed,
-    flagged in ``report.failures`` under ``what``)."""
+    (`attacks.evaluator.calibrate_evaluator`; `_AttackData.calibration_set`: its held-out range, the
+    identities right after its training ones when it names none, or a folder's calibration identities),
+    attach them to ``reference`` and return them (None: it failed, flagged in ``report.failures`` under
+    ``what``)."""
     from attacks.evaluator import calibrate_evaluator
 
-    span = ev.eval_identities or (ev.train_identities[1], ev.train_identities[1] + config.calibration_identities)
-    n = min(config.calibration_identities, span[1] - span[0])
-    ids = torch.arange(span[0], span[0] + n)
-    public = torch.arange(config.public_offset, config.public_offset + config.public_identities)
-    clash = ids[torch.isin(ids, torch.cat([attacked, public]))]
-    if clash.numel():
-        report.failures.append(
-            f"{what} calibration: held-out identities {clash[:5].tolist()} are attacked or public ones"
-        )
-        return None
     try:
+        ids, per, span = data.calibration_set(ev)
+        clash = ids[torch.isin(ids, torch.cat([attacked, data.public]))]
+        if clash.numel():
+            report.failures.append(
+                f"{what} calibration: held-out identities {clash[:5].tolist()} are attacked or public ones"
+            )
+            return None
         cal = calibrate_evaluator(
-            ev,
-            render(ids, config.calibration_images_per_identity, 0),
-            config.calibration_fars,
-            device=config.device,
-            identities=(int(span[0]), int(span[0] + n)),
+            ev, data.render(ids, per, 0), config.calibration_fars, device=config.device, identities=span
         )
     except ValueError as exc:
         report.failures.append(f"{what} calibration: {exc}")
@@ -1284,19 +1615,27 @@ def _calibrate(
 def _train_evaluator(
     run_dir: Path,
     gt: GroundTruth,
+    data: _AttackData,
     config: AttackRunConfig,
     members: torch.Tensor,
     distractors: torch.Tensor,
     cache: Path | None,
     second: bool = False,
+    report: AttackReport | None = None,
 ) -> Any:
     """Train (or load from ``cache``) the independent evaluator from φ0's recipe in the run's config
     (`attacks.evaluator.evaluator_config`) on identities disjoint from everything attacked, public or
     φ0's; ``second``: the evaluator of another architecture (`second_evaluator_architecture`) on
-    identities of its own (``second_evaluator_identity_offset``). Raises ValueError without φ0's config."""
+    identities of its own (``second_evaluator_identity_offset``). On a face folder: on the evaluators'
+    folder identities (`_folder_evaluator_config`). Raises ValueError without φ0's config."""
     from attacks.evaluator import evaluator_config, train_evaluator
 
     phi0 = _phi0_config(run_dir)
+    if data.folder is not None:
+        arch = second_evaluator_architecture(config.evaluator_architecture, phi0.backbone) if second else None
+        ev_cfg = _folder_evaluator_config(phi0, data, arch, None if second else report)
+        excluded = torch.cat([members, distractors, data.public])
+        return train_evaluator(ev_cfg, excluded, cache_dir=cache, device=config.device, progress=config.progress)
     if second:
         arch = second_evaluator_architecture(config.evaluator_architecture, phi0.backbone)
         ev_cfg = evaluator_config(phi0, identity_offset=config.second_evaluator_identity_offset, architecture=arch)
@@ -1311,6 +1650,38 @@ def _train_evaluator(
         ]
     )
     return train_evaluator(ev_cfg, excluded, cache_dir=cache, device=config.device, progress=config.progress)
+
+
+def _folder_evaluator_config(phi0: Any, data: _AttackData, architecture: str | None, report: Any) -> Any:
+    """The `PretrainConfig` of an evaluator on a face folder (`attacks.evaluator.folder_evaluator_config`):
+    φ0's recipe on ``data``'s evaluator training identities, its own metrics on the calibration ones,
+    as many images per identity as every one of them has (up to φ0's counts). With ``report``, notes
+    the images per identity and the identities it shares with φ0's pre-training."""
+    from attacks.evaluator import folder_evaluator_config
+    from federated_core.pretrain import FolderSpec
+
+    train, held = data.evaluator_train, data.calibration
+    if train is None or held is None or train.numel() < 2 or held.numel() < 2:
+        n = 0 if train is None or held is None else train.numel() + held.numel()
+        raise ValueError(
+            f"the face folder leaves {n} identities for the independent evaluator (2 to train, 2 to calibrate "
+            "needed): add identities to the split's public part, or pass an evaluator"
+        )
+    folder = data.folder
+    per_train = min(int(phi0.train_images_per_identity), folder.max_index(train))
+    per_eval = min(int(phi0.eval_images_per_identity), folder.max_index(held))
+    cfg = folder_evaluator_config(phi0, FolderSpec.of(folder), train.tolist(), held.tolist(), per_train, per_eval,
+                                  architecture=architecture)  # fmt: skip
+    if report is not None:
+        shared = 0
+        if isinstance(phi0.data, FolderSpec) and phi0.data.fingerprint == folder.fingerprint():
+            shared = int(torch.isin(train, phi0.train_ids()).sum())
+        report.notes.append(
+            f"face folder evaluator: {train.numel()} training identities x {per_train} image(s) (φ0 asked "
+            f"{phi0.train_images_per_identity}; the fewest any of them has caps it), {shared} of them also in φ0's "
+            f"pre-training; own metrics on its {held.numel()} calibration identities x {per_eval} image(s)"
+        )
+    return cfg
 
 
 def _phi0_config(run_dir: Path) -> Any:
@@ -1432,7 +1803,7 @@ def _inversion(
     model: Any,
     vectors: dict,
     reference: Any,
-    render: FaceSource,
+    data: _AttackData,
     config: AttackRunConfig,
     out: Path | None,
     report: AttackReport,
@@ -1445,11 +1816,7 @@ def _inversion(
     the two evaluators' agreement on both attacks' reconstructions."""
     from attacks.inversion import invert_and_score
 
-    public = render(
-        torch.arange(config.public_offset, config.public_offset + config.public_identities),
-        config.public_images_per_identity,
-        0,
-    )
+    public = data.public_faces()
     decoder = _train_inversion_decoder(model, public, config, out, report)
     mean_face = public.images.float().div(255.0).mean(0)
     results = []

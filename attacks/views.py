@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -419,6 +419,61 @@ class GroundTruth:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     client_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    _folder: Any = field(default=None, repr=False, compare=False)  # the opened FolderFaceSource
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the run trained on an identity-per-folder tree (``data_spec["source"] == "folder"``)."""
+        return self.data_spec.get("source") == "folder"
+
+    def folder_source(self) -> Any:
+        """The run's `FolderFaceSource`, reopened from the data spec once (its fingerprint checked:
+        a folder changed since the run is refused with a ``ValueError`` naming both fingerprints)."""
+        if not self.is_folder:
+            raise ValueError(f"no face folder: the data spec says {self.data_spec.get('source')!r}")
+        if self._folder is None:
+            from federated_core.data.folder_source import FolderFaceSource
+
+            self._folder = FolderFaceSource.from_data_spec(self.data_spec)
+        return self._folder
+
+    def face_source(self) -> Callable[[torch.Tensor, int, int], Any]:
+        """``render(identities, images_per_identity, start_index) -> FaceSet`` of the run's data:
+        the synthetic generator's ``make_set``, or the folder's `FolderFaceSource.render`."""
+        if self.is_folder:
+            source = self.folder_source()
+
+            def render_folder(ids: torch.Tensor, per_identity: int, start_index: int) -> Any:
+                return source.render(torch.as_tensor(ids, dtype=torch.int64), per_identity, start_index)
+
+            return render_folder
+        gen = self.generator()
+
+        def render(ids: torch.Tensor, per_identity: int, start_index: int) -> Any:
+            return gen.make_set(torch.as_tensor(ids, dtype=torch.int64), per_identity, start_index=start_index)
+
+        return render
+
+    def first_unseen_index(self) -> dict[int, int]:
+        """Per client identity, the first image index after every image its client trained on and
+        every held-out image (``data_spec["heldout"]``): indices from there were never seen in training
+        nor used by the personalised protocols."""
+        heldout = self.data_spec.get("heldout") or {}
+        held_end = int(heldout.get("start_index", 0)) + int(heldout.get("per_identity", 0))
+        out: dict[int, int] = {}
+        for spec in self.data_spec.get("clients", {}).values():
+            end = int(spec.get("start_index", 0)) + int(spec.get("images_per_identity", 1))
+            end = max(end, held_end) if heldout else end
+            for i in spec.get("identities", []):
+                out[int(i)] = max(out.get(int(i), 0), end)
+        return out
+
+    def split_parts(self) -> dict[str, list[int]] | None:
+        """A folder run's identity split (``data_spec["split"]["identities"]``: public, clients, test,
+        distractors), or None when the spec records no split."""
+        split = self.data_spec.get("split") or {}
+        parts = split.get("identities")
+        return None if parts is None else {k: [int(i) for i in v] for k, v in parts.items()}
 
     def member_ids(self) -> torch.Tensor:
         """Every identity in some client's training set (sorted)."""
@@ -526,28 +581,24 @@ class GroundTruth:
 
     def faces(self, parties: Sequence[str] | None = None) -> Any:
         """Regenerate the training images of ``parties`` (all clients by default) from the data
-        spec (synthetic data only)."""
+        spec (synthetic data, or the run's face folder)."""
         from federated_core.data.faceset import FaceSet
 
         spec = self.data_spec
-        if spec.get("source") != "synthetic":
+        if spec.get("source") not in ("synthetic", "folder"):
             raise ValueError(
-                f"images can be regenerated only for synthetic data, the data spec says {spec.get('source')!r}"
+                "images can be regenerated only for synthetic data or a face folder, the data spec says "
+                f"{spec.get('source')!r}"
             )
-        gen = _synthetic_generator(spec["generator"])
+        render = self.face_source()
         parties = list(parties) if parties is not None else sorted(spec["clients"])
         sets = []
         for p in parties:
             c = spec["clients"].get(p)
             if c is None:
                 raise ValueError(f"the data spec has no client {p!r}")
-            sets.append(
-                gen.make_set(
-                    torch.tensor(c["identities"], dtype=torch.int64),
-                    int(c["images_per_identity"]),
-                    start_index=int(c.get("start_index", 0)),
-                )
-            )
+            ids = torch.tensor(c["identities"], dtype=torch.int64)
+            sets.append(render(ids, int(c["images_per_identity"]), int(c.get("start_index", 0))))
         return FaceSet.concat(sets)
 
     def generator(self) -> Any:

@@ -1,0 +1,237 @@
+"""`run_attacks` on a run trained on an identity-per-folder tree (issue #17).
+
+The tree is written here (PNG and JPEG, mixed sizes, a grayscale identity); the split, the
+federated data and a 2-round FedPE run are built with the real folder source and engine. What the
+attacks may use is checked against what this file wrote and the split recorded (never against
+the code under test): the gallery's distractors are the split's distractor identities, no image a
+client trained on or held out is rendered as a gallery, oracle or query image, and every identity
+with too few images is counted in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attacks.run import AttackRunConfig, run_attacks
+
+R = 16  # rendered resolution
+PER, HELDOUT = 3, 1  # training and held-out images per client identity
+COUNTS = (9, 5, 7, 6)  # images per identity, cycled over the folders
+GALLERY, ORACLE = 2, 2  # asked per member identity
+
+
+def write_tree(root: Path, identities: int = 26) -> dict[str, int]:
+    """One folder per identity (``p00`` ...): a smooth colour pattern per identity, each image that
+    pattern plus noise, JPEG and PNG alternating, sizes 16..28 px, ``p03`` grayscale. Returns the
+    number of images written per folder."""
+    rng = np.random.default_rng(0)
+    written = {}
+    for k in range(identities):
+        name = f"p{k:02d}"
+        (root / name).mkdir(parents=True)
+        base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        count = COUNTS[k % len(COUNTS)]
+        for j in range(count):
+            size = (16, 20, 24, 28)[j % 4]
+            img = np.asarray(Image.fromarray(base).resize((size, size), Image.Resampling.BILINEAR), dtype=np.int16)
+            img = np.clip(img + rng.integers(-12, 13, size=img.shape), 0, 255).astype(np.uint8)
+            image = Image.fromarray(img).convert("L" if k == 3 else "RGB")
+            suffix, fmt = (".jpg", "JPEG") if j % 2 == 0 else (".png", "PNG")
+            image.save(root / name / f"img{j:02d}{suffix}", format=fmt)
+        written[name] = count
+    return written
+
+
+class RecordingSource:
+    """The folder source's ``render``, recording every ``(identities, per_identity, start_index)`` asked."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.calls: list[tuple[list[int], int, int]] = []
+
+    def __call__(self, ids, per_identity: int, start_index: int):
+        self.calls.append((torch.as_tensor(ids).tolist(), int(per_identity), int(start_index)))
+        return self.source.render(ids, per_identity, start_index)
+
+
+def _folder_run(root: Path, run: Path):
+    """Tree, source, split, federated data and a 2-round FedPE run with every client's class
+    centers uploaded in the last round (as a method sharing W would), plus φ0's recipe on the
+    folder in ``run/config.json`` (what the evaluator derives from)."""
+    from attacks.views import load_ground_truth
+    from federated_core.data.folder_source import FolderFaceSource, folder_federated_data, split_folder_identities
+    from federated_core.engine import FederatedConfig, run_federated
+    from federated_core.engine.messages import make_message
+    from federated_core.engine.wire import WireLog
+    from federated_core.pretrain import FolderSpec, PretrainConfig
+
+    counts = write_tree(root)
+    source = FolderFaceSource(root, R)
+    split = split_folder_identities(source, public=8, clients=6, test=2, distractors=6, seed=0)
+    data = folder_federated_data(source, split, 3, "balanced", PER, 2, HELDOUT, seed=0)
+    cfg = FederatedConfig(method="fedpe", rounds=2, batch_size=4, embedding_dim=16, resolution=R, progress=False,
+                          eval_initial=False, eval_every=0, seed=1)  # fmt: skip
+    run_federated(cfg, data.clients, out_dir=run, data_spec=data.data_spec)
+    gt = load_ground_truth(run)
+    log = WireLog.load(run)
+    for party in sorted(gt.private):
+        centers = {"centers": gt.private[party]["centers"]}
+        log.append(make_message("class_centers", party, ("server",), 2, "train", centers))
+    log.save(run)
+    phi0 = PretrainConfig(data=FolderSpec.of(source), train_identity_list=tuple(split["public"].tolist()),
+                          eval_identity_list=tuple(split["test"].tolist()), train_images_per_identity=PER,
+                          eval_images_per_identity=2, eval_genuine_pairs=10, eval_impostor_pairs=10, backbone="tiny",
+                          embedding_dim=16, epochs=1, batch_size=16)  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"pretrain": phi0.to_dict()}))
+    return source, split, counts
+
+
+@pytest.fixture(scope="module")
+def folder_attacks(tmp_path_factory):
+    """The folder run attacked by the server with every attack family (a tiny budget)."""
+    base = tmp_path_factory.mktemp("folder_attacks")
+    source, split, counts = _folder_run(base / "faces", base / "run")
+    config = AttackRunConfig(
+        observer="server", gallery_distractors=50, gallery_member_fraction=1.0, gallery_images_per_identity=GALLERY,
+        oracle_images_per_identity=ORACLE, n_bootstrap=10, public_identities=12, public_images_per_identity=3,
+        decoder_epochs=1, decoder_base_channels=16, decoder_batch_size=16, whitebox_iterations=2, whitebox_restarts=1,
+        gradient_clients=1, gradient_images=2, gradient_iterations=3, gradient_restarts=1, gradient_local_steps=(1,),
+        gradient_dp_noise_multipliers=(), gradient_logged_iterations=2, gradient_logged_restarts=1,
+        gradient_logged_dummies=2, membership_nonmembers=20, membership_shadows=2, membership_query_images=1,
+        calibration_identities=50, calibration_images_per_identity=3, evaluator_architecture=None, progress=False,
+        seed=3,
+    )  # fmt: skip
+    recorder = RecordingSource(source)
+    out = base / "out"
+    report = run_attacks(base / "run", config, out_dir=out, faces=recorder, cache_dir=base / "cache")
+    return report, split, counts, source, recorder, out
+
+
+def _images(source, counts: dict[str, int], identity: int) -> int:
+    """Images written for ``identity`` (by the tree's manifest, through its folder name)."""
+    return counts[source.names[identity]]
+
+
+def test_every_attack_family_runs_on_the_folder(folder_attacks) -> None:
+    report, split, _counts, _source, _rec, out = folder_attacks
+    assert [r.kind for r in report.knn] == ["class_centers", "dp_kmeans_centers"]
+    w = report.knn[0]
+    assert w.num_observations == 6 and w.num_identifiable >= 1
+    assert [r.kind for r in report.inversion] == ["class_centers", "dp_kmeans_centers"]
+    assert report.inversion[0].identity_similarity.shape == (6,)
+    assert [r.kind for r in report.whitebox][:1] == ["class_centers"]
+    assert report.gradient_logged and report.gradient_logged[0].reconstructions.shape[0] == 2
+    assert len(report.gradient) == 2  # one client x (initial, trained) model
+    assert [m.kind for m in report.membership] == ["class_centers"]
+    assert report.membership[0].nonmembers == 6  # the folder's 6 distractors, not the 20 asked
+    # the evaluator trained on the folder (not given), on identities outside everything attacked
+    assert "face folder" in report.evaluator and report.calibration is not None
+    saved = json.loads((out / "attacks.json").read_text())
+    assert saved["data"]["source"] == "folder"
+    unexpected = [f for f in report.failures if "oracle" not in f]
+    assert not unexpected, unexpected
+
+
+def test_roles_are_the_splits_parts(folder_attacks) -> None:
+    report, split, _counts, source, _rec, _out = folder_attacks
+    roles = report.data
+    parts = {k: set(v.tolist()) for k, v in split.parts.items()}
+    members = parts["clients"]
+    assert set(roles["distractors"]) == parts["distractors"]  # all 6 (50 asked)
+    assert set(roles["nonmembers"]) == parts["distractors"]
+    # the k-NN gallery: every member (fraction 1.0) plus exactly the folder's distractor identities
+    assert report.knn[0].num_gallery_identities == len(members) + len(parts["distractors"])
+    assert set(roles["attacker_public"]) <= parts["public"] and len(roles["attacker_public"]) == 4
+    unused = set(source.identities.tolist()) - set().union(*parts.values())
+    evaluators = set(roles["evaluator_train"]) | set(roles["calibration"])
+    assert evaluators == (parts["public"] - set(roles["attacker_public"])) | unused
+    assert not set(roles["evaluator_train"]) & set(roles["calibration"])
+    attacked = members | parts["distractors"] | set(roles["attacker_public"])
+    assert not evaluators & attacked
+    # caps are said, never silent
+    assert any("gallery distractors" in n and "6 identities, fewer than the 50 asked" in n for n in report.notes)
+    assert any("attacker's public identities" in n and "fewer than the 12 asked" in n for n in report.notes)
+    assert any("membership non-members" in n and "fewer than the 20 asked" in n for n in report.notes)
+
+
+def test_no_training_or_heldout_image_of_a_member_is_a_gallery_or_oracle_image(folder_attacks) -> None:
+    report, split, counts, source, recorder, _out = folder_attacks
+    members = set(split["clients"].tolist())
+    seen_unseen = set()
+    for ids, per, start in recorder.calls:
+        for i in ids:
+            if i not in members:
+                continue
+            span = set(range(start, start + per))
+            if span & set(range(PER)):
+                # training images only where training images are meant: the client's whole training set
+                # (evaluator reference, logged-update attack) or the simulated probe's first image of each
+                # identity (gradient_images=2 over 2 identities) -- never the gallery's or oracle's 2
+                assert (start, per) in {(0, PER), (0, 1)}, (i, start, per)
+            assert not span & set(range(PER, PER + HELDOUT)), f"held-out image of {i} rendered"
+            assert start + per <= _images(source, counts, i)
+            if start >= PER + HELDOUT:
+                seen_unseen.add(i)
+    assert seen_unseen == members  # every member had at least one unseen image (all have >= 5)
+    for i in members:
+        rec = report.data["member_images"][str(i)]
+        left = _images(source, counts, i) - PER - HELDOUT
+        g = min(GALLERY, left)
+        assert rec["gallery"] == [PER + HELDOUT, PER + HELDOUT + g]
+        assert rec["oracle"] == [PER + HELDOUT + g, PER + HELDOUT + g + min(ORACLE, left - g)]
+
+
+def test_shortfalls_are_counted(folder_attacks) -> None:
+    report, split, counts, source, _rec, _out = folder_attacks
+    members = split["clients"].tolist()
+    left = [_images(source, counts, i) - PER - HELDOUT for i in members]
+    g_short = sum(n < GALLERY for n in left)
+    o_short = sum(max(0, n - GALLERY) < ORACLE for n in left)
+    o_none = sum(n <= GALLERY for n in left)
+    assert o_short > 0  # the tree makes some (5- and 6-image identities)
+    note = next(n for n in report.notes if n.startswith("face folder: of"))
+    assert f"{g_short} have fewer than {GALLERY} gallery image(s)" in note
+    assert f"{o_short} fewer than {ORACLE} oracle image(s)" in note
+    if o_none:
+        assert any(
+            f"{o_none} of {len(members)} client identities have no real-image oracle" in f for f in report.failures
+        )
+
+
+def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) -> None:
+    """Clients training on 4 + 1 held-out images: the 5-image identities have none left; they are
+    counted, get no gallery image, and stop the membership game (named), never falling back to
+    training images."""
+    from attacks.run import _AttackData
+    from attacks.views import GroundTruth
+    from federated_core.data.folder_source import FolderFaceSource, folder_federated_data, split_folder_identities
+
+    counts = write_tree(tmp_path / "faces", identities=16)
+    source = FolderFaceSource(tmp_path / "faces", R)
+    split = split_folder_identities(source, public=4, clients=6, test=2, distractors=3, seed=1)
+    data = folder_federated_data(source, split, 2, "balanced", 4, 2, 1, seed=0)
+    spec = json.loads(json.dumps(data.data_spec))
+    ids = {party: c["identities"] for party, c in spec["clients"].items()}
+    gt = GroundTruth(ids, {}, {}, {}, spec)
+    config = AttackRunConfig(gallery_images_per_identity=2, oracle_images_per_identity=1, progress=False)
+    attack_data = _AttackData.of(gt, None, config)
+    members = split["clients"].tolist()
+    blind = sorted(i for i in members if counts[source.names[i]] == 5)
+    assert blind  # the tree cycles 5-image identities
+    assert attack_data.members_without_unseen(members) == blind
+    assert any(
+        f"{len(blind)} of {len(members)} client identities have no image after" in f for f in attack_data.failures
+    )
+    gallery = attack_data.gallery(torch.tensor(members))
+    assert not set(blind) & set(gallery.labels.tolist())
+    assert set(gallery.labels.tolist()) == set(members) - set(blind)
+    # a folder changed since the run is refused, naming the fingerprints
+    Image.new("RGB", (16, 16)).save(tmp_path / "faces" / "p00" / "extra.png")
+    with pytest.raises(ValueError, match="changed since the data spec was written"):
+        _AttackData.of(GroundTruth(ids, {}, {}, {}, spec), None, config)
