@@ -166,10 +166,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _adapt_keys(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """facenet-pytorch files for ``inception_resnet_v1`` name the network's keys without the
     wrapper's ``net.`` prefix and carry a classifier (``logits.*``), which is dropped, as
-    `InceptionResnetV1Backbone.load_facenet_weights` does."""
+    `InceptionResnetV1Backbone.load_facenet_weights` does; insightface ``arcface_torch`` IResNet
+    files (``conv1``, ``layer1``...) are renamed to privaudit's IResNet keys (`_insightface_key`)."""
     if name == "inception_resnet_v1" and not any(k.startswith("net.") for k in state):
         return {f"net.{k}": v for k, v in state.items() if not k.startswith("logits.")}
+    if name.startswith("iresnet") and "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
+        return {_insightface_key(k): v for k, v in state.items()}
     return state
+
+
+_INSIGHTFACE_STEM = {"conv1.": "stem.0.", "bn1.": "stem.1.", "prelu.": "stem.2."}
+
+
+def _insightface_key(key: str) -> str:
+    """insightface ``arcface_torch`` IResNet names -> privaudit's (the same layers, Deng et al.'s
+    IResNet): the stem's ``conv1`` / ``bn1`` / ``prelu`` are ``stem.0`` / ``stem.1`` / ``stem.2``,
+    ``layer<n>.`` is ``stages.<n-1>.``; ``bn2``, ``fc``, ``features`` keep their names."""
+    for theirs, ours in _INSIGHTFACE_STEM.items():
+        if key.startswith(theirs):
+            return ours + key[len(theirs) :]
+    match = re.match(r"layer(\d+)\.(.*)", key)
+    return f"stages.{int(match.group(1)) - 1}.{match.group(2)}" if match else key
 
 
 def _embedding_dim(path: Path, name: str, state: dict[str, torch.Tensor], requested: int | None) -> int:

@@ -282,3 +282,33 @@ def test_import_as_checkpoint_is_reproducible_and_loads_as_phi0(tiny: nn.Module,
     (length,) = struct.unpack("<Q", first.read_bytes()[:8])
     header = first.read_bytes()[8 : 8 + length].decode("utf-8")
     assert str(tmp_path) not in header and "/" not in json.dumps(config)
+
+
+def test_insightface_arcface_torch_iresnet_keys_are_renamed(tmp_path):
+    """insightface's arcface_torch IResNet names its stem conv1 / bn1 / prelu and its stages
+    layer1..layer4; such a file loads into privaudit's IResNet with every tensor in place."""
+    import re as _re
+
+    import torch as _torch
+
+    from federated_core.models import build_backbone as _build
+    from federated_core.models.weights import load_pretrained_backbone as _load
+
+    _torch.manual_seed(3)
+    ours = _build("iresnet18", embedding_dim=64, resolution=112).state_dict()
+
+    def theirs(key: str) -> str:  # the arcface_torch layout (insightface/recognition/arcface_torch/backbones/iresnet.py)
+        for a, b in (("stem.0.", "conv1."), ("stem.1.", "bn1."), ("stem.2.", "prelu.")):
+            if key.startswith(a):
+                return b + key[len(a):]
+        m = _re.match(r"stages\.(\d+)\.(.*)", key)
+        return f"layer{int(m.group(1)) + 1}.{m.group(2)}" if m else key
+
+    insightface = {theirs(k): v.clone() for k, v in ours.items()}
+    assert "conv1.weight" in insightface and "layer4.1.conv2.weight" in insightface and "stem.0.weight" not in insightface
+    path = tmp_path / "backbone.pth"
+    _torch.save(insightface, path)
+    model, info = _load("iresnet18", path, resolution=112)
+    assert info["embedding_dim"] == 64
+    for key, value in model.state_dict().items():
+        assert _torch.equal(value, ours[key]), key
