@@ -897,7 +897,7 @@ class _AttackData:
     def calibration_set(self, ev: Any) -> tuple[torch.Tensor, int, tuple[int, int] | None]:
         """``(identities, images per identity, span)`` that calibrate ``ev``: synthetic data, its own
         held-out range (or the identities right after its training ones); a folder, the evaluators'
-        calibration identities with as many images as each of them has (up to the configured count)."""
+        calibration identities that hold the images asked, or the fewer most of them hold (`_even_images`)."""
         c = self.config
         if self.folder is None:
             span = ev.eval_identities or (ev.train_identities[1], ev.train_identities[1] + c.calibration_identities)
@@ -908,11 +908,12 @@ class _AttackData:
                 (int(span[0]), int(span[0] + n)),
             )
         ids = self.calibration if self.calibration is not None else torch.zeros(0, dtype=torch.int64)
+        ids, per = _even_images(self.folder, ids, c.calibration_images_per_identity)
         if ids.numel() < 2:
             raise ValueError(
                 f"the face folder leaves {ids.numel()} calibration identities for the evaluators (needs >= 2)"
             )
-        return ids, min(c.calibration_images_per_identity, self.folder.max_index(ids)), None
+        return ids, per, None
 
 
 def _capped(what: str, pool: list[int], asked: int, notes: list[str]) -> list[int]:
@@ -1601,6 +1602,12 @@ def _calibrate(
     except ValueError as exc:
         report.failures.append(f"{what} calibration: {exc}")
         return None
+    if data.calibration is not None and what == "evaluator":
+        report.notes.append(
+            f"face folder calibration: {ids.numel()} of the evaluators' {data.calibration.numel()} calibration "
+            f"identities x {per} image(s) ({config.calibration_images_per_identity} asked; identities holding "
+            "fewer are left out)"
+        )
     reference.calibration = cal
     for t in cal.thresholds:
         if not t.supported:
@@ -1668,20 +1675,34 @@ def _folder_evaluator_config(phi0: Any, data: _AttackData, architecture: str | N
             "needed): add identities to the split's public part, or pass an evaluator"
         )
     folder = data.folder
-    per_train = min(int(phi0.train_images_per_identity), folder.max_index(train))
-    per_eval = min(int(phi0.eval_images_per_identity), folder.max_index(held))
-    cfg = folder_evaluator_config(phi0, FolderSpec.of(folder), train.tolist(), held.tolist(), per_train, per_eval,
+    kept, per_train = _even_images(folder, train, int(phi0.train_images_per_identity))
+    held_kept, per_eval = _even_images(folder, held, int(phi0.eval_images_per_identity))
+    cfg = folder_evaluator_config(phi0, FolderSpec.of(folder), kept.tolist(), held_kept.tolist(), per_train, per_eval,
                                   architecture=architecture)  # fmt: skip
     if report is not None:
         shared = 0
         if isinstance(phi0.data, FolderSpec) and phi0.data.fingerprint == folder.fingerprint():
-            shared = int(torch.isin(train, phi0.train_ids()).sum())
+            shared = int(torch.isin(kept, phi0.train_ids()).sum())
         report.notes.append(
-            f"face folder evaluator: {train.numel()} training identities x {per_train} image(s) (φ0 asked "
-            f"{phi0.train_images_per_identity}; the fewest any of them has caps it), {shared} of them also in φ0's "
-            f"pre-training; own metrics on its {held.numel()} calibration identities x {per_eval} image(s)"
+            f"face folder evaluator: {kept.numel()} training identities x {per_train} image(s) (φ0 asked "
+            f"{phi0.train_images_per_identity}; {train.numel() - kept.numel()} of its {train.numel()} identities "
+            f"hold fewer and are left out), {shared} of them also in φ0's pre-training; own metrics on "
+            f"{held_kept.numel()} of its calibration identities x {per_eval} image(s)"
         )
     return cfg
+
+
+def _even_images(folder: Any, ids: torch.Tensor, asked: int) -> tuple[torch.Tensor, int]:
+    """``(identities kept, images each)`` for a set that needs the same number of images of every
+    identity (a pre-training set, calibration pairs) from a folder whose identities hold different
+    numbers: ``asked`` images, or fewer where most identities hold fewer -- at most the lower median of
+    their counts, so at least half of ``ids`` are kept -- and the identities holding fewer left out."""
+    counts = sorted(folder.images_available(i) for i in ids.tolist())
+    if not counts:
+        return ids, asked
+    per = min(asked, counts[(len(counts) - 1) // 2])
+    keep = [i for i in ids.tolist() if folder.images_available(i) >= per]
+    return torch.tensor(keep, dtype=torch.int64), per
 
 
 def _phi0_config(run_dir: Path) -> Any:

@@ -7,6 +7,12 @@ gradient inversion runs on a client's logged backbone updates (first and last ro
 `attacks.logged_update`) of every method that uploads a backbone, and one simulated probe
 (`attacks.gradient`, Geiping et al.'s assumptions) on the first method that shares nothing but
 the backbone. The independent evaluation model is trained once and cached.
+
+On a run trained on a face folder (``[data] source = "folder"``), `attacks.run.run_attacks` takes
+every identity it needs from the run's identity split (distractors, the attacker's public
+identities, the evaluators' own) and never reuses a client's training or held-out images; the
+findings carry its notes on those roles and on any shortfall, the shortfalls that weaken a number
+are flagged as failures.
 """
 
 from __future__ import annotations
@@ -140,6 +146,18 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
             }
         )
     findings += [_membership_finding(r) for r in report.get("membership", [])]
+    return _with_folder_notes(findings, report)
+
+
+def _with_folder_notes(findings: list[dict[str, Any]], report: dict[str, Any]) -> list[dict[str, Any]]:
+    """On a face-folder run (the report's ``data`` record), every finding's notes end with the report's
+    notes on the folder: which split part played which role, and the caps and shortfalls in identities
+    and images (so a reader of results.json sees them beside each number). Synthetic runs: unchanged."""
+    if not report.get("data"):
+        return findings
+    folder = [n for n in report.get("notes", []) if n.startswith("face folder")]
+    for f in findings:
+        f["notes"] = "; ".join(n for n in [f.get("notes", ""), *folder] if n)
     return findings
 
 

@@ -235,3 +235,33 @@ def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) 
     Image.new("RGB", (16, 16)).save(tmp_path / "faces" / "p00" / "extra.png")
     with pytest.raises(ValueError, match="changed since the data spec was written"):
         _AttackData.of(GroundTruth(ids, {}, {}, {}, spec), None, config)
+
+
+def test_even_image_counts_keep_at_least_half_of_the_identities(tmp_path: Path) -> None:
+    """Pre-training and calibration sets need one image count for every identity: the asked count,
+    or the lower median of what the identities hold, those holding fewer left out."""
+    from attacks.run import _even_images
+    from federated_core.data.folder_source import FolderFaceSource
+
+    counts = write_tree(tmp_path / "faces", identities=4)  # p00..p03: 9, 5, 7, 6 images
+    source = FolderFaceSource(tmp_path / "faces", R)
+    ids = source.identities
+    held = {i: counts[source.names[i]] for i in ids.tolist()}
+    kept, per = _even_images(source, ids, 8)
+    assert per == sorted(held.values())[1] == 6  # lower median of 9, 5, 7, 6
+    assert kept.tolist() == [i for i in ids.tolist() if held[i] >= 6]
+    kept, per = _even_images(source, ids, 4)
+    assert per == 4 and kept.tolist() == ids.tolist()
+
+
+def test_audit_findings_carry_the_folder_notes(folder_attacks) -> None:
+    """The audit's attack findings (results.json) say which split part played which role."""
+    from privaudit.attack_stage import findings_from_report
+
+    report, _split, _counts, _source, _rec, out = folder_attacks
+    doc = report.to_dict()
+    findings = findings_from_report(doc, out)
+    assert {f["attack"] for f in findings} == {"knn", "inversion", "gradient", "membership"}
+    assert all("face folder roles" in f["notes"] and "fewer than the 50 asked" in f["notes"] for f in findings)
+    plain = findings_from_report({**doc, "data": None}, out)  # a synthetic run's report has no data record
+    assert not any("face folder roles" in f["notes"] for f in plain)
