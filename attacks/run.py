@@ -2168,6 +2168,13 @@ def _gradient(
         ids = gt.identities[party][:1] if len(gt.identities[party]) == 1 else gt.identities[party][:2]
         spec = gt.data_spec.get("clients", {}).get(party, {})
         per = max(1, math.ceil(config.gradient_images / len(ids)))
+        trained = int(spec.get("images_per_identity", per))
+        if gt.is_folder and per > trained:  # a folder's next images are held-out or attack images, or none
+            report.notes.append(
+                f"simulated gradient probe of {party}: {per} image(s) per identity asked, the client trained on "
+                f"{trained}: the probe uses those"
+            )
+            per = trained
         faces = render(torch.tensor(ids), per, int(spec.get("start_index", 0)))
         faces = faces.subset(torch.arange(min(len(faces), config.gradient_images)))
         n_classes = len(set(faces.labels.tolist()))

@@ -265,3 +265,22 @@ def test_audit_findings_carry_the_folder_notes(folder_attacks) -> None:
     assert all("face folder roles" in f["notes"] and "fewer than the 50 asked" in f["notes"] for f in findings)
     plain = findings_from_report({**doc, "data": None}, out)  # a synthetic run's report has no data record
     assert not any("face folder roles" in f["notes"] for f in plain)
+
+
+def test_simulated_probe_stays_within_the_clients_training_images(folder_attacks) -> None:
+    """A probe asking more images than a client trained on uses the training images only (said)."""
+    _report, split, _counts, source, _rec, out = folder_attacks
+    recorder = RecordingSource(source)
+    config = AttackRunConfig(
+        observer="server", attacks=("gradient",), gradient_logged_rounds=(), gradient_clients=1, gradient_images=8,
+        gradient_iterations=1, gradient_restarts=1, gradient_local_steps=(1,), gradient_dp_noise_multipliers=(),
+        calibration_identities=50, calibration_images_per_identity=3, evaluator_architecture=None, n_bootstrap=10,
+        progress=False, seed=3,
+    )  # fmt: skip
+    report = run_attacks(out.parent / "run", config, faces=recorder, cache_dir=out.parent / "cache")
+    assert any(f"asked, the client trained on {PER}: the probe uses those" in n for n in report.notes)
+    assert report.gradient and report.gradient[0].summary()["num_images"] == 2 * PER  # 2 identities x 3
+    members = set(split["clients"].tolist())
+    for ids, per, start in recorder.calls:
+        if set(ids) & members and start < PER + HELDOUT:
+            assert (start, per) == (0, PER), (ids, start, per)
