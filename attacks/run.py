@@ -48,6 +48,17 @@ engine (`federated_core.engine`; synthetic data, so every image can be regenerat
   Inverting Gradients follows breaching's recipe (TV 0.2, signed Adam, step decay, restarts);
   every gradient result is a lower bound on what an attacker with its stated knowledge can do.
 
+**Face folders.** A run trained on an identity-per-folder tree (its data spec says
+``"source": "folder"``) is attacked on that folder (`GroundTruth.folder_source`, its fingerprint
+checked): the identities every resource needs come from the run's identity split instead of the
+synthetic offsets — gallery distractors and membership non-members from its ``distractors`` part,
+the attacker's auxiliary identities from a seeded half of ``public``, the evaluators' training and
+calibration identities from the other half plus the identities the split left unused — and member
+identities' gallery, oracle and query images from the indices after their training and held-out
+images; every cap and every identity with too few images is counted in ``notes`` (and in
+``failures`` where it weakens a number), the roles and index ranges in ``attacks.json``'s ``data``
+(`_AttackData` says why).
+
 Everything is seeded by ``seed``; results are plain data (`AttackReport.to_dict`).
 """
 

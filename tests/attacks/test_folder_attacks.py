@@ -284,3 +284,42 @@ def test_simulated_probe_stays_within_the_clients_training_images(folder_attacks
     for ids, per, start in recorder.calls:
         if set(ids) & members and start < PER + HELDOUT:
             assert (start, per) == (0, PER), (ids, start, per)
+
+
+def test_privaudit_attack_command_on_a_folder_run(folder_attacks, tmp_path: Path, capsys) -> None:
+    """`privaudit attack RUN_DIR` reads the folder from the run's data spec: no option names it."""
+    from privaudit.cli import main
+
+    _report, split, _counts, _source, _rec, out = folder_attacks
+    assert (
+        main(["attack", str(out.parent / "run"), "--attacks", "knn", "--out", str(tmp_path), "--budget", "tiny"]) == 0
+    )
+    saved = json.loads((tmp_path / "attacks.json").read_text())
+    assert saved["data"]["source"] == "folder"
+    assert set(saved["data"]["distractors"]) == set(split["distractors"].tolist())
+    assert [r["kind"] for r in saved["knn"]] == ["class_centers", "dp_kmeans_centers"]
+    assert "face folder roles" in capsys.readouterr().out
+
+
+def test_a_split_too_small_for_the_roles_is_flagged(tmp_path: Path) -> None:
+    """No distractors: the gallery holds members only and the membership game has no non-member; one
+    identity left for the evaluators: flagged, and training one is refused naming what is missing."""
+    from attacks.run import _AttackData, _folder_evaluator_config
+    from attacks.views import GroundTruth
+    from federated_core.data.folder_source import FolderFaceSource, folder_federated_data, split_folder_identities
+    from federated_core.pretrain import PretrainConfig
+
+    write_tree(tmp_path / "faces", identities=10)
+    source = FolderFaceSource(tmp_path / "faces", R)
+    split = split_folder_identities(source, public=2, clients=6, test=2, distractors=0, seed=0)
+    spec = folder_federated_data(source, split, 2, "balanced", PER, 2, HELDOUT, seed=0).data_spec
+    gt = GroundTruth({p: c["identities"] for p, c in spec["clients"].items()}, {}, {}, {}, spec)
+    data = _AttackData.of(gt, None, AttackRunConfig(gallery_images_per_identity=1, progress=False))
+    assert data.distractors.numel() == 0 and data.nonmembers == []
+    assert any("gallery distractors" in n and "0 identities, fewer than the 1000 asked" in n for n in data.notes)
+    assert set(data.gallery(split["clients"]).labels.tolist()) == set(split["clients"].tolist())
+    assert data.membership_source()[1]["nonmembers"] == 0
+    assert data.public.numel() == 1  # half of the 2 public identities
+    assert any("1 identities left for the independent evaluators" in f for f in data.failures)
+    with pytest.raises(ValueError, match="leaves 1 identities for the independent evaluator"):
+        _folder_evaluator_config(PretrainConfig(), data, None, None)
