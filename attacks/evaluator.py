@@ -281,8 +281,8 @@ def _train_listed_evaluator(
                 f"(e.g. {inside[:5].tolist()}); choose disjoint identities"
             )
     result, problems = _pretrained(config, cache_dir, device, progress)
-    where = getattr(config.data, "root", None)
-    source = f"identities of the face folder {where}" if where else "listed identities"
+    where = getattr(config.data, "root", None)  # named, not located: results do not depend on where it lies
+    source = f"identities of the face folder {Path(where).name!r}" if where else "listed identities"
     desc = (
         f"independent evaluation model: {config.backbone} backbone (d={config.embedding_dim}, seed {config.seed}) "
         f"trained centrally on {train.numel()} {source}, disjoint from the attacked identities"

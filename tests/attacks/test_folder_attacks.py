@@ -132,8 +132,9 @@ def test_every_attack_family_runs_on_the_folder(folder_attacks) -> None:
     assert report.membership[0].nonmembers == 6  # the folder's 6 distractors, not the 20 asked
     # the evaluator trained on the folder (not given), on identities outside everything attacked
     assert "face folder" in report.evaluator and report.calibration is not None
-    saved = json.loads((out / "attacks.json").read_text())
-    assert saved["data"]["source"] == "folder"
+    text = (out / "attacks.json").read_text()
+    assert json.loads(text)["data"]["source"] == "folder"
+    assert str(out.parent) not in text  # neither the face folder's nor the run's location
     unexpected = [f for f in report.failures if "oracle" not in f]
     assert not unexpected, unexpected
 
