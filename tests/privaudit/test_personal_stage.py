@@ -200,7 +200,7 @@ def test_bad_inputs_are_refused_with_the_value(audit, tmp_path):
     with pytest.raises(ValueError, match="heldout_per_identity must be an integer >= 2.*got 1"):
         HeldOut(data, 1)
     real = type(data)(data.clients, data.test, {**data.data_spec, "source": "folders"})
-    with pytest.raises(ValueError, match="source must be 'synthetic', got 'folders'"):
+    with pytest.raises(ValueError, match="source must be 'synthetic' or 'folder', got 'folders'"):
         HeldOut(real, 3)
     with pytest.raises(ValueError, match="no finished audit run"):
         personalised_utility(MethodSpec("fedpe"), scenario, data, tmp_path)
