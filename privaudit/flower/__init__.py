@@ -12,7 +12,11 @@ names), `shards` (logical clients on SuperNodes), `client_app`, `server_app`, `e
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Flower reports usage to its servers unless told not to; privaudit talks to nothing but loopback.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 
 def wiretap(out_dir: Any, **options: Any) -> Any:

@@ -85,13 +85,8 @@ def run_jobs_on_flower(
     Flower federation (one Simulation Engine start, or one SuperLink with its SuperNodes)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "deployment":
-        raise ValueError(
-            "engine 'flower-deployment' (a SuperLink and SuperNodes as processes on 127.0.0.1) is not built yet "
-            "(issue #18); use 'flower-simulation', which runs the same ServerApp and ClientApp"
-        )
-    if deployment:
-        raise ValueError(f"unknown Flower engine option(s) {sorted(deployment)}")
+    if mode == "simulation" and deployment:
+        raise ValueError(f"option(s) {sorted(deployment)} apply to flower-deployment only")
     if not runs:
         raise ValueError("runs must hold at least one (config, clients, kwargs)")
     jobs = []
@@ -108,7 +103,12 @@ def run_jobs_on_flower(
     with tempfile.TemporaryDirectory(prefix="privaudit-flower-") as tmp:
         root = Path(tmp)
         _prepare(root, jobs, nodes)
-        outcome = _simulate(root, jobs, nodes, timeout)
+        if mode == "simulation":
+            outcome = _simulate(root, jobs, nodes, timeout)
+        else:
+            from privaudit.flower.deployment import deploy, deploy_options
+
+            outcome = deploy(root, jobs, nodes, timeout, **deploy_options(deployment))
     if outcome.error is not None:
         raise outcome.error
     if len(outcome.results) != len(jobs):
@@ -127,6 +127,8 @@ def run_on_flower(
     **kwargs: Any,
 ) -> Any:
     """Train ``config.method`` over ``clients`` on Flower (``mode`` "simulation" or "deployment");
-    ``kwargs`` as `run_federated` takes them (out_dir, eval_faces, data_spec, resume, ...).
+    ``kwargs`` as `run_federated` takes them (out_dir, eval_faces, data_spec, resume, ...), plus,
+    for a deployment, ``insecure`` and ``superlink_port`` (`privaudit.flower.deployment.deploy`).
     Returns the `FederatedResult` the in-process engine returns for the same arguments."""
-    return run_jobs_on_flower(mode, [(config, clients, kwargs)], num_supernodes, timeout)[0]
+    options = {k: kwargs.pop(k) for k in ("insecure", "superlink_port", "keep") if k in kwargs}
+    return run_jobs_on_flower(mode, [(config, clients, kwargs)], num_supernodes, timeout, **options)[0]

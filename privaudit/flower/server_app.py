@@ -185,21 +185,31 @@ class Outcome:
     error: BaseException | None = None
 
 
-def make_server_app(jobs: list[Job], outcome: Outcome, num_nodes: int, timeout: float) -> ServerApp:
-    """The generic ServerApp running ``jobs`` one after another on ``num_nodes`` SuperNodes."""
+def run_jobs(grid: Grid, jobs: list[Job], outcome: Outcome, num_nodes: int, timeout: float) -> None:
+    """Run ``jobs`` one after another on ``num_nodes`` SuperNodes; results (or the exception that
+    stopped them) into ``outcome``."""
     from federated_core.engine import run_federated
 
+    try:
+        nodes = wait_for_nodes(grid, num_nodes, timeout)
+        hosts: dict[tuple[int, ...], dict[int, int]] = {}  # the same clients are sharded the same way
+        for job in jobs:
+            key = tuple(sorted(job.clients))
+            if key not in hosts:
+                hosts[key] = host_map(grid, nodes, job, timeout)
+            executor = FlowerExecutor(grid, job, hosts[key], timeout)
+            outcome.results.append(run_federated(job.config, job.clients, client_executor=executor, **job.kwargs))
+            outcome.transports.append(executor.transport)
+    except BaseException as exc:  # handed to the caller, which re-raises it after Flower shut down
+        outcome.error = exc
+
+
+def make_server_app(jobs: list[Job], outcome: Outcome, num_nodes: int, timeout: float) -> ServerApp:
+    """The generic ServerApp running ``jobs`` one after another on ``num_nodes`` SuperNodes."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        try:
-            nodes = wait_for_nodes(grid, num_nodes, timeout)
-            for job in jobs:
-                executor = FlowerExecutor(grid, job, host_map(grid, nodes, job, timeout), timeout)
-                outcome.results.append(run_federated(job.config, job.clients, client_executor=executor, **job.kwargs))
-                outcome.transports.append(executor.transport)
-        except BaseException as exc:  # handed to the caller, which re-raises it after Flower shut down
-            outcome.error = exc
+        run_jobs(grid, jobs, outcome, num_nodes, timeout)
 
     return app
