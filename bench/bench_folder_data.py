@@ -1,5 +1,7 @@
-"""Real-folder data path at scale: `check_folder_tree` time, `FolderFaceDataset` load throughput
-through a DataLoader (0 and 2 workers), and peak memory, on a generated identity-per-folder tree.
+"""Real-folder data path at scale: `check_folder_tree` time, an audit's data stage on the folder
+(`privaudit.pipeline.data_stage` of `Scenario.from_folder(tree)` at the demo scale: check, split,
+render the clients' and test images), `FolderFaceDataset` load throughput through a DataLoader
+(0 and 2 workers), and peak memory, on a generated identity-per-folder tree.
 
     .venv/bin/python bench/bench_folder_data.py                      # 20,000 images (1,000 x 20) at 112 px
     .venv/bin/python bench/bench_folder_data.py --images 400 --json /tmp/smoke.json   # smoke run
@@ -19,6 +21,7 @@ Prints one JSON line and writes it to ``--json`` (default: bench/folder_data.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -119,6 +122,22 @@ def _phase(name: str, tree: Path, resolution: int, batch_size: int) -> dict[str,
     if name == "check":
         check = check_folder_tree(tree, min_images_per_identity=2)
         out = {"images": check.images, "identities": check.identities, "problems": len(check.problems())}
+    elif name == "audit":
+        from privaudit.pipeline import data_stage
+        from privaudit.scenario import Scenario
+
+        split = {"public": 0.3, "clients": 0.08, "test": 0.1}  # 1,000 identities: 300 / 80 / 100, the demo's
+        scenario = Scenario.from_folder(tree, scale="demo", split=split)
+        scenario = dataclasses.replace(scenario, out=str(tree.parent / "audit_out"))
+        data, pcfg, _ = data_stage(scenario, 4, progress=False)
+        counts = data.data_spec["split"]["counts"]
+        clients = sum(len(c) for c in data.clients)
+        out = {
+            "images": data.data_spec["source_record"]["images"],
+            "split": counts,
+            "rendered_images": clients + len(data.test),
+            "resolution": scenario.data.resolution,
+        }
     elif name == "eager":
         faces = load_folder_tree(tree, resolution)
         out = {"images": len(faces), "faceset_mib": faces.images.numel() / 2**20}
@@ -177,7 +196,7 @@ def main() -> None:
     try:
         generated = generate_tree(tree, args.images, args.per_identity, args.resolution)
         print(f"generated: {generated}", file=sys.stderr)
-        phases = {name: _run_phase(name, tree, args) for name in ("check", "load:0", "load:2", "eager")}
+        phases = {name: _run_phase(name, tree, args) for name in ("check", "audit", "load:0", "load:2", "eager")}
     finally:
         if not args.keep:
             shutil.rmtree(tree if args.out else base, ignore_errors=True)
@@ -190,6 +209,7 @@ def main() -> None:
         },
         "tree": {**generated, "resolution": args.resolution, "per_identity": args.per_identity, "formats": "PNG+JPEG"},
         "check": phases["check"],
+        "audit_data_stage": phases["audit"],
         "load_workers_0": phases["load:0"],
         "load_workers_2": phases["load:2"],
         "eager_load_folder_tree": phases["eager"],
