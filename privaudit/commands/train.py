@@ -6,8 +6,8 @@ Builds the data of the scale (`federated_core.scales`): public identities for φ
 identities, all disjoint; pre-trains φ0 on the public identities (cached by config hash under
 ``--cache-dir``, default ``<out>/../cache``) unless ``--from-scratch``; runs the method on the
 engine ``--engine`` (``inprocess``, the default; ``flower-simulation``: Flower's Simulation
-Engine; ``flower-deployment``: not built yet; see `privaudit.flower`: every engine gives the same numbers
-and run folder); writes the checkpoint, ``metrics.json``, the
+Engine; ``flower-deployment``: a SuperLink and SuperNodes as processes on 127.0.0.1, TLS unless
+``--insecure``; see `privaudit.flower`: every engine gives the same numbers and run folder); writes the checkpoint, ``metrics.json``, the
 wire log and the ground truth to ``--out`` (layout: `federated_core.engine`).
 """
 
@@ -95,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="Flower engines: SuperNodes hosting the logical clients (default: 2, at most the clients)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="flower-deployment: no TLS and no SuperNode authentication (default: TLS with certificates "
+        "generated at start, authenticated SuperNodes)",
+    )
 
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument(
@@ -121,11 +127,14 @@ def _dp_config(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine-specific arguments of the command line (none for the in-process engine)."""
-    if args.engine == "inprocess":
-        if args.supernodes is not None:
-            raise ValueError("--supernodes applies to the Flower engines only (--engine flower-...)")
-        return {}
-    return {} if args.supernodes is None else {"num_supernodes": args.supernodes}
+    if args.engine == "inprocess" and args.supernodes is not None:
+        raise ValueError("--supernodes applies to the Flower engines only (--engine flower-...)")
+    if args.insecure and args.engine != "flower-deployment":
+        raise ValueError("--insecure applies to --engine flower-deployment only")
+    options: dict[str, Any] = {} if args.supernodes is None else {"num_supernodes": args.supernodes}
+    if args.insecure:
+        options["insecure"] = True
+    return options
 
 
 def run(args: argparse.Namespace) -> int:

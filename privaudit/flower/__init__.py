@@ -1,13 +1,14 @@
 """privaudit on Flower (the optional extra ``privaudit[flower]``, flwr 1.42).
 
-* `run_on_flower` (`privaudit.flower.engine`): our methods on Flower's Simulation Engine, with
-  the in-process engine's result (`privaudit.engines`); the deployment engine (a SuperLink with
-  SuperNodes as processes) is not built yet.
+* `run_on_flower` (`privaudit.flower.engine`): our methods on Flower's Simulation Engine or on a
+  SuperLink with SuperNodes as processes on 127.0.0.1 (`privaudit.flower.deployment`), with the
+  in-process engine's result (`privaudit.engines`).
 * `wiretap` (`privaudit.flower.tap`): a client-side Mod for any Flower app that records what
   the client receives and sends in our WireLog format, so `privaudit attack` can read it.
 
 Modules: `codec` (our `Message` <-> Flower records), `protocol` (message types and record
-names), `shards` (logical clients on SuperNodes), `client_app`, `server_app`, `engine`.
+names), `shards` (logical clients on SuperNodes), `client_app`, `server_app`, `engine`,
+`deployment` (with `certs`, `processes`, `deployed`), `tap`.
 """
 
 from __future__ import annotations

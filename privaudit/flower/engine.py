@@ -4,9 +4,10 @@
 server_app`, `privaudit.flower.client_app`) on Flower's Simulation Engine
 (``flwr.simulation.run_simulation``, Ray backend, one CPU per ClientApp actor). The ServerApp
 runs `run_federated` with the clients' updates on the SuperNodes, so the result, the run folder
-and the numbers are the in-process engine's. ``mode="deployment"`` (a SuperLink and SuperNodes as
-processes) is not built yet: it raises a ValueError saying so. The run folder gains ``flower.json``: the engine, the SuperNodes and the bytes of Flower
-record content that crossed.
+and the numbers are the in-process engine's. ``mode="deployment"`` runs the same apps on a
+SuperLink and SuperNodes started as processes on 127.0.0.1 (`privaudit.flower.deployment`).
+The run folder gains ``flower.json``: the engine, the SuperNodes and the bytes of Flower record
+content that crossed (and, for a deployment, ``flower/``: its logs, certificates and keys).
 """
 
 from __future__ import annotations

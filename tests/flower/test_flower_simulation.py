@@ -74,7 +74,7 @@ def test_run_with_engine_routes_to_flower_and_checks_arguments(tmp_path):
         run_with_engine("flower-simulation", config, clients, num_supernodes=3)
     with pytest.raises(ValueError, match="mode must be one of simulation, deployment, got 'cloud'"):
         run_jobs_on_flower("cloud", [(config, clients, {})])
-    with pytest.raises(ValueError, match="engine 'flower-deployment' .* is not built yet"):
-        run_with_engine("flower-deployment", config, clients)
+    with pytest.raises(ValueError, match="option\\(s\\) \\['insecure'\\] apply to flower-deployment only"):
+        run_with_engine("flower-simulation", config, clients, insecure=True)
     with pytest.raises(ValueError, match="method= .* cannot run on Flower"):
         run_with_engine("flower-simulation", config, clients, method=object())

@@ -20,3 +20,5 @@ def test_train_on_flower_simulation_equals_inprocess(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "x"), "--supernodes", "2"]) == 2
     assert "--supernodes applies to the Flower engines only" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "x"), "--engine", "flower-simulation", "--insecure"]) == 2
+    assert "--insecure applies to --engine flower-deployment only" in capsys.readouterr().err
