@@ -54,8 +54,8 @@ checked): the identities every resource needs come from the run's identity split
 synthetic offsets — gallery distractors and membership non-members from its ``distractors`` part,
 the attacker's auxiliary identities from a seeded half of ``public``, the evaluators' training and
 calibration identities from the other half plus the identities the split left unused — and member
-identities' gallery, oracle and query images from the indices after their training and held-out
-images; every cap and every identity with too few images is counted in ``notes`` (and in
+identities' gallery, oracle and query images from the images their client never trained on (after
+the held-out images first, then the held-out ones); every cap and every identity with too few images is counted in ``notes`` (and in
 ``failures`` where it weakens a number), the roles and index ranges in ``attacks.json``'s ``data``
 (`_AttackData` says why).
 
@@ -753,9 +753,22 @@ def _render_spans(render: FaceSource, spans: list[tuple[int, int, int]]) -> Any:
     for identity, start, count in asked:
         batches.setdefault((start, count), []).append(identity)
     faces = FaceSet.concat([render(torch.tensor(ids), n, start) for (start, n), ids in batches.items()])
-    rank = {identity: k for k, (identity, _s, _n) in enumerate(asked)}
+    rank: dict[int, int] = {}
+    for k, (identity, _s, _n) in enumerate(asked):
+        rank.setdefault(identity, k)
     key = torch.tensor([rank[int(i)] for i in faces.labels.tolist()])
     return faces.subset(torch.argsort(key, stable=True))
+
+
+def _runs(identity: int, indices: list[int]) -> list[tuple[int, int, int]]:
+    """``indices`` of one identity as ``(identity, start, count)`` runs of consecutive indices."""
+    out: list[tuple[int, int, int]] = []
+    for k in indices:
+        if out and out[-1][1] + out[-1][2] == k:
+            out[-1] = (identity, out[-1][1], out[-1][2] + 1)
+        else:
+            out.append((identity, k, 1))
+    return out
 
 
 def _seeded_order(ids: list[int], seed: int, stream: int) -> list[int]:
@@ -789,11 +802,15 @@ class _AttackData:
       ``public`` part too, so the evaluators may share identities with φ0 (counted in ``notes``): they
       stay independent of the attacked identities, which is what scoring needs. Both evaluators train
       on the same identities (another architecture, not other faces: a folder is too small to halve);
-    * member identities' gallery, oracle and membership-query images: indices after the client's
-      training and held-out images (`GroundTruth.first_unseen_index`), gallery first, then the
-      oracle's (membership queries reuse the gallery's, a separate game); an identity with too few
-      images gets fewer, or none, counted in ``notes`` and ``failures``; training images are never
-      reused.
+    * member identities' gallery, oracle and membership-query images: images its client never
+      trained on (`GroundTruth.image_ranges`), first those after its held-out images, then -- where
+      those are too few -- its held-out images (never seen in training either; the personalised
+      protocols test on them, which the attacks do not disturb), gallery first, then the oracle's
+      (membership queries take the gallery's first ones: a separate game). Without this fallback an
+      identity-per-folder set with a handful of images per identity (the common case) would leave
+      every member out of the gallery. Every identity with fewer images than asked, and every one
+      whose held-out images are used, is counted in ``notes`` (in ``failures`` where none is left);
+      training images are never used.
     """
 
     render: FaceSource
@@ -801,7 +818,7 @@ class _AttackData:
     distractors: torch.Tensor
     public: torch.Tensor
     folder: Any = None  # the FolderFaceSource of a folder run; None: synthetic offsets and indices
-    unseen: dict[int, int] = field(default_factory=dict)  # member -> its first unseen image index
+    ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # member -> (training end, held-out end)
     nonmembers: list[int] = field(default_factory=list)  # the membership game's (folder)
     evaluator_train: torch.Tensor | None = None  # the evaluators' training identities (folder)
     calibration: torch.Tensor | None = None  # the evaluators' calibration identities (folder)
@@ -820,12 +837,17 @@ class _AttackData:
         return _folder_data(gt, render if render is not None else gt.face_source(), config)
 
     # ---------------------------------------------------------------- images
-    def _member_spans(self, identity: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``((start, count) of the gallery, (start, count) of the oracle)`` of a member identity."""
-        start = self.unseen[identity]
-        left = max(0, self.folder.images_available(identity) - start)
-        g = min(self.config.gallery_images_per_identity, left)
-        return (start, g), (start + g, min(self.config.oracle_images_per_identity, left - g))
+    def unseen_images(self, identity: int) -> list[int]:
+        """A member identity's image indices its client never trained on, in the order the attacks
+        take them: those after its held-out images, then its held-out images (class docstring)."""
+        train_end, held_end = self.ranges[identity]
+        n = self.folder.images_available(identity)
+        return list(range(held_end, n)) + list(range(train_end, min(held_end, n)))
+
+    def member_images(self, identity: int) -> tuple[list[int], list[int]]:
+        """``(gallery indices, oracle indices)`` of a member identity (disjoint, never training images)."""
+        order, g = self.unseen_images(identity), self.config.gallery_images_per_identity
+        return order[:g], order[g : g + self.config.oracle_images_per_identity]
 
     def gallery(self, ids: torch.Tensor) -> Any:
         """``gallery_images_per_identity`` unseen images of each of ``ids`` (fewer, or none, on a folder)."""
@@ -834,8 +856,8 @@ class _AttackData:
             return self.render(ids, c.gallery_images_per_identity, c.gallery_start_index)
         spans = []
         for i in ids.tolist():
-            if i in self.unseen:
-                spans.append((i, *self._member_spans(i)[0]))
+            if i in self.ranges:
+                spans += _runs(i, self.member_images(i)[0])
             else:
                 spans.append((i, 0, min(c.gallery_images_per_identity, self.folder.images_available(i))))
         faces = _render_spans(self.render, spans)
@@ -849,7 +871,7 @@ class _AttackData:
         c = self.config
         if self.folder is None:
             return self.render(ids, c.oracle_images_per_identity, c.oracle_start_index)
-        spans = [(i, *self._member_spans(i)[1]) for i in ids.tolist() if i in self.unseen]
+        spans = [run for i in ids.tolist() if i in self.ranges for run in _runs(i, self.member_images(i)[1])]
         return _render_spans(self.render, spans)
 
     def public_faces(self) -> Any:
@@ -875,8 +897,7 @@ class _AttackData:
         """The membership game's face source and `MembershipConfig` settings. Synthetic data: the
         run's source and the game's defaults. A folder: the game names its non-members
         ``nonmember_offset + n``; here they stand for ``self.nonmembers[n]`` (images from index 0),
-        and a member's query images are its unseen ones (`_member_spans`: from the first index after
-        its training and held-out images)."""
+        and a member's query images are the first of its images never trained on (`unseen_images`)."""
         if self.folder is None:
             return self.render, {}
         base = max(self.folder.names) + 1  # above every folder id: never a client identity
@@ -890,8 +911,7 @@ class _AttackData:
                     real = self.nonmembers[i - base]
                     spans.append((real, 0, min(per_identity, self.folder.images_available(real))))
                 else:
-                    start = self.unseen[i]
-                    spans.append((i, start, min(per_identity, self.folder.images_available(i) - start)))
+                    spans += _runs(i, self.unseen_images(i)[:per_identity])
             faces = _render_spans(self.render, spans)
             labels = torch.tensor([virtual.get(int(i), int(i)) for i in faces.labels.tolist()])
             return dataclasses.replace(faces, labels=labels, names={})
@@ -899,11 +919,11 @@ class _AttackData:
         return render, {"nonmembers": len(self.nonmembers), "nonmember_offset": base, "query_start_index": 0}
 
     def members_without_unseen(self, ids: list[int]) -> list[int]:
-        """The member identities of ``ids`` with no image after their training and held-out ones
-        (always none on synthetic data)."""
+        """The member identities of ``ids`` with no image their client did not train on (always none on
+        synthetic data)."""
         if self.folder is None:
             return []
-        return [i for i in ids if self.folder.images_available(i) <= self.unseen[i]]
+        return [i for i in ids if not self.unseen_images(i)]
 
     def calibration_set(self, ev: Any) -> tuple[torch.Tensor, int, tuple[int, int] | None]:
         """``(identities, images per identity, span)`` that calibrate ``ev``: synthetic data, its own
@@ -976,7 +996,7 @@ def _folder_data(gt: GroundTruth, render: FaceSource, config: AttackRunConfig) -
     )
     data = _AttackData(
         render, config, torch.tensor(distractors, dtype=torch.int64), torch.tensor(attacker, dtype=torch.int64),
-        folder=folder, unseen=gt.first_unseen_index(), nonmembers=nonmembers,
+        folder=folder, ranges=gt.image_ranges(), nonmembers=nonmembers,
         evaluator_train=torch.tensor(sorted(pool[n_cal:]), dtype=torch.int64),
         calibration=torch.tensor(sorted(pool[:n_cal]), dtype=torch.int64), notes=notes,
     )  # fmt: skip
@@ -999,28 +1019,36 @@ def _folder_data(gt: GroundTruth, render: FaceSource, config: AttackRunConfig) -
 
 def _count_shortfalls(data: _AttackData, members: list[int]) -> None:
     """Count, in ``data.notes`` / ``data.failures``, the folder identities with fewer images than the
-    attacks ask: members' unseen gallery and oracle images, distractors' and public identities' images."""
+    attacks ask: members' gallery and oracle images (and those that needed their held-out images),
+    distractors' and public identities' images."""
     c, folder = data.config, data.folder
-    g_short = o_short = g_none = o_none = 0
+    g_short = o_short = g_none = o_none = held = 0
     for i in members:
-        (_s, g), (_t, o) = data._member_spans(i)
-        g_short += g < c.gallery_images_per_identity
-        o_short += o < c.oracle_images_per_identity
-        g_none += g == 0
-        o_none += o == 0
+        gallery, oracle = data.member_images(i)
+        g_short += len(gallery) < c.gallery_images_per_identity
+        o_short += len(oracle) < c.oracle_images_per_identity
+        g_none += not gallery
+        o_none += not oracle
+        held += any(k < data.ranges[i][1] for k in gallery + oracle)
     n = len(members)
+    if held:
+        data.notes.append(
+            f"face folder: {held} of {n} client identities have fewer than {c.gallery_images_per_identity} gallery + "
+            f"{c.oracle_images_per_identity} oracle image(s) after their held-out ones: their held-out images (never "
+            "trained on; the personalised protocols' test images) fill in"
+        )
     if g_short or o_short:
         data.notes.append(
             f"face folder: of {n} client identities, {g_short} have fewer than {c.gallery_images_per_identity} "
-            f"gallery image(s) and {o_short} fewer than {c.oracle_images_per_identity} oracle image(s) after their "
-            f"training and held-out images ({g_none} without a gallery image, {o_none} without an oracle image); "
-            "training images are never reused"
+            f"gallery image(s) and {o_short} fewer than {c.oracle_images_per_identity} oracle image(s) their client "
+            f"never trained on ({g_none} without a gallery image, {o_none} without an oracle image); training images "
+            "are never used"
         )
     if g_none:
         data.failures.append(
-            f"face folder: {g_none} of {n} client identities have no image after their training and held-out ones: "
-            "they are absent from the k-NN and scoring galleries (a reconstruction of one cannot be rank-1) and "
-            "have no real-image oracle"
+            f"face folder: {g_none} of {n} client identities have no image their client did not train on: they are "
+            "absent from the k-NN and scoring galleries (a reconstruction of one cannot be rank-1) and have no "
+            "real-image oracle"
         )
     elif o_none:
         data.failures.append(f"face folder: {o_none} of {n} client identities have no real-image oracle image left")
@@ -1036,11 +1064,12 @@ def _count_shortfalls(data: _AttackData, members: list[int]) -> None:
 
 
 def _roles_record(data: _AttackData, parts: dict[str, list[int]], members: list[int]) -> dict[str, Any]:
-    """The folder roles for the report: identities per role and each member's image index ranges."""
+    """The folder roles for the report: identities per role and each member's image indices."""
     images = {}
     for i in members:
-        (s, g), (t, o) = data._member_spans(i)
-        images[str(i)] = {"first_unseen": data.unseen[i], "gallery": [s, s + g], "oracle": [t, t + o]}
+        gallery, oracle = data.member_images(i)
+        train_end, held_end = data.ranges[i]
+        images[str(i)] = {"training_end": train_end, "heldout_end": held_end, "gallery": gallery, "oracle": oracle}
     return {
         "source": "folder",
         "fingerprint": data.folder.fingerprint(),
@@ -1262,8 +1291,8 @@ def _membership_attacks(
     blind = data.members_without_unseen(attacked)
     if blind or settings.get("nonmembers", 1) == 0 or data.public.numel() == 0:
         why = (
-            f"{len(blind)} of the {len(attacked)} attacked client identities have no image after their training "
-            "and held-out ones to query with"
+            f"{len(blind)} of the {len(attacked)} attacked client identities have no image their client did not "
+            "train on to query with"
             if blind
             else "the face folder gives it no non-member (split part 'distractors') or no public identity"
         )
@@ -1521,7 +1550,7 @@ def _real_templates(
 ) -> dict[int, torch.Tensor]:
     """The observed model's normalised mean embedding of ``oracle_images_per_identity`` unseen
     images of each identity (`_AttackData.oracle`: indices from ``oracle_start_index``; on a folder
-    after the identity's training, held-out and gallery images, and none where none is left)."""
+    images its client never trained on, after the gallery's, and none where none is left)."""
     from federated_core.models import embed
 
     faces = data.oracle(torch.tensor(identities, dtype=torch.int64))
@@ -1564,7 +1593,7 @@ def _ceiling_inputs(
     where = (
         f"indices from {config.oracle_start_index}"
         if data.folder is None
-        else "indices after the identity's training, held-out and gallery images"
+        else "images its client never trained on, after the gallery's"
     )
     source = (
         f"observed model's mean embedding of {config.oracle_images_per_identity} unseen image(s) per identity "

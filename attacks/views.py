@@ -454,18 +454,18 @@ class GroundTruth:
 
         return render
 
-    def first_unseen_index(self) -> dict[int, int]:
-        """Per client identity, the first image index after every image its client trained on and
-        every held-out image (``data_spec["heldout"]``): indices from there were never seen in training
-        nor used by the personalised protocols."""
+    def image_ranges(self) -> dict[int, tuple[int, int]]:
+        """Per client identity ``(training end, held-out end)``: its client trained on image indices
+        ``start_index .. training end - 1``, and ``training end .. held-out end - 1`` are its held-out
+        images (``data_spec["heldout"]``, the personalised protocols' test images; none without one)."""
         heldout = self.data_spec.get("heldout") or {}
         held_end = int(heldout.get("start_index", 0)) + int(heldout.get("per_identity", 0))
-        out: dict[int, int] = {}
+        out: dict[int, tuple[int, int]] = {}
         for spec in self.data_spec.get("clients", {}).values():
             end = int(spec.get("start_index", 0)) + int(spec.get("images_per_identity", 1))
-            end = max(end, held_end) if heldout else end
             for i in spec.get("identities", []):
-                out[int(i)] = max(out.get(int(i), 0), end)
+                train_end = max(out.get(int(i), (0, 0))[0], end)
+                out[int(i)] = (train_end, max(train_end, held_end) if heldout else train_end)
         return out
 
     def split_parts(self) -> dict[str, list[int]] | None:

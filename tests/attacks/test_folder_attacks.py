@@ -161,44 +161,50 @@ def test_roles_are_the_splits_parts(folder_attacks) -> None:
     assert any("membership non-members" in n and "fewer than the 20 asked" in n for n in report.notes)
 
 
-def test_no_training_or_heldout_image_of_a_member_is_a_gallery_or_oracle_image(folder_attacks) -> None:
+def never_trained(n: int) -> list[int]:
+    """The image indices of a client identity with ``n`` images its client never trained on, in the
+    order the attacks may take them: after the held-out ones first, then the held-out ones."""
+    return list(range(PER + HELDOUT, n)) + list(range(PER, min(PER + HELDOUT, n)))
+
+
+def test_no_training_image_of_a_member_is_a_gallery_or_oracle_image(folder_attacks) -> None:
     report, split, counts, source, recorder, _out = folder_attacks
     members = set(split["clients"].tolist())
-    seen_unseen = set()
+    rendered: dict[int, set[int]] = {i: set() for i in members}
     for ids, per, start in recorder.calls:
-        for i in ids:
-            if i not in members:
-                continue
+        for i in set(ids) & members:
             span = set(range(start, start + per))
             if span & set(range(PER)):
                 # training images only where training images are meant: the client's whole training set
                 # (evaluator reference, logged-update attack) or the simulated probe's first image of each
                 # identity (gradient_images=2 over 2 identities) -- never the gallery's or oracle's 2
                 assert (start, per) in {(0, PER), (0, 1)}, (i, start, per)
-            assert not span & set(range(PER, PER + HELDOUT)), f"held-out image of {i} rendered"
-            assert start + per <= _images(source, counts, i)
-            if start >= PER + HELDOUT:
-                seen_unseen.add(i)
-    assert seen_unseen == members  # every member had at least one unseen image (all have >= 5)
+            else:
+                rendered[i] |= span
     for i in members:
+        n = _images(source, counts, i)
+        order = never_trained(n)
+        gallery, oracle = order[:GALLERY], order[GALLERY : GALLERY + ORACLE]
         rec = report.data["member_images"][str(i)]
-        left = _images(source, counts, i) - PER - HELDOUT
-        g = min(GALLERY, left)
-        assert rec["gallery"] == [PER + HELDOUT, PER + HELDOUT + g]
-        assert rec["oracle"] == [PER + HELDOUT + g, PER + HELDOUT + g + min(ORACLE, left - g)]
+        assert (rec["gallery"], rec["oracle"]) == (gallery, oracle)
+        assert rendered[i] == set(gallery + oracle)  # nothing else of a member outside its training images
+        if n - PER - HELDOUT >= GALLERY + ORACLE:
+            assert not rendered[i] & set(range(PER, PER + HELDOUT))  # held-out images only where needed
 
 
 def test_shortfalls_are_counted(folder_attacks) -> None:
     report, split, counts, source, _rec, _out = folder_attacks
     members = split["clients"].tolist()
-    left = [_images(source, counts, i) - PER - HELDOUT for i in members]
-    g_short = sum(n < GALLERY for n in left)
-    o_short = sum(max(0, n - GALLERY) < ORACLE for n in left)
-    o_none = sum(n <= GALLERY for n in left)
-    assert o_short > 0  # the tree makes some (5- and 6-image identities)
+    order = [never_trained(_images(source, counts, i)) for i in members]
+    g_short = sum(len(o) < GALLERY for o in order)
+    o_short = sum(len(o) - GALLERY < ORACLE for o in order)
+    o_none = sum(len(o) <= GALLERY for o in order)
+    held = sum(_images(source, counts, i) - PER - HELDOUT < GALLERY + ORACLE for i in members)
+    assert o_short > 0 and held > 0  # the tree makes some (5- and 6-image identities)
     note = next(n for n in report.notes if n.startswith("face folder: of"))
     assert f"{g_short} have fewer than {GALLERY} gallery image(s)" in note
     assert f"{o_short} fewer than {ORACLE} oracle image(s)" in note
+    assert any(n.startswith(f"face folder: {held} of {len(members)} client identities") for n in report.notes)
     if o_none:
         assert any(
             f"{o_none} of {len(members)} client identities have no real-image oracle" in f for f in report.failures
@@ -206,8 +212,8 @@ def test_shortfalls_are_counted(folder_attacks) -> None:
 
 
 def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) -> None:
-    """Clients training on 4 + 1 held-out images: the 5-image identities have none left; they are
-    counted, get no gallery image, and stop the membership game (named), never falling back to
+    """Clients training on 5 images and holding none out: the 5-image identities have none left; they
+    are counted, get no gallery image, and stop the membership game (named), never falling back to
     training images."""
     from attacks.run import _AttackData
     from attacks.views import GroundTruth
@@ -216,7 +222,7 @@ def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) 
     counts = write_tree(tmp_path / "faces", identities=16)
     source = FolderFaceSource(tmp_path / "faces", R)
     split = split_folder_identities(source, public=4, clients=6, test=2, distractors=3, seed=1)
-    data = folder_federated_data(source, split, 2, "balanced", 4, 2, 1, seed=0)
+    data = folder_federated_data(source, split, 2, "balanced", 5, 2, 0, seed=0)
     spec = json.loads(json.dumps(data.data_spec))
     ids = {party: c["identities"] for party, c in spec["clients"].items()}
     gt = GroundTruth(ids, {}, {}, {}, spec)
@@ -227,11 +233,13 @@ def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) 
     assert blind  # the tree cycles 5-image identities
     assert attack_data.members_without_unseen(members) == blind
     assert any(
-        f"{len(blind)} of {len(members)} client identities have no image after" in f for f in attack_data.failures
+        f"{len(blind)} of {len(members)} client identities have no image their client did not train on" in f
+        for f in attack_data.failures
     )
     gallery = attack_data.gallery(torch.tensor(members))
-    assert not set(blind) & set(gallery.labels.tolist())
     assert set(gallery.labels.tolist()) == set(members) - set(blind)
+    for i in set(members) - set(blind):
+        assert attack_data.member_images(i)[0] == list(range(5, min(7, counts[source.names[i]])))
     # a folder changed since the run is refused, naming the fingerprints
     Image.new("RGB", (16, 16)).save(tmp_path / "faces" / "p00" / "extra.png")
     with pytest.raises(ValueError, match="changed since the data spec was written"):
@@ -283,7 +291,7 @@ def test_simulated_probe_stays_within_the_clients_training_images(folder_attacks
     assert report.gradient and report.gradient[0].summary()["num_images"] == 2 * PER  # 2 identities x 3
     members = set(split["clients"].tolist())
     for ids, per, start in recorder.calls:
-        if set(ids) & members and start < PER + HELDOUT:
+        if set(ids) & members and start < PER:  # training images: only the training set as a whole
             assert (start, per) == (0, PER), (ids, start, per)
 
 
