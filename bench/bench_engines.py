@@ -1,19 +1,20 @@
-"""The same workload on the in-process engine and on Flower's Simulation Engine: wall time and
-bytes on the wire, as ratios, in one run.
+"""The same workload on the in-process engine, Flower's Simulation Engine and a Flower deployment
+on loopback (SuperLink + SuperNodes as processes, TLS): wall time and bytes on the wire, as
+ratios, in one run.
 
     .venv/bin/python bench/bench_engines.py                       # 20 clients x 5 ids, 5 rounds, fedgc
     .venv/bin/python bench/bench_engines.py --method privacyface --json out/bench_engines.json
 
 Workload: ``--clients`` clients x ``--ids`` identities x ``--images`` random 32-px images each, the
-tiny backbone (d=32), ``--rounds`` rounds, no evaluation. Both engines run the same method code
+tiny backbone (d=32), ``--rounds`` rounds, no evaluation. The engines run the same method code
 with the same seed; the bench checks that they end with the same backbone, bit for bit.
 
 Bytes: "wire" is what the method sends (the wire log's payload, per receiver; the same on every
 engine); "flower" is the Flower record content that crossed between the ServerApp and the
 SuperNodes (``flower.json``: the method's messages once per SuperNode, plus each logical client's
-state travelling with its job and back). Time: the in-process run, and the Flower run including
-the Simulation Engine's start (Ray, actors) and stop, measured once each in one process.
-``flower-deployment`` is not built yet and has no column.
+state travelling with its job and back). Time: each run once, in one process, the Flower runs
+including their start and stop (Ray and its actors; the SuperLink, SuperNodes, certificates,
+``flwr run``), and on a deployment each phase starts a ClientApp process per SuperNode.
 """
 
 from __future__ import annotations
@@ -64,22 +65,29 @@ def main() -> None:
         t0 = time.perf_counter()
         inprocess = run_federated(config, clients, out_dir=Path(tmp) / "inprocess")
         t_in = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        flower = run_on_flower("simulation", config, clients, out_dir=Path(tmp) / "flower", num_supernodes=args.supernodes)
-        t_fl = time.perf_counter() - t0
-        transport = json.loads((Path(tmp) / "flower" / "flower.json").read_text())
-    same = all(torch.equal(v, flower.backbone.state_dict()[k]) for k, v in inprocess.backbone.state_dict().items())
+        seconds, results, transports = {"inprocess": t_in}, {}, {}
+        for mode in ("simulation", "deployment"):
+            t0 = time.perf_counter()
+            folder = Path(tmp) / mode
+            results[mode] = run_on_flower(mode, config, clients, out_dir=folder, num_supernodes=args.supernodes)
+            seconds[f"flower-{mode}"] = time.perf_counter() - t0
+            transports[mode] = json.loads((folder / "flower.json").read_text())
+    reference = inprocess.backbone.state_dict()
     wire = wire_bytes(inprocess.metrics)
-    crossed = transport["bytes_sent"] + transport["bytes_received"]
     result = {
         "workload": vars(args) | {"json": None},
-        "seconds": {"inprocess": t_in, "flower-simulation": t_fl},
-        "time_ratio_simulation_over_inprocess": t_fl / t_in,
-        "wire_bytes": {"inprocess": wire, "flower-simulation": wire_bytes(flower.metrics)},
-        "flower_record_bytes": crossed,
-        "bytes_ratio_flower_records_over_wire": crossed / wire,
-        "flower_messages": transport["flower_messages"],
-        "same_backbone_bit_for_bit": same,
+        "seconds": seconds,
+        "time_ratios_over_inprocess": {k: v / t_in for k, v in seconds.items()},
+        "wire_bytes": {"inprocess": wire, **{f"flower-{m}": wire_bytes(r.metrics) for m, r in results.items()}},
+        "flower_record_bytes": {f"flower-{m}": t["bytes_sent"] + t["bytes_received"] for m, t in transports.items()},
+        "bytes_ratios_flower_records_over_wire": {
+            f"flower-{m}": (t["bytes_sent"] + t["bytes_received"]) / wire for m, t in transports.items()
+        },
+        "flower_messages": {f"flower-{m}": t["flower_messages"] for m, t in transports.items()},
+        "same_backbone_bit_for_bit": {
+            f"flower-{m}": all(torch.equal(v, r.backbone.state_dict()[k]) for k, v in reference.items())
+            for m, r in results.items()
+        },
         "threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=1))
