@@ -332,3 +332,45 @@ def test_a_split_too_small_for_the_roles_is_flagged(tmp_path: Path) -> None:
     assert any("1 identities left for the independent evaluators" in f for f in data.failures)
     with pytest.raises(ValueError, match="leaves 1 identities for the independent evaluator"):
         _folder_evaluator_config(PretrainConfig(), data, None, None)
+
+
+AUDIT = """
+scale = "tiny"
+name = "folder attacks"
+[data]
+source = "folder"
+path = "{path}"
+resolution = 32
+min_images_per_identity = 7
+[data.split]
+public = 10
+clients = 6
+test = 4
+[[methods]]
+name = "shared-centers"
+"""
+
+
+def test_privaudit_audit_attacks_a_folder(tmp_path: Path) -> None:
+    """`privaudit audit` on a folder scenario with every attack family: the findings in results.json
+    carry the folder roles, a shortfall that weakens a number is a flag."""
+    from privaudit.cli import main
+
+    counts = write_tree(tmp_path / "faces", identities=48)  # 7- and 9-image identities are eligible
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(AUDIT.format(path=(tmp_path / "faces").as_posix()))
+    assert main(["audit", str(scenario), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (method,) = results["methods"]
+    found = {(f["attack"], f["target_kind"]) for f in method["attacks"]}
+    assert {("knn", "class_centers"), ("inversion", "class_centers"), ("membership", "class_centers")} <= found
+    assert any(a == "gradient" for a, _k in found)
+    assert all("face folder roles" in f["notes"] for f in method["attacks"])
+    saved = json.loads((tmp_path / "out" / "runs" / "shared-centers" / "attacks" / "attacks.json").read_text())
+    spec = json.loads((tmp_path / "out" / "runs" / "shared-centers" / "ground_truth" / "data_spec.json").read_text())
+    assert set(saved["data"]["distractors"]) == set(spec["split"]["identities"]["distractors"])
+    train_end = spec["clients"]["client:0"]["images_per_identity"]
+    for i, rec in saved["data"]["member_images"].items():
+        assert min(rec["gallery"]) >= train_end and rec["training_end"] == train_end
+        asked = AttackRunConfig().gallery_images_per_identity  # the audit keeps the default
+        assert len(rec["gallery"]) == min(asked, counts[f"p{int(i):02d}"] - train_end)
