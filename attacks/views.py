@@ -44,6 +44,7 @@ __all__ = [
     "backbone_from_state",
     "GroundTruth",
     "load_ground_truth",
+    "open_run_folder",
 ]
 
 OUTSIDER = "outsider"
@@ -427,14 +428,13 @@ class GroundTruth:
         return self.data_spec.get("source") == "folder"
 
     def folder_source(self) -> Any:
-        """The run's `FolderFaceSource`, reopened from the data spec once (its fingerprint checked:
-        a folder changed since the run is refused with a ``ValueError`` naming both fingerprints)."""
+        """The run's `FolderFaceSource`, reopened from the data spec (its fingerprint checked: a folder
+        changed since the run is refused with a ``ValueError`` naming both fingerprints) or taken from
+        `open_run_folder`'s cache while the tree is unchanged."""
         if not self.is_folder:
             raise ValueError(f"no face folder: the data spec says {self.data_spec.get('source')!r}")
         if self._folder is None:
-            from federated_core.data.folder_source import FolderFaceSource
-
-            self._folder = FolderFaceSource.from_data_spec(self.data_spec)
+            self._folder = open_run_folder(self.data_spec)
         return self._folder
 
     def face_source(self) -> Callable[[torch.Tensor, int, int], Any]:
@@ -606,6 +606,48 @@ class GroundTruth:
         if self.data_spec.get("source") != "synthetic":
             raise ValueError(f"no synthetic generator: the data spec says {self.data_spec.get('source')!r}")
         return _synthetic_generator(self.data_spec["generator"])
+
+
+#: Opened face folders by (settings, fingerprint): ``(tree signature, FolderFaceSource)``; a few at most.
+_OPEN_FOLDERS: dict[str, tuple[str, Any]] = {}
+_MAX_OPEN_FOLDERS = 2
+
+
+def _tree_signature(root: str, extensions: Sequence[str] | None) -> str:
+    """SHA-256 of every identity folder's image files: relative path, size and modification time
+    (a directory walk and a ``stat`` per file; no image is read)."""
+    import hashlib
+
+    from federated_core.data.folders import IMAGE_EXTENSIONS, list_folder_tree
+
+    h = hashlib.sha256()
+    for name, files in list_folder_tree(root, extensions or IMAGE_EXTENSIONS).items():
+        h.update(b"D" + name.encode("utf-8", "surrogateescape") + b"\0")
+        for path in files:
+            st = path.stat()
+            h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def open_run_folder(data_spec: Mapping[str, Any]) -> Any:
+    """`FolderFaceSource.from_data_spec(data_spec)`, opened once per process: opening checks (decodes)
+    every image, which an audit attacking several runs of one folder would repeat per run. A cached
+    source is reused only while the tree's signature (`_tree_signature`: paths, sizes, modification
+    times) is the one it had when opened; otherwise the folder is reopened, and its fingerprint checked."""
+    from federated_core.data.folder_source import FolderFaceSource
+
+    folder = data_spec.get("folder") or {}
+    key = json.dumps({"folder": folder, "fingerprint": data_spec.get("fingerprint")}, sort_keys=True, default=str)
+    signature = _tree_signature(str(folder.get("root", "")), folder.get("extensions"))
+    cached = _OPEN_FOLDERS.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    source = FolderFaceSource.from_data_spec(data_spec)
+    _OPEN_FOLDERS.pop(key, None)
+    while len(_OPEN_FOLDERS) >= _MAX_OPEN_FOLDERS:
+        _OPEN_FOLDERS.pop(next(iter(_OPEN_FOLDERS)))
+    _OPEN_FOLDERS[key] = (signature, source)
+    return source
 
 
 def _synthetic_generator(spec: Mapping[str, Any]) -> Any:

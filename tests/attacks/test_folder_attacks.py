@@ -11,6 +11,7 @@ with too few images is counted in the report.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +241,12 @@ def test_members_without_unseen_images_are_flagged_and_left_out(tmp_path: Path) 
     assert set(gallery.labels.tolist()) == set(members) - set(blind)
     for i in set(members) - set(blind):
         assert attack_data.member_images(i)[0] == list(range(5, min(7, counts[source.names[i]])))
-    # a folder changed since the run is refused, naming the fingerprints
+    # opened once per process while the tree is unchanged; a folder changed since the run is refused
+    assert GroundTruth(ids, {}, {}, {}, spec).folder_source() is attack_data.folder
+    touched = sorted((tmp_path / "faces" / "p01").iterdir())[0]
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same size: same fingerprint
+    assert GroundTruth(ids, {}, {}, {}, spec).folder_source() is not attack_data.folder  # reopened, checked
     Image.new("RGB", (16, 16)).save(tmp_path / "faces" / "p00" / "extra.png")
     with pytest.raises(ValueError, match="changed since the data spec was written"):
         _AttackData.of(GroundTruth(ids, {}, {}, {}, spec), None, config)
