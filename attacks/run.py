@@ -1003,7 +1003,8 @@ def _folder_data(gt: GroundTruth, render: FaceSource, config: AttackRunConfig) -
     notes.append(
         f"face folder roles: {len(distractors)} gallery distractors and {len(nonmembers)} membership non-members "
         f"from the split's distractors; the attacker's {len(attacker)} auxiliary identities and the evaluators' "
-        f"{len(pool)} ({len(pool) - n_cal} training, {n_cal} calibrating; {len(pub[:n_eval])} from a seeded "
+        f"{len(pool)} ({len(pool) - n_cal} training, {n_cal} calibrating of the {config.calibration_identities} "
+        f"calibration identities asked; {len(pub[:n_eval])} from a seeded "
         f"{FOLDER_EVALUATOR_SHARE:g} of the public part, {len(parts['unused'])} unused by the split) are "
         "disjoint; the evaluators may share public identities with φ0 and both evaluators train on the same ones"
     )
