@@ -380,3 +380,24 @@ def test_privaudit_audit_attacks_a_folder(tmp_path: Path) -> None:
         assert min(rec["gallery"]) >= train_end and rec["training_end"] == train_end
         asked = AttackRunConfig().gallery_images_per_identity  # the audit keeps the default
         assert len(rec["gallery"]) == min(asked, counts[f"p{int(i):02d}"] - train_end)
+
+
+def test_a_spec_without_a_split_record_deals_the_rest_into_public_and_distractors(tmp_path: Path) -> None:
+    """Federated data built from plain identity lists records no split: the identities outside the
+    clients and the test set are dealt, seeded, into public and distractor halves (said)."""
+    from attacks.run import _AttackData
+    from attacks.views import GroundTruth
+    from federated_core.data.folder_source import FolderFaceSource, folder_federated_data
+
+    write_tree(tmp_path / "faces", identities=12)
+    source = FolderFaceSource(tmp_path / "faces", R)
+    clients, test = torch.tensor([0, 2, 4, 6]), torch.tensor([8, 10])
+    spec = folder_federated_data(source, {"clients": clients, "test": test}, 2, "balanced", 3, 2, 1, seed=0).data_spec
+    assert spec["split"] is None
+    gt = GroundTruth({p: c["identities"] for p, c in spec["clients"].items()}, {}, {}, {}, spec)
+    data = _AttackData.of(gt, None, AttackRunConfig(progress=False, seed=5))
+    rest = set(range(12)) - set(clients.tolist()) - set(test.tolist())
+    evaluators = set(data.evaluator_train.tolist()) | set(data.calibration.tolist())
+    assert set(data.distractors.tolist()) | set(data.public.tolist()) | evaluators == rest
+    assert len(data.distractors) == 3 and not set(data.distractors.tolist()) & (set(data.public.tolist()) | evaluators)
+    assert any("records no identity split" in n for n in data.notes)
