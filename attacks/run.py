@@ -96,7 +96,12 @@ FaceSource = Callable[[torch.Tensor, int, int], Any]
 
 @dataclass(frozen=True)
 class AttackRunConfig:
-    """Sizes of the attacker's resources and of the attacks (defaults: demo scale, CPU)."""
+    """Sizes of the attacker's resources and of the attacks (defaults: demo scale, CPU).
+
+    The ``*_offset`` and ``*_start_index`` fields place identities and images in the synthetic
+    generator's unlimited space; a run on a face folder takes its identities from the run's split and
+    its members' images after their training ones instead (`_AttackData`), capping every count at what
+    the folder holds (said in the report's notes)."""
 
     observer: str = "server"
     attacks: tuple[str, ...] = ATTACKS
