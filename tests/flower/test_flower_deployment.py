@@ -74,7 +74,7 @@ def test_a_supernode_killed_mid_run_is_a_recorded_dropout_and_nothing_is_left(tm
 
     killer = threading.Thread(target=kill_node_after_round_1, daemon=True)
     killer.start()
-    result = run_on_flower("deployment", config, clients, out_dir=out, num_supernodes=2, timeout=20, insecure=True, keep=keep)
+    result = run_on_flower("deployment", config, clients, out_dir=out, num_supernodes=2, timeout=15, insecure=True, keep=keep)
     killer.join(timeout=5)
     rounds = result.metrics["rounds"]
     assert rounds[0]["failed"] == [] and rounds[0]["participants"] == [0, 1, 2, 3]

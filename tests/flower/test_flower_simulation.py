@@ -63,13 +63,10 @@ def test_simulation_equals_inprocess(runs, method):
     assert transport["bytes_received"] > 0 and transport["bytes_sent"] > 0
 
 
-def test_run_with_engine_routes_to_flower_and_checks_arguments(tmp_path):
+def test_flower_engines_check_their_arguments():
+    # (run_with_engine reaching Flower is tested through `privaudit train --engine`: test_train_command)
     clients = make_clients(num_clients=2, ids_per_client=2, per_identity=2)
     config = tiny_config(method="fedavg-finetune", rounds=1)
-    result = run_with_engine("flower-simulation", config, clients, out_dir=tmp_path / "run", num_supernodes=1)
-    reference = run_federated(config, clients)
-    assert all(bits_equal(t, reference.backbone.state_dict()[k]) for k, t in result.backbone.state_dict().items())
-    assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "wire" / "index.json").is_file()
     with pytest.raises(ValueError, match="num_supernodes must be an integer in \\[1, 2\\].*got 3"):
         run_with_engine("flower-simulation", config, clients, num_supernodes=3)
     with pytest.raises(ValueError, match="mode must be one of simulation, deployment, got 'cloud'"):
