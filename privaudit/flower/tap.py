@@ -11,7 +11,8 @@ and the reply pass through untouched (the same objects, the same bytes).
 Kinds: a message with one ``ArrayRecord`` is a ``backbone`` (its arrays under their own names;
 arrays named with ``head_prefix`` go to a ``flower_arrays`` message beside it, since a classifier
 head is no backbone); other arrays are ``flower_arrays``; a message without arrays is
-``flower_records``. The round is the ``"server-round"`` of a config record (Flower's strategies
+``flower_records`` (the bytes values of its config records as uint8 tensors, e.g. SecAgg+'s
+masked vectors). The round is the ``"server-round"`` of a config record (Flower's strategies
 send it), else the message's numeric ``group_id``, else the count of train messages so far.
 
 Several ClientApp processes write to one folder: each message is spooled to its own file
@@ -91,11 +92,27 @@ def _round(message: Message, counter: int) -> int:
     return int(group) if group.isdigit() else counter
 
 
+def _config_bytes(message: Message) -> dict[str, torch.Tensor]:
+    """The bytes values of the message's config records (e.g. Secure Aggregation's masked vectors
+    and shares) as uint8 tensors ``"<record>/<key>"`` (``"/<i>"`` for lists): they crossed too."""
+    out: dict[str, torch.Tensor] = {}
+    for key, record in message.content.config_records.items():
+        for name, value in record.items():
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, bytes):
+                    where = f"{key}/{name}" + (f"/{i}" if isinstance(value, list) else "")
+                    out[where] = (
+                        torch.frombuffer(bytearray(item), dtype=torch.uint8).clone() if item else torch.empty(0)
+                    )
+    return out
+
+
 def _payloads(message: Message, head_prefix: str) -> list[tuple[str, dict[str, torch.Tensor]]]:
     """(kind, tensors) of a Flower message: see the module docstring."""
-    arrays = message.content.array_records
+    arrays = {k: r for k, r in message.content.array_records.items() if len(r)}
     if not arrays:
-        return [("flower_records", {})]
+        return [("flower_records", _config_bytes(message))]
     if len(arrays) == 1:
         key, record = next(iter(arrays.items()))
         body = {n: _tensor(a, f"{key}[{n!r}]") for n, a in record.items() if not n.startswith(head_prefix)}

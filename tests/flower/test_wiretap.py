@@ -125,3 +125,19 @@ def test_readme_three_steps_audit_the_example_app(tmp_path):
     wire = WireLog.load(tmp_path / "audit", verify_all=True)
     uploads = [m for m in wire if m.kind == "backbone" and m.sender != "server" and m.phase == "train"]
     assert sorted({m.sender for m in uploads}) == [f"client:{k}" for k in range(4)] and len(uploads) == 8
+
+
+def test_config_bytes_and_emptied_arrays_are_recorded_as_records(tmp_path, server_identity):
+    """What Secure Aggregation sends: masked vectors as bytes in a config record, arrays emptied."""
+    app = ClientApp(mods=[wiretap(tmp_path / "audit")])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        masked = ConfigRecord({"masked": [b"\x01\x02\x03", b""], "stage": "collect"})
+        return Message(RecordDict({"arrays": ArrayRecord(), "secagg": masked}), reply_to=msg)
+
+    app(_message(1), _context())
+    sent = [m for m in WireLog.load(tmp_path / "audit") if m.sender == "client:2"]
+    assert [m.kind for m in sent] == ["flower_records"]
+    assert sent[0].tensors["secagg/masked/0"].tolist() == [1, 2, 3] and sent[0].tensors["secagg/masked/1"].numel() == 0
+    assert sent[0].meta["flower"]["configs"]["secagg"] == {"masked": [{"bytes": 3}, {"bytes": 0}], "stage": "collect"}
