@@ -83,3 +83,22 @@ def test_a_supernode_killed_mid_run_is_a_recorded_dropout_and_nothing_is_left(tm
     assert result.metrics["client_failures"]["count"] == 2
     assert keep.alive() == []
     assert "Uvicorn running on http://127.0.0.1" in (out / "flower" / "logs" / "superlink.log").read_text()  # --insecure
+
+
+def test_ctrl_c_during_start_up_tears_everything_down(tmp_path):
+    import _thread
+
+    keep = Processes({})
+
+    def interrupt_once_the_supernodes_start():
+        deadline = time.monotonic() + 60
+        while not any(name == "SuperNode 1" for name, _, _ in keep.started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C does to the main thread
+
+    threading.Thread(target=interrupt_once_the_supernodes_start, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_on_flower("deployment", tiny_config(method="fedgc", rounds=1), make_clients(), insecure=True, keep=keep,
+                      out_dir=tmp_path / "run")
+    assert len(keep.seen) >= 3 and keep.alive() == []
+    assert (tmp_path / "run" / "flower" / "logs" / "superlink.log").is_file()
