@@ -1,20 +1,20 @@
 """Faults on Flower: a SuperNode that stops answering mid-run, a reply whose records do not decode,
 a node whose data shard is damaged. Each gives a clear error or a recorded dropout, never a hang.
 
-The mid-run faults run the real ClientApp behind a loopback Grid (this process delivers each
-message to the ClientApp of its node, then drops or damages the replies of one node): the faults
-are then exactly where we want them. The damaged shard runs on Flower's Simulation Engine."""
+They run the real ClientApp behind a loopback Grid (this process delivers each message to the
+ClientApp of its node and, as Flower's runtimes do, turns an exception of the ClientApp into an
+error reply; then it drops or damages the replies of one node): the faults are then exactly where
+we want them. (A SuperNode killed mid-run on a real deployment: test_flower_deployment.)"""
 
 import json
 
 import pytest
-from flwr.app import ConfigRecord, Context, RecordDict
-from flwr.simulation import run_simulation
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 
 from federated_core.engine import ClientFailureError, run_federated
 from privaudit.flower import protocol
 from privaudit.flower.client_app import make_client_app
-from privaudit.flower.server_app import FlowerExecutor, Job, Outcome, host_map, make_server_app
+from privaudit.flower.server_app import FlowerExecutor, Job, host_map
 from privaudit.flower.shards import assign_shards, shard_path, write_shard
 
 from flower_helpers import make_clients, tiny_config
@@ -51,7 +51,10 @@ class LoopbackGrid:
         for message in messages:
             node = message.metadata.dst_node_id
             config = {"partition-id": self.partitions[node], "num-partitions": len(self.partitions)}
-            reply = self.app(message, Context(1, node, config, RecordDict(), {}))
+            try:
+                reply = self.app(message, Context(1, node, config, RecordDict(), {}))
+            except Exception as exc:  # what Flower's runtimes do with a ClientApp that raises
+                reply = Message(Error(code=1, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
             job = json.loads(message.content.config_records[protocol.JOB_KEY]["json"])
             if self.fault is not None and "round" in job:
                 reply = self.fault(job["round"], node, reply)
@@ -105,15 +108,27 @@ def test_an_undecodable_reply_drops_its_nodes_clients_or_stops_the_run(tmp_path,
         _run(tmp_path, _garbled_in_round_2, tolerate=False)
 
 
-def test_a_damaged_shard_on_the_simulation_engine_is_a_clear_error(tmp_path):
+def test_a_damaged_shard_is_a_clear_error_naming_node_and_file(tmp_path, server_identity):
     clients = make_clients()
     _shards(tmp_path, clients, 2)
     shard_path(tmp_path / "job-0", 1).write_bytes(b"this is not a torch file")
-    outcome = Outcome()
+    grid = LoopbackGrid(tmp_path, 2)
     job = Job(0, tiny_config(method="fedgc", rounds=1), dict(enumerate(clients)), {})
-    server = make_server_app([job], outcome, num_nodes=2, timeout=60.0)
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2, "num_gpus": 0}}
-    run_simulation(server, make_client_app(str(tmp_path)), num_supernodes=2, backend_config=backend)
-    assert isinstance(outcome.error, RuntimeError) and outcome.results == []
-    message = str(outcome.error)
-    assert "could not say which clients it hosts" in message and "node-1.pt" in message and "cannot be read" in message
+    with pytest.raises(RuntimeError, match="SuperNode 102 could not say which clients it hosts: ValueError: data shard .*node-1.pt.* cannot be read"):
+        host_map(grid, grid.get_node_ids(), job, 30.0)
+
+
+def test_a_clientapp_that_fails_mid_run_drops_its_clients(tmp_path, server_identity):
+    clients = make_clients()
+    _shards(tmp_path, clients, 2)
+    grid = LoopbackGrid(tmp_path, 2)
+    config = tiny_config(method="fedgc", rounds=2, tolerate_client_failures=True)
+    job = Job(0, config, dict(enumerate(clients)), {})
+    executor = FlowerExecutor(grid, job, host_map(grid, grid.get_node_ids(), job, 30.0), 30.0)
+    shard_path(tmp_path / "job-0", 1).write_bytes(b"damaged after start")  # read again by a fresh process
+    from privaudit.flower import client_app
+
+    client_app._SHARDS.clear()  # (the loopback's ClientApp shares this process's cache)
+    result = run_federated(config, clients, client_executor=executor)
+    assert result.metrics["client_failures"] == {"count": 4, "rounds": {"1": [2, 3], "2": [2, 3]}}
+    assert all("SuperNode 102 failed: ValueError: data shard" in e["error"] for e in result.metrics["rounds"][0]["failed"])
