@@ -75,7 +75,7 @@ _EXPORTS = {
     "AttackRunConfig": "run",
     "AttackReport": "run",
     "run_attacks": "run",
-    "second_evaluator_architecture": "run",
+    "evaluator_architecture_for": "run",
 }
 
 __all__ = sorted(_EXPORTS)

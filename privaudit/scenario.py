@@ -386,9 +386,11 @@ class AttackSpec:
     whitebox: bool = True
     whitebox_iterations: int = 100
     whitebox_restarts: int = 2
-    # a second evaluator of another architecture beside the first (agreement of the two on every
-    # reconstruction): "auto" = MobileFaceNet (IResNet-18 where φ0 is a MobileFaceNet), a registered
-    # backbone name, or "same" / None for the single evaluator of φ0's architecture
+    # the evaluator's architecture, another than the attacked model's (an evaluator of φ0's architecture
+    # passes reconstructions optimised through the observed model more often than real faces): "auto" =
+    # MobileFaceNet (IResNet-18 where φ0 is a MobileFaceNet) or a registered backbone name, with a second
+    # evaluator of φ0's architecture beside it (agreement of the two on every reconstruction); "same" /
+    # None for one evaluator, of φ0's architecture
     evaluator_architecture: str | None = "auto"
     # simulated gradient probe: beside recovered labels (LLG, iDLG for one image) the same attack given the
     # true labels (the upper bound); GradInversion's BatchNorm prior (0 = off; the default `tiny`

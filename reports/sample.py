@@ -361,7 +361,7 @@ def _inversion_finding(
         },
         image_grid=grid,
         success_metric="rank1",
-        notes="SAMPLE: GAN decoder; second evaluator: a MobileFaceNet",
+        notes="SAMPLE: GAN decoder; evaluator: a MobileFaceNet; second evaluator: φ0's architecture",
     )
 
 

@@ -671,7 +671,7 @@ def _agreement_note(methods: Sequence[MethodResult]) -> str:
     )
     n_rec = int(sum(pooled[next(iter(pooled))]))
     return (
-        f" Second evaluator (another architecture, its own identities and thresholds): on {n_rec} reconstructions "
+        f" Second evaluator (φ0's architecture, its own identities and thresholds): on {n_rec} reconstructions "
         f"of {findings} inversion findings, pass/fail agreement with the first, pooled — {'; '.join(parts)}{rho_text} "
         "(no interval: the reconstructions are not all independent units)."
     )

@@ -7,7 +7,8 @@ the observer's position (`attacks.run.run_attacks`): k-NN identity and membershi
 center-like kind observed (PrivacyFace A.2.4), embedding inversion scored by an independent
 evaluation model (Table 5; by default a GAN decoder with held-out identities, and a white-box
 optimisation inversion of the same vectors beside it, each scored the same way and compared), a
-second evaluator of another architecture and the two evaluators' agreement, gradient-inversion
+evaluator of another architecture than the attacked model's with a second of φ0's beside it and the
+two evaluators' agreement, gradient-inversion
 probes of a client's update (recovered labels where the head is observed, the granted-labels
 upper bound beside them). Writes ``<out>/attacks.json`` and the image grids, and prints a table.
 """
@@ -138,8 +139,9 @@ def _add_inversion_arguments(p: argparse.ArgumentParser) -> None:
         "--evaluator-architecture",
         type=_architecture,
         default=None,
-        help="a second evaluator of another architecture beside the first, and their agreement: auto "
-        "(MobileFaceNet, or IResNet-18 where φ0 is one; the default), a backbone name, or same (one evaluator)",
+        help="the evaluator's architecture, another than the attacked model's, with a second evaluator of φ0's "
+        "architecture beside it and their agreement: auto (MobileFaceNet, or IResNet-18 where φ0 is one; the "
+        "default), a backbone name, or same (one evaluator, of φ0's architecture)",
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attacks.evaluator import Evaluator
-from attacks.run import AttackRunConfig, run_attacks, second_evaluator_architecture
+from attacks.run import AttackRunConfig, evaluator_architecture_for, run_attacks
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,8 @@ def test_second_evaluator_failure_is_flagged_not_silent(tiny_run, backbone_facto
                                       decoder_patience=0, evaluator_architecture="auto"),
                          faces=_source(toy_faces), evaluator=ev)
     assert report.inversion and report.whitebox == [] and report.evaluator_agreement == []
-    assert any(f.startswith("second evaluator (auto)") and "pre-training config" in f for f in report.failures)
+    assert any(f.startswith("second evaluator (φ0's architecture, beside the auto one)") and "pre-training config" in f
+               for f in report.failures)
     assert report.decoder["objective"] == "l1" and report.decoder["best_epoch"] is None
 
 
@@ -235,11 +236,11 @@ def test_findings_carry_the_new_rows(wired):
     assert not is_upper_bound(best["gradient"])
 
 
-def test_second_evaluator_architecture_rule():
-    assert second_evaluator_architecture("auto", "tiny") == "mobilefacenet"
-    assert second_evaluator_architecture("auto", "mobilefacenet") == "iresnet18"  # never φ0's own
-    assert second_evaluator_architecture("same", "tiny") is None and second_evaluator_architecture(None, "x") is None
-    assert second_evaluator_architecture("iresnet34", "tiny") == "iresnet34"
+def test_evaluator_architecture_for_rule():
+    assert evaluator_architecture_for("auto", "tiny") == "mobilefacenet"
+    assert evaluator_architecture_for("auto", "mobilefacenet") == "iresnet18"  # never φ0's own
+    assert evaluator_architecture_for("same", "tiny") is None and evaluator_architecture_for(None, "x") is None
+    assert evaluator_architecture_for("iresnet34", "tiny") == "iresnet34"
 
 
 @pytest.mark.parametrize("changes, needle", [

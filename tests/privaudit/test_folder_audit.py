@@ -85,8 +85,6 @@ test = 12
 name = "fedpe"
 [[methods]]
 name = "privacyface"
-[attacks]
-run = []
 """
 
 
@@ -121,6 +119,10 @@ def test_the_audit_runs_on_the_folder_and_reports_both_protocols(folder_audit):
     assert record["converted_to_rgb"] == {"L": len(range(0, IDENTITIES, 7))}
     html = (out / "report.html").read_text()
     assert "pairs/accuracy" in html and "check/accuracy" in html
+    # every attack family ran on the folder (the tiny preset's attacks), with the folder's roles stated
+    families = {(m["name"], a["attack"]) for m in results["methods"] for a in m["attacks"]}
+    assert {("privacyface", f) for f in ("knn", "inversion", "gradient", "membership")} <= families
+    assert ("fedpe", "gradient") in families
     # the pairs file names Person_040..055: those the split gave to φ0 or the clients are flagged
     spec = json.loads((out / "runs" / "fedpe" / "ground_truth" / "data_spec.json").read_text())
     trained = set(spec["split"]["identities"]["public"]) | set(spec["split"]["identities"]["clients"])
