@@ -355,8 +355,10 @@ class AttackSpec:
     decoder_identities: int = 150
     # Inverting Gradients, breaching's recipe (TV 0.2, signed Adam, step decay, restarts keeping the
     # best loss); iterations per restart. The simulated single-image probe's budget is the plateau of
-    # bench/bench_gradient_budget.py's PSNR-vs-iterations curve (demo: 20.8 dB at 1000, 18.8 at 200,
-    # 20.0 at 3000; ~50 s per probe on 2 cores, two probes per audit). The logged-update inversions
+    # bench/bench_gradient_budget.py's PSNR-vs-iterations curve (demo φ0 of 2026-12-03, mean of two images:
+    # 19.6 dB at 200, 18.9 at 1000, 19.3 at 3000, SSIM 0.53 / 0.58 / 0.69; per image 16.7-25.5 dB at >= 200:
+    # restarts keep the lowest loss, not the best PSNR; ~40 s per probe on 2 cores, two probes per audit).
+    # The logged-update inversions
     # (~20 per audit) gain PSNR with budget no faster than their null over clients does, so they
     # keep a small budget (100 x 4 restarts: ~8 s each).
     gradient_iterations: int = 1000
