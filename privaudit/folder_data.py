@@ -74,7 +74,9 @@ def open_folder(scenario: Scenario, cache_dir: Path, progress: bool = False) -> 
 
     Raises:
         FileNotFoundError: ``data.path`` is not a folder.
-        ValueError: as `FolderFaceSource` (unreadable files, fewer than two usable identities, ...).
+        ValueError: as `FolderFaceSource` (unreadable files, fewer than two usable identities, ...);
+            symlink loops, broken links or links leaving the folder (named), unless
+            ``data.skip_unreadable`` leaves them out (listed in the results).
     """
     from federated_core.data.folder_source import FolderFaceSource
 
@@ -95,6 +97,13 @@ def open_folder(scenario: Scenario, cache_dir: Path, progress: bool = False) -> 
         skip_unreadable=d.skip_unreadable,
         progress=progress,
     )
+    links = source.check.links
+    if links.count and not d.skip_unreadable:
+        raise ValueError(
+            f"data.path {str(root)!r} holds {links.count} symlink problem(s) (loops, broken links, links leaving "
+            f"the folder): {'; '.join(f'{n}: {r}' for n, r in links.items[:5])}; fix them, or set "
+            "data.skip_unreadable = true to leave them out (listed in the results)"
+        )
     return source, alignment
 
 

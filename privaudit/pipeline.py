@@ -737,6 +737,7 @@ def data_record(data: Any) -> dict[str, Any] | None:
             "first": source["unreadable_skipped"][:20],
         },
         "skipped_files": source["skipped"],
+        "symlink_problems": source["links"],
         "converted_to_rgb": source["converted_to_rgb"],
         "duplicates": source["duplicates"],
         "alignment": spec.get("alignment"),

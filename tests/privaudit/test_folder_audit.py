@@ -158,6 +158,7 @@ def test_phi0_was_trained_on_the_folders_public_identities(folder_audit):
         ("not_image", "notes.jpg"),
         ("truncated", "Person_003_0001.jpg"),
         ("missing_pair_image", "Person_041_0009.jpg"),
+        ("link_loop", "Person_loop"),
     ],
 )
 def test_bad_folders_exit_2_before_anything_trains(tmp_path, capsys, damage, needle):
@@ -176,6 +177,8 @@ def test_bad_folders_exit_2_before_anything_trains(tmp_path, capsys, damage, nee
     elif damage == "truncated":
         path = root / _name(3) / f"{_name(3)}_0001.jpg"
         path.write_bytes(path.read_bytes()[:200])
+    elif damage == "link_loop":
+        (root / "Person_loop").symlink_to(root, target_is_directory=True)
     elif damage == "missing_pair_image":
         text = (tmp_path / "pairs.txt").read_text().replace(f"{_name(41)} 1 3", f"{_name(41)} 1 9")
         (tmp_path / "pairs.txt").write_text(text)
