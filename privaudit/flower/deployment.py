@@ -5,7 +5,8 @@ stopped by privaudit.
 else a temporary folder): ``tls/`` (a CA and the SuperLink's certificate, and each SuperNode's
 authentication key, all generated now), ``home/`` (the Flower CLI's configuration: one SuperLink
 connection), ``app/`` (a Flower App whose components are `privaudit.flower.deployed`'s apps),
-``jobs.pt`` and ``result.pt``, and ``logs/`` (one log per process). It starts the SuperLink
+``jobs.pt`` and ``result.pt`` while it runs (removed afterwards: they hold the clients' data and
+states), and ``logs/`` (one log per process). It starts the SuperLink
 (TLS, SuperNode authentication), registers each SuperNode's public key, starts the SuperNodes
 (each with its partition and its data root in its node config), submits the run with
 ``flwr run --stream`` and waits for its result. ``insecure=True`` runs without TLS and without
@@ -168,6 +169,7 @@ def _submit(procs: Processes, app: Path, result: Path, folder: Path, timeout: fl
             f"the Flower run ended without a result (exit code {run.returncode}); its log {log}:\n{tail(log)}"
         )
     outcome = torch.load(result, weights_only=False)  # written by this deployment's ServerApp
+    result.unlink()  # the result is returned (and the run folder written by the ServerApp)
     if not isinstance(outcome, Outcome):
         raise RuntimeError(f"{result} holds {type(outcome).__name__}, not the ServerApp's outcome")
     return outcome

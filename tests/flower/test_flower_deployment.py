@@ -43,6 +43,8 @@ def test_deployment_with_tls_equals_inprocess_for_fedgc_and_privacyface(tmp_path
     assert "Uvicorn running on https://127.0.0.1" in (logs / "superlink.log").read_text()  # TLS
     assert (logs / "register.log").read_text().count("registered successfully") == 2  # node authentication
     assert "SuperNode ID:" in (logs / "supernode-1.log").read_text()
+    assert not (tmp_path / "flower" / "fedgc" / "flower" / "jobs.pt").exists()  # the clients' data is not left behind
+    assert not (tmp_path / "flower" / "fedgc" / "flower" / "result.pt").exists()
     transport = json.loads((tmp_path / "flower" / "privacyface" / "flower.json").read_text())
     assert transport["engine"] == "flower-deployment" and transport["bytes_received"] > 0
 
