@@ -27,6 +27,11 @@ def runs(tmp_path_factory):
         (tiny_config(method=m, participation=0.75), clients, {"out_dir": root / "flower" / m, "eval_faces": test})
         for m in METHOD_NAMES
     ]
+    # and a run split in two: stopped after round 1, then resumed from its checkpoint
+    split = root / "flower-resumed" / "privacyface"
+    config = tiny_config(method="privacyface", participation=0.75)
+    jobs += [(config, clients, {"out_dir": split, "eval_faces": test, "stop_after": 1})]
+    jobs += [(config, clients, {"out_dir": split, "eval_faces": test, "resume": True})]
     flower = run_jobs_on_flower("simulation", jobs, num_supernodes=2, timeout=300)
     inprocess = {
         m: run_federated(tiny_config(method=m, participation=0.75), clients, out_dir=root / "inprocess" / m, eval_faces=test)
@@ -61,6 +66,13 @@ def test_simulation_equals_inprocess(runs, method):
     transport = json.loads((root / "flower" / method / TRANSPORT_NAME).read_text())
     assert transport["engine"] == "flower-simulation" and transport["supernodes"] == 2
     assert transport["bytes_received"] > 0 and transport["bytes_sent"] > 0
+
+
+def test_a_run_resumed_on_flower_equals_an_uninterrupted_one(runs):
+    root, _, _ = runs
+    assert run_folder_bytes(root / "inprocess" / "privacyface", SKIP_FILES) == run_folder_bytes(
+        root / "flower-resumed" / "privacyface", SKIP_FILES
+    )
 
 
 def test_flower_engines_check_their_arguments():
