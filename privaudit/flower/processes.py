@@ -4,7 +4,9 @@ Every process is started in its own session (process group) with its output in a
 `Processes.stop` ends each started process and every descendant it spawned (Flower's SuperExec,
 ``flwr-serverapp``, ``flwr-clientapp``): SIGTERM to each group and to each descendant found with
 psutil, then SIGKILL to whatever is left after a grace period. `Processes.alive` lists the PIDs
-that still run (zombies, which only their parent can reap, count as gone).
+that still run (zombies, which only their parent can reap, count as gone). A PID is remembered
+with its process's start time, so a PID the system has since given to another process is never
+signalled or counted.
 """
 
 from __future__ import annotations
@@ -50,15 +52,21 @@ class Processes:
 
     env: dict[str, str]
     started: list[tuple[str, subprocess.Popen, Path]] = field(default_factory=list)
-    seen: set[int] = field(default_factory=set)
+    seen: dict[int, float] = field(default_factory=dict)  # PID -> its process's start time
 
     def start(self, name: str, command: list[str], log: Path) -> subprocess.Popen:
         """Start ``command`` in its own session, output to ``log``."""
         with open(log, "ab") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.started.append((name, proc, log))
-        self.seen.add(proc.pid)
+        self._remember(psutil.Process(proc.pid))
         return proc
+
+    def _remember(self, process: psutil.Process) -> None:
+        try:
+            self.seen.setdefault(process.pid, process.create_time())
+        except psutil.NoSuchProcess:
+            return
 
     def wait_for(self, name: str, proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
         """Wait until ``text`` appears in ``log``; a RuntimeError with the log's end if ``proc`` exits or time runs out."""
@@ -77,16 +85,19 @@ class Processes:
     def remember_descendants(self) -> None:
         for _, proc, _ in self.started:
             try:
-                self.seen.update(p.pid for p in psutil.Process(proc.pid).children(recursive=True))
+                children = psutil.Process(proc.pid).children(recursive=True)
             except psutil.NoSuchProcess:
                 continue
+            for child in children:
+                self._remember(child)
 
     def alive(self) -> list[int]:
         """PIDs among those seen that still run."""
         out = []
-        for pid in sorted(self.seen):
+        for pid, started in sorted(self.seen.items()):
             try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                process = psutil.Process(pid)
+                if process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE:
                     out.append(pid)
             except psutil.NoSuchProcess:
                 continue

@@ -57,7 +57,7 @@ def test_a_port_already_taken_is_a_clear_error_and_starts_nothing(tmp_path):
         port = busy.getsockname()[1]
         with pytest.raises(OSError, match=f"port {port} on 127.0.0.1 is already taken"):
             run_on_flower("deployment", tiny_config(method="fedgc", rounds=1), make_clients(), superlink_port=port, keep=keep)
-    assert keep.seen == set()
+    assert keep.seen == {}
 
 
 def test_a_supernode_killed_mid_run_is_a_recorded_dropout_and_nothing_is_left(tmp_path):
