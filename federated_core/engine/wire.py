@@ -50,7 +50,7 @@ WIRE_FORMAT_VERSION = 2
 WIRE_DIRNAME = "wire"
 INDEX_NAME = "index.json"
 
-_DTYPES = {
+WIRE_DTYPES = {  # the tensor dtypes a message may carry, by name (also Flower's codec)
     str(d).removeprefix("torch."): d
     for d in (
         torch.float16,
@@ -67,7 +67,7 @@ _DTYPES = {
 }
 
 
-_ITEMSIZE = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in _DTYPES.items()}
+_ITEMSIZE = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in WIRE_DTYPES.items()}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -28,3 +28,14 @@ def resolve_device(name: str) -> str:
     except RuntimeError as exc:
         raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1): {exc}") from None
     return name
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value

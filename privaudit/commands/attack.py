@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from privaudit.commands._common import add_run_arguments, resolve_device
+from privaudit.commands._common import add_run_arguments, positive_int, resolve_device
 
 
 def _observer(text: str) -> str:
@@ -127,12 +127,12 @@ def _add_inversion_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--whitebox-iterations",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="Adam steps per restart of the white-box inversion of the same vectors (default 100)",
     )
     p.add_argument(
-        "--whitebox-restarts", type=_positive_int, default=None, help="restarts per vector of the white-box inversion"
+        "--whitebox-restarts", type=positive_int, default=None, help="restarts per vector of the white-box inversion"
     )
     p.add_argument("--no-whitebox", action="store_true", help="no white-box inversion beside the decoder")
     p.add_argument(
@@ -143,17 +143,6 @@ def _add_inversion_arguments(p: argparse.ArgumentParser) -> None:
         "architecture beside it and their agreement: auto (MobileFaceNet, or IResNet-18 where φ0 is one; the "
         "default), a backbone name, or same (one evaluator, of φ0's architecture)",
     )
-
-
-def _positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:

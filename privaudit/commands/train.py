@@ -19,19 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from privaudit.commands._common import add_run_arguments, resolve_device
+from privaudit.commands._common import add_run_arguments, positive_int, resolve_device
 from privaudit.engines import ENGINE_NAMES, run_with_engine
-
-
-def _positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -91,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--supernodes",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="Flower engines: SuperNodes hosting the logical clients (default: 2, at most the clients)",
     )

@@ -25,23 +25,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from federated_core.engine.messages import Message, event_from_dict, event_to_dict
 from federated_core.engine.state import ClientState
+from federated_core.engine.wire import WIRE_DTYPES
 
 RAW_STYPE = "privaudit.torch-raw"
-_DTYPES = {
-    str(d).removeprefix("torch."): d
-    for d in (
-        torch.float16,
-        torch.bfloat16,
-        torch.float32,
-        torch.float64,
-        torch.uint8,
-        torch.int8,
-        torch.int16,
-        torch.int32,
-        torch.int64,
-        torch.bool,
-    )
-}
 
 
 class CodecError(ValueError):
@@ -51,8 +37,8 @@ class CodecError(ValueError):
 def tensor_to_array(tensor: torch.Tensor) -> Array:
     """An ``Array`` holding ``tensor``'s bytes exactly (CPU, contiguous, any supported dtype)."""
     name = str(tensor.dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise CodecError(f"tensors of dtype {name} cannot cross the wire; supported: {', '.join(_DTYPES)}")
+    if name not in WIRE_DTYPES:
+        raise CodecError(f"tensors of dtype {name} cannot cross the wire; supported: {', '.join(WIRE_DTYPES)}")
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     data = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
     return Array(dtype=name, shape=tuple(int(s) for s in tensor.shape), stype=RAW_STYPE, data=data)
@@ -62,7 +48,7 @@ def array_to_tensor(array: Array, where: str) -> torch.Tensor:
     """The tensor of an ``Array`` made by `tensor_to_array` (``where`` names it in errors)."""
     if array.stype != RAW_STYPE:
         raise CodecError(f"{where}: array of stype {array.stype!r}, expected {RAW_STYPE!r}")
-    dtype = _DTYPES.get(array.dtype)
+    dtype = WIRE_DTYPES.get(array.dtype)
     if dtype is None:
         raise CodecError(f"{where}: unknown dtype {array.dtype!r}")
     shape = tuple(int(s) for s in array.shape)
