@@ -41,6 +41,7 @@ def make_deployed_server_app() -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         spec = torch.load(str(context.run_config[JOBS_KEY]), weights_only=False)  # written by this run's parent
+        torch.set_num_threads(int(spec["threads"]))  # the parent's: the same sums in the same order
         outcome = Outcome()
         run_jobs(grid, spec["jobs"], outcome, spec["num_nodes"], spec["timeout"])
         result = Path(str(context.run_config[RESULT_KEY]))

@@ -89,7 +89,8 @@ def _environment(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # flower-superexec & co.
     env["FLWR_HOME"] = str(home)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # the parent's torch thread count in every process (the apps also set it from the jobs file)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     env["FLWR_TELEMETRY_ENABLED"] = "0"  # no network but loopback
     env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")  # start each ClientApp sooner (default 1 s)
     return env
@@ -194,7 +195,10 @@ def deploy(
     port = superlink_port if superlink_port is not None else free_port()
     check_port_free(port)
     jobs_file, result_file = folder / "jobs.pt", folder / "result.pt"
-    torch.save({"jobs": jobs, "num_nodes": num_nodes, "timeout": timeout}, jobs_file)
+    # the ServerApp (and through each job's "threads" the ClientApps) run with this process's torch
+    # thread count: another count sums convolutions in another order (equal to rounding, not bit for bit)
+    spec = {"jobs": jobs, "num_nodes": num_nodes, "timeout": timeout, "threads": torch.get_num_threads()}
+    torch.save(spec, jobs_file)
     app = _app(folder, jobs_file, result_file)
     procs = keep if keep is not None else Processes({})
     procs.env = _environment(_home(folder, port, None if insecure else folder / "tls" / "ca.crt"))
