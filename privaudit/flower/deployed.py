@@ -9,7 +9,6 @@ reads its shard under its node config ``privaudit-root``.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -17,21 +16,12 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from privaudit.flower import ipc
 from privaudit.flower.client_app import make_client_app
 from privaudit.flower.server_app import Outcome, run_jobs
 
 JOBS_KEY = "privaudit-jobs"
 RESULT_KEY = "privaudit-result"
-
-
-def _portable(outcome: Outcome) -> Outcome:
-    """``outcome`` with an error that pickles (its type and message kept in a RuntimeError if not)."""
-    if outcome.error is not None:
-        try:
-            pickle.loads(pickle.dumps(outcome.error))
-        except (pickle.PicklingError, TypeError, AttributeError):
-            outcome.error = RuntimeError(f"{type(outcome.error).__name__}: {outcome.error}")
-    return outcome
 
 
 def make_deployed_server_app() -> ServerApp:
@@ -40,13 +30,12 @@ def make_deployed_server_app() -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        spec = torch.load(str(context.run_config[JOBS_KEY]), weights_only=False)  # written by this run's parent
+        spec = ipc.load(Path(str(context.run_config[JOBS_KEY])))  # written by this run's parent
         torch.set_num_threads(int(spec["threads"]))  # the parent's: the same sums in the same order
         outcome = Outcome()
         run_jobs(grid, spec["jobs"], outcome, spec["num_nodes"], spec["timeout"])
         result = Path(str(context.run_config[RESULT_KEY]))
-        torch.save(_portable(outcome), result.with_suffix(".tmp"))
-        result.with_suffix(".tmp").replace(result)
+        ipc.save(ipc.portable_outcome(outcome), result)
 
     return app
 

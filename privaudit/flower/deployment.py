@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from privaudit.flower import ipc
 from privaudit.flower.certs import make_node_key, make_tls
 from privaudit.flower.deployed import JOBS_KEY, RESULT_KEY
 from privaudit.flower.processes import Processes, check_port_free, free_port, tail
@@ -169,11 +170,11 @@ def _submit(procs: Processes, app: Path, result: Path, folder: Path, timeout: fl
         raise RuntimeError(
             f"the Flower run ended without a result (exit code {run.returncode}); its log {log}:\n{tail(log)}"
         )
-    outcome = torch.load(result, weights_only=False)  # written by this deployment's ServerApp
+    outcome = ipc.load(result)  # written by this deployment's ServerApp (weights_only, allowlisted classes)
     result.unlink()  # the result is returned (and the run folder written by the ServerApp)
     if not isinstance(outcome, Outcome):
         raise RuntimeError(f"{result} holds {type(outcome).__name__}, not the ServerApp's outcome")
-    return outcome
+    return ipc.restore_outcome(outcome)
 
 
 def deploy(
@@ -198,7 +199,7 @@ def deploy(
     # the ServerApp (and through each job's "threads" the ClientApps) run with this process's torch
     # thread count: another count sums convolutions in another order (equal to rounding, not bit for bit)
     spec = {"jobs": jobs, "num_nodes": num_nodes, "timeout": timeout, "threads": torch.get_num_threads()}
-    torch.save(spec, jobs_file)
+    ipc.save(spec, jobs_file)
     app = _app(folder, jobs_file, result_file)
     procs = keep if keep is not None else Processes({})
     procs.env = _environment(_home(folder, port, None if insecure else folder / "tls" / "ca.crt"))
