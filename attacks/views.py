@@ -608,46 +608,14 @@ class GroundTruth:
         return _synthetic_generator(self.data_spec["generator"])
 
 
-#: Opened face folders by (settings, fingerprint): ``(tree signature, FolderFaceSource)``; a few at most.
-_OPEN_FOLDERS: dict[str, tuple[str, Any]] = {}
-_MAX_OPEN_FOLDERS = 2
-
-
-def _tree_signature(root: str, extensions: Sequence[str] | None) -> str:
-    """SHA-256 of every identity folder's image files: relative path, size and modification time
-    (a directory walk and a ``stat`` per file; no image is read)."""
-    import hashlib
-
-    from federated_core.data.folders import IMAGE_EXTENSIONS, list_folder_tree
-
-    h = hashlib.sha256()
-    for name, files in list_folder_tree(root, extensions or IMAGE_EXTENSIONS).items():
-        h.update(b"D" + name.encode("utf-8", "surrogateescape") + b"\0")
-        for path in files:
-            st = path.stat()
-            h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
 def open_run_folder(data_spec: Mapping[str, Any]) -> Any:
-    """`FolderFaceSource.from_data_spec(data_spec)`, opened once per process: opening checks (decodes)
-    every image, which an audit attacking several runs of one folder would repeat per run. A cached
-    source is reused only while the tree's signature (`_tree_signature`: paths, sizes, modification
-    times) is the one it had when opened; otherwise the folder is reopened, and its fingerprint checked."""
+    """`FolderFaceSource.from_data_spec(data_spec)`: the source is opened (every image checked) once
+    per process and reused while the tree is unchanged (`federated_core.data.folder_source.open_source`),
+    so an audit attacking several runs of one folder does not check it per run; its fingerprint is
+    checked against the spec's."""
     from federated_core.data.folder_source import FolderFaceSource
 
-    folder = data_spec.get("folder") or {}
-    key = json.dumps({"folder": folder, "fingerprint": data_spec.get("fingerprint")}, sort_keys=True, default=str)
-    signature = _tree_signature(str(folder.get("root", "")), folder.get("extensions"))
-    cached = _OPEN_FOLDERS.get(key)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    source = FolderFaceSource.from_data_spec(data_spec)
-    _OPEN_FOLDERS.pop(key, None)
-    while len(_OPEN_FOLDERS) >= _MAX_OPEN_FOLDERS:
-        _OPEN_FOLDERS.pop(next(iter(_OPEN_FOLDERS)))
-    _OPEN_FOLDERS[key] = (signature, source)
-    return source
+    return FolderFaceSource.from_data_spec(data_spec)
 
 
 def _synthetic_generator(spec: Mapping[str, Any]) -> Any:

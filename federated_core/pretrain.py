@@ -14,7 +14,6 @@ of the config, so a repeated run with the same config only loads the checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -75,18 +74,18 @@ class FolderSpec:
         return cls(fingerprint=source.fingerprint(), **settings)
 
     def generator(self) -> Any:
-        """The `FolderFaceSource` (opened once per process; its fingerprint checked against the spec)."""
+        """The `FolderFaceSource` (`open_source`: opened once per process while the tree is unchanged;
+        its fingerprint checked against the spec)."""
         return _open_folder(self)
 
 
-@functools.lru_cache(maxsize=4)
 def _open_folder(spec: FolderSpec) -> Any:
-    from federated_core.data.folder_source import FolderFaceSource
+    from federated_core.data.folder_source import open_source
 
     settings = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("fingerprint", "source")}
     if not settings["extensions"]:
         del settings["extensions"]
-    source = FolderFaceSource(**settings)
+    source = open_source(settings)
     if source.fingerprint() != spec.fingerprint:
         raise ValueError(
             f"the folder {spec.root} changed since this config was made: fingerprint {spec.fingerprint} "

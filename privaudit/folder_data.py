@@ -24,14 +24,11 @@ from privaudit.scenario import Scenario
 
 
 def _tree_key(root: Path, output_size: int) -> str:
-    """SHA-256 over the tree's relative image paths and sizes and the crop size (the align cache key)."""
-    from federated_core.data.folders import list_folder_tree
+    """The align cache key: the tree's relative image paths and sizes (`tree_signature` without
+    modification times) and the crop size."""
+    from federated_core.data.folder_source import tree_signature
 
-    h = hashlib.sha256(f"privaudit aligned tree v1 {output_size}\n".encode())
-    for files in list_folder_tree(root).values():
-        for path in files:
-            h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
-    return h.hexdigest()
+    return hashlib.sha256(f"aligned v1 {output_size} {tree_signature(root, mtimes=False)}".encode()).hexdigest()
 
 
 def aligned_tree(
@@ -78,7 +75,7 @@ def open_folder(scenario: Scenario, cache_dir: Path, progress: bool = False) -> 
             symlink loops, broken links or links leaving the folder (named), unless
             ``data.skip_unreadable`` leaves them out (listed in the results).
     """
-    from federated_core.data.folder_source import FolderFaceSource
+    from federated_core.data.folder_source import FolderFaceSource, remember
 
     d = scenario.data
     assert d.path is not None  # DataSpec refuses a folder source without a path
@@ -104,7 +101,7 @@ def open_folder(scenario: Scenario, cache_dir: Path, progress: bool = False) -> 
             f"the folder): {'; '.join(f'{n}: {r}' for n, r in links.items[:5])}; fix them, or set "
             "data.skip_unreadable = true to leave them out (listed in the results)"
         )
-    return source, alignment
+    return remember(source), alignment  # φ0, the held-out images and the attacks reuse it
 
 
 def split_for(scenario: Scenario, source: Any) -> Any:

@@ -93,7 +93,8 @@ def training_overlap_flags(scenario: Scenario, data: Any) -> list[str]:
     for name, (kind, path) in protocol_files(scenario).items():
         if kind != "pairs":
             continue
-        people = sorted({p.name1 for p in read_lfw_pairs(path)} | {p.name2 for p in read_lfw_pairs(path)})
+        pairs = read_lfw_pairs(path)
+        people = sorted({p.name1 for p in pairs} | {p.name2 for p in pairs})
         overlap = [n for n in people if ids_of.get(n) in trained]
         if overlap:
             flags.append(

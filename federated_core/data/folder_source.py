@@ -407,13 +407,67 @@ class FolderFaceSource:
         """
         if data_spec.get("source") != "folder":
             raise ValueError(f"data_spec['source'] must be 'folder', got {data_spec.get('source')!r}")
-        source = cls(**data_spec["folder"], **kwargs)
+        if kwargs:
+            source = cls(**data_spec["folder"], **kwargs)
+        else:
+            source = open_source(data_spec["folder"])
         if source.fingerprint() != data_spec["fingerprint"]:
             raise ValueError(
                 f"the folder {source.root} changed since the data spec was written: fingerprint "
                 f"{data_spec['fingerprint']} recorded, {source.fingerprint()} now"
             )
         return source
+
+
+# ---------------------------------------------------------------------- opened once per process
+
+#: Opened sources by their settings (`FolderFaceSource.spec`): ``(tree signature, source)``; a few at most.
+_OPENED: dict[str, tuple[str, FolderFaceSource]] = {}
+_MAX_OPENED = 2
+
+
+def tree_signature(
+    root: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS, mtimes: bool = True
+) -> str:
+    """SHA-256 of every identity folder's image files: relative path, size and (``mtimes``)
+    modification time; a directory walk and a ``stat`` per file, no image is read."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for name, files in list_folder_tree(root, extensions).items():
+        h.update(b"D" + os.fsencode(name) + b"\0")
+        for path in files:
+            st = path.stat()
+            stamp = f"\0{st.st_mtime_ns}" if mtimes else ""
+            h.update(os.fsencode(path.relative_to(root).as_posix()) + f"\0{st.st_size}{stamp}\n".encode())
+    return h.hexdigest()
+
+
+def _settings_key(settings: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(dict(settings), sort_keys=True, default=list)
+
+
+def remember(source: FolderFaceSource) -> FolderFaceSource:
+    """Keep ``source`` for `open_source` (opening checks, i.e. decodes, every image once)."""
+    key = _settings_key(source.spec())
+    _OPENED.pop(key, None)
+    while len(_OPENED) >= _MAX_OPENED:
+        _OPENED.pop(next(iter(_OPENED)))
+    _OPENED[key] = (tree_signature(source.root, source.extensions), source)
+    return source
+
+
+def open_source(settings: Mapping[str, Any]) -> FolderFaceSource:
+    """``FolderFaceSource(**settings)``, opened once per process: the φ0 pre-training, the held-out
+    images and the attacks of an audit reuse the source its data stage opened, while the tree's
+    `tree_signature` (paths, sizes, modification times) is the one it had then; otherwise the
+    folder is opened (and checked) again."""
+    cached = _OPENED.get(_settings_key(settings))
+    extensions = settings.get("extensions") or IMAGE_EXTENSIONS
+    if cached is not None and cached[0] == tree_signature(settings["root"], extensions):
+        return cached[1]
+    return remember(FolderFaceSource(**settings))
 
 
 # ---------------------------------------------------------------------- identity split
