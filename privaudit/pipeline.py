@@ -514,12 +514,14 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
     ctx["run_keys"][spec.key] = key
     timings[f"train:{spec.key}"] = time.perf_counter() - t
     utility, per_round = utility_from_metrics(metrics)
+    protocol_intervals: dict[str, list[float]] = {}
     if ctx["protocols"]:
         from federated_core.models import load_backbone
         from privaudit.protocols import protocol_utility
 
         final, _ = load_backbone(run_dir / "checkpoint" / "backbone.safetensors")
-        utility.update(protocol_utility(final, ctx["protocols"], scenario.device))
+        values, protocol_intervals = protocol_utility(final, ctx["protocols"], scenario.device)
+        utility.update(values)
     t = time.perf_counter()
     personal = personalised_utility(
         spec, scenario, data, run_dir, heldout=ctx["heldout"], progress=ctx["progress"], cache=ctx["cache"]
@@ -563,7 +565,12 @@ def _method(spec: MethodSpec, scenario: Scenario, ctx: dict[str, Any], timings: 
         + [f"attacks: {f}" for f in failures]
         + ctx["delta_flags"],
         fidelity=fidelity_of(spec, metrics),
-        utility_intervals=utility_intervals_from_metrics(metrics),
+        utility_intervals=utility_intervals_from_metrics(metrics)
+        | (
+            {"protocols": {"unit": "fold of the protocol file", "intervals": protocol_intervals}}
+            if ctx["protocols"]
+            else {}
+        ),
     )
     result.privacy.verdict = verdict_of(result).to_dict()
     _progress(ctx["progress"])(f"  {spec.key}: {ctx['cache'].summary(since) or 'nothing cached'}")

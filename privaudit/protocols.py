@@ -53,15 +53,21 @@ def load_protocols(scenario: Scenario, progress: bool = False) -> dict[str, Any]
     return out
 
 
-def protocol_utility(backbone: Any, protocols: dict[str, Any], device: str = "cpu") -> dict[str, float]:
+def protocol_utility(
+    backbone: Any, protocols: dict[str, Any], device: str = "cpu"
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Utility of ``backbone`` on every protocol: ``<name>/accuracy``, ``<name>/auroc`` and
-    ``<name>/tar@far=<f>`` for each supported FAR of `PROTOCOL_FARS`."""
+    ``<name>/tar@far=<f>`` for each supported FAR of `PROTOCOL_FARS`; and the 95% t interval of
+    each accuracy over the protocol's folds (LFW's folds hold disjoint people: the independent units
+    the file defines; AUROC and TAR get no interval)."""
     import torch
+    from scipy import stats
 
     from federated_core.evaluation.report import verification_report
     from federated_core.models import embed
 
     out: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
     for name, pairs in protocols.items():
         n = len(pairs)
         emb = embed(backbone, torch.cat([pairs.first, pairs.second]), device=device)
@@ -70,10 +76,13 @@ def protocol_utility(backbone: Any, protocols: dict[str, Any], device: str = "cp
             emb, None, pairs=(index, index + n, pairs.is_same), fars=PROTOCOL_FARS, folds=max(2, pairs.num_folds)
         )
         out[f"{name}/accuracy"] = float(report["accuracy"])
+        folds = max(2, pairs.num_folds)
+        half = stats.t.ppf(0.975, folds - 1) * float(report["accuracy_std"]) / (folds - 1) ** 0.5
+        intervals[f"{name}/accuracy"] = [float(report["accuracy"]) - half, float(report["accuracy"]) + half]
         out[f"{name}/auroc"] = float(report["auroc"])
         for far, tar in report["tar_at_far"].items():
             out[f"{name}/tar@far={float(far):g}"] = float(tar)
-    return out
+    return out, intervals
 
 
 def training_overlap_flags(scenario: Scenario, data: Any) -> list[str]:

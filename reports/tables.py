@@ -336,7 +336,8 @@ def utility_table(methods: Sequence[MethodResult], personalised: bool = False) -
         rows,
         "Open-set 1:1 verification and 1:N identification on identity-disjoint test identities. "
         "[low, high]: 95% interval over test identities (cluster bootstrap: identities resampled, not "
-        "pairs, which share identities). n/a = not supported at this number of pairs.",
+        "pairs, which share identities); on a verification protocol of your own (<file>/accuracy) over "
+        "the file's folds (t interval). n/a = not supported at this number of pairs.",
     )
 
 
@@ -346,6 +347,8 @@ def _utility_cell(m: MethodResult, values: dict[str, float], metric: str, person
         return "—"
     text = fmt_number(values.get(metric))
     interval = None if personalised else m.utility_intervals.get("intervals", {}).get(metric)
+    if interval is None and not personalised:  # a verification protocol of the user's: over its folds
+        interval = m.utility_intervals.get("protocols", {}).get("intervals", {}).get(metric)
     if interval is not None and len(interval) == 2:
         text += f" [{fmt_number(interval[0])}, {fmt_number(interval[1])}]"
     return text

@@ -111,6 +111,10 @@ def test_the_audit_runs_on_the_folder_and_reports_both_protocols(folder_audit):
         for key in ("pairs/accuracy", "pairs/auroc", "check/accuracy", "check/auroc"):
             assert 0.0 <= utility[key] <= 1.0, (method["name"], key)
         assert "pairs/tar@far=0.001" not in utility  # 8 impostor pairs cannot support FAR 1e-3
+        protocols = method["utility_intervals"]["protocols"]
+        assert protocols["unit"] == "fold of the protocol file"
+        lo, hi = protocols["intervals"]["pairs/accuracy"]  # 2 folds: a wide t interval around the mean
+        assert lo <= utility["pairs/accuracy"] <= hi and "pairs/auroc" not in protocols["intervals"]
     record = results["analyses"]["extra"]["data"]
     assert record["identities"] == {"folders": IDENTITIES, "usable": IDENTITIES}
     counts = record["split"]["counts"]
