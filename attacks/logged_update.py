@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -78,16 +78,21 @@ from attacks.multistep import EpochSchedule, check_epoch_prior, invert_fedavg_up
 from attacks.views import backbone_from_state
 
 __all__ = [
+    "AGGREGATE",
     "ClientNull",
     "LoggedUpdateProbeConfig",
     "LoggedUpdateResult",
     "ProxyHeadModel",
     "invert_logged_update",
     "permutation_p_value",
+    "participants",
+    "pick_update",
     "score_against_clients",
+    "score_against_groups",
 ]
 
 HEAD_LOSSES = ("cosface", "softmax")
+AGGREGATE = "aggregate"  # the attacked "client" when the server sees only the sum of the updates
 
 
 class ProxyHeadModel(nn.Module):
@@ -143,8 +148,13 @@ class LoggedUpdateProbeConfig:
     """Which logged update to invert, and the attack's budget.
 
     Attributes:
-        client: the party whose upload is attacked (``"client:<id>"``).
-        round: the round of the upload (an integer), or ``"first"`` / ``"last"`` of that client's.
+        client: the party whose upload is attacked (``"client:<id>"``), or ``"aggregate"``: the
+            sum the server learns of round ``r``'s updates under secure aggregation, read as the
+            difference of the models it broadcast in rounds ``r`` and ``r + 1`` (FedAvg's
+            weighted mean of the participants' updates); the last round's aggregate is never
+            broadcast and cannot be attacked from the wire.
+        round: the round of the upload (an integer), or ``"first"`` / ``"last"`` of that client's
+            (for the aggregate: the round whose updates it sums).
         dummies: images reconstructed (at most the client's sample count).
         loss, scale, margin: the attacker's model of the client's margin loss. The proxy centers
             are the dummies' own class means, a tighter fit than a trained head, so the default
@@ -183,8 +193,13 @@ class LoggedUpdateProbeConfig:
     def __post_init__(self) -> None:
         from federated_core.engine.messages import is_party
 
-        if not is_party(self.client) or self.client == "server":
-            raise ValueError(f"client must be 'client:<id>', got {self.client!r}")
+        if self.client != AGGREGATE and (not is_party(self.client) or self.client == "server"):
+            raise ValueError(f"client must be 'client:<id>' or {AGGREGATE!r}, got {self.client!r}")
+        if self.client == AGGREGATE and self.epoch_prior != "none":
+            raise ValueError(
+                f"epoch_prior={self.epoch_prior!r} models one client's local schedule; the aggregate mixes "
+                "several clients' schedules: use epoch_prior='none' (the one-step model) to attack it"
+            )
         if not (
             self.round in ("first", "last")
             or (isinstance(self.round, int) and not isinstance(self.round, bool) and self.round >= 0)
@@ -234,6 +249,7 @@ class LoggedUpdateResult:
     grid_path: str | None = None
     null: "ClientNull | None" = None
     epochs: dict[str, Any] | None = None
+    participants: list[str] | None = None  # the aggregate's: the clients the round's broadcast went to
 
     def summary(self) -> dict[str, Any]:
         finite = self.psnr[np.isfinite(self.psnr)]
@@ -242,6 +258,7 @@ class LoggedUpdateResult:
         return {
             "attack": "inverting_gradients (logged update)",
             "client": self.config["client"],
+            "participants": self.participants,
             "round": self.round,
             "num_images": int(self.psnr.shape[0]),
             "num_samples": self.num_samples,
@@ -273,7 +290,7 @@ class ClientNull:
     those that were not attacked (`score_against_clients`).
 
     Attributes:
-        attacked: the attacked client.
+        attacked: the attacked client (or the group of an aggregate's participants).
         scores: per client (attacked included), the per-update scores: ``psnr`` / ``ssim`` (mean
             over the dummies of the nearest real image of that client), and under the evaluator
             ``identity_similarity`` (mean over dummies of the best cosine to that client's
@@ -289,6 +306,7 @@ class ClientNull:
     statistic: str | None
     permutation_p: float | None
     permutation_p_psnr: float | None
+    unit_name: str = "client (one update each; the dummies of one update are not independent trials)"
 
     @classmethod
     def empty(cls, attacked: str) -> "ClientNull":
@@ -320,7 +338,7 @@ class ClientNull:
 
         return {
             "units": max(1, self.units),  # without a null: the attacked update alone
-            "unit_name": "client (one update each; the dummies of one update are not independent trials)",
+            "unit_name": self.unit_name,
             "null_clients": len(others),
             "null_psnr": mean("psnr"),
             "null_ssim": mean("ssim"),
@@ -414,27 +432,104 @@ def score_against_clients(
     return ClientNull(attacked, scores, statistic, p, p_psnr)
 
 
-def _pick_update(view: Any, config: LoggedUpdateProbeConfig) -> Any:
-    ups = [u for u in view.backbone_updates(required=False) if u.sender == config.client]
+GROUP_UNIT = (
+    "group of identities (the aggregate's participants, or as many non-member identities with as many images "
+    "each); the dummies of one aggregate are not independent trials"
+)
+
+
+def _group_identity_similarity(
+    rec_embeddings: torch.Tensor, faces: Any, embed: Callable[[torch.Tensor], torch.Tensor]
+) -> float:
+    """Mean over reconstructions of the best cosine to the templates of ``faces``' identities
+    (each the normalised mean evaluator embedding of that identity's images in ``faces``)."""
+    emb = F.normalize(embed((faces.as_float() + 1) / 2).float(), dim=1)
+    ids = faces.labels
+    templates = torch.stack([F.normalize(emb[ids == i].mean(0), dim=0) for i in torch.unique(ids)])
+    return float((rec_embeddings @ templates.T).max(1).values.double().mean())
+
+
+def score_against_groups(
+    reconstructions: torch.Tensor,
+    attacked: str,
+    faces: Mapping[str, Any],
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> ClientNull:
+    """Score ``reconstructions`` (``[N, 3, R, R]`` in ``[0, 1]``) the same way against every group
+    of ``faces`` (group -> `FaceSet`) and rank the ``attacked`` group among them
+    (`permutation_p_value`): the participants of an aggregate against groups of non-member
+    identities of the same size, images per identity and source, which stand for the null (the
+    reconstructions single out nobody who took part).
+
+    Per group: the nearest-image PSNR / SSIM of `score_against_clients` and, with ``embed`` (the
+    independent evaluator's embedding of images in ``[0, 1]``), the identity similarity: the mean
+    over reconstructions of the best cosine to the group's identity templates, each built from
+    that identity's images *in the group's set* — the same recipe for every group, so the groups
+    are exchangeable under the null (the evaluator's gallery, which holds members only, is not
+    used; rank-1 is not scored). ``identity_similarity`` is then the permutation statistic,
+    otherwise ``psnr``."""
+    if attacked not in faces:
+        raise ValueError(f"the attacked group {attacked!r} is not among the scored groups {sorted(faces)}")
+    if reconstructions.dim() != 4 or reconstructions.shape[1] != 3:
+        raise ValueError(f"reconstructions must be [N, 3, R, R], got shape {tuple(reconstructions.shape)}")
+    rec = reconstructions.detach().float().cpu()
+    rec_emb = None if embed is None else F.normalize(embed(rec).float(), dim=1)
+    scores: dict[str, dict[str, float | None]] = {}
+    for group in sorted(faces):
+        if len(faces[group]) == 0:
+            raise ValueError(f"group {group!r} has no images to score against")
+        best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces[group], rec.shape[-1]))
+        similarity = None
+        if rec_emb is not None and embed is not None:
+            similarity = _group_identity_similarity(rec_emb, faces[group], embed)
+        scores[group] = {
+            "psnr": float(best_psnr.double().mean()),
+            "ssim": float(best_ssim.double().mean()),
+            "identity_similarity": similarity,
+            "rank1": None,
+        }
+    statistic = "identity_similarity" if embed is not None else "psnr"
+    p = p_psnr = None
+    if len(scores) > 1:
+        p = permutation_p_value({k: cast(float, v[statistic]) for k, v in scores.items()}, attacked)
+        p_psnr = permutation_p_value({k: cast(float, v["psnr"]) for k, v in scores.items()}, attacked)
+    return ClientNull(attacked, scores, statistic, p, p_psnr, GROUP_UNIT)
+
+
+def pick_update(view: Any, config: LoggedUpdateProbeConfig) -> Any:
+    """The `attacks.views.BackboneUpdate` that ``config`` names in ``view``: ``config.client``'s
+    upload of ``config.round``, or for the aggregate the difference of the broadcasts of that
+    round and the next (its ``base_round`` is the round whose updates it sums)."""
+    from federated_core.engine.messages import SERVER
+
+    aggregate = config.client == AGGREGATE
+    sender = SERVER if aggregate else config.client
+    ups = [u for u in view.backbone_updates(required=False) if u.sender == sender]
     if not ups:
         raise ValueError(
-            f"observer {view.party!r} observed no backbone update sent by {config.client!r} "
+            f"observer {view.party!r} saw no two consecutive broadcasts: no aggregate update to attack (round r's "
+            "aggregate is the model broadcast in round r+1; the last round's is never broadcast)"
+            if aggregate
+            else f"observer {view.party!r} observed no backbone update sent by {config.client!r} "
             "(only the server observes a single client's upload)"
         )
+
+    def of(u: Any) -> int:
+        return u.base_round if aggregate else u.round
+
     if config.round == "first":
-        return min(ups, key=lambda u: u.round)
+        return min(ups, key=of)
     if config.round == "last":
-        return max(ups, key=lambda u: u.round)
-    found = [u for u in ups if u.round == config.round]
+        return max(ups, key=of)
+    found = [u for u in ups if of(u) == config.round]
     if not found:
-        raise ValueError(
-            f"{config.client!r} sent no backbone update in round {config.round}; "
-            f"its updates are from rounds {sorted(u.round for u in ups)}"
-        )
+        what = "the server broadcast no aggregate of" if aggregate else f"{config.client!r} sent no backbone update in"
+        raise ValueError(f"{what} round {config.round}; its updates are from rounds {sorted(of(u) for u in ups)}")
     return found[0]
 
 
 def _broadcast(view: Any, update: Any) -> Any:
+    """The broadcast ``update`` started from (for the aggregate: round ``base_round``'s, to anyone)."""
     from federated_core.engine.messages import SERVER
 
     for m in view.messages:
@@ -442,17 +537,35 @@ def _broadcast(view: Any, update: Any) -> Any:
             m.kind == "backbone"
             and m.sender == SERVER
             and m.round == update.base_round
-            and (update.sender in m.receivers)
+            and (update.sender in m.receivers or update.sender == SERVER)
         ):
             return m
     raise ValueError(f"the broadcast of round {update.base_round} to {update.sender!r} is not in the view")
 
 
+def participants(view: Any, update: Any) -> list[str]:
+    """The clients the server sent the broadcast an aggregate ``update`` starts from (what the
+    server knows of who contributed to it), sorted by client id."""
+    from federated_core.engine.messages import SERVER, client_id_of
+
+    found = {
+        r
+        for m in view.messages
+        if m.kind == "backbone" and m.sender == SERVER and m.round == update.base_round
+        for r in m.receivers
+        if r != SERVER
+    }
+    return sorted(found, key=client_id_of)
+
+
 def _negatives(view: Any, update: Any, dim: int) -> torch.Tensor | None:
-    """Center-like tensors the server sent to the client in the update's round (known to it)."""
+    """Center-like tensors the server sent to the client in the update's round (known to it);
+    None for an aggregate (several clients' losses, each with its own negatives)."""
     from attacks.views import CENTER_KINDS
     from federated_core.engine.messages import SERVER
 
+    if update.sender == SERVER:
+        return None
     rows = []
     for m in view.messages:
         if m.sender == SERVER and m.kind in CENTER_KINDS and m.round == update.round and update.sender in m.receivers:
@@ -506,7 +619,7 @@ class _LoggedTarget:
 
 def _logged_target(view: Any, config: LoggedUpdateProbeConfig, weight_decay: float) -> _LoggedTarget:
     """Read the upload and its broadcast from ``view``; with weight decay, project ``θ_0`` out."""
-    update = _pick_update(view, config)
+    update = pick_update(view, config)
     base = _broadcast(view, update)
     backbone = backbone_from_state(base.tensors, base.meta.get("spec") or {}).train()
     names = {n for n, _ in backbone.named_parameters()}
@@ -723,9 +836,20 @@ def _null_over_clients(
     null_identities: Mapping[str, Sequence[int]] | None,
     notes: list[str],
 ) -> ClientNull | None:
-    """The reconstructions scored against the clients not attacked (`score_against_clients`)."""
+    """The reconstructions scored against the clients not attacked (`score_against_clients`), or
+    for the aggregate against groups of non-member identities (`score_against_groups`)."""
     if not null_faces:
         return None
+    if config.client == AGGREGATE:
+        embed = None if reference is None else reference.embed
+        null = score_against_groups(rec, AGGREGATE, {**null_faces, AGGREGATE: client_faces}, embed)
+        notes.append(
+            f"null over groups: the same {len(rec)} reconstructions scored against {null.units - 1} groups of "
+            f"non-member identities, each as many identities with as many images as the participants; exact "
+            f"permutation p over {null.units} groups (smallest possible {1 / null.units:.3g}) on "
+            f"{null.statistic} (identity templates from each group's own images)"
+        )
+        return null
     if config.client in null_faces:
         raise ValueError(f"null_faces must hold clients that were not attacked; it holds {config.client!r}")
     ids_by_client = None
@@ -779,6 +903,18 @@ def _logged_threat_model(
     epochs: dict[str, Any] | None = None,
 ) -> str:
     """The threat model stated in the result."""
+    if config.client == AGGREGATE:
+        return (
+            "secure aggregation's view: the server sees no client's update, only the aggregate (the difference of "
+            "the models it broadcast in consecutive rounds: FedAvg's weighted mean of the participants' updates), "
+            "matched in direction as one SGD step on the union of their data ("
+            + _order_model(config, epochs)
+            + "); it knows θ_0, lr and weight decay (its θ_0 direction projected out); the participants' total "
+            f"image count and identity count ({granted_classes}) are granted; the head is approximated by the "
+            "dummies' mean features; Inverting Gradients with "
+            f"{config.iterations} iterations x {config.restarts} restart(s), TV {config.tv_weight:g}: a lower "
+            "bound on what an attacker with this knowledge can do"
+        )
     return (
         "logged update from the wire log; the server knows θ_0, lr and weight decay (its θ_0 direction projected out), "
         "the sample count; not the " + _order_model(config, epochs) + ", not the client's class "
@@ -809,8 +945,10 @@ def invert_logged_update(
     null_faces: Mapping[str, Any] | None = None,
     null_identities: Mapping[str, Sequence[int]] | None = None,
     momentum: float = 0.0,
+    num_samples: int | None = None,
 ) -> LoggedUpdateResult:
-    """Invert ``config.client``'s logged backbone update seen by ``view`` (the server's).
+    """Invert ``config.client``'s logged backbone update seen by ``view`` (the server's), or with
+    ``config.client == "aggregate"`` the aggregate of a round's updates (secure aggregation's view).
 
     ``client_faces`` (the client's real training images) and ``client_identities`` are ground
     truth, used only to score; ``granted_classes`` is the identity count granted to the attacker;
@@ -823,6 +961,11 @@ def invert_logged_update(
     were *not* attacked; ground truth, scoring only) add the null over clients
     (`score_against_clients`): the same reconstructions scored against them, and the exact
     permutation p-value of the attacked client among all of them.
+
+    For the aggregate, ``client_faces`` / ``client_identities`` are the participants' (all their
+    images and identities), ``num_samples`` their total image count (granted: an upload's own
+    count is used where it carries one), and ``null_faces`` maps groups of non-member identities
+    to their images (`score_against_groups`; ``null_identities`` is not used).
     """
     _check_logged_inputs(config, client_faces, granted_classes, local_lr, weight_decay)
     if not 0 <= momentum < 1:
@@ -832,7 +975,13 @@ def invert_logged_update(
     update = target.update
     notes: list[str] = []
     negatives = _negatives(view, update, _embedding_dim(target.backbone, target.base))
-    n_samples = update.num_samples
+    n_samples = update.num_samples if update.num_samples is not None else num_samples
+    aggregate = config.client == AGGREGATE
+    if aggregate:
+        notes.append(
+            f"aggregate of round {update.base_round}'s updates: the broadcast of round {update.round} minus "
+            f"that of round {update.base_round}"
+        )
     if config.epoch_prior == "none":
         out = _invert_one_step(target, config, n_samples, granted_classes, negatives, local_lr, device, notes)
     else:
@@ -847,7 +996,7 @@ def invert_logged_update(
     )
     return LoggedUpdateResult(
         config=asdict(config),
-        round=update.round,
+        round=update.base_round if aggregate else update.round,
         base_round=update.base_round,
         num_samples=n_samples,
         granted_classes=granted_classes,

@@ -76,7 +76,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, cast
 
 import numpy as np
 import torch
@@ -91,10 +91,12 @@ from attacks.views import (
     load_ground_truth,
     observer_view,
 )
+from federated_core.data.faceset import FaceSet
 
 __all__ = ["ATTACKS", "AttackRunConfig", "AttackReport", "run_attacks", "FaceSource"]
 
 ATTACKS = ("knn", "inversion", "gradient", "membership")
+AGGREGATE_MODES = ("auto", "always", "never")
 # Renders a FaceSet: (identities, images_per_identity, start_index) -> FaceSet.
 FaceSource = Callable[[torch.Tensor, int, int], Any]
 
@@ -152,6 +154,11 @@ class AttackRunConfig:
     # protocol's epochs, batches and SGD momentum
     gradient_logged_epoch_prior: str = "none"
     gradient_logged_epoch_prior_weight: float = 1.0
+    # the aggregate of a round's updates (the difference of consecutive broadcasts: all the server
+    # learns under secure aggregation): "auto" attacks it when the server observed no client's own
+    # update, "always" beside the clients' updates, "never" not at all
+    gradient_logged_aggregate: str = "auto"
+    gradient_logged_null_groups: int = 19  # the aggregate's null: groups of non-member identities
     gradient_simulated: bool = True
     membership_nonmembers: int = 2000  # >= 1000: TPR at FPR 1e-2 supported; 1e-3 needs 10,000
     membership_shadows: int = 64
@@ -199,6 +206,7 @@ class AttackRunConfig:
             "gradient_logged_dummies",
             "gradient_logged_iterations",
             "gradient_logged_restarts",
+            "gradient_logged_null_groups",
             "oracle_images_per_identity",
             "calibration_identities",
             "membership_nonmembers",
@@ -221,6 +229,10 @@ class AttackRunConfig:
             check_epoch_prior(self.gradient_logged_epoch_prior, self.gradient_logged_epoch_prior_weight)
         except ValueError as exc:
             raise ValueError(f"gradient_logged_{exc}") from exc
+        if self.gradient_logged_aggregate not in AGGREGATE_MODES:
+            raise ValueError(
+                f"gradient_logged_aggregate must be one of {list(AGGREGATE_MODES)}, got {self.gradient_logged_aggregate!r}"
+            )
         bad = [r for r in self.gradient_logged_rounds if r not in ("first", "last")]
         if bad:
             raise ValueError(
@@ -695,7 +707,10 @@ def _gradient_logged_table(gradient_logged: list[Any]) -> list[str]:
     lines.append(
         "    (PSNR/SSIM against the nearest real training image of the client; rank-1 and id-sim are per "
         "update, over its dummies, which are not independent trials; null: the same reconstructions scored "
-        "against the clients not attacked; p: exact permutation p-value over the K clients, at least 1/K)"
+        "against the clients not attacked; p: exact permutation p-value over the K clients, at least 1/K; "
+        "aggregate: a round's summed updates, all the server sees under secure aggregation, scored against the "
+        "participants' images, its null K-1 groups of as many non-member identities, id-sim from each group's "
+        "own images)"
     )
     return lines
 
@@ -1186,7 +1201,7 @@ def run_attacks(
 
     t0 = time.perf_counter()
     if "gradient" in config.attacks:
-        report.gradient_logged = _gradient_logged(view, gt, data.render, reference, config, run_dir, out, report)
+        report.gradient_logged = _gradient_logged(view, gt, data, reference, config, run_dir, out, report)
         if config.gradient_simulated:
             report.gradient = _gradient(view, gt, data.render, reference, config, run_dir, report)
     report.seconds["gradient"] = time.perf_counter() - t0
@@ -2308,7 +2323,7 @@ def _probe_label_source(head_observed: bool, num_images: int) -> str:
 def _gradient_logged(
     view: ObserverView,
     gt: GroundTruth,
-    render: FaceSource,
+    data: _AttackData,
     reference: Any,
     config: AttackRunConfig,
     run_dir: Path,
@@ -2318,8 +2333,9 @@ def _gradient_logged(
     """Invert the backbone updates clients actually uploaded (`attacks.logged_update`): the
     worst-case clients first (fewest identities), their first and/or last round. With
     ``gradient_logged_null`` every reconstruction is also scored against the real images of all
-    the clients that were not attacked (the null over clients, the unit of this attack)."""
-    from attacks.logged_update import invert_logged_update
+    the clients that were not attacked (the null over clients, the unit of this attack). Then,
+    per ``gradient_logged_aggregate``, the aggregate of a round's updates (`_gradient_aggregate`):
+    all the server learns under secure aggregation."""
     from federated_core.engine.messages import SERVER
 
     if config.observer != SERVER or not config.gradient_logged_rounds:
@@ -2333,44 +2349,149 @@ def _gradient_logged(
         return []
     senders = {u.sender for u in view.backbone_updates(required=False)}
     parties = sorted((p for p in gt.identities if p in senders), key=lambda p: (len(gt.identities[p]), p))
-    if not parties:
-        report.notes.append("gradient inversion: no client backbone update in the wire log")
-        return []
-    client_faces = _ClientTrainingFaces(gt, render)
+    client_faces = _ClientTrainingFaces(gt, data.render)
     results = []
     for party in parties[: config.gradient_clients]:
-        ids = gt.identities[party]
-        faces = client_faces(party)
-        others = [p for p in sorted(gt.identities) if p != party and gt.identities[p]]
-        null_faces = {p: client_faces(p) for p in others} if config.gradient_logged_null else None
-        done_rounds: set[int] = set()
-        for which in config.gradient_logged_rounds:
-            cfg = _logged_probe_config(party, which, config)
-            try:
-                r = invert_logged_update(
-                    view,
-                    cfg,
-                    faces,
-                    granted_classes=len(ids),
-                    local_lr=float(fed["lr"]),
-                    weight_decay=float(fed.get("weight_decay", 0.0)),
-                    local_epochs=fed.get("local_epochs"),
-                    batch_size=fed.get("batch_size"),
-                    reference=reference,
-                    client_identities=ids,
-                    null_faces=null_faces,
-                    null_identities={p: gt.identities[p] for p in others},
-                    momentum=float(fed.get("momentum", 0.0)),
-                )
-            except ValueError as exc:
-                report.failures.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
-                continue
-            if r.round in done_rounds:
-                continue  # first == last when the client uploaded once
-            done_rounds.add(r.round)
-            _attach_logged_grid(r, party, out)
-            results.append(r)
+        results += _gradient_logged_client(view, gt, party, client_faces, reference, config, fed, out, report)
+    mode = config.gradient_logged_aggregate
+    if mode == "always" or (mode == "auto" and not parties):
+        results += _gradient_aggregate(view, gt, data, client_faces, reference, config, fed, out, report)
+    elif not parties:
+        report.notes.append("gradient inversion: no client backbone update in the wire log")
     return results
+
+
+def _logged_kwargs(fed: Mapping[str, Any]) -> dict[str, Any]:
+    """The local protocol's settings `invert_logged_update` takes (lr, weight decay, schedule)."""
+    return {
+        "local_lr": float(fed["lr"]),
+        "weight_decay": float(fed.get("weight_decay", 0.0)),
+        "local_epochs": fed.get("local_epochs"),
+        "batch_size": fed.get("batch_size"),
+        "momentum": float(fed.get("momentum", 0.0)),
+    }
+
+
+def _gradient_logged_client(
+    view: ObserverView,
+    gt: GroundTruth,
+    party: str,
+    client_faces: _ClientTrainingFaces,
+    reference: Any,
+    config: AttackRunConfig,
+    fed: Mapping[str, Any],
+    out: Path | None,
+    report: AttackReport,
+) -> list[Any]:
+    """``party``'s logged updates of the rounds ``gradient_logged_rounds`` names, inverted."""
+    from attacks.logged_update import invert_logged_update
+
+    ids = gt.identities[party]
+    faces = client_faces(party)
+    others = [p for p in sorted(gt.identities) if p != party and gt.identities[p]]
+    null_faces = {p: client_faces(p) for p in others} if config.gradient_logged_null else None
+    results, done_rounds = [], set()
+    for which in config.gradient_logged_rounds:
+        cfg = _logged_probe_config(party, which, config)
+        try:
+            r = invert_logged_update(
+                view,
+                cfg,
+                faces,
+                granted_classes=len(ids),
+                reference=reference,
+                client_identities=ids,
+                null_faces=null_faces,
+                null_identities={p: gt.identities[p] for p in others},
+                **_logged_kwargs(fed),
+            )
+        except ValueError as exc:
+            report.failures.append(f"gradient inversion of {party}'s logged update ({which} round): {exc}")
+            continue
+        if r.round in done_rounds:
+            continue  # first == last when the client uploaded once
+        done_rounds.add(r.round)
+        _attach_logged_grid(r, party, out)
+        results.append(r)
+    return results
+
+
+def _gradient_aggregate(
+    view: ObserverView,
+    gt: GroundTruth,
+    data: _AttackData,
+    client_faces: _ClientTrainingFaces,
+    reference: Any,
+    config: AttackRunConfig,
+    fed: Mapping[str, Any],
+    out: Path | None,
+    report: AttackReport,
+) -> list[Any]:
+    """Invert the aggregate of the rounds ``gradient_logged_rounds`` names (`attacks.logged_update`
+    with ``client="aggregate"``): the difference of consecutive broadcasts, matched as one step
+    on the union of the participants' data, scored against the participants' images and, with
+    ``gradient_logged_null``, against groups of non-member identities (`_aggregate_null_groups`)."""
+    from attacks.logged_update import AGGREGATE, invert_logged_update, participants, pick_update
+
+    if config.gradient_logged_epoch_prior != "none":
+        report.notes.append(
+            f"gradient inversion of the aggregate: one-step model (epoch prior {config.gradient_logged_epoch_prior!r} "
+            "models one client's schedule, not a mix of several)"
+        )
+    results, done_rounds = [], set()
+    for which in config.gradient_logged_rounds:
+        cfg = dataclasses.replace(_logged_probe_config(AGGREGATE, which, config), epoch_prior="none")
+        try:
+            update = pick_update(view, cfg)
+            parties = participants(view, update)
+            known = [p for p in parties if gt.identities.get(p)]
+            if len(known) < len(parties):
+                raise ValueError(f"participants {sorted(set(parties) - set(known))[:3]} have no ground truth to score")
+            if not known:
+                raise ValueError(f"the broadcast of round {update.base_round} went to no client")
+            faces = FaceSet.concat([client_faces(p) for p in known])
+            ids = sorted({int(i) for p in known for i in gt.identities[p]})
+            nulls = _aggregate_null_groups(faces, data, config, report) if config.gradient_logged_null else None
+            r = invert_logged_update(
+                view,
+                cfg,
+                faces,
+                granted_classes=len(ids),
+                reference=reference,
+                client_identities=ids,
+                null_faces=nulls,
+                num_samples=len(faces),
+                **_logged_kwargs(fed),
+            )
+        except ValueError as exc:
+            report.failures.append(f"gradient inversion of the aggregate ({which} round): {exc}")
+            continue
+        if r.round in done_rounds:
+            continue
+        done_rounds.add(r.round)
+        r.participants = known
+        _attach_logged_grid(r, AGGREGATE, out)
+        results.append(r)
+    return results
+
+
+def _aggregate_null_groups(
+    participant_faces: FaceSet, data: _AttackData, config: AttackRunConfig, report: AttackReport
+) -> dict[str, FaceSet] | None:
+    """Up to ``gradient_logged_null_groups`` groups of distractor identities (never trained on),
+    each as many identities as the participants, rendered with their (rounded mean) images per
+    identity from index 0: the aggregate's null (`attacks.logged_update.score_against_groups`)."""
+    k = int(torch.unique(participant_faces.labels).numel())
+    per = max(1, round(len(participant_faces) / k))
+    pool = data.distractors[torch.randperm(len(data.distractors), generator=torch.Generator().manual_seed(config.seed))]
+    groups = min(config.gradient_logged_null_groups, len(pool) // k)
+    if groups < 1:
+        report.notes.append(
+            f"gradient inversion of the aggregate: no null ({len(pool)} distractor identities, fewer than the "
+            f"participants' {k})"
+        )
+        return None
+    return {f"non-members:{g}": data.render(pool[g * k : (g + 1) * k], per, 0) for g in range(groups)}
 
 
 @dataclass

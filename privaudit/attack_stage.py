@@ -60,6 +60,7 @@ def attack_config(scenario: Any, attacks: tuple[str, ...], simulated_probe: bool
         gradient_logged_dummies=a.gradient_logged_dummies,
         gradient_logged_epoch_prior=a.gradient_logged_epoch_prior,
         gradient_logged_epoch_prior_weight=float(a.gradient_logged_epoch_prior_weight),
+        gradient_logged_aggregate=a.gradient_logged_aggregate,
         gradient_simulated=simulated_probe,
         membership_nonmembers=a.membership_nonmembers,
         membership_shadows=a.membership_shadows,

@@ -373,6 +373,9 @@ class AttackSpec:
     # (Dimitrov et al. 2022's epoch order-invariant prior, weight gradient_logged_epoch_prior_weight)
     gradient_logged_epoch_prior: str = "none"
     gradient_logged_epoch_prior_weight: float = 1.0
+    # the aggregate of a round's updates (consecutive broadcasts' difference: all the server learns under secure
+    # aggregation): "auto" inverts it when the server saw no client's own update, "always", "never"
+    gradient_logged_aggregate: str = "auto"
     # membership inference (offline LiRA, attacks.membership_attack): fresh non-member identities
     # (>= 1,000 supports TPR at FPR 1e-2, >= 10,000 at 1e-3) and simulated shadow releases per client
     membership_nonmembers: int = 2000
@@ -426,6 +429,11 @@ class AttackSpec:
                 check_epoch_prior(self.gradient_logged_epoch_prior, self.gradient_logged_epoch_prior_weight)
             except ValueError as exc:
                 raise ValueError(f"attacks.gradient_logged_{exc}") from exc
+        if self.gradient_logged_aggregate not in ("auto", "always", "never"):
+            raise ValueError(
+                "attacks.gradient_logged_aggregate must be 'auto', 'always' or 'never', "
+                f"got {self.gradient_logged_aggregate!r}"
+            )
         tv = self.gradient_tv_weight
         if isinstance(tv, bool) or not isinstance(tv, (int, float)) or not (math.isfinite(tv) and tv >= 0):
             raise ValueError(f"attacks.gradient_tv_weight must be a finite number >= 0, got {tv!r}")

@@ -90,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the run's epochs, batches and momentum: independent, shared, dimitrov (Dimitrov et al. 2022's prior)",
     )
     p.add_argument(
+        "--gradient-aggregate",
+        choices=("auto", "always", "never"),
+        default=None,
+        help="invert the aggregate of a round's updates (the difference of consecutive broadcasts: all the server "
+        "learns under secure aggregation): auto (default) when the server saw no client's own update, always, never",
+    )
+    p.add_argument(
         "--no-simulated-probes",
         action="store_true",
         help="invert only the logged updates, not the simulated probes (Geiping et al.'s assumptions)",
@@ -221,6 +228,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "evaluator_architecture": args.evaluator_architecture,
             "gradient_bn_prior_weight": args.bn_prior_weight,
             "gradient_logged_epoch_prior": args.epoch_prior,
+            "gradient_logged_aggregate": args.gradient_aggregate,
         }.items()
         if v is not None
     }
