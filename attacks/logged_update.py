@@ -85,6 +85,7 @@ __all__ = [
     "ProxyHeadModel",
     "invert_logged_update",
     "permutation_p_value",
+    "group_identity_similarity",
     "participants",
     "pick_update",
     "score_against_clients",
@@ -438,15 +439,16 @@ GROUP_UNIT = (
 )
 
 
-def _group_identity_similarity(
+def group_identity_similarity(
     rec_embeddings: torch.Tensor, faces: Any, embed: Callable[[torch.Tensor], torch.Tensor]
-) -> float:
-    """Mean over reconstructions of the best cosine to the templates of ``faces``' identities
-    (each the normalised mean evaluator embedding of that identity's images in ``faces``)."""
+) -> np.ndarray:
+    """Per reconstruction (normalised evaluator embeddings ``[N, d]``), the best cosine to the
+    templates of ``faces``' identities, each the normalised mean evaluator embedding of that
+    identity's images in ``faces``."""
     emb = F.normalize(embed((faces.as_float() + 1) / 2).float(), dim=1)
     ids = faces.labels
     templates = torch.stack([F.normalize(emb[ids == i].mean(0), dim=0) for i in torch.unique(ids)])
-    return float((rec_embeddings @ templates.T).max(1).values.double().mean())
+    return (rec_embeddings @ templates.T).max(1).values.double().numpy()
 
 
 def score_against_groups(
@@ -481,7 +483,7 @@ def score_against_groups(
         best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces[group], rec.shape[-1]))
         similarity = None
         if rec_emb is not None and embed is not None:
-            similarity = _group_identity_similarity(rec_emb, faces[group], embed)
+            similarity = float(group_identity_similarity(rec_emb, faces[group], embed).mean())
         scores[group] = {
             "psnr": float(best_psnr.double().mean()),
             "ssim": float(best_ssim.double().mean()),
@@ -965,7 +967,9 @@ def invert_logged_update(
     For the aggregate, ``client_faces`` / ``client_identities`` are the participants' (all their
     images and identities), ``num_samples`` their total image count (granted: an upload's own
     count is used where it carries one), and ``null_faces`` maps groups of non-member identities
-    to their images (`score_against_groups`; ``null_identities`` is not used).
+    to their images (`score_against_groups`; ``null_identities`` is not used). Its identity
+    similarity follows that null's recipe (templates from the participants' own images, no
+    gallery: no rank-1), so that the row and its null compare like with like.
     """
     _check_logged_inputs(config, client_faces, granted_classes, local_lr, weight_decay)
     if not 0 <= momentum < 1:
@@ -990,7 +994,12 @@ def invert_logged_update(
     rec = (out.images.cpu() + 1) / 2
     real = _unit_images(client_faces, out.resolution)
     best_psnr, best_ssim, nearest = _nearest(rec, real)
-    ids = _identity_scores(rec, reference, client_identities)
+    if aggregate and reference is not None:  # the recipe of its null over groups, comparable with it
+        rec_emb = F.normalize(reference.embed(rec).float(), dim=1)
+        similarity = group_identity_similarity(rec_emb, client_faces, reference.embed)
+        ids = _IdentityScores(similarity=similarity, evaluator=reference.evaluator.description)
+    else:
+        ids = _identity_scores(rec, reference, client_identities)
     null = _null_over_clients(
         rec, config, client_faces, client_identities, reference, null_faces, null_identities, notes
     )

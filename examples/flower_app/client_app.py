@@ -27,27 +27,37 @@ from task import (
 )
 
 
+def audit_tap(faces: str, wire_dir: str, positional: bool = False):  # noqa: ANN201 (a Flower Mod)
+    """privaudit's wire-tap Mod recording under ``wire_dir``, told what the audit needs: each
+    client's identities (ground truth), how the faces were made, the model's layout and the local
+    training protocol; ``positional``: the app sends its model as a list (a legacy NumPyClient),
+    named here by the model's state-dict keys."""
+    from privaudit.flower import wiretap  # the audit: the only privaudit import of the app
+
+    def truth(context: Context) -> dict:
+        p, n = context.node_config["partition-id"], context.node_config["num-partitions"]
+        ids = my_identities(Path(faces), p, n)
+        count = len(load_images(Path(faces), p, n)[1])
+        return {"identities": ids, "num_images": count, "images_per_identity": count // len(ids), "start_index": 0}
+
+    audit = json.loads((Path(faces) / "faces.json").read_text())  # what the auditor knows about the faces
+    model = {"name": "tiny", "embedding_dim": EMBEDDING_DIM, "resolution": RESOLUTION, "kwargs": {}}  # our layers
+    protocol = {"lr": LR, "local_epochs": EPOCHS, "batch_size": BATCH_SIZE}  # our clients' local training
+    run_config = {**audit["run_config"], "federated": protocol}
+    names = list(FaceNet(len(identities(Path(faces)))).state_dict()) if positional else None
+    return wiretap(
+        wire_dir,
+        ground_truth=truth,
+        data_spec=audit["data_spec"],
+        model_spec=model,
+        run_config=run_config,
+        array_names=names,
+    )
+
+
 def make_client_app(faces: str, wire_dir: str | None = None) -> ClientApp:
     """The ClientApp over the faces in ``faces``; ``wire_dir``: record the wire there (privaudit)."""
-    mods = []
-    if wire_dir is not None:
-        from privaudit.flower import wiretap  # the audit: the only privaudit import of the app
-
-        def truth(context: Context) -> dict:
-            p, n = context.node_config["partition-id"], context.node_config["num-partitions"]
-            ids = my_identities(Path(faces), p, n)
-            count = len(load_images(Path(faces), p, n)[1])
-            return {"identities": ids, "num_images": count, "images_per_identity": count // len(ids), "start_index": 0}
-
-        audit = json.loads((Path(faces) / "faces.json").read_text())  # what the auditor knows about the faces
-        model = {"name": "tiny", "embedding_dim": EMBEDDING_DIM, "resolution": RESOLUTION, "kwargs": {}}  # our layers
-        protocol = {"lr": LR, "local_epochs": EPOCHS, "batch_size": BATCH_SIZE}  # our clients' local training
-        run_config = {**audit["run_config"], "federated": protocol}
-        tap = wiretap(
-            wire_dir, ground_truth=truth, data_spec=audit["data_spec"], model_spec=model, run_config=run_config
-        )
-        mods.append(tap)
-    app = ClientApp(mods=mods)
+    app = ClientApp(mods=[] if wire_dir is None else [audit_tap(faces, wire_dir)])
 
     def _setup(msg: Message, context: Context) -> tuple[FaceNet, object, object]:
         p, n = context.node_config["partition-id"], context.node_config["num-partitions"]

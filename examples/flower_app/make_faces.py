@@ -5,8 +5,8 @@
 ``FACES/faces.json`` is what the auditor knows about the data: how the faces were made (the
 generator's settings), so that `privaudit attack` can render faces of any identity for its
 galleries, and the recipe of its independent evaluator (φ0's pre-training config of the tiny
-scale, on identities disjoint from these). Today the attacks need that generator; audits on real
-photo folders wait for issue #17.
+scale, on identities disjoint from these). The attacks on this app's wire render faces with that
+generator (a wire-tapped app on photo folders is not tested yet).
 """
 
 from __future__ import annotations

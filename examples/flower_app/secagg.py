@@ -1,15 +1,20 @@
 """What the server sees with and without Flower's Secure Aggregation (SecAgg+), through the wire-tap.
 
-    python examples/flower_app/secagg.py --faces faces --wiretap audit-plain
-    python examples/flower_app/secagg.py --faces faces --wiretap audit-secagg --secure
+    python examples/flower_app/secagg.py --faces faces --wiretap plain
+    python examples/flower_app/secagg.py --faces faces --wiretap secure --secure
+    privaudit attack plain --observer server --attacks gradient --gradient-aggregate always --out report-plain
+    privaudit attack secure --observer server --attacks gradient --out report-secure
 
 The same FedAvg app (the example's model, data and training loop, written with Flower's
-NumPyClient and the DefaultWorkflow that SecAgg+ plugs into) on 3 SuperNodes. The client puts the
-wire-tap outermost (``mods=[wiretap(...), secaggplus_mod]``), so it records what crosses the
-wire. Without SecAgg+ every client's reply carries its trained model: the server can difference it
-against the broadcast and attack each client's update. With SecAgg+ the replies carry key shares
-and masked vectors (bytes in config records); the server learns only the sum of the models, which
-it broadcasts in the next round. `summary` prints both views.
+NumPyClient and the DefaultWorkflow that SecAgg+ plugs into) on 3 SuperNodes for 2 rounds. The
+client puts the wire-tap outermost (``mods=[wiretap(...), secaggplus_mod]``), so it records what
+crosses the wire, with the model's names for the NumPyClient's positional arrays. Without SecAgg+
+every client's reply carries its trained model: the server differences it against the broadcast
+and attacks each client's update. With SecAgg+ the replies carry key shares and masked vectors
+(bytes in config records); the server learns only the aggregate of the models, which it
+broadcasts in the next round, so the gradient attacks target that aggregate (the difference of
+consecutive broadcasts, scored against all participants' images, with a null of groups of
+non-member identities). `summary` prints what the server's wire log holds in each case.
 """
 
 from __future__ import annotations
@@ -54,12 +59,12 @@ class FaceClient(NumPyClient):
 
 
 def make_apps(faces: str, wire_dir: str, secure: bool, rounds: int) -> tuple[ServerApp, ClientApp]:
-    from privaudit.flower import wiretap  # the audit: the only privaudit import of the app
+    from client_app import audit_tap  # the wire-tap, told what the audit needs (client_app.py)
 
     def client_fn(context: Context):
         return FaceClient(Path(faces), context.node_config["partition-id"], context.node_config["num-partitions"]).to_client()
 
-    mods = [wiretap(wire_dir)] + ([secaggplus_mod] if secure else [])
+    mods = [audit_tap(faces, wire_dir, positional=True)] + ([secaggplus_mod] if secure else [])
     client = ClientApp(client_fn=client_fn, mods=mods)
     server = ServerApp()
 
@@ -95,7 +100,7 @@ def main() -> None:
     parser.add_argument("--faces", required=True)
     parser.add_argument("--wiretap", required=True)
     parser.add_argument("--secure", action="store_true", help="Secure Aggregation (SecAgg+)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     server, client = make_apps(args.faces, args.wiretap, args.secure, args.rounds)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2, "num_gpus": 0}}

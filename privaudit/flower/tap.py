@@ -12,7 +12,8 @@ Kinds: a message with one ``ArrayRecord`` is a ``backbone`` (its arrays under th
 arrays named with ``head_prefix`` go to a ``flower_arrays`` message beside it, since a classifier
 head is no backbone); other arrays are ``flower_arrays``; a message without arrays is
 ``flower_records`` (the bytes values of its config records as uint8 tensors, e.g. SecAgg+'s
-masked vectors). The round is the ``"server-round"`` of a config record (Flower's strategies
+masked vectors). Positional arrays (``"0"``, ``"1"``, ...: a legacy NumPyClient's list) take the
+names ``array_names`` gives. The round is the ``"server-round"`` of a config record (Flower's strategies
 send it), else the message's numeric ``group_id``, else the count of train messages so far.
 
 Several ClientApp processes write to one folder: each message is spooled to its own file
@@ -34,7 +35,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +109,33 @@ def _config_bytes(message: Message) -> dict[str, torch.Tensor]:
     return out
 
 
-def _payloads(message: Message, head_prefix: str) -> list[tuple[str, dict[str, torch.Tensor]]]:
+def _named_arrays(key: str, record: Any, array_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """The arrays of ``record`` by name; positional arrays (``"0"``, ``"1"``, ... as Flower's legacy
+    NumPyClient sends its list) take ``array_names`` when given (a count that differs is an error)."""
+    items = list(record.items())
+    positional = [n for n, _ in items] == [str(i) for i in range(len(items))]
+    if array_names is None or not positional:
+        return {n: _tensor(a, f"{key}[{n!r}]") for n, a in items}
+    if len(array_names) != len(items):
+        raise ValueError(
+            f"wiretap: the message carries {len(items)} positional arrays in {key!r}, array_names names "
+            f"{len(array_names)}"
+        )
+    return {name: _tensor(a, f"{key}[{n!r}]") for name, (n, a) in zip(array_names, items)}
+
+
+def _payloads(
+    message: Message, head_prefix: str, array_names: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, torch.Tensor]]]:
     """(kind, tensors) of a Flower message: see the module docstring."""
     arrays = {k: r for k, r in message.content.array_records.items() if len(r)}
     if not arrays:
         return [("flower_records", _config_bytes(message))]
     if len(arrays) == 1:
         key, record = next(iter(arrays.items()))
-        body = {n: _tensor(a, f"{key}[{n!r}]") for n, a in record.items() if not n.startswith(head_prefix)}
-        head = {n: _tensor(a, f"{key}[{n!r}]") for n, a in record.items() if n.startswith(head_prefix)}
+        named = _named_arrays(key, record, array_names)
+        body = {n: t for n, t in named.items() if not n.startswith(head_prefix)}
+        head = {n: t for n, t in named.items() if n.startswith(head_prefix)}
         return [("backbone", body)] + ([("flower_arrays", head)] if head else [])
     tensors = {f"{k}/{n}": _tensor(a, f"{k}[{n!r}]") for k, r in arrays.items() for n, a in r.items()}
     return [("flower_arrays", tensors)]
@@ -246,10 +265,15 @@ def wiretap(
     model_spec: Mapping[str, Any] | None = None,
     head_prefix: str = "head.",
     run_config: Mapping[str, Any] | None = None,
+    array_names: Sequence[str] | None = None,
 ) -> Mod:
     """A client-side Mod recording every message into a WireLog under ``out_dir`` (see the module
-    docstring). An unwritable ``out_dir`` is a PermissionError naming it, here and not mid-run."""
+    docstring). ``array_names``: the names of a message's positional arrays (Flower's legacy
+    NumPyClient, e.g. under Secure Aggregation's workflow, sends its model as a list, keys
+    ``"0"``, ``"1"``, ...): the model's state-dict keys in order. An unwritable ``out_dir`` is a
+    PermissionError naming it, here and not mid-run."""
     folder = _check_writable(Path(out_dir))
+    names = None if array_names is None else [str(n) for n in array_names]
     spool = _Spool(folder, data_spec, run_config)
     spec = dict(model_spec) if model_spec is not None else None
 
@@ -264,17 +288,22 @@ def wiretap(
         meta_in = {"flower": _records(message), **({"spec": spec} if spec else {})}
         received = [
             WireMessage(kind, SERVER, (party,), rnd, phase, t, None, meta_in)
-            for kind, t in _payloads(message, head_prefix)
+            for kind, t in _payloads(message, head_prefix, names)
         ]
         sent: list[WireMessage] = []
         if not reply.has_error():
             meta_out: dict[str, Any] = {"flower": _records(reply), **({"spec": spec} if spec else {})}
-            examples = [r.get("num-examples") for r in reply.content.metric_records.values() if "num-examples" in r]
+            examples = [  # the Message API's "num-examples", or a legacy client's fit result
+                r[key]
+                for r in reply.content.metric_records.values()
+                for key in ("num-examples", "num_examples")
+                if key in r
+            ]
             if examples:
                 meta_out["num_samples"] = examples[0]
             sent = [
                 WireMessage(kind, party, (SERVER,), rnd, phase, t, None, meta_out)
-                for kind, t in _payloads(reply, head_prefix)
+                for kind, t in _payloads(reply, head_prefix, names)
             ]
         # one file per Flower message id: ClientApps in several processes never overwrite each other
         stamp, name = float(message.metadata.created_at), message.metadata.message_id or message.object_id
