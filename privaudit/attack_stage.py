@@ -140,14 +140,29 @@ def findings_from_report(report: dict[str, Any], out_dir: Path) -> list[dict[str
                 "intervals": {},
                 "image_grid": _relative(r.get("grid"), out_dir),
                 "success_metric": "rank1" if "rank1" in metrics else None,
-                "notes": f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')} "
-                "(grid: each reconstruction below the client's real training image nearest to it); one unit (the "
-                f"update): attacked client ranked {r.get('attacked_rank')} of {r.get('units')} clients, permutation "
-                f"p = {r.get('permutation_p')}: {r.get('threat_model', '')}",
+                "notes": _logged_notes(r),
             }
         )
     findings += [_membership_finding(r) for r in report.get("membership", [])]
     return _with_folder_notes(findings, report)
+
+
+def _logged_notes(r: dict[str, Any]) -> str:
+    """The notes of a logged-update finding: what was inverted, its one unit and its null."""
+    if r.get("client") == "aggregate":
+        return (
+            f"Inverting Gradients on the aggregate of round {r.get('round')}'s updates of "
+            f"{', '.join(r.get('participants') or [])} (grid: each reconstruction below the participants' real "
+            f"training image nearest to it); one unit (the aggregate): the participants ranked "
+            f"{r.get('attacked_rank')} of {r.get('units')} groups (the others as many non-member identities), "
+            f"permutation p = {r.get('permutation_p')}: {r.get('threat_model', '')}"
+        )
+    return (
+        f"Inverting Gradients on {r.get('client', '')}'s logged update of round {r.get('round')} "
+        "(grid: each reconstruction below the client's real training image nearest to it); one unit (the "
+        f"update): attacked client ranked {r.get('attacked_rank')} of {r.get('units')} clients, permutation "
+        f"p = {r.get('permutation_p')}: {r.get('threat_model', '')}"
+    )
 
 
 def _with_folder_notes(findings: list[dict[str, Any]], report: dict[str, Any]) -> list[dict[str, Any]]:

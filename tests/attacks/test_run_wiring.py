@@ -257,6 +257,8 @@ def test_evaluator_architecture_for_rule():
     ({"gradient_granted_labels_row": 1}, "gradient_granted_labels_row must be True or False"),
     ({"gradient_logged_epoch_prior": "ordered"}, "gradient_logged_epoch_prior must be one of"),
     ({"gradient_logged_epoch_prior_weight": -0.5}, "gradient_logged_epoch_prior_weight must be a finite number >= 0"),
+    ({"gradient_logged_aggregate": "sometimes"}, "gradient_logged_aggregate must be one of ['auto', 'always', 'never']"),
+    ({"gradient_logged_null_groups": 0}, "gradient_logged_null_groups must be an integer >= 1, got 0"),
 ])
 def test_config_refuses_bad_values_by_name(changes, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace("[", r"\[")):
@@ -271,6 +273,7 @@ def test_config_refuses_bad_values_by_name(changes, needle):
     ({"gradient_bn_prior_weight": float("nan")}, "attacks.gradient_bn_prior_weight must be a finite number"),
     ({"gradient_logged_epoch_prior": "ordered"}, "attacks.gradient_logged_epoch_prior must be one of"),
     ({"gradient_logged_epoch_prior_weight": float("inf")}, "attacks.gradient_logged_epoch_prior_weight must be"),
+    ({"gradient_logged_aggregate": "yes"}, "attacks.gradient_logged_aggregate must be 'auto', 'always' or 'never'"),
 ])
 def test_scenario_refuses_bad_attack_options_by_name(changes, needle):
     from privaudit.scenario import AttackSpec
@@ -306,7 +309,39 @@ def test_attack_command_options_reach_the_config():
     assert cfg.gradient_bn_prior_weight == 0.5 and not cfg.gradient_granted_labels_row
     off = config_from_args(build_parser().parse_args(["attack", "run", "--no-whitebox"]))
     assert not off.whitebox and off.decoder_objective == "gan" and off.evaluator_architecture == "auto"
+    assert off.gradient_logged_aggregate == "auto"
+    always = config_from_args(build_parser().parse_args(["attack", "run", "--gradient-aggregate", "always"]))
+    assert always.gradient_logged_aggregate == "always"
     for bad in (["--decoder-objective", "vae"], ["--evaluator-architecture", "vgg"], ["--whitebox-iterations", "0"],
-                ["--bn-prior-weight", "-1"]):
+                ["--bn-prior-weight", "-1"], ["--gradient-aggregate", "sometimes"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["attack", "run", *bad])
+
+
+def test_aggregate_beside_the_clients_updates_in_process(tiny_run, backbone_factory, tmp_path):
+    """An in-process run (every client's update observed): "auto" leaves the aggregate alone,
+    "always" inverts round 1's aggregate (broadcast 2 minus broadcast 1) over all three clients'
+    27 images beside the clients' updates, with its null over groups of distractor identities, and
+    the audit's finding names it as the aggregate, ranked among groups, not among clients."""
+    from privaudit.attack_stage import findings_from_report
+
+    run, toy_faces = tiny_run
+    ev = Evaluator(backbone_factory(12, 16, seed=9), (5_000_000, 5_000_300), "test evaluator (untrained)")
+    kw = dict(attacks=("gradient",), gradient_simulated=False, gradient_clients=1, evaluator_architecture=None,
+              gradient_logged_rounds=("first",), gradient_logged_null_groups=4)
+    auto = run_attacks(run, _config(**kw), faces=_source(toy_faces), evaluator=ev)
+    assert [r.config["client"] for r in auto.gradient_logged] == ["client:1"] and auto.failures == []
+    always = run_attacks(run, _config(gradient_logged_aggregate="always", **kw), out_dir=tmp_path,
+                         faces=_source(toy_faces), evaluator=ev)
+    assert [r.config["client"] for r in always.gradient_logged] == ["client:1", "aggregate"]
+    assert always.failures == []
+    agg = always.gradient_logged[1].summary()
+    assert agg["round"] == 1 and agg["participants"] == ["client:0", "client:1", "client:2"]
+    assert agg["num_samples"] == 18 and agg["granted_classes"] == 6 and agg["units"] == 5  # 30 distractors // 6
+    assert agg["null_clients"] == 4 and agg["permutation_statistic"] == "identity_similarity"
+    assert "aggregate:" in always.table()
+    (finding,) = [f for f in findings_from_report(always.to_dict(), tmp_path) if "aggregate" in f["notes"]]
+    assert "the aggregate of round 1's updates of client:0, client:1, client:2" in finding["notes"]
+    assert "ranked" in finding["notes"] and "of 5 groups" in finding["notes"]
+    never = run_attacks(run, _config(gradient_logged_aggregate="never", **kw), faces=_source(toy_faces), evaluator=ev)
+    assert [r.config["client"] for r in never.gradient_logged] == ["client:1"]
