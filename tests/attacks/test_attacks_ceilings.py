@@ -175,7 +175,9 @@ def test_calibrate_evaluator_pairs_against_a_hand_built_computation(faces_factor
     for t, far in zip(cal.thresholds, (1e-2, 0.1)):
         assert t.num_genuine == 12 and t.num_impostor == 132
         k = math.floor(far * 132)  # allowed false accepts: the threshold sits just above the (k+1)-th largest
-        assert imp[k] < t.threshold <= imp[k] + 1e-6
+        # (the evaluator scores in float32, this check in float64: equal to 1e-6, not bit for bit —
+        # seen off by 3e-8 on one machine's CPU)
+        assert abs(t.threshold - imp[k]) <= 1e-6 and np.sum(imp > t.threshold + 1e-6) <= k
         assert t.genuine_accept_rate == pytest.approx(np.mean(np.diag(sims) >= t.threshold))
         assert t.supported == (132 >= 10 / far)
         # toy groups alternate by identity: 5 same-group impostors of each of the 12 probes
