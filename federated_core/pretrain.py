@@ -8,7 +8,9 @@ The recipe is the usual margin-softmax one (CosFace, Wang et al. 2018, Eq. 2 of 
 ArcFace, Eq. 3): SGD with momentum and weight decay, cosine learning-rate decay, random
 horizontal flips. The result is evaluated on unseen identities with the 1:1 verification protocol
 of `federated_core.evaluation` and saved as safetensors with its config; runs are cached by a hash
-of the config, so a repeated run with the same config only loads the checkpoint.
+of the config and of the code that turns it into weights (`weights_code_fingerprint`: this module,
+`federated_core.models`, `federated_core.data` and torch's version), so a repeated run with the
+same config and code only loads the checkpoint, and a φ0 trained by other code is never reused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,29 @@ from tqdm.auto import tqdm
 from federated_core.data.faceset import FaceSet
 from federated_core.integrity import CachedFileWarning, verify_checksums, write_checksums
 
-CACHE_FORMAT_VERSION = 2  # 2: evaluation fields out of the weights' key; checksums.json
+CACHE_FORMAT_VERSION = 3  # 2: evaluation fields out of the weights' key; checksums.json. 3: the code's hash
+# the source φ0's weights depend on beside its config (relative to federated_core/): a change to any
+# of these files, or another torch, is another cache key
+WEIGHTS_CODE = ("pretrain.py", "models", "data")
+
+
+def code_fingerprint_of(root: Path, entries: tuple[str, ...], torch_version: str) -> str:
+    """SHA-256 (16 hex digits) over ``torch_version`` and the relative path and bytes of every
+    ``.py`` file of ``entries`` (files or folders) under ``root``, in sorted order."""
+    h = hashlib.sha256(torch_version.encode())
+    for entry in entries:
+        path = root / entry
+        if not path.exists():
+            raise ValueError(f"code_fingerprint_of: {str(path)!r} does not exist")
+        for f in [path] if path.is_file() else sorted(path.rglob("*.py")):
+            h.update(b"\0" + f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def weights_code_fingerprint() -> str:
+    """The fingerprint of the code that trains φ0 (`WEIGHTS_CODE`, torch's version), once per process."""
+    return code_fingerprint_of(Path(__file__).resolve().parent, WEIGHTS_CODE, torch.__version__)
 
 
 @dataclass(frozen=True)
@@ -205,10 +230,11 @@ class PretrainConfig:
         return cls(**d)
 
     def fingerprint(self) -> str:
-        """Hash of everything that determines the trained weights (the cache key); the evaluation
-        fields are not among them (`evaluation_fingerprint`), so one φ0 serves every evaluation."""
+        """Hash of everything that determines the trained weights (the cache key): the config and
+        the code that trains it (`weights_code_fingerprint`); the evaluation fields are not among
+        them (`evaluation_fingerprint`), so one φ0 serves every evaluation."""
         weights = {k: v for k, v in self.to_dict().items() if k not in EVALUATION_FIELDS}
-        blob = json.dumps({"v": CACHE_FORMAT_VERSION, **weights}, sort_keys=True)
+        blob = json.dumps({"v": CACHE_FORMAT_VERSION, "code": weights_code_fingerprint(), **weights}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def evaluation_fingerprint(self) -> str:
