@@ -2440,7 +2440,7 @@ def _gradient_aggregate(
         )
     results, done_rounds = [], set()
     for which in config.gradient_logged_rounds:
-        cfg = dataclasses.replace(_logged_probe_config(AGGREGATE, which, config), epoch_prior="none")
+        cfg = _logged_probe_config(AGGREGATE, which, config)
         try:
             update = pick_update(view, cfg)
             parties = participants(view, update)
@@ -2514,8 +2514,9 @@ class _ClientTrainingFaces:
 
 
 def _logged_probe_config(party: str, which: str, config: AttackRunConfig) -> Any:
-    """The `LoggedUpdateProbeConfig` of ``party``'s ``which`` ("first"/"last") logged update."""
-    from attacks.logged_update import LoggedUpdateProbeConfig
+    """The `LoggedUpdateProbeConfig` of ``party``'s ``which`` ("first"/"last") logged update (the
+    aggregate's: always the one-step model, an epoch prior models one client's schedule)."""
+    from attacks.logged_update import AGGREGATE, LoggedUpdateProbeConfig
 
     return LoggedUpdateProbeConfig(
         client=party,
@@ -2524,7 +2525,7 @@ def _logged_probe_config(party: str, which: str, config: AttackRunConfig) -> Any
         iterations=config.gradient_logged_iterations,
         restarts=config.gradient_logged_restarts,
         tv_weight=config.gradient_tv_weight,
-        epoch_prior=config.gradient_logged_epoch_prior,
+        epoch_prior="none" if party == AGGREGATE else config.gradient_logged_epoch_prior,
         epoch_prior_weight=config.gradient_logged_epoch_prior_weight,
         seed=config.seed,
         device=config.device,

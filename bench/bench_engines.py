@@ -83,6 +83,9 @@ def main() -> None:
         "bytes_ratios_flower_records_over_wire": {
             f"flower-{m}": (t["bytes_sent"] + t["bytes_received"]) / wire for m, t in transports.items()
         },
+        "flower_client_state_bytes": {  # of the record bytes: the clients' states, crossing with each job
+            f"flower-{m}": t["client_state_bytes_sent"] + t["client_state_bytes_received"] for m, t in transports.items()
+        },
         "flower_messages": {f"flower-{m}": t["flower_messages"] for m, t in transports.items()},
         "same_backbone_bit_for_bit": {
             f"flower-{m}": all(torch.equal(v, r.backbone.state_dict()[k]) for k, v in reference.items())

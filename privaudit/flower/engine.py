@@ -53,6 +53,12 @@ def _write_transport(job: Job, transport: Transport, mode: str, num_nodes: int) 
         "flower_messages": transport.messages,
         "bytes_sent": transport.sent,
         "bytes_received": transport.received,
+        # of those, the logical clients' private states: the SuperNodes are stateless, so each state
+        # crosses with its job and back through the SuperLink (the harness, not the method's protocol)
+        "client_state_bytes_sent": transport.state_sent,
+        "client_state_bytes_received": transport.state_received,
+        "note": "bytes of Flower record content; the client states cross the SuperLink with each job: a real "
+        "deployment's server would see them (the wire log records the method's messages only)",
     }
     (Path(out) / TRANSPORT_NAME).write_text(json.dumps(record, indent=1))
 

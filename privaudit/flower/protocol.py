@@ -24,8 +24,11 @@ def message_key(index: int) -> str:
     return f"m.{index}"
 
 
+STATE_PREFIX = "s."
+
+
 def state_key(client_id: int) -> str:
-    return f"s.{client_id}"
+    return f"{STATE_PREFIX}{client_id}"
 
 
 def result_key(client_id: int) -> str:

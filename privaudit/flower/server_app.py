@@ -44,16 +44,22 @@ class Job:
 
 @dataclass
 class Transport:
-    """Bytes of Flower record content that crossed, server -> nodes and nodes -> server."""
+    """Bytes of Flower record content that crossed, server -> nodes and nodes -> server, and of
+    those the bytes of the logical clients' states (``state_sent`` / ``state_received``): the
+    SuperNodes are stateless, so each participant's private state crosses with its job and back
+    through the SuperLink — the harness's transport, not the method's protocol (the wire log)."""
 
     sent: int = 0
     received: int = 0
     messages: int = 0
+    state_sent: int = 0
+    state_received: int = 0
 
 
-def content_bytes(content: RecordDict) -> int:
-    """Bytes of a RecordDict's records (Flower's own ``count_bytes`` of each record)."""
-    return int(sum(record.count_bytes() for record in content.values()))
+def content_bytes(content: RecordDict, prefix: str = "") -> int:
+    """Bytes of a RecordDict's records (Flower's own ``count_bytes`` of each record); with
+    ``prefix``, of the records whose key starts with it."""
+    return int(sum(record.count_bytes() for key, record in content.items() if key.startswith(prefix)))
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
@@ -117,6 +123,7 @@ class FlowerExecutor:
             content, protocol.JOB_KEY, {**head, "clients": clients, "inbox": inbox, "messages": list(range(len(index)))}
         )
         self.transport.sent += content_bytes(content)
+        self.transport.state_sent += content_bytes(content, protocol.STATE_PREFIX)
         self.transport.messages += 1
         return Message(content, dst_node_id=node, message_type=protocol.PHASE_TYPE)
 
@@ -126,6 +133,7 @@ class FlowerExecutor:
             error = RemoteClientError(f"SuperNode {node} failed: {reply.error.reason}")
             return {cid: error for cid in clients}
         self.transport.received += content_bytes(reply.content)
+        self.transport.state_received += content_bytes(reply.content, protocol.STATE_PREFIX)
         out: dict[int, Any] = {}
         try:
             for cid in clients:

@@ -345,3 +345,9 @@ def test_aggregate_beside_the_clients_updates_in_process(tiny_run, backbone_fact
     assert "ranked" in finding["notes"] and "of 5 groups" in finding["notes"]
     never = run_attacks(run, _config(gradient_logged_aggregate="never", **kw), faces=_source(toy_faces), evaluator=ev)
     assert [r.config["client"] for r in never.gradient_logged] == ["client:1"]
+    # an epoch prior models one client's schedule: the aggregate keeps the one-step model, said in a note
+    prior = run_attacks(run, _config(gradient_logged_aggregate="always", gradient_logged_epoch_prior="shared", **kw),
+                        faces=_source(toy_faces), evaluator=ev)
+    assert [(r.config["client"], r.config["epoch_prior"]) for r in prior.gradient_logged] == [
+        ("client:1", "shared"), ("aggregate", "none")]
+    assert prior.failures == [] and any("aggregate: one-step model" in n for n in prior.notes)

@@ -66,6 +66,9 @@ def test_simulation_equals_inprocess(runs, method):
     transport = json.loads((root / "flower" / method / TRANSPORT_NAME).read_text())
     assert transport["engine"] == "flower-simulation" and transport["supernodes"] == 2
     assert transport["bytes_received"] > 0 and transport["bytes_sent"] > 0
+    # the clients' private states cross with each job (counted apart); none is in the wire log
+    assert 0 < transport["client_state_bytes_sent"] < transport["bytes_sent"]
+    assert 0 < transport["client_state_bytes_received"] < transport["bytes_received"]
 
 
 def test_a_run_resumed_on_flower_equals_an_uninterrupted_one(runs):
