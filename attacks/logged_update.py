@@ -1009,7 +1009,8 @@ def invert_logged_update(
         base_round=update.base_round,
         num_samples=n_samples,
         granted_classes=granted_classes,
-        local_steps_estimate=_local_steps_estimate(n_samples, local_epochs, batch_size),
+        # an aggregate mixes its participants' schedules (each its own step count): none is stated
+        local_steps_estimate=None if aggregate else _local_steps_estimate(n_samples, local_epochs, batch_size),
         negatives=0 if negatives is None else int(negatives.shape[0]),
         psnr=best_psnr.numpy(),
         ssim=best_ssim.numpy(),

@@ -309,7 +309,10 @@ def test_aggregate_is_the_difference_of_broadcasts_and_is_inverted(faces_factory
     start = invert_logged_update(
         view, LoggedUpdateProbeConfig(client=AGGREGATE, dummies=2, iterations=1), union, 2, local_lr=0.1
     )
-    res = invert_logged_update(view, cfg, union, 2, local_lr=0.1, null_faces=nulls, num_samples=len(union))
+    res = invert_logged_update(
+        view, cfg, union, 2, local_lr=0.1, null_faces=nulls, num_samples=len(union), local_epochs=1, batch_size=2
+    )
+    assert res.local_steps_estimate is None  # the participants' own step counts differ: none is stated
     # the attacker's model (one CosFace step on the union, two proxy classes) is not the clients'
     # (each its own positive-only loss): the match is partial, yet far above the random start (-0.30)
     assert res.update_cosine > 0.3 and res.update_cosine > start.update_cosine + 0.5

@@ -94,6 +94,7 @@ def test_gradient_attacks_target_each_update_or_only_the_aggregate(both_ways):
     (row,) = secure["gradient_logged"]
     assert (row["client"], row["round"], row["participants"]) == ("aggregate", 1, ["client:0", "client:1", "client:2"])
     assert row["num_samples"] == 24 and row["granted_classes"] == 6 and row["units"] == 20
+    assert row["local_steps"] is None  # each participant took its own steps: the aggregate states none
     assert row["null_clients"] == 19 and row["unit_name"].startswith("group of identities")
     assert row["permutation_statistic"] == "identity_similarity" and row["rank1"] is None
     assert 1 / 20 <= row["permutation_p"] <= 1 and "secure aggregation" in row["threat_model"]
