@@ -99,3 +99,24 @@ def test_gradient_attacks_target_each_update_or_only_the_aggregate(both_ways):
     assert row["permutation_statistic"] == "identity_similarity" and row["rank1"] is None
     assert 1 / 20 <= row["permutation_p"] <= 1 and "secure aggregation" in row["threat_model"]
     assert row["grid"] == "gradient_logged_aggregate_round1.png" and (tmp / "report-secure" / row["grid"]).is_file()
+
+
+def test_the_ledger_runs_unchanged_on_both_wire_taps(both_ways):
+    """Item 4's "the ledger runs on it unchanged": `account_run` composes the wire-tapped uploads.
+    Plain FedAvg uploads its backbone and its softmax head (one row per identity: class information)
+    without noise, so no finite ε; under SecAgg+ the masked vectors carry the same models, masked
+    but not noised: no finite ε either (the ledger files what it cannot read as class information,
+    the conservative side). The guarantee says so, δ beside every ε."""
+    from privaudit.privacy_stage import UnitCounts, account_run
+
+    tmp, _ = both_ways
+    counts = UnitCounts(images=8, identities=2, max_images_per_identity=4)
+    plain = account_run(WireLog.load(tmp / "plain"), 1e-5, ["rdp"], 2, counts)
+    assert plain.released_kinds == ["backbone", "flower_arrays"] and plain.backbone_private is False
+    assert plain.centers_epsilon == {"rdp": float("inf")} and plain.per_person["status"] == "none"
+    secure = account_run(WireLog.load(tmp / "secure"), 1e-5, ["rdp"], 2, counts)
+    assert secure.released_kinds == ["flower_records"] and secure.backbone_private is None
+    assert secure.per_person["epsilon"] == {"rdp": float("inf")} and secure.per_person["status"] == "none"
+    assert plain.guarantee.startswith("no guarantee for class information (flower_arrays)")
+    assert secure.guarantee.startswith("no guarantee for class information (flower_records)")
+    assert all(g.delta == 1e-5 for g in plain.guarantees + secure.guarantees)  # δ beside every ε
