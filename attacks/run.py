@@ -2491,7 +2491,14 @@ def _aggregate_null_groups(
             f"participants' {k})"
         )
         return None
-    return {f"non-members:{g}": data.render(pool[g * k : (g + 1) * k], per, 0) for g in range(groups)}
+    nulls = {f"non-members:{g}": data.render(pool[g * k : (g + 1) * k], per, 0) for g in range(groups)}
+    short = {name: len(faces) for name, faces in nulls.items() if len(faces) < k * per}
+    if short:  # fewer images than the participants' per identity: a lower nearest-image max, a kinder null
+        report.notes.append(
+            f"gradient inversion of the aggregate: {len(short)} null group(s) hold fewer than {k * per} images "
+            f"({', '.join(f'{n}: {c}' for n, c in list(short.items())[:3])}); the permutation p is then optimistic"
+        )
+    return nulls
 
 
 @dataclass

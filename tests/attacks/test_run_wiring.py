@@ -351,3 +351,10 @@ def test_aggregate_beside_the_clients_updates_in_process(tiny_run, backbone_fact
     assert [(r.config["client"], r.config["epoch_prior"]) for r in prior.gradient_logged] == [
         ("client:1", "shared"), ("aggregate", "none")]
     assert prior.failures == [] and any("aggregate: one-step model" in n for n in prior.notes)
+    # a null group with fewer images per identity than the participants is said (its p is optimistic)
+    def short_distractors(ids, per, start):
+        return toy_faces(ids, per if int(torch.as_tensor(ids).max()) < 1_000_000 else 1, 16, seed=start)
+
+    short = run_attacks(run, _config(gradient_logged_aggregate="always", **kw), faces=short_distractors, evaluator=ev)
+    assert any("4 null group(s) hold fewer than 18 images (non-members:0: 6" in n for n in short.notes)
+    assert not any("null group(s) hold fewer" in n for n in always.notes)
