@@ -2484,11 +2484,14 @@ def _aggregate_null_groups(
     k = int(torch.unique(participant_faces.labels).numel())
     per = max(1, round(len(participant_faces) / k))
     pool = data.distractors[torch.randperm(len(data.distractors), generator=torch.Generator().manual_seed(config.seed))]
+    if data.folder is not None:  # a face folder: only distractors with the participants' image count
+        enough = torch.tensor([data.folder.images_available(int(i)) >= per for i in pool], dtype=torch.bool)
+        pool = pool[enough] if len(pool) else pool
     groups = min(config.gradient_logged_null_groups, len(pool) // k)
     if groups < 1:
         report.notes.append(
-            f"gradient inversion of the aggregate: no null ({len(pool)} distractor identities, fewer than the "
-            f"participants' {k})"
+            f"gradient inversion of the aggregate: no null ({len(pool)} distractor identities with {per} images, "
+            f"fewer than the participants' {k} identities)"
         )
         return None
     nulls = {f"non-members:{g}": data.render(pool[g * k : (g + 1) * k], per, 0) for g in range(groups)}

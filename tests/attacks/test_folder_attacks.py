@@ -401,3 +401,50 @@ def test_a_spec_without_a_split_record_deals_the_rest_into_public_and_distractor
     assert set(data.distractors.tolist()) | set(data.public.tolist()) | evaluators == rest
     assert len(data.distractors) == 3 and not set(data.distractors.tolist()) & (set(data.public.tolist()) | evaluators)
     assert any("records no identity split" in n for n in data.notes)
+
+
+def test_the_aggregate_on_a_folder_run(folder_attacks) -> None:
+    """The aggregate of round 1 on the folder run: scored against the three clients' 18 training
+    images, its null one group of the split's 6 distractor identities (all with >= 3 images),
+    rendered from index 0 with the participants' 3 images each; no failure."""
+    import dataclasses
+
+    report, split, _counts, source, _recorder, out = folder_attacks
+    config = dataclasses.replace(
+        AttackRunConfig(**{k: v for k, v in report.config.items() if k in AttackRunConfig.__dataclass_fields__}),
+        attacks=("gradient",), gradient_simulated=False, gradient_logged_rounds=("first",),
+        gradient_logged_aggregate="always",
+    )  # fmt: skip
+    recorder = RecordingSource(source)
+    again = run_attacks(out.parent / "run", config, faces=recorder, cache_dir=out.parent / "cache")
+    assert not [f for f in again.failures if "aggregate" in f]
+    (agg,) = [r.summary() for r in again.gradient_logged if r.config["client"] == "aggregate"]
+    assert agg["participants"] == ["client:0", "client:1", "client:2"] and agg["num_samples"] == 18
+    assert agg["null_clients"] == 1 and agg["units"] == 2
+    distractors = set(split["distractors"].tolist())
+    # the gallery renders the distractors too, 2 images each; the null group takes the participants' 3
+    (null_call,) = [c for c in recorder.calls if set(c[0]) <= distractors and c[1] == 3]
+    assert set(null_call[0]) == distractors and null_call[2] == 0
+
+
+def test_the_aggregate_null_takes_only_distractors_with_enough_images(folder_attacks) -> None:
+    """Participants with 7 images per identity: only the distractors holding >= 7 images can stand
+    in their null (fewer would make a kinder null); too few of them for one group is said, not raised."""
+    from attacks.run import AttackReport, _aggregate_null_groups, _AttackData
+    from attacks.views import load_ground_truth
+    from federated_core.data.faceset import FaceSet
+
+    report, split, counts, source, _recorder, out = folder_attacks
+    config = AttackRunConfig(**{k: v for k, v in report.config.items() if k in AttackRunConfig.__dataclass_fields__})
+    gt = load_ground_truth(out.parent / "run")
+    data = _AttackData.of(gt, RecordingSource(source), config)
+    enough = [i for i in data.distractors.tolist() if _images(source, counts, i) >= 7]
+    one = FaceSet(torch.zeros(7, 3, R, R, dtype=torch.uint8), torch.zeros(7, dtype=torch.int64))  # 1 id x 7
+    sink = AttackReport("run", "server", {})
+    groups = _aggregate_null_groups(one, data, config, sink)
+    assert len(enough) == 2  # the tree's distractors hold 5, 6, 5, 7, 5, 7 images
+    assert groups is not None and len(groups) == min(config.gradient_logged_null_groups, len(enough))
+    assert all(set(g.labels.tolist()) <= set(enough) and len(g) == 7 for g in groups.values())
+    big = FaceSet(torch.zeros(7 * 6, 3, R, R, dtype=torch.uint8), torch.arange(6).repeat_interleave(7))  # 6 ids x 7
+    assert _aggregate_null_groups(big, data, config, sink) is None
+    assert any("no null" in n and "with 7 images" in n for n in sink.notes)
