@@ -141,3 +141,20 @@ def test_config_bytes_and_emptied_arrays_are_recorded_as_records(tmp_path, serve
     assert [m.kind for m in sent] == ["flower_records"]
     assert sent[0].tensors["secagg/masked/0"].tolist() == [1, 2, 3] and sent[0].tensors["secagg/masked/1"].numel() == 0
     assert sent[0].meta["flower"]["configs"]["secagg"] == {"masked": [{"bytes": 3}, {"bytes": 0}], "stage": "collect"}
+
+
+def test_positional_arrays_take_the_given_names(tmp_path, server_identity):
+    """A legacy NumPyClient sends its model as a list (keys "0", "1", ...): `array_names` names them
+    (head arrays still kept apart), and a count that differs is an error naming both counts."""
+    gen = torch.Generator().manual_seed(0)
+    weights = {"0": torch.randn(4, 3, generator=gen), "1": torch.randn(2, generator=gen)}
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": 1})})
+    message = Message(content, dst_node_id=11, message_type="train")
+    named = _app([wiretap(tmp_path / "named", array_names=["embedding.weight", "head.bias"])])
+    named(message, _context())
+    received = [m for m in WireLog.load(tmp_path / "named") if m.sender == "server"]
+    assert [(m.kind, list(m.tensors)) for m in received] == [("backbone", ["embedding.weight"]), ("flower_arrays", ["head.bias"])]
+    assert torch.equal(received[0].tensors["embedding.weight"], weights["0"])
+    wrong = _app([wiretap(tmp_path / "wrong", array_names=["only.one"])])
+    with pytest.raises(ValueError, match="carries 2 positional arrays in 'arrays', array_names names 1"):
+        wrong(Message(content, dst_node_id=11, message_type="train"), _context())
