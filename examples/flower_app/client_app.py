@@ -27,20 +27,34 @@ from task import (
 )
 
 
-def audit_tap(faces: str, wire_dir: str, positional: bool = False):  # noqa: ANN201 (a Flower Mod)
+def audit_tap(faces: str, wire_dir: str, positional: bool = False, audit_folder: str | None = None):  # noqa: ANN201
     """privaudit's wire-tap Mod recording under ``wire_dir``, told what the audit needs: each
     client's identities (ground truth), how the faces were made, the model's layout and the local
     training protocol; ``positional``: the app sends its model as a list (a legacy NumPyClient),
-    named here by the model's state-dict keys."""
-    from privaudit.flower import wiretap  # the audit: the only privaudit import of the app
+    named here by the model's state-dict keys. ``audit_folder``: the auditor's identity-per-folder
+    photo tree (the app's identity folders and others, for galleries, non-members and evaluators):
+    the attacks read faces from it rather than from the generator that made them."""
+    from privaudit.flower import wiretap  # the audit: the only privaudit imports of the app
+
+    audit = json.loads((Path(faces) / "faces.json").read_text())  # what the auditor knows about the faces
+    data_spec, id_of = audit["data_spec"], int
+    if audit_folder is not None:
+        from federated_core.data.folder_source import FolderFaceSource
+
+        tree = FolderFaceSource(audit_folder, RESOLUTION)
+        data_spec, id_of = tree.data_spec(), lambda name: tree.identity_of(str(name))
 
     def truth(context: Context) -> dict:
         p, n = context.node_config["partition-id"], context.node_config["num-partitions"]
         ids = my_identities(Path(faces), p, n)
-        count = len(load_images(Path(faces), p, n)[1])
-        return {"identities": ids, "num_images": count, "images_per_identity": count // len(ids), "start_index": 0}
+        count = len(load_images(Path(faces), p, n)[1])  # every image of its identities
+        return {
+            "identities": [id_of(i) for i in ids],
+            "num_images": count,
+            "images_per_identity": count // len(ids),
+            "start_index": 0,
+        }
 
-    audit = json.loads((Path(faces) / "faces.json").read_text())  # what the auditor knows about the faces
     model = {"name": "tiny", "embedding_dim": EMBEDDING_DIM, "resolution": RESOLUTION, "kwargs": {}}  # our layers
     protocol = {"lr": LR, "local_epochs": EPOCHS, "batch_size": BATCH_SIZE}  # our clients' local training
     run_config = {**audit["run_config"], "federated": protocol}
@@ -48,16 +62,17 @@ def audit_tap(faces: str, wire_dir: str, positional: bool = False):  # noqa: ANN
     return wiretap(
         wire_dir,
         ground_truth=truth,
-        data_spec=audit["data_spec"],
+        data_spec=data_spec,
         model_spec=model,
         run_config=run_config,
         array_names=names,
     )
 
 
-def make_client_app(faces: str, wire_dir: str | None = None) -> ClientApp:
-    """The ClientApp over the faces in ``faces``; ``wire_dir``: record the wire there (privaudit)."""
-    app = ClientApp(mods=[] if wire_dir is None else [audit_tap(faces, wire_dir)])
+def make_client_app(faces: str, wire_dir: str | None = None, audit_folder: str | None = None) -> ClientApp:
+    """The ClientApp over the faces in ``faces``; ``wire_dir``: record the wire there (privaudit),
+    ``audit_folder``: the auditor's photo tree (`audit_tap`)."""
+    app = ClientApp(mods=[] if wire_dir is None else [audit_tap(faces, wire_dir, audit_folder=audit_folder)])
 
     def _setup(msg: Message, context: Context) -> tuple[FaceNet, object, object]:
         p, n = context.node_config["partition-id"], context.node_config["num-partitions"]

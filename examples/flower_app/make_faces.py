@@ -6,7 +6,8 @@
 generator's settings), so that `privaudit attack` can render faces of any identity for its
 galleries, and the recipe of its independent evaluator (φ0's pre-training config of the tiny
 scale, on identities disjoint from these). The attacks on this app's wire render faces with that
-generator (a wire-tapped app on photo folders is not tested yet).
+generator, or read them from an auditor's photo tree (`run.py --audit-folder`: e.g. this script's
+output with more identities than the app's).
 """
 
 from __future__ import annotations

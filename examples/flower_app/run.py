@@ -24,13 +24,18 @@ def main() -> None:
     parser.add_argument("--supernodes", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--wiretap", default=None, help="record the wire here for privaudit")
+    parser.add_argument(
+        "--audit-folder",
+        default=None,
+        help="the auditor's photo tree (the app's identity folders and others): the attacks read faces from it",
+    )
     parser.add_argument("--model-out", default=None, help="save the final global model (state dict) here")
     args = parser.parse_args()
     result: dict = {}
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2, "num_gpus": 0}}
     run_simulation(
         server_app=make_server_app(args.faces, args.rounds, result),
-        client_app=make_client_app(args.faces, args.wiretap),
+        client_app=make_client_app(args.faces, args.wiretap, args.audit_folder),
         num_supernodes=args.supernodes,
         backend_config=backend,
     )

@@ -326,6 +326,22 @@ class FolderFaceSource:
         """The image files of ``identity`` in its fixed order (position ``k`` is image index ``k``)."""
         return list(self._order[self._identity(identity)])
 
+    def data_spec(self) -> dict[str, Any]:
+        """The data spec that reopens this source (`from_data_spec`) and renders any of its
+        identities: ``"source": "folder"``, the root, fingerprint, resolution and settings. What a
+        run folder's ``ground_truth/data_spec.json`` needs for `privaudit attack` to render faces
+        (e.g. `privaudit.flower.wiretap`'s ``data_spec`` for an app trained on this tree); a
+        federated run adds its clients, test set and split (`folder_federated_data`)."""
+        return {
+            "source": "folder",
+            "root": str(self.root),
+            "fingerprint": self.fingerprint(),
+            "resolution": self.resolution,
+            "folder": self.spec(),
+            "render": "federated_core.data.folder_source.FolderFaceSource.from_data_spec(spec)"
+            ".render(identities, images_per_identity, start_index)",
+        }
+
     def identity_of(self, name: str) -> int:
         """The id of the identity folder ``name``."""
         for i, n in self.names.items():
@@ -631,13 +647,7 @@ def folder_federated_data(
         data.append(ClientData.from_faces(source.render(ids, per, 0)))
         spec_clients[client_party(cid)] = {"identities": ids.tolist(), "images_per_identity": per, "start_index": 0}
     data_spec = {
-        "source": "folder",
-        "root": str(source.root),
-        "fingerprint": source.fingerprint(),
-        "resolution": source.resolution,
-        "folder": source.spec(),
-        "render": "federated_core.data.folder_source.FolderFaceSource.from_data_spec(spec)"
-        ".render(identities, images_per_identity, start_index)",
+        **source.data_spec(),
         "clients": spec_clients,
         "test": {"identities": test.tolist(), "images_per_identity": test_per, "start_index": 0},
         "heldout": {"per_identity": heldout, "start_index": per},

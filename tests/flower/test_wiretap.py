@@ -158,3 +158,53 @@ def test_positional_arrays_take_the_given_names(tmp_path, server_identity):
     wrong = _app([wiretap(tmp_path / "wrong", array_names=["only.one"])])
     with pytest.raises(ValueError, match="carries 2 positional arrays in 'arrays', array_names names 1"):
         wrong(Message(content, dst_node_id=11, message_type="train"), _context())
+
+
+def test_a_wire_tapped_app_is_attacked_on_the_auditors_photo_tree(tmp_path):
+    """The example app with `--audit-folder`: the wire-tap's data spec is the auditor's photo tree
+    (the app's 12 identity folders and 28 others), the ground truth names the tree's ids of the
+    app's folders, and `privaudit attack` reads every face from that tree: the clients' training
+    images for scoring, the others dealt into public and distractor identities, the evaluator
+    trained on some of them."""
+    import numpy as np
+    from PIL import Image
+
+    from federated_core.data.folder_source import FolderFaceSource
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    example = REPO / "examples" / "flower_app"
+    commands = [
+        [sys.executable, str(example / "make_faces.py"), "--out", "faces", "--identities", "12", "--images", "6"],
+        [sys.executable, str(example / "make_faces.py"), "--out", "auditor", "--identities", "40", "--images", "6"],
+        [sys.executable, str(example / "run.py"), "--faces", "faces", "--supernodes", "4", "--rounds", "2",
+         "--wiretap", "audit", "--audit-folder", "auditor"],
+        [sys.executable, "-m", "privaudit", "attack", "audit", "--observer", "server", "--attacks", "gradient",
+         "--gradient-iterations", "5", "--gradient-dummies", "2", "--no-simulated-probes", "--out", "report"],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    tree = FolderFaceSource(tmp_path / "auditor", 32)
+    spec = json.loads((tmp_path / "audit" / "ground_truth" / "data_spec.json").read_text())
+    assert spec["source"] == "folder" and spec["fingerprint"] == tree.fingerprint()
+    partition = json.loads((tmp_path / "audit" / "ground_truth" / "partition.json").read_text())
+    app_folders = sorted(p.name for p in (tmp_path / "faces").iterdir() if p.is_dir())
+    for k in range(4):  # SuperNode k holds the app's identities sorted(ids)[k::4]: their folders in the tree
+        assert [tree.names[i] for i in partition[f"client:{k}"]["identities"]] == app_folders[k::4]
+    report = json.loads((tmp_path / "report" / "attacks.json").read_text())
+    # the app trains on every image of its identities: none is left unseen for a gallery (flagged, not hidden)
+    (flag,) = report["failures"]
+    assert flag.startswith("face folder: 12 of 12 client identities have no image their client did not train on")
+    assert {r["round"] for r in report["gradient_logged"]} == {1, 2}
+    assert any(n.startswith("face folder roles: 14 gallery distractors") for n in report["notes"])
+    assert "of the face folder 'auditor'" in report["evaluator"]
+    row = report["gradient_logged"][0]
+    assert row["client"] == "client:0" and row["num_samples"] == 18
+    # what the attacks render as client:0's training images (the tap's entry, read from the tree) are
+    # exactly the images the app trained client:0 on (its folders' files)
+    entry = spec["clients"]["client:0"]
+    rendered = tree.render(entry["identities"], entry["images_per_identity"], entry["start_index"])
+    files = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+             for name in app_folders[0::4] for f in sorted((tmp_path / "faces" / name).glob("*.png"))]  # fmt: skip
+    as_bytes = lambda images: sorted(bytes(x.contiguous().numpy().tobytes()) for x in images)  # noqa: E731
+    assert len(rendered) == len(files) == 18 and as_bytes(rendered.images) == as_bytes(files)
