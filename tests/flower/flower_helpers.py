@@ -65,3 +65,35 @@ def run_folder_bytes(folder: Path, skip: tuple[str, ...]) -> dict[str, bytes]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in skip
     }
+
+
+def folder_difference(a: Path, b: Path, skip: tuple[str, ...], limit: int = 20) -> str:
+    """What differs between two run folders, for an assertion message: the differing files and, for
+    JSON files, the first ``limit`` differing paths with both values (a rare difference is then
+    diagnosable from the CI log alone)."""
+    import json
+
+    fa, fb = run_folder_bytes(a, skip), run_folder_bytes(b, skip)
+    lines = [f"only in one: {sorted(set(fa) ^ set(fb))}"]
+    for name in sorted(set(fa) & set(fb)):
+        if fa[name] == fb[name]:
+            continue
+        lines.append(f"differs: {name}")
+        if name.endswith(".json"):
+            found: list[str] = []
+
+            def walk(x, y, path: str) -> None:
+                if len(found) >= limit:
+                    return
+                if isinstance(x, dict) and isinstance(y, dict):
+                    for k in sorted(set(x) | set(y)):
+                        walk(x.get(k), y.get(k), f"{path}/{k}")
+                elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+                    for i, (u, v) in enumerate(zip(x, y)):
+                        walk(u, v, f"{path}[{i}]")
+                elif x != y:
+                    found.append(f"  {path}: {str(x)[:120]} != {str(y)[:120]}")
+
+            walk(json.loads(fa[name]), json.loads(fb[name]), "")
+            lines += found
+    return "\n".join(lines)

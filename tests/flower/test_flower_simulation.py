@@ -13,7 +13,8 @@ from privaudit.engines import run_with_engine
 from privaudit.flower.engine import TRANSPORT_NAME, run_jobs_on_flower
 from privaudit.scenario import METHOD_NAMES
 
-from flower_helpers import FLOAT_TOLERANCE, assert_same_wire, bits_equal, make_clients, random_faces, run_folder_bytes, tiny_config
+from flower_helpers import (FLOAT_TOLERANCE, assert_same_wire, bits_equal, folder_difference, make_clients, random_faces,
+                            run_folder_bytes, tiny_config)
 
 SKIP_FILES = ("timings.json", TRANSPORT_NAME)  # wall-clock timings; Flower's own transport record
 
@@ -60,9 +61,8 @@ def test_simulation_equals_inprocess(runs, method):
         other = b.client_states[cid]
         assert list(state.tensors) == list(other.tensors)
         assert all(bits_equal(t, other.tensors[n]) for n, t in state.tensors.items())
-    assert run_folder_bytes(root / "inprocess" / method, SKIP_FILES) == run_folder_bytes(
-        root / "flower" / method, SKIP_FILES
-    )
+    same = run_folder_bytes(root / "inprocess" / method, SKIP_FILES) == run_folder_bytes(root / "flower" / method, SKIP_FILES)
+    assert same, folder_difference(root / "inprocess" / method, root / "flower" / method, SKIP_FILES)
     transport = json.loads((root / "flower" / method / TRANSPORT_NAME).read_text())
     assert transport["engine"] == "flower-simulation" and transport["supernodes"] == 2
     assert transport["bytes_received"] > 0 and transport["bytes_sent"] > 0

@@ -4,7 +4,7 @@ import json
 
 from privaudit.cli import main
 
-from flower_helpers import run_folder_bytes
+from flower_helpers import folder_difference, run_folder_bytes
 
 
 def test_train_on_flower_simulation_equals_inprocess(tmp_path, capsys):
@@ -13,7 +13,8 @@ def test_train_on_flower_simulation_equals_inprocess(tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "inprocess")]) == 0
     assert main([*common, "--out", str(tmp_path / "flower"), "--engine", "flower-simulation", "--supernodes", "2"]) == 0
     skip = ("timings.json", "flower.json", "config.json")
-    assert run_folder_bytes(tmp_path / "inprocess", skip) == run_folder_bytes(tmp_path / "flower", skip)
+    same = run_folder_bytes(tmp_path / "inprocess", skip) == run_folder_bytes(tmp_path / "flower", skip)
+    assert same, folder_difference(tmp_path / "inprocess", tmp_path / "flower", skip)
     assert json.loads((tmp_path / "flower" / "config.json").read_text())["engine"] == "flower-simulation"
     assert "engine" not in json.loads((tmp_path / "inprocess" / "config.json").read_text())
     assert json.loads((tmp_path / "flower" / "flower.json").read_text())["supernodes"] == 2
