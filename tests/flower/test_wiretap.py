@@ -204,7 +204,7 @@ def test_a_wire_tapped_app_is_attacked_on_the_auditors_photo_tree(tmp_path):
     # exactly the images the app trained client:0 on (its folders' files)
     entry = spec["clients"]["client:0"]
     rendered = tree.render(entry["identities"], entry["images_per_identity"], entry["start_index"])
-    files = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+    files = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
              for name in app_folders[0::4] for f in sorted((tmp_path / "faces" / name).glob("*.png"))]  # fmt: skip
     as_bytes = lambda images: sorted(bytes(x.contiguous().numpy().tobytes()) for x in images)  # noqa: E731
     assert len(rendered) == len(files) == 18 and as_bytes(rendered.images) == as_bytes(files)
