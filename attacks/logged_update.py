@@ -256,6 +256,8 @@ class LoggedUpdateResult:
         finite = self.psnr[np.isfinite(self.psnr)]
         imp = self.impostor_identity_similarity
         null = self.null.summary() if self.null is not None else ClientNull.empty(self.config["client"]).summary()
+        if self.null is None and self.config["client"] == AGGREGATE:
+            null["unit_name"] = GROUP_UNIT
         return {
             "attack": "inverting_gradients (logged update)",
             "client": self.config["client"],
@@ -407,15 +409,7 @@ def score_against_clients(
     with_ids = reference is not None and identities is not None
     scores: dict[str, dict[str, float | None]] = {}
     for client in sorted(faces):
-        if len(faces[client]) == 0:
-            raise ValueError(f"client {client!r} has no images to score against")
-        best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces[client], rec.shape[-1]))
-        row: dict[str, float | None] = {
-            "psnr": float(best_psnr.double().mean()),
-            "ssim": float(best_ssim.double().mean()),
-            "identity_similarity": None,
-            "rank1": None,
-        }
+        row = _pixel_row(rec, faces[client], f"client {client!r}")
         if with_ids:
             assert identities is not None and reference is not None
             ids = [int(i) for i in identities.get(client, [])]
@@ -425,12 +419,34 @@ def score_against_clients(
             row["identity_similarity"] = float(np.mean(sc.identity_similarity))
             row["rank1"] = float(np.mean(sc.rank1))
         scores[client] = row
-    statistic = "identity_similarity" if with_ids else "psnr"
+    return _ranked(attacked, scores, "identity_similarity" if with_ids else "psnr")
+
+
+def _pixel_row(rec: torch.Tensor, faces: Any, who: str) -> dict[str, float | None]:
+    """One unit's scores of ``rec`` (``[0, 1]``): mean nearest-image PSNR / SSIM against ``faces``;
+    identity similarity and rank-1 left for the caller (None)."""
+    if len(faces) == 0:
+        raise ValueError(f"{who} has no images to score against")
+    best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces, rec.shape[-1]))
+    return {
+        "psnr": float(best_psnr.double().mean()),
+        "ssim": float(best_ssim.double().mean()),
+        "identity_similarity": None,
+        "rank1": None,
+    }
+
+
+def _ranked(
+    attacked: str, scores: dict[str, dict[str, float | None]], statistic: str, unit_name: str | None = None
+) -> ClientNull:
+    """The `ClientNull` of ``scores``: the exact permutation p of ``attacked`` on ``statistic`` and on PSNR."""
     p = p_psnr = None
     if len(scores) > 1:
         p = permutation_p_value({k: cast(float, v[statistic]) for k, v in scores.items()}, attacked)
         p_psnr = permutation_p_value({k: cast(float, v["psnr"]) for k, v in scores.items()}, attacked)
-    return ClientNull(attacked, scores, statistic, p, p_psnr)
+    if unit_name is None:
+        return ClientNull(attacked, scores, statistic, p, p_psnr)
+    return ClientNull(attacked, scores, statistic, p, p_psnr, unit_name)
 
 
 GROUP_UNIT = (
@@ -478,24 +494,11 @@ def score_against_groups(
     rec_emb = None if embed is None else F.normalize(embed(rec).float(), dim=1)
     scores: dict[str, dict[str, float | None]] = {}
     for group in sorted(faces):
-        if len(faces[group]) == 0:
-            raise ValueError(f"group {group!r} has no images to score against")
-        best_psnr, best_ssim, _ = _nearest(rec, _unit_images(faces[group], rec.shape[-1]))
-        similarity = None
+        row = _pixel_row(rec, faces[group], f"group {group!r}")
         if rec_emb is not None and embed is not None:
-            similarity = float(group_identity_similarity(rec_emb, faces[group], embed).mean())
-        scores[group] = {
-            "psnr": float(best_psnr.double().mean()),
-            "ssim": float(best_ssim.double().mean()),
-            "identity_similarity": similarity,
-            "rank1": None,
-        }
-    statistic = "identity_similarity" if embed is not None else "psnr"
-    p = p_psnr = None
-    if len(scores) > 1:
-        p = permutation_p_value({k: cast(float, v[statistic]) for k, v in scores.items()}, attacked)
-        p_psnr = permutation_p_value({k: cast(float, v["psnr"]) for k, v in scores.items()}, attacked)
-    return ClientNull(attacked, scores, statistic, p, p_psnr, GROUP_UNIT)
+            row["identity_similarity"] = float(group_identity_similarity(rec_emb, faces[group], embed).mean())
+        scores[group] = row
+    return _ranked(attacked, scores, "identity_similarity" if embed is not None else "psnr", GROUP_UNIT)
 
 
 def pick_update(view: Any, config: LoggedUpdateProbeConfig) -> Any:
@@ -985,6 +988,10 @@ def invert_logged_update(
         notes.append(
             f"aggregate of round {update.base_round}'s updates: the broadcast of round {update.round} minus "
             f"that of round {update.base_round}"
+        )
+        notes.append(
+            "no oracle row: nothing here is this attacker's ceiling on the aggregate; the simulated probes "
+            "(exact model of a one-image update, labels granted) bound what the attack finds when its model is exact"
         )
     if config.epoch_prior == "none":
         out = _invert_one_step(target, config, n_samples, granted_classes, negatives, local_lr, device, notes)

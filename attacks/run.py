@@ -2349,13 +2349,13 @@ def _gradient_logged(
         return []
     senders = {u.sender for u in view.backbone_updates(required=False)}
     parties = sorted((p for p in gt.identities if p in senders), key=lambda p: (len(gt.identities[p]), p))
-    client_faces = _ClientTrainingFaces(gt, data.render)
+    ctx = _LoggedAttack(view, gt, _ClientTrainingFaces(gt, data.render), reference, config, fed, out, report)
     results = []
     for party in parties[: config.gradient_clients]:
-        results += _gradient_logged_client(view, gt, party, client_faces, reference, config, fed, out, report)
+        results += _gradient_logged_client(ctx, party)
     mode = config.gradient_logged_aggregate
     if mode == "always" or (mode == "auto" and not parties):
-        results += _gradient_aggregate(view, gt, data, client_faces, reference, config, fed, out, report)
+        results += _gradient_aggregate(ctx, data)
     elif not parties:
         report.notes.append("gradient inversion: no client backbone update in the wire log")
     return results
@@ -2372,20 +2372,29 @@ def _logged_kwargs(fed: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _gradient_logged_client(
-    view: ObserverView,
-    gt: GroundTruth,
-    party: str,
-    client_faces: _ClientTrainingFaces,
-    reference: Any,
-    config: AttackRunConfig,
-    fed: Mapping[str, Any],
-    out: Path | None,
-    report: AttackReport,
-) -> list[Any]:
+@dataclass
+class _LoggedAttack:
+    """What every logged-update inversion of one attack run shares: the server's view, the ground
+    truth and the clients' training faces, the evaluator's reference, the settings, the local
+    protocol, the output folder and the report."""
+
+    view: ObserverView
+    gt: GroundTruth
+    client_faces: _ClientTrainingFaces
+    reference: Any
+    config: AttackRunConfig
+    fed: Mapping[str, Any]
+    out: Path | None
+    report: AttackReport
+
+
+def _gradient_logged_client(ctx: _LoggedAttack, party: str) -> list[Any]:
     """``party``'s logged updates of the rounds ``gradient_logged_rounds`` names, inverted."""
     from attacks.logged_update import invert_logged_update
 
+    view, gt, client_faces, reference, config, fed, out, report = (
+        ctx.view, ctx.gt, ctx.client_faces, ctx.reference, ctx.config, ctx.fed, ctx.out, ctx.report,
+    )  # fmt: skip
     ids = gt.identities[party]
     faces = client_faces(party)
     others = [p for p in sorted(gt.identities) if p != party and gt.identities[p]]
@@ -2416,23 +2425,16 @@ def _gradient_logged_client(
     return results
 
 
-def _gradient_aggregate(
-    view: ObserverView,
-    gt: GroundTruth,
-    data: _AttackData,
-    client_faces: _ClientTrainingFaces,
-    reference: Any,
-    config: AttackRunConfig,
-    fed: Mapping[str, Any],
-    out: Path | None,
-    report: AttackReport,
-) -> list[Any]:
+def _gradient_aggregate(ctx: _LoggedAttack, data: _AttackData) -> list[Any]:
     """Invert the aggregate of the rounds ``gradient_logged_rounds`` names (`attacks.logged_update`
     with ``client="aggregate"``): the difference of consecutive broadcasts, matched as one step
     on the union of the participants' data, scored against the participants' images and, with
     ``gradient_logged_null``, against groups of non-member identities (`_aggregate_null_groups`)."""
     from attacks.logged_update import AGGREGATE, invert_logged_update, participants, pick_update
 
+    view, gt, client_faces, reference, config, fed, out, report = (
+        ctx.view, ctx.gt, ctx.client_faces, ctx.reference, ctx.config, ctx.fed, ctx.out, ctx.report,
+    )  # fmt: skip
     if config.gradient_logged_epoch_prior != "none":
         report.notes.append(
             f"gradient inversion of the aggregate: one-step model (epoch prior {config.gradient_logged_epoch_prior!r} "
